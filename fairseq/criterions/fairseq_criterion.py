@@ -1,0 +1,58 @@
+"""The criterion base and the reduction of per-batch logging outputs."""
+import math
+from typing import Any, Dict, List, Tuple
+
+import torch
+from torch import nn
+
+
+def sum_logs(key: str, logging_outputs: List[Dict[str, Any]]) -> float:
+    """Sum ``key`` over logging outputs; tensors are summed on device and read back once."""
+    values = [log[key] for log in logging_outputs if key in log]
+    if not values:
+        return 0.0
+    tensors = [v for v in values if torch.is_tensor(v)]
+    total = sum(v for v in values if not torch.is_tensor(v))
+    if tensors:
+        total += torch.stack([t.detach().float().reshape(()) for t in tensors]).sum().item()
+    return float(total)
+
+
+class FairseqCriterion(nn.Module):
+    """A loss over a batch: ``forward(model, sample) -> (loss, sample_size, logging_output)``.
+
+    ``loss`` is summed over the batch (nats); the trainer divides gradients by the total
+    ``sample_size`` of an update. ``logging_output`` values may be tensors: they are only read
+    back to the host in :meth:`reduce_metrics`, once per log interval.
+    """
+
+    def __init__(self, task: Any):
+        super().__init__()
+        self.task = task
+        dictionary = getattr(task, "target_dictionary", None)
+        self.padding_idx = dictionary.pad() if dictionary is not None else -100
+
+    @classmethod
+    def build_criterion(cls, cfg: Any, task: Any) -> "FairseqCriterion":
+        return cls(cfg, task)
+
+    def forward(self, model: nn.Module, sample: Dict[str, Any],
+                reduce: bool = True) -> Tuple[torch.Tensor, int, Dict[str, Any]]:
+        raise NotImplementedError
+
+    @staticmethod
+    def reduce_metrics(logging_outputs: List[Dict[str, Any]]) -> Dict[str, float]:
+        """Token-averaged loss in base 2 (as fairseq users read it) and its perplexity."""
+        loss_sum = sum_logs("loss", logging_outputs)
+        ntokens = sum_logs("ntokens", logging_outputs)
+        sample_size = sum_logs("sample_size", logging_outputs)
+        nsentences = sum_logs("nsentences", logging_outputs)
+        stats = {"loss": loss_sum / max(sample_size, 1) / math.log(2)}
+        if "nll_loss" in logging_outputs[0] if logging_outputs else False:
+            nll = sum_logs("nll_loss", logging_outputs) / max(ntokens, 1) / math.log(2)
+        else:
+            nll = loss_sum / max(ntokens, 1) / math.log(2)
+        stats["nll_loss"] = nll
+        stats["ppl"] = 2.0 ** min(nll, 100.0)
+        stats.update({"ntokens": ntokens, "nsentences": nsentences, "sample_size": sample_size})
+        return stats

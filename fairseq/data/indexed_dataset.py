@@ -1,0 +1,381 @@
+"""Memory-mapped datasets of integer token sequences: ``PREFIX.bin`` + ``PREFIX.idx``.
+
+``PREFIX.bin`` holds every sequence's tokens back to back, in one fixed integer dtype.
+``PREFIX.idx`` describes how to cut it, little-endian throughout (the layout fairseq
+and Megatron use for their "mmap" datasets, so existing data-bin folders load)::
+
+    bytes 0-8    magic  b"MMIDIDX\\x00\\x00"
+    uint64       format version (1)
+    uint8        dtype code of the .bin tokens (see ``DTYPE_CODES``)
+    uint64       number of sequences N
+    uint64       number of document boundaries D
+    int32[N]     sequence lengths, in tokens
+    int64[N]     byte offset of each sequence in the .bin
+    int64[D]     document boundaries (sequence ids); ``[0]`` when none were marked
+
+Both files are read through ``numpy.memmap``: opening a dataset costs nothing whatever
+its size, and pages are loaded on demand and shared between processes.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+from array import array
+from typing import Any, Dict, Optional, Tuple, Type
+
+import numpy as np
+import torch
+
+__all__ = [
+    "MMapIndexedDataset",
+    "MMapIndexedDatasetBuilder",
+    "best_fitting_int_dtype",
+    "data_file_path",
+    "dataset_exists",
+    "index_file_path",
+    "make_builder",
+    "make_dataset",
+    "SUPPORTED_IMPLS",
+]
+
+SUPPORTED_IMPLS = ("mmap",)
+
+INDEX_MAGIC = b"MMIDIDX\x00\x00"
+INDEX_VERSION = 1
+# magic, version (uint64), dtype code (uint8), sequence count (uint64), document count (uint64)
+_HEADER = struct.Struct(f"<{len(INDEX_MAGIC)}sQBQQ")
+
+DTYPE_CODES: Dict[int, Type[np.generic]] = {
+    1: np.uint8,
+    2: np.int8,
+    3: np.int16,
+    4: np.int32,
+    5: np.int64,
+    8: np.uint16,
+    9: np.uint32,
+    10: np.uint64,
+}
+_CODE_OF_DTYPE = {np.dtype(dtype): code for code, dtype in DTYPE_CODES.items()}
+
+# Vocabularies below this size fit uint16 with room to spare for a few added symbols.
+_UINT16_VOCAB_LIMIT = 65500
+
+
+def data_file_path(prefix: str) -> str:
+    """Path of the token file of the dataset at ``prefix``: ``prefix + ".bin"``."""
+    return prefix + ".bin"
+
+
+def index_file_path(prefix: str) -> str:
+    """Path of the index file of the dataset at ``prefix``: ``prefix + ".idx"``."""
+    return prefix + ".idx"
+
+
+def best_fitting_int_dtype(vocab_size: Optional[int]) -> Type[np.generic]:
+    """Smallest dtype able to store ids of a vocabulary of ``vocab_size`` symbols.
+
+    Args:
+        vocab_size: number of symbols; None when unknown.
+
+    Returns:
+        ``np.uint16`` when ``vocab_size < 65500``, else ``np.int32`` (also when unknown).
+    """
+    if vocab_size is not None and vocab_size < _UINT16_VOCAB_LIMIT:
+        return np.uint16
+    return np.int32
+
+
+def _check_impl(impl: str) -> None:
+    if impl not in SUPPORTED_IMPLS:
+        raise ValueError(
+            f"dataset implementation {impl!r} is not supported; supported: {', '.join(SUPPORTED_IMPLS)} "
+            f"(use --dataset-impl mmap and rerun fairseq-preprocess)"
+        )
+
+
+def dataset_exists(prefix: str, impl: str = "mmap") -> bool:
+    """Whether both files of the dataset at ``prefix`` exist.
+
+    Raises:
+        ValueError: if ``impl`` is not a supported implementation.
+    """
+    _check_impl(impl)
+    return MMapIndexedDataset.exists(prefix)
+
+
+def make_builder(out_file: str, impl: str, vocab_size: Optional[int] = None) -> "MMapIndexedDatasetBuilder":
+    """Open a builder writing tokens to ``out_file`` (the ``.bin`` path).
+
+    Args:
+        out_file: path of the ``.bin`` file to create.
+        impl: dataset implementation; only ``"mmap"``.
+        vocab_size: when given, tokens are stored in :func:`best_fitting_int_dtype`;
+            otherwise in int64.
+
+    Raises:
+        ValueError: if ``impl`` is not supported.
+    """
+    _check_impl(impl)
+    dtype = best_fitting_int_dtype(vocab_size) if vocab_size is not None else np.int64
+    return MMapIndexedDatasetBuilder(out_file, dtype=dtype)
+
+
+def make_dataset(prefix: str, impl: str = "mmap") -> Optional["MMapIndexedDataset"]:
+    """Open the dataset at ``prefix``, or return None if its files do not exist.
+
+    Raises:
+        ValueError: if ``impl`` is not supported, or the files are corrupt.
+    """
+    if not dataset_exists(prefix, impl):
+        return None
+    return MMapIndexedDataset(prefix)
+
+
+def _read_index(index_file: str) -> Tuple[np.dtype, np.ndarray, np.ndarray, np.ndarray]:
+    """Parse an ``.idx`` file into (dtype, sizes, pointers, doc_idx), memory-mapped.
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        ValueError: if the file is not a well-formed index.
+    """
+    if not os.path.isfile(index_file):
+        raise FileNotFoundError(f"index file {index_file} not found; rerun fairseq-preprocess to create it")
+    not_an_index = (
+        f"{index_file} is not a fairseq mmap index (corrupt or from another tool); rerun fairseq-preprocess"
+    )
+    file_size = os.path.getsize(index_file)
+    with open(index_file, "rb") as file:
+        header_bytes = file.read(_HEADER.size)
+    if len(header_bytes) < _HEADER.size or not header_bytes.startswith(INDEX_MAGIC):
+        raise ValueError(not_an_index)
+    _, version, dtype_code, num_sequences, num_doc_boundaries = _HEADER.unpack(header_bytes)
+    if version != INDEX_VERSION:
+        raise ValueError(f"{not_an_index} [unsupported index version {version}, expected {INDEX_VERSION}]")
+    if dtype_code not in DTYPE_CODES:
+        raise ValueError(f"{not_an_index} [unknown dtype code {dtype_code}]")
+    expected_size = _HEADER.size + num_sequences * (4 + 8) + num_doc_boundaries * 8
+    if file_size != expected_size:
+        raise ValueError(
+            f"{not_an_index} [header announces {num_sequences} sequences, i.e. {expected_size} bytes, "
+            f"but the file has {file_size} bytes: truncated?]"
+        )
+
+    def section(dtype: type, count: int, offset: int) -> np.ndarray:
+        if count == 0:
+            return np.zeros(0, dtype=dtype)
+        return np.memmap(index_file, mode="r", dtype=dtype, shape=(count,), offset=offset)
+
+    sizes = section(np.int32, num_sequences, _HEADER.size)
+    pointers = section(np.int64, num_sequences, _HEADER.size + 4 * num_sequences)
+    doc_idx = section(np.int64, num_doc_boundaries, _HEADER.size + 12 * num_sequences)
+    return np.dtype(DTYPE_CODES[dtype_code]), sizes, pointers, doc_idx
+
+
+def _write_index(index_file: str, dtype: np.dtype, sizes: np.ndarray, doc_idx: np.ndarray) -> None:
+    """Write an ``.idx`` file for sequences of ``sizes`` tokens stored back to back."""
+    sizes = np.asarray(sizes, dtype=np.int32)
+    itemsize = np.dtype(dtype).itemsize
+    pointers = np.zeros(len(sizes), dtype=np.int64)
+    if len(sizes) > 1:
+        np.cumsum(sizes[:-1], dtype=np.int64, out=pointers[1:])
+    pointers *= itemsize
+    doc_idx = np.asarray(doc_idx, dtype=np.int64)
+    with open(index_file, "wb") as file:
+        file.write(_HEADER.pack(INDEX_MAGIC, INDEX_VERSION, _CODE_OF_DTYPE[np.dtype(dtype)], len(sizes), len(doc_idx)))
+        file.write(sizes.astype("<i4").tobytes(order="C"))
+        file.write(pointers.astype("<i8").tobytes(order="C"))
+        file.write(doc_idx.astype("<i8").tobytes(order="C"))
+
+
+class MMapIndexedDatasetBuilder:
+    """Streams sequences into a ``.bin`` file, then writes the matching ``.idx``.
+
+    Only the sequence lengths are kept in memory (8 bytes per sequence), so arbitrarily
+    large corpora can be written.
+
+    Args:
+        out_file: path of the ``.bin`` file to create (overwritten if present).
+        dtype: integer dtype the tokens are stored in.
+
+    Raises:
+        ValueError: if ``dtype`` is not one of the supported integer dtypes.
+    """
+
+    def __init__(self, out_file: str, dtype: Any = np.int64) -> None:
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in _CODE_OF_DTYPE:
+            supported = ", ".join(sorted(str(d) for d in _CODE_OF_DTYPE))
+            raise ValueError(f"cannot store tokens of {out_file} as {self.dtype}; supported dtypes: {supported}")
+        self.out_file = out_file
+        self._data_file = open(out_file, "wb")
+        self._sizes = array("q")
+        self._doc_idx = array("q", [0])
+        info = np.iinfo(self.dtype)
+        self._min_value, self._max_value = int(info.min), int(info.max)
+
+    def add_item(self, tensor: Any) -> None:
+        """Append one sequence.
+
+        Args:
+            tensor: a 1-D tensor, array or list of integer token ids.
+
+        Raises:
+            ValueError: if a value does not fit the builder's dtype.
+        """
+        values = tensor.numpy() if torch.is_tensor(tensor) else np.asarray(tensor)
+        values = values.reshape(-1)
+        if values.size:
+            low, high = int(values.min()), int(values.max())
+            if low < self._min_value or high > self._max_value:
+                raise ValueError(
+                    f"token id range [{low}, {high}] does not fit dtype {self.dtype} of {self.out_file}; "
+                    f"create the builder with a wider dtype (make_builder(..., vocab_size=len(dictionary)))"
+                )
+        self._data_file.write(values.astype(self.dtype, copy=False).tobytes(order="C"))
+        self._sizes.append(values.size)
+
+    def end_document(self) -> None:
+        """Mark a document boundary after the last added sequence."""
+        self._doc_idx.append(len(self._sizes))
+
+    def merge_file_(self, other_prefix: str) -> None:
+        """Append the finalized dataset at ``other_prefix`` to this one, streaming its tokens.
+
+        Used to join per-worker shards in order without loading them into memory.
+
+        Raises:
+            ValueError: if the other dataset is corrupt or stores another dtype.
+        """
+        other_dtype, other_sizes, _, other_doc_idx = _read_index(index_file_path(other_prefix))
+        if other_dtype != self.dtype:
+            raise ValueError(
+                f"cannot merge {index_file_path(other_prefix)} (tokens stored as {other_dtype}) into "
+                f"{self.out_file} (tokens stored as {self.dtype}); binarize both with the same dictionary"
+            )
+        offset = len(self._sizes)
+        self._sizes.extend(np.asarray(other_sizes, dtype=np.int64).tolist())
+        # The other file's leading 0 boundary coincides with our current end.
+        self._doc_idx.extend((offset + np.asarray(other_doc_idx[1:], dtype=np.int64)).tolist())
+        with open(data_file_path(other_prefix), "rb") as other_data:
+            shutil.copyfileobj(other_data, self._data_file, length=1 << 22)
+
+    def discard(self) -> None:
+        """Close and delete the partly written ``.bin`` file; no index is written."""
+        self._data_file.close()
+        if os.path.exists(self.out_file):
+            os.remove(self.out_file)
+
+    def finalize(self, index_file: str) -> None:
+        """Close the ``.bin`` file and write ``index_file`` (the ``.idx`` path)."""
+        self._data_file.close()
+        sizes = np.frombuffer(self._sizes, dtype=np.int64) if len(self._sizes) else np.zeros(0, np.int64)
+        if len(sizes) and sizes.max() > np.iinfo(np.int32).max:
+            raise ValueError(f"a sequence of {int(sizes.max())} tokens is too long for the index of {self.out_file}")
+        _write_index(index_file, self.dtype, sizes, np.frombuffer(self._doc_idx, dtype=np.int64))
+
+
+class MMapIndexedDataset(torch.utils.data.Dataset):
+    """Read-only dataset of token sequences backed by memory-mapped files.
+
+    Pickling stores only the prefix; the files are mapped again on first access in
+    the receiving process, so DataLoader workers start cheaply.
+
+    Args:
+        prefix: path without extension; reads ``prefix.bin`` and ``prefix.idx``.
+
+    Raises:
+        FileNotFoundError: if a file is missing.
+        ValueError: if the index is corrupt or does not match the ``.bin`` size.
+    """
+
+    supports_prefetch = False
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self._open()
+
+    def _open(self) -> None:
+        dtype, sizes, pointers, doc_idx = _read_index(index_file_path(self.prefix))
+        data_file = data_file_path(self.prefix)
+        if not os.path.isfile(data_file):
+            raise FileNotFoundError(f"data file {data_file} not found next to its index; rerun fairseq-preprocess")
+        expected_bytes = int(np.sum(sizes, dtype=np.int64)) * dtype.itemsize
+        actual_bytes = os.path.getsize(data_file)
+        if actual_bytes != expected_bytes:
+            raise ValueError(
+                f"{data_file} has {actual_bytes} bytes but its index announces {expected_bytes} "
+                f"(corrupt or truncated); rerun fairseq-preprocess"
+            )
+        self._dtype = dtype
+        self._sizes, self._pointers, self._doc_idx = sizes, pointers, doc_idx
+        if expected_bytes:
+            self._tokens = np.memmap(data_file, mode="r", dtype=dtype)
+        else:  # numpy cannot map an empty file
+            self._tokens = np.zeros(0, dtype=dtype)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return {"prefix": self.prefix}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.prefix = state["prefix"]
+        self._tokens = None  # mapped again on first access
+
+    def _ensure_open(self) -> None:
+        if getattr(self, "_tokens", None) is None:
+            self._open()
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Dtype the tokens are stored in on disk."""
+        self._ensure_open()
+        return self._dtype
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """Length of every sequence, as an int32 array of shape (N,)."""
+        self._ensure_open()
+        return self._sizes
+
+    @property
+    def doc_idx(self) -> np.ndarray:
+        """Sequence ids at which documents start, as written by ``end_document``."""
+        self._ensure_open()
+        return self._doc_idx
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        """Return sequence ``i`` as a 1-D int64 tensor.
+
+        Raises:
+            IndexError: if ``i`` is out of range.
+        """
+        self._ensure_open()
+        num_sequences = len(self._sizes)
+        index = int(i)
+        if index < 0:
+            index += num_sequences
+        if not 0 <= index < num_sequences:
+            raise IndexError(f"index {i} out of range for {self.prefix} with {num_sequences} sequences")
+        start = int(self._pointers[index]) // self._dtype.itemsize
+        tokens = self._tokens[start : start + int(self._sizes[index])]
+        return torch.from_numpy(tokens.astype(np.int64))
+
+    def num_tokens(self, i: int) -> int:
+        """Length of sequence ``i``."""
+        return int(self.sizes[i])
+
+    def size(self, i: int) -> int:
+        """Length of sequence ``i``."""
+        return int(self.sizes[i])
+
+    @staticmethod
+    def exists(prefix: str) -> bool:
+        """Whether both ``prefix.idx`` and ``prefix.bin`` exist."""
+        return os.path.isfile(index_file_path(prefix)) and os.path.isfile(data_file_path(prefix))
+
+    def __repr__(self) -> str:
+        return f"MMapIndexedDataset({self.prefix!r}, {len(self)} sequences)"

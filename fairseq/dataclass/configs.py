@@ -1,0 +1,255 @@
+"""Typed configuration: the one place every generic parameter is declared.
+
+Each field carries a type, a default and a help string. From these dataclasses come the Hydra
+structured configs (``fairseq.dataclass.initialize``), the YAML groups in ``config/`` (which only
+select and extend them) and the legacy ``--flags`` (``gen_parser_from_dataclass``).
+A value shared between groups is an interpolation (``II("optimization.lr")``), never a copy.
+"""
+from argparse import Namespace
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Dict, List, Optional
+
+from omegaconf import II, MISSING as OC_MISSING
+
+from fairseq.dataclass.constants import DATASET_IMPL_CHOICES, LOG_FORMAT_CHOICES, ChoiceEnum
+
+
+def interpolation_target(default: Any) -> Optional[str]:
+    """``"optimization.lr"`` for a default of ``"${optimization.lr}"``, else ``None``."""
+    if isinstance(default, str) and default.startswith("${") and default.endswith("}"):
+        return default[2:-1]
+    return None
+
+
+def field_default(f) -> Any:
+    """The default of a dataclass field, calling its ``default_factory`` if it has one."""
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return OC_MISSING
+
+
+@dataclass
+class FairseqDataclass:
+    """Base of every config node.
+
+    ``_name`` records which registered component (or architecture) a node configures; the
+    registries fill it in, so a saved config names what to rebuild.
+    """
+
+    _name: Optional[str] = None
+
+    @classmethod
+    def namespace_values(cls, args: Namespace) -> Dict[str, Any]:
+        """The values a legacy flat ``Namespace`` carries for this config's fields.
+
+        A field takes the attribute of the same name; a field whose default interpolates another
+        key (``${optimization.lr}``) takes the attribute named by that key's last part (``lr``),
+        because the legacy namespace is flat. Absent attributes are left out.
+        """
+        values = {}
+        for f in fields(cls):
+            if f.name == "_name":
+                continue
+            target = interpolation_target(f.default)
+            source = target.rsplit(".", 1)[-1] if target else f.name
+            if hasattr(args, source):
+                values[f.name] = getattr(args, source)
+        return values
+
+    @classmethod
+    def from_namespace(cls, args: Namespace, **overrides: Any) -> "FairseqDataclass":
+        """Build this config from a legacy ``Namespace``; absent attributes keep their defaults."""
+        return cls(**{**cls.namespace_values(args), **overrides})
+
+
+@dataclass
+class CommonConfig(FairseqDataclass):
+    no_progress_bar: bool = field(default=False, metadata={"help": "disable the progress bar"})
+    log_interval: int = field(
+        default=100, metadata={"help": "log training statistics every N updates"}
+    )
+    log_format: Optional[LOG_FORMAT_CHOICES] = field(  # type: ignore[valid-type]
+        default=None,
+        metadata={"help": "log format; default: tqdm on a terminal, simple otherwise"},
+    )
+    log_file: Optional[str] = field(
+        default=None, metadata={"help": "also write the log lines to this file"}
+    )
+    tensorboard_logdir: Optional[str] = field(
+        default=None, metadata={"help": "write TensorBoard event files under this directory"}
+    )
+    seed: int = field(default=1, metadata={"help": "random seed for model init and data order"})
+    cpu: bool = field(default=False, metadata={"help": "train on the CPU even if a GPU is present"})
+    fp16: bool = field(
+        default=False,
+        metadata={"help": "mixed precision (float16 autocast + loss scaling) on a GPU; "
+                  "on a machine without one, a warning and full float32"},
+    )
+    bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast (GPU or CPU)"})
+    fp16_init_scale: int = field(default=2**7, metadata={"help": "initial fp16 loss scale"})
+    fp16_scale_window: Optional[int] = field(
+        default=None, metadata={"help": "updates without overflow before the loss scale grows"}
+    )
+    min_loss_scale: float = field(
+        default=1e-4, metadata={"help": "stop training when the loss scale falls below this"}
+    )
+    user_dir: Optional[str] = field(
+        default=None, metadata={"help": "a directory of extra components (tasks, models, ...)"}
+    )
+
+
+@dataclass
+class DistributedTrainingConfig(FairseqDataclass):
+    distributed_world_size: int = field(
+        default=1, metadata={"help": "total number of processes (torchrun sets WORLD_SIZE)"}
+    )
+    distributed_rank: int = field(default=0, metadata={"help": "rank of this process"})
+    distributed_backend: Optional[str] = field(
+        default=None, metadata={"help": "torch.distributed backend; default nccl on GPU, gloo on CPU"}
+    )
+    device_id: int = field(default=0, metadata={"help": "which GPU this process uses"})
+
+
+@dataclass
+class DatasetConfig(FairseqDataclass):
+    num_workers: int = field(
+        default=1, metadata={"help": "data-loading worker processes (0 loads in the main process)"}
+    )
+    skip_invalid_size_inputs_valid_test: bool = field(
+        default=False, metadata={"help": "drop validation/test samples longer than the model allows"}
+    )
+    max_tokens: Optional[int] = field(
+        default=None, metadata={"help": "maximum number of tokens in a batch"}
+    )
+    batch_size: Optional[int] = field(
+        default=None, metadata={"help": "maximum number of sentences in a batch"}
+    )
+    required_batch_size_multiple: int = field(
+        default=8, metadata={"help": "round batch sizes down to a multiple of this"}
+    )
+    dataset_impl: Optional[DATASET_IMPL_CHOICES] = field(  # type: ignore[valid-type]
+        default=None, metadata={"help": "storage format of the binarized data (default: detect)"}
+    )
+    train_subset: str = field(default="train", metadata={"help": "split to train on"})
+    valid_subset: str = field(
+        default="valid", metadata={"help": "comma-separated splits to validate on"}
+    )
+    validate_interval: int = field(default=1, metadata={"help": "validate every N epochs"})
+    validate_interval_updates: int = field(
+        default=0, metadata={"help": "also validate every N updates (0: off)"}
+    )
+    disable_validation: bool = field(default=False, metadata={"help": "never validate"})
+    max_tokens_valid: Optional[int] = field(
+        default=II("dataset.max_tokens"),
+        metadata={"help": "maximum tokens in a validation batch (default: --max-tokens)"},
+    )
+    batch_size_valid: Optional[int] = field(
+        default=II("dataset.batch_size"),
+        metadata={"help": "maximum sentences in a validation batch (default: --batch-size)"},
+    )
+    gen_subset: str = field(default="test", metadata={"help": "split to evaluate or generate on"})
+
+
+@dataclass
+class OptimizationConfig(FairseqDataclass):
+    max_epoch: int = field(default=0, metadata={"help": "stop after this many epochs (0: no limit)"})
+    max_update: int = field(default=0, metadata={"help": "stop after this many updates (0: no limit)"})
+    clip_norm: float = field(
+        default=0.0, metadata={"help": "clip the gradient norm to this value (0: no clipping)"}
+    )
+    sentence_avg: bool = field(
+        default=False, metadata={"help": "normalize the loss by sentences instead of tokens"}
+    )
+    update_freq: List[int] = field(
+        default_factory=lambda: [1],
+        metadata={"help": "accumulate gradients over N batches before each update (per epoch)"},
+    )
+    lr: List[float] = field(
+        default_factory=lambda: [0.25],
+        metadata={"help": "learning rate; the schedulers and optimizers read it from here"},
+    )
+
+
+@dataclass
+class CheckpointConfig(FairseqDataclass):
+    save_dir: str = field(
+        default="checkpoints",
+        metadata={"help": "where checkpoints go; relative paths resolve against the launch directory"},
+    )
+    restore_file: str = field(
+        default="checkpoint_last.pt",
+        metadata={"help": "checkpoint to resume from; a bare name is looked up in save_dir"},
+    )
+    reset_optimizer: bool = field(default=False, metadata={"help": "do not restore the optimizer state"})
+    reset_lr_scheduler: bool = field(
+        default=False, metadata={"help": "do not restore the lr scheduler state"}
+    )
+    reset_dataloader: bool = field(
+        default=False, metadata={"help": "do not restore the data iterator position"}
+    )
+    reset_meters: bool = field(default=False, metadata={"help": "do not restore the meters"})
+    save_interval: int = field(default=1, metadata={"help": "save a checkpoint every N epochs"})
+    save_interval_updates: int = field(
+        default=0, metadata={"help": "also save a checkpoint every N updates (0: off)"}
+    )
+    keep_interval_updates: int = field(
+        default=-1, metadata={"help": "keep only the last N update checkpoints (-1: all)"}
+    )
+    keep_last_epochs: int = field(
+        default=-1, metadata={"help": "keep only the last N epoch checkpoints (-1: all)"}
+    )
+    no_save: bool = field(default=False, metadata={"help": "do not save checkpoints"})
+    no_epoch_checkpoints: bool = field(
+        default=False, metadata={"help": "only keep checkpoint_last.pt and checkpoint_best.pt"}
+    )
+    best_checkpoint_metric: str = field(
+        default="loss", metadata={"help": "validation metric that decides checkpoint_best.pt"}
+    )
+    maximize_best_checkpoint_metric: bool = field(
+        default=False, metadata={"help": "a larger best_checkpoint_metric is better"}
+    )
+
+
+@dataclass
+class EvalLMConfig(FairseqDataclass):
+    output_word_probs: bool = field(
+        default=False, metadata={"help": "print the log-probability of every word"}
+    )
+
+
+@dataclass
+class FairseqConfig(FairseqDataclass):
+    """The whole run: generic groups plus one node per chosen component."""
+
+    common: CommonConfig = field(default_factory=CommonConfig)
+    distributed_training: DistributedTrainingConfig = field(default_factory=DistributedTrainingConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval_lm: EvalLMConfig = field(default_factory=EvalLMConfig)
+    task: Any = None
+    model: Any = None
+    criterion: Any = None
+    optimizer: Any = None
+    lr_scheduler: Any = None
+
+
+# Generic groups in the order they appear on the command line and in --help.
+GENERIC_GROUPS = {
+    "common": CommonConfig,
+    "distributed_training": DistributedTrainingConfig,
+    "dataset": DatasetConfig,
+    "optimization": OptimizationConfig,
+    "checkpoint": CheckpointConfig,
+    "eval_lm": EvalLMConfig,
+}
+# Component groups: each holds the config of one registered component, chosen by name.
+COMPONENT_GROUPS = ("task", "model", "criterion", "optimizer", "lr_scheduler")
+
+__all__ = [
+    "ChoiceEnum", "FairseqDataclass", "FairseqConfig", "CommonConfig", "DistributedTrainingConfig",
+    "DatasetConfig", "OptimizationConfig", "CheckpointConfig", "EvalLMConfig", "GENERIC_GROUPS",
+    "COMPONENT_GROUPS", "interpolation_target", "field_default",
+]

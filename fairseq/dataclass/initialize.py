@@ -1,0 +1,107 @@
+"""Registering every config with Hydra, and composing the run's config.
+
+Layout of what Hydra sees:
+
+* ``config/config.yaml`` (the primary config) extends ``fairseq_config`` (the
+  :class:`FairseqConfig` schema) and picks one entry per component group.
+* Every registered component ``NAME`` of group ``G`` is stored as ``schema/G/NAME`` in the
+  ConfigStore: its dataclass, preset applied, ``_name`` set.
+* ``config/G/NAME.yaml`` extends ``schema/G/NAME`` and may change values. A registered name
+  with no YAML file is also stored directly as ``G/NAME``, so presets and user plugins are
+  selectable without writing YAML.
+"""
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
+
+from fairseq.dataclass.configs import COMPONENT_GROUPS, FairseqConfig
+
+
+def config_dir() -> str:
+    """The directory of the Hydra config tree (installed copy first, then the source checkout)."""
+    package_dir = Path(__file__).resolve().parent.parent
+    for candidate in (package_dir / "config", package_dir.parent / "config"):
+        if (candidate / "config.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(
+        f"cannot find the Hydra config tree (config/config.yaml) next to {package_dir}; "
+        "reinstall the package (pip install .)"
+    )
+
+
+def import_components() -> None:
+    """Import every built-in component family so that all registries are filled."""
+    import fairseq.criterions  # noqa: F401
+    import fairseq.models  # noqa: F401
+    import fairseq.optim  # noqa: F401
+    import fairseq.optim.lr_scheduler  # noqa: F401
+    import fairseq.tasks  # noqa: F401
+
+
+def import_user_module(user_dir: Optional[str]) -> None:
+    """Import a directory of user components (``common.user_dir`` / ``--user-dir``).
+
+    It is imported as a package named after the directory, before any config is composed, so
+    its registrations are visible to both doors.
+    """
+    if not user_dir:
+        return
+    path = Path(user_dir).expanduser().resolve()
+    if not path.is_dir():
+        raise FileNotFoundError(f"common.user_dir={user_dir!r}: no such directory")
+    name = path.name
+    if name in sys.modules:
+        return
+    init = path / "__init__.py"
+    if not init.is_file():
+        raise FileNotFoundError(f"common.user_dir={user_dir!r} has no __init__.py to import")
+    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(path)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+
+
+_stored: set = set()
+
+
+def hydra_init(cfg_name: str = "fairseq_config") -> None:
+    """Store the top-level schema and every registered component in Hydra's ConfigStore."""
+    from fairseq.registry import ALL_REGISTRIES
+
+    import_components()
+    cs = ConfigStore.instance()
+    cs.store(name=cfg_name, node=FairseqConfig)
+    tree = Path(config_dir())
+    for group in COMPONENT_GROUPS:
+        registry = ALL_REGISTRIES.get(group)
+        if registry is None:
+            continue
+        for name, entry in registry.entries.items():
+            if (group, name) in _stored:
+                continue
+            node = entry.default_config()
+            if node is None:
+                continue
+            cs.store(group=f"schema/{group}", name=name, node=node)
+            if not (tree / group / f"{name}.yaml").is_file():
+                cs.store(group=group, name=name, node=node)
+            _stored.add((group, name))
+
+
+def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
+                   config_path: Optional[str] = None) -> DictConfig:
+    """Compose the run config as the Hydra door does, outside any Hydra app."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    hydra_init()
+    directory = os.path.abspath(config_path or config_dir())
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name, overrides=list(overrides))
+    with initialize_config_dir(config_dir=directory, version_base="1.3"):
+        return compose(config_name, overrides=list(overrides))

@@ -1,0 +1,195 @@
+"""Checking Hydra overrides before a run starts, with errors a person can act on.
+
+Hydra's own messages say *that* a key is wrong; these say which key was meant, what type a
+value needs and how to give a required value. :func:`check_overrides` also rewrites the legacy
+string form of sequence values (``optimizer.adam_betas="'(0.9, 0.98)'"``) to a list, so the
+typed field accepts what fairseq users type.
+"""
+import dataclasses
+import difflib
+import enum
+import typing
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from fairseq.dataclass.configs import COMPONENT_GROUPS
+from fairseq.dataclass.utils import describe_type, field_python_type, parse_sequence
+
+
+class ConfigError(ValueError):
+    """A config the run cannot start with; the message names the key and the fix."""
+
+
+def flat_keys(cfg: Any, prefix: str = "") -> List[str]:
+    """Every leaf key of ``cfg`` as a dotted path."""
+    keys = []
+    for key in cfg.keys() if isinstance(cfg, DictConfig) else []:
+        path = f"{prefix}{key}"
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig) and not node._is_none():
+            keys.extend(flat_keys(node, path + "."))
+        else:
+            keys.append(path)
+    return keys
+
+
+def closest_key(key: str, keys: Sequence[str]) -> Optional[str]:
+    """The real key a mistyped one most likely meant (``optimization.lrr`` -> ``optimization.lr``)."""
+    key = key.lstrip("+~-").replace("-", "_")
+    if key in keys:
+        return key
+    last = key.rsplit(".", 1)[-1]
+    same_leaf = [k for k in keys if k.rsplit(".", 1)[-1] == last and not k.endswith("._name")]
+    if len(same_leaf) == 1:
+        return same_leaf[0]
+    match = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    if match:
+        return match[0]
+    leaves = {k.rsplit(".", 1)[-1]: k for k in keys}
+    match = difflib.get_close_matches(last, list(leaves), n=1, cutoff=0.7)
+    return leaves[match[0]] if match else None
+
+
+def field_of(cfg: DictConfig, key: str) -> Optional[dataclasses.Field]:
+    """The dataclass field that declares ``key`` in ``cfg``, when there is one."""
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    if not isinstance(parent, DictConfig):
+        return None
+    schema = OmegaConf.get_type(parent)
+    if schema is None or not dataclasses.is_dataclass(schema):
+        return None
+    return {f.name: f for f in dataclasses.fields(schema)}.get(leaf)
+
+
+def _is_sequence_field(f: dataclasses.Field) -> Tuple[bool, Any]:
+    tp = field_python_type(f)
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple, List, Tuple):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return True, args[0] if args else str
+    return False, None
+
+
+def _format_list(values: List[Any]) -> str:
+    return "[" + ",".join(repr(v) if isinstance(v, str) else str(v) for v in values) + "]"
+
+
+def missing_message(key: str, door: str) -> str:
+    if door == "legacy" and key == "task.data":
+        return ("the data directory is required: give it first, e.g. "
+                "`fairseq-train data-bin/demo --arch transformer_lm ...` (the --destdir of fairseq-preprocess)")
+    example = "data-bin/demo" if key == "task.data" else "VALUE"
+    return (f"{key} is required (it is ??? in the config) and was not given: add `{key}={example}` "
+            "to the command line" + (" (the --destdir of fairseq-preprocess)" if key == "task.data" else ""))
+
+
+def check_missing(cfg: DictConfig, door: str = "hydra") -> None:
+    """Raise :class:`ConfigError` for the first required (``???``) value left unset."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(missing_message(missing[0], door))
+
+
+def check_overrides(overrides: Sequence[str], multirun: bool = False) -> List[str]:
+    """Validate Hydra overrides against the composed config; return them, legacy forms rewritten.
+
+    Raises:
+        ConfigError: an unknown key (naming the closest real one), a value of the wrong type
+            (naming the expected type), an unknown component, or a missing required value.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from fairseq.dataclass.initialize import compose_config
+    from fairseq.registry import ALL_REGISTRIES
+
+    for text in overrides:
+        if text.startswith("--") and "=" in text and "." in text.split("=", 1)[0]:
+            fixed = text[2:]
+            raise ConfigError(f"{text!r}: Hydra overrides take no leading dashes; write {fixed!r}")
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception as e:  # noqa: BLE001 -- Hydra's grammar errors, shown as they are
+        raise ConfigError(f"cannot parse the overrides: {e}") from e
+
+    choices, values = [], []
+    for idx, (text, ov) in enumerate(zip(overrides, parsed)):
+        key = ov.key_or_group
+        if key.startswith("hydra") or ov.package is not None:
+            continue
+        if key in COMPONENT_GROUPS:
+            if not ov.is_sweep_override():
+                name = ov.value()
+                registry = ALL_REGISTRIES.get(key)
+                if registry is not None and str(name) not in registry:
+                    registry.get(str(name))  # raises with the closest name
+                choices.append(text)
+            continue
+        values.append((idx, text, ov))
+
+    try:
+        base = compose_config(choices)
+    except MissingConfigException as e:
+        raise ConfigError(str(e).splitlines()[0]) from e
+    keys = flat_keys(base)
+
+    rewritten = list(overrides)
+    checked = list(choices)
+    for idx, text, ov in values:
+        key = ov.key_or_group
+        exists = OmegaConf.select(base, key, default="__absent__", throw_on_missing=False) != "__absent__"
+        if ov.is_delete():
+            continue
+        if ov.is_add() and exists and not ov.is_force_add():
+            raise ConfigError(f"{text!r}: {key} already exists, so no '+' is needed; write "
+                              f"'{key}={text.split('=', 1)[1]}'")
+        if not exists and not ov.is_add() and not ov.is_force_add():
+            hint = closest_key(key, keys)
+            did_you_mean = f"; did you mean '{hint}'?" if hint else ""
+            raise ConfigError(f"unknown config key {key!r} in {text!r}{did_you_mean} "
+                              "(`fairseq-hydra-train --cfg job` prints every key)")
+        if ov.is_sweep_override():
+            continue
+        f = field_of(base, key)
+        value = ov.value()
+        if f is not None and isinstance(value, str):
+            is_seq, item_type = _is_sequence_field(f)
+            if is_seq:
+                try:
+                    items = parse_sequence(value, {int: int, float: float}.get(item_type, str))
+                except ValueError as e:
+                    raise ConfigError(f"{key}={value!r}: {e}; {key} expects a {describe_type(f)}, "
+                                      f"e.g. {key}=[...]") from e
+                text = f"{'+' if ov.is_add() else ''}{key}={_format_list(items)}"
+                rewritten[idx] = text
+        checked.append(text)
+
+    if multirun:
+        return rewritten
+    try:
+        cfg = compose_config(checked)
+    except ConfigCompositionException as e:
+        raise ConfigError(_explain(e, base)) from e
+    except OmegaConfBaseException as e:
+        raise ConfigError(str(e).splitlines()[0]) from e
+    check_missing(cfg, door="hydra")
+    return rewritten
+
+
+def _explain(e: ConfigCompositionException, base: DictConfig) -> str:
+    cause = e.__cause__ or e
+    if isinstance(cause, ValidationError):
+        key = getattr(cause, "full_key", "") or ""
+        f = field_of(base, key) if key else None
+        expected = f" {key} expects {describe_type(f)}" if f is not None else ""
+        default = ""
+        if f is not None and f.default is not dataclasses.MISSING:
+            shown = f.default.value if isinstance(f.default, enum.Enum) else f.default
+            default = f" (default {shown})"
+        return f"{e}: {str(cause).splitlines()[0]}.{expected}{default}."
+    if isinstance(cause, ConfigKeyError):
+        return f"{e}: {str(cause).splitlines()[0]}"
+    return str(e)

@@ -1,0 +1,255 @@
+"""From dataclasses to argparse flags, and from a legacy Namespace to the one DictConfig.
+
+``gen_parser_from_dataclass`` turns each field into a ``--flag`` (types dispatched through
+``typing.get_origin``/``get_args``, so ``Optional[int]``, lists, enum choices and bools all work).
+``convert_namespace_to_omegaconf`` composes the same Hydra config the Hydra door composes, then
+sets every value the namespace carries, so the two doors hand the trainer equal configs.
+"""
+import argparse
+import ast
+import dataclasses
+import enum
+import typing
+from argparse import ArgumentParser, Namespace
+from typing import Any, Callable, List, Optional, Tuple, Union
+
+from omegaconf import DictConfig, OmegaConf
+
+from fairseq.dataclass.configs import (COMPONENT_GROUPS, GENERIC_GROUPS, FairseqDataclass,
+                                       field_default, interpolation_target)
+
+
+# -- value parsing shared by both doors ---------------------------------------------------------
+def parse_sequence(value: Union[str, List[Any], Tuple[Any, ...]], item_type: Callable = str) -> List[Any]:
+    """Parse a sequence given as a list, a tuple, ``"(0.9, 0.98)"``, ``"[1, 2]"`` or ``"1,2"``.
+
+    Strings are read with :func:`ast.literal_eval` (never ``eval``), so only literals pass.
+
+    Raises:
+        ValueError: when the string is not a literal sequence of ``item_type`` values.
+    """
+    if isinstance(value, (list, tuple)) or OmegaConf.is_list(value):
+        return [item_type(v) for v in value]
+    text = str(value).strip()
+    if text[:1] in "([":
+        try:
+            parsed = ast.literal_eval(text)
+        except (ValueError, SyntaxError) as e:
+            raise ValueError(f"{text!r} is not a literal list or tuple") from e
+        if not isinstance(parsed, (list, tuple)):
+            raise ValueError(f"{text!r} is not a list or tuple")
+        return [item_type(v) for v in parsed]
+    return [item_type(v.strip()) for v in text.split(",") if v.strip()]
+
+
+def _unwrap_optional(tp: Any) -> Tuple[Any, bool]:
+    """``(X, True)`` for ``Optional[X]``; ``(tp, False)`` otherwise."""
+    if typing.get_origin(tp) is Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def field_python_type(f: dataclasses.Field) -> Any:
+    """The field's type with ``Optional`` removed (resolving string annotations)."""
+    tp = f.type
+    if isinstance(tp, str):  # from __future__ annotations
+        tp = eval(tp, vars(typing))  # noqa: S307 -- our own annotations, not user input
+    return _unwrap_optional(tp)[0]
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple, List, Tuple):
+        args = typing.get_args(tp)
+        return f"list of {_type_name(args[0]) if args else 'values'}"
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "one of " + ", ".join(m.value for m in tp)
+    return getattr(tp, "__name__", str(tp))
+
+
+def describe_type(f: dataclasses.Field) -> str:
+    """A reader's name for a field's type: ``int``, ``list of float``, ``one of relu, gelu``."""
+    return _type_name(field_python_type(f))
+
+
+def _scalar_parser(tp: Any) -> Callable[[str], Any]:
+    if tp is bool:
+        def parse_bool(text: str) -> bool:
+            lowered = str(text).lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise argparse.ArgumentTypeError(f"invalid bool value: {text!r}")
+        return parse_bool
+    if tp in (int, float, str):
+        return tp
+    return str
+
+
+def _argparse_type(tp: Any) -> Tuple[Callable[[str], Any], Optional[List[str]]]:
+    """The ``type=`` callable and ``choices`` for a (non-Optional) field type."""
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple, List, Tuple):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        item = _scalar_parser(args[0]) if args else str
+
+        def parse_list(text: str) -> List[Any]:
+            try:
+                return parse_sequence(text, item)
+            except ValueError as e:
+                raise argparse.ArgumentTypeError(str(e)) from e
+
+        parse_list.__name__ = f"list of {_type_name(args[0]) if args else 'values'}"
+        return parse_list, None
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return str, [m.value for m in tp]
+    if tp is Any:
+        return str, None
+    return _scalar_parser(tp), None
+
+
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def gen_parser_from_dataclass(parser: Union[ArgumentParser, argparse._ArgumentGroup],
+                              dataclass_instance: Union[FairseqDataclass, type],
+                              delete_default: bool = False) -> None:
+    """Add one ``--flag`` per field of ``dataclass_instance`` to ``parser``.
+
+    Args:
+        parser: a parser or an argument group of one.
+        dataclass_instance: a config dataclass or an instance of it; an instance's values
+            become the defaults (that is how architecture presets reach the legacy door).
+        delete_default: add flags without defaults (absent flags stay absent from the namespace).
+
+    A field whose default interpolates another key gets a flag defaulting to ``None`` (meaning
+    "follow the interpolation"), unless its flag would repeat the flag of the key it follows
+    (``optimizer.lr`` follows ``optimization.lr``: ``--lr`` belongs to the latter). A flag that
+    already exists on the parser is left alone: the first declaration owns it.
+    Fields marked ``metadata={"positional": True}`` become an optional positional argument.
+    """
+    container = parser
+    root = getattr(parser, "_container", parser)
+    # an argument group's container is its parser; reach the parser that owns all flags
+    while hasattr(root, "_container"):
+        root = root._container
+    existing = root._option_string_actions
+    instance = dataclass_instance
+    if isinstance(dataclass_instance, type):
+        instance = None
+    for f in dataclasses.fields(dataclass_instance):
+        if f.name.startswith("_"):
+            continue
+        default = getattr(instance, f.name) if instance is not None else field_default(f)
+        target = interpolation_target(f.default if instance is None else default)
+        if target is not None and target.rsplit(".", 1)[-1] == f.name:
+            continue
+        flag = flag_name(f.name)
+        if flag in existing or any(a.dest == f.name for a in root._actions):
+            continue
+        tp = field_python_type(f)
+        help_text = f.metadata.get("help", "")
+        kwargs: dict = {"dest": f.name}
+        if default is dataclasses.MISSING or default == "???":
+            default = None
+        if target is not None:
+            default = None
+            help_text += f" (default: same as {target})"
+        elif default is not None and not isinstance(default, bool):
+            shown = default.value if isinstance(default, enum.Enum) else default
+            help_text += f" (default: {shown})"
+        if f.metadata.get("positional"):
+            container.add_argument(f.name, nargs="?", default=None if delete_default else default,
+                                   help=help_text, metavar=f.name.upper())
+            continue
+        if tp is bool:
+            if default:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            else:
+                kwargs["action"] = "store_true"
+        else:
+            parse, choices = _argparse_type(tp)
+            kwargs["type"] = parse
+            if choices is not None:
+                kwargs["choices"] = choices
+            kwargs["metavar"] = f.name.upper() if choices is None else None
+            if kwargs["metavar"] is None:
+                del kwargs["metavar"]
+        if isinstance(default, enum.Enum):
+            default = default.value
+        if not delete_default:
+            kwargs["default"] = default
+        else:
+            kwargs["default"] = argparse.SUPPRESS
+        kwargs["help"] = help_text
+        aliases = list(f.metadata.get("argparse_alias", ()))
+        container.add_argument(flag, *aliases, **kwargs)
+
+
+# -- legacy Namespace -> DictConfig -----------------------------------------------------------
+def _node_values_from_namespace(dc: type, args: Namespace) -> dict:
+    """The values of one config node that a legacy namespace sets explicitly."""
+    values = {}
+    for f in dataclasses.fields(dc):
+        if f.name.startswith("_"):
+            continue
+        target = interpolation_target(f.default)
+        if not hasattr(args, f.name):
+            continue
+        value = getattr(args, f.name)
+        if target is not None and (target.rsplit(".", 1)[-1] == f.name or value is None):
+            continue  # keep the interpolation
+        if isinstance(value, enum.Enum):
+            value = value.value
+        values[f.name] = value
+    return values
+
+
+LEGACY_CHOICE_ATTRS = {"task": "task", "model": "arch", "criterion": "criterion",
+                       "optimizer": "optimizer", "lr_scheduler": "lr_scheduler"}
+
+
+def convert_namespace_to_omegaconf(args: Namespace) -> DictConfig:
+    """The DictConfig the Hydra door would compose for the same job, from legacy flags.
+
+    The component choices become Hydra group overrides and the config is composed from the same
+    ``config/`` tree and ConfigStore; then every value the namespace carries is set on its
+    typed node (so a wrong type fails here too).
+    """
+    from fairseq.dataclass.initialize import compose_config
+    from fairseq.registry import ALL_REGISTRIES
+
+    choices = []
+    for group, attr in LEGACY_CHOICE_ATTRS.items():
+        name = getattr(args, attr, None)
+        if name is not None:
+            choices.append(f"{group}={name}")
+    cfg = compose_config(choices)
+    for group, dc in GENERIC_GROUPS.items():
+        for key, value in _node_values_from_namespace(dc, args).items():
+            cfg[group][key] = value
+    for group, attr in LEGACY_CHOICE_ATTRS.items():
+        name = getattr(args, attr, None)
+        if name is None or cfg.get(group) is None:
+            continue
+        entry = ALL_REGISTRIES[group].get(name)
+        if entry.dataclass is None:
+            continue
+        for key, value in _node_values_from_namespace(entry.dataclass, args).items():
+            cfg[group][key] = value
+    return cfg
+
+
+def overwrite_args_by_name(cfg: DictConfig, overrides: dict) -> None:
+    """Set ``key: value`` on every node of ``cfg`` that has ``key`` (eval-time overrides)."""
+    for group in list(GENERIC_GROUPS) + list(COMPONENT_GROUPS):
+        node = cfg.get(group)
+        if node is None:
+            continue
+        for key, value in overrides.items():
+            if key in node:
+                node[key] = value

@@ -1,0 +1,1 @@
+"""Meters, progress bars and log formats."""

@@ -1,0 +1,43 @@
+"""Models: the registry, architectures (named presets) and ``build_model``."""
+import importlib
+import pkgutil
+from argparse import Namespace
+from typing import Any, Dict, Optional, Union
+
+from omegaconf import DictConfig
+
+from fairseq.models.fairseq_model import BaseFairseqModel, FairseqLanguageModel
+from fairseq.registry import setup_registry
+
+MODEL_REGISTRY = setup_registry("model", base_class=BaseFairseqModel)
+
+
+def register_model(name: str, dataclass: Optional[type] = None):
+    """Class decorator registering a model (and its config dataclass) under ``name``.
+
+    The model's own name is also its base architecture: ``--arch NAME`` / ``model=NAME``.
+    """
+    return MODEL_REGISTRY.register(name, dataclass)
+
+
+def register_model_architecture(model_name: str, arch_name: str,
+                                preset: Optional[Dict[str, Any]] = None) -> None:
+    """Register ``arch_name``: model ``model_name`` with the config defaults in ``preset``.
+
+    A preset is data, merged beneath anything the user sets explicitly.
+    """
+    MODEL_REGISTRY.register_preset(model_name, arch_name, preset)
+
+
+def build_model(cfg: Union[DictConfig, Namespace], task: Any) -> BaseFairseqModel:
+    """Build the model a config (``cfg.model`` node or legacy namespace with ``arch``) selects."""
+    return MODEL_REGISTRY.build(cfg, task)
+
+
+def _import_all() -> None:
+    for module in pkgutil.iter_modules(__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_all()

@@ -1,0 +1,110 @@
+"""Base classes of every model: what trainers, criterions and generators may rely on.
+
+This module only depends on torch: ``fairseq.models`` imports it before any model registers.
+"""
+from typing import Any, Dict, Optional, Tuple
+
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+NetOutput = Tuple[Tensor, Dict[str, Any]]
+
+
+class BaseFairseqModel(nn.Module):
+    """Base of all models: building from a config, normalized outputs, targets."""
+
+    @classmethod
+    def build_model(cls, cfg: Any, task: Any) -> "BaseFairseqModel":
+        """Build a model from its config node and the task (which provides the dictionaries)."""
+        raise NotImplementedError(f"{cls.__name__} must implement build_model(cfg, task)")
+
+    def get_targets(self, sample: Dict[str, Any], net_output: NetOutput) -> Tensor:
+        """The targets a criterion compares ``net_output`` with: ``sample["target"]``."""
+        return sample["target"]
+
+    def get_normalized_probs(self, net_output: NetOutput, log_probs: bool,
+                             sample: Optional[Dict[str, Any]] = None) -> Tensor:
+        """(Log-)probabilities over the vocabulary from the model's output.
+
+        Args:
+            net_output: what ``forward`` returned; ``net_output[0]`` holds (B, T, V) logits, or
+                (B, T, C) features when the decoder ends in an adaptive softmax.
+            log_probs: return log-probabilities instead of probabilities.
+            sample: the batch; unused except that its ``"target"`` is handed to an adaptive softmax.
+
+        Returns:
+            (B, T, V) float32 tensor.
+        """
+        adaptive_softmax = getattr(getattr(self, "decoder", None), "adaptive_softmax", None)
+        if adaptive_softmax is not None:
+            target = sample["target"] if sample is not None else None
+            out = adaptive_softmax.get_log_prob(net_output[0], target)
+            return out if log_probs else out.exp()
+        logits = net_output[0].float()
+        return F.log_softmax(logits, dim=-1) if log_probs else F.softmax(logits, dim=-1)
+
+    def max_positions(self) -> Optional[int]:
+        """The longest input the model accepts (``None``: no limit)."""
+        return None
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Number of parameters, each shared tensor counted once."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def set_num_updates(self, num_updates: int) -> None:
+        """Tell every submodule that tracks training progress how many updates have been made."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "set_num_updates"):
+                module.set_num_updates(num_updates)
+
+
+class FairseqLanguageModel(BaseFairseqModel):
+    """A model made of one decoder that predicts the next token.
+
+    Args:
+        decoder: module mapping (B, T) tokens to ``(logits (B, T, V), extra dict)``.
+    """
+
+    supported_targets = {"future"}
+
+    def __init__(self, decoder: nn.Module):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, src_tokens: Tensor, src_lengths: Optional[Tensor] = None,
+                incremental_state: Optional[Dict[str, Any]] = None, **kwargs: Any) -> NetOutput:
+        """Run the decoder.
+
+        Args:
+            src_tokens: (B, T) token ids (right-padded).
+            src_lengths: (B,) lengths; unused by decoder-only models, accepted so that a batch's
+                ``net_input`` can be passed as is.
+            incremental_state: cache for step-by-step decoding (see the decoder).
+            **kwargs: passed on to the decoder (e.g. ``features_only=True``).
+
+        Returns:
+            ``(logits (B, T, V), extra)``.
+        """
+        return self.decoder(src_tokens, incremental_state=incremental_state, **kwargs)
+
+    def extract_features(self, src_tokens: Tensor, **kwargs: Any) -> NetOutput:
+        """The decoder's last hidden states (B, T, C) and extras, without the output layer."""
+        return self.decoder.extract_features(src_tokens, **kwargs)
+
+    def output_layer(self, features: Tensor) -> Tensor:
+        """Project features (B, T, C) to the vocabulary."""
+        return self.decoder.output_layer(features)
+
+    def reorder_incremental_state(self, incremental_state: Dict[str, Any], new_order: Tensor) -> None:
+        """Reorder (select) the batch rows of a decoding cache, e.g. after a beam search step."""
+        self.decoder.reorder_incremental_state(incremental_state, new_order)
+
+    def max_positions(self) -> Optional[int]:
+        return self.decoder.max_positions()
+
+    def max_decoder_positions(self) -> Optional[int]:
+        return self.decoder.max_positions()
+
+
+__all__ = ["BaseFairseqModel", "FairseqLanguageModel", "NetOutput"]

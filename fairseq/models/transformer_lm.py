@@ -1,0 +1,208 @@
+"""``transformer_lm``: a decoder-only transformer language model and its named architectures."""
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+import torch.nn as nn
+from omegaconf import II
+
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.models import register_model, register_model_architecture
+from fairseq.models.fairseq_model import FairseqLanguageModel
+from fairseq.modules.activations import ACTIVATION_NAMES
+from fairseq.modules.adaptive_input import AdaptiveInput, normalize_cutoff
+from fairseq.modules.transformer_decoder import DEFAULT_MAX_TARGET_POSITIONS, TransformerDecoder
+
+ACTIVATION_FN_CHOICES = ChoiceEnum(ACTIVATION_NAMES, "ActivationFn")
+
+
+@dataclass
+class TransformerLanguageModelConfig(FairseqDataclass):
+    activation_fn: ACTIVATION_FN_CHOICES = field(  # type: ignore[valid-type]
+        default="relu", metadata={"help": "activation function of the feed-forward networks"}
+    )
+    dropout: float = field(default=0.1, metadata={"help": "dropout on embeddings and residuals"})
+    attention_dropout: float = field(default=0.0, metadata={"help": "dropout on attention weights"})
+    activation_dropout: float = field(
+        default=0.0, metadata={"help": "dropout after the activation of the feed-forward networks"}
+    )
+    relu_dropout: float = field(
+        default=0.0, metadata={"help": "old name of activation_dropout, used when that one is 0"}
+    )
+    decoder_embed_dim: int = field(default=512, metadata={"help": "model (hidden) dimension"})
+    decoder_output_dim: int = field(
+        default=512, metadata={"help": "dimension of the features fed to the output layer"}
+    )
+    decoder_input_dim: int = field(default=512, metadata={"help": "dimension of the token embeddings"})
+    decoder_ffn_embed_dim: int = field(
+        default=2048, metadata={"help": "hidden dimension of the feed-forward networks"}
+    )
+    decoder_layers: int = field(default=6, metadata={"help": "number of decoder layers"})
+    decoder_attention_heads: int = field(default=8, metadata={"help": "number of attention heads"})
+    decoder_normalize_before: bool = field(
+        default=False, metadata={"help": "apply LayerNorm before each block (pre-norm)"}
+    )
+    no_decoder_final_norm: bool = field(
+        default=False, metadata={"help": "no LayerNorm after the last block of a pre-norm decoder"}
+    )
+    adaptive_softmax_cutoff: Optional[str] = field(
+        default=None,
+        metadata={"help": "comma-separated vocabulary cutoffs of an adaptive softmax, e.g. 10000,50000"},
+    )
+    adaptive_softmax_dropout: float = field(
+        default=0.0, metadata={"help": "dropout inside the adaptive softmax tails"}
+    )
+    adaptive_softmax_factor: float = field(
+        default=4, metadata={"help": "each adaptive softmax tail shrinks the dimension by this factor"}
+    )
+    no_token_positional_embeddings: bool = field(
+        default=False, metadata={"help": "do not add position embeddings"}
+    )
+    share_decoder_input_output_embed: bool = field(
+        default=False, metadata={"help": "tie the output projection to the input embedding"}
+    )
+    adaptive_input: bool = field(default=False, metadata={"help": "use adaptive input embeddings"})
+    adaptive_input_factor: float = field(
+        default=4, metadata={"help": "each adaptive input band shrinks the dimension by this factor"}
+    )
+    adaptive_input_cutoff: Optional[str] = field(
+        default=None, metadata={"help": "comma-separated vocabulary cutoffs of the adaptive input"}
+    )
+    tie_adaptive_weights: bool = field(
+        default=False, metadata={"help": "share the adaptive input and adaptive softmax word tables"}
+    )
+    tie_adaptive_proj: bool = field(
+        default=False, metadata={"help": "also share the adaptive input and softmax projections"}
+    )
+    decoder_learned_pos: bool = field(
+        default=False, metadata={"help": "learned position embeddings instead of sinusoids"}
+    )
+    layernorm_embedding: bool = field(default=False, metadata={"help": "LayerNorm the embeddings"})
+    no_scale_embedding: bool = field(
+        default=False, metadata={"help": "do not scale token embeddings by sqrt(decoder_embed_dim)"}
+    )
+    checkpoint_activations: bool = field(
+        default=False, metadata={"help": "recompute each layer's activations in backward to save memory"}
+    )
+    decoder_layerdrop: float = field(
+        default=0.0, metadata={"help": "probability of skipping each layer while training (LayerDrop)"}
+    )
+    decoder_layers_to_keep: Optional[str] = field(
+        default=None, metadata={"help": "comma-separated layers to keep, pruning the others, e.g. 0,2,4"}
+    )
+    max_target_positions: Optional[int] = field(
+        default=II("task.tokens_per_sample"),
+        metadata={"help": f"longest sequence the model accepts (unset: {DEFAULT_MAX_TARGET_POSITIONS})"},
+    )
+
+
+@register_model("transformer_lm", dataclass=TransformerLanguageModelConfig)
+class TransformerLanguageModel(FairseqLanguageModel):
+    """A decoder-only transformer LM (``--arch transformer_lm`` and its presets below)."""
+
+    @classmethod
+    def build_model(cls, cfg: Any, task: Any) -> "TransformerLanguageModel":
+        """Build the model.
+
+        Args:
+            cfg: a ``TransformerLanguageModelConfig`` (dataclass instance or DictConfig).
+            task: provides ``source_dictionary`` (input embedding) and ``target_dictionary``
+                (output layer).
+
+        Raises:
+            ValueError: for inconsistent adaptive input/softmax options.
+        """
+        if cfg.tie_adaptive_weights:
+            if not cfg.adaptive_input or cfg.adaptive_softmax_cutoff is None:
+                raise ValueError("tie_adaptive_weights needs adaptive_input and adaptive_softmax_cutoff")
+            if cfg.adaptive_input_factor != cfg.adaptive_softmax_factor:
+                raise ValueError(f"tie_adaptive_weights needs adaptive_input_factor "
+                                 f"({cfg.adaptive_input_factor}) == adaptive_softmax_factor "
+                                 f"({cfg.adaptive_softmax_factor})")
+        elif cfg.tie_adaptive_proj:
+            raise ValueError("tie_adaptive_proj needs tie_adaptive_weights")
+
+        dictionary = task.source_dictionary
+        if cfg.adaptive_input:
+            if cfg.adaptive_input_cutoff is None:
+                raise ValueError("adaptive_input needs adaptive_input_cutoff, e.g. 20000,60000")
+            embed_tokens: nn.Module = AdaptiveInput(
+                len(dictionary), dictionary.pad(), cfg.decoder_input_dim, cfg.adaptive_input_factor,
+                cfg.decoder_embed_dim, normalize_cutoff(cfg.adaptive_input_cutoff, len(dictionary)),
+            )
+        else:
+            embed_tokens = cls.build_embedding(cfg, dictionary, cfg.decoder_input_dim)
+        return cls(TransformerDecoder(cfg, task.target_dictionary, embed_tokens))
+
+    @classmethod
+    def build_embedding(cls, cfg: Any, dictionary: Any, embed_dim: int) -> nn.Embedding:
+        """A token embedding for ``dictionary``: N(0, embed_dim**-0.5), zero pad row."""
+        embedding = nn.Embedding(len(dictionary), embed_dim, padding_idx=dictionary.pad())
+        nn.init.normal_(embedding.weight, mean=0.0, std=embed_dim**-0.5)
+        nn.init.zeros_(embedding.weight[dictionary.pad()])
+        return embedding
+
+
+# -- named architectures: presets of the config above ------------------------------------------
+
+def _width(embed_dim: int, ffn_embed_dim: int) -> Dict[str, int]:
+    """Model width; input and output dims follow the embedding dim (no projections)."""
+    return {
+        "decoder_embed_dim": embed_dim, "decoder_input_dim": embed_dim,
+        "decoder_output_dim": embed_dim, "decoder_ffn_embed_dim": ffn_embed_dim,
+    }
+
+
+# Every named transformer_lm architecture is pre-norm: post-norm LMs of this depth train unstably.
+_PRE_NORM = {"decoder_normalize_before": True}
+
+_GPT_REGULARIZATION = {"dropout": 0.1, "attention_dropout": 0.1, "activation_fn": "gelu"}
+
+TRANSFORMER_LM_BIG = {
+    **_PRE_NORM, **_width(1024, 4096), "decoder_layers": 12, "decoder_attention_heads": 16,
+}
+TRANSFORMER_LM_BAEVSKI_WIKI103 = {
+    **TRANSFORMER_LM_BIG,
+    "decoder_layers": 16, "decoder_attention_heads": 8,
+    "dropout": 0.3, "attention_dropout": 0.1, "activation_dropout": 0.1,
+    "adaptive_input": True, "adaptive_input_cutoff": "20000,60000",
+    "adaptive_softmax_cutoff": "20000,60000", "adaptive_softmax_dropout": 0.2,
+    "tie_adaptive_weights": True, "tie_adaptive_proj": True,
+    "no_decoder_final_norm": True,
+}
+TRANSFORMER_LM_BAEVSKI_GBW = {
+    **TRANSFORMER_LM_BIG, **_width(512, 4096),
+    "dropout": 0.1, "attention_dropout": 0.1, "no_decoder_final_norm": True,
+}
+TRANSFORMER_LM_GPT = {
+    **_PRE_NORM, **_width(768, 3072), "decoder_layers": 12, "decoder_attention_heads": 12,
+    **_GPT_REGULARIZATION,
+}
+TRANSFORMER_LM_GPT2_SMALL = {
+    **_PRE_NORM, **_width(1024, 4096), "decoder_layers": 24, "decoder_attention_heads": 16,
+    **_GPT_REGULARIZATION,
+}
+TRANSFORMER_LM_GPT2_MEDIUM = {
+    **_PRE_NORM, **_width(1280, 5120), "decoder_layers": 36, "decoder_attention_heads": 20,
+    **_GPT_REGULARIZATION,
+}
+TRANSFORMER_LM_GPT2_BIG = {
+    **_PRE_NORM, **_width(1600, 6400), "decoder_layers": 48, "decoder_attention_heads": 25,
+    **_GPT_REGULARIZATION,
+}
+
+ARCHITECTURES: Dict[str, Dict[str, Any]] = {
+    "transformer_lm_big": TRANSFORMER_LM_BIG,
+    "transformer_lm_baevski_wiki103": TRANSFORMER_LM_BAEVSKI_WIKI103,
+    "transformer_lm_wiki103": TRANSFORMER_LM_BAEVSKI_WIKI103,
+    "transformer_lm_baevski_gbw": TRANSFORMER_LM_BAEVSKI_GBW,
+    "transformer_lm_gbw": TRANSFORMER_LM_BAEVSKI_GBW,
+    "transformer_lm_gpt": TRANSFORMER_LM_GPT,
+    "transformer_lm_gpt2_small": TRANSFORMER_LM_GPT2_SMALL,
+    "transformer_lm_gpt2_medium": TRANSFORMER_LM_GPT2_MEDIUM,
+    "transformer_lm_gpt2_big": TRANSFORMER_LM_GPT2_BIG,
+}
+for _name, _preset in ARCHITECTURES.items():
+    register_model_architecture("transformer_lm", _name, _preset)
+
+
+__all__ = ["ARCHITECTURES", "TransformerLanguageModel", "TransformerLanguageModelConfig"]

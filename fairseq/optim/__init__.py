@@ -1,0 +1,34 @@
+"""Optimizers: the registry and ``build_optimizer``."""
+import importlib
+import pkgutil
+from argparse import Namespace
+from typing import Any, Iterable, Optional, Union
+
+import torch
+from omegaconf import DictConfig
+
+from fairseq.optim.fairseq_optimizer import FairseqOptimizer
+from fairseq.registry import setup_registry
+
+OPTIMIZER_REGISTRY = setup_registry("optimizer", base_class=FairseqOptimizer, default="adam")
+
+
+def register_optimizer(name: str, dataclass: Optional[type] = None):
+    """Class decorator registering an optimizer (and its config dataclass) under ``name``."""
+    return OPTIMIZER_REGISTRY.register(name, dataclass)
+
+
+def build_optimizer(cfg: Union[DictConfig, Namespace, Any],
+                    params: Iterable[torch.nn.Parameter]) -> FairseqOptimizer:
+    """Build the optimizer ``cfg`` selects over the parameters that require gradients."""
+    params = [p for p in params if p.requires_grad]
+    return OPTIMIZER_REGISTRY.build(cfg, params)
+
+
+def _import_all() -> None:
+    for module in pkgutil.iter_modules(__path__):
+        if not module.name.startswith("_") and not module.ispkg:
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_all()

@@ -1,0 +1,53 @@
+"""Adam with decoupled weight decay, as fairseq's ``--optimizer adam`` behaves."""
+from dataclasses import dataclass, field
+from typing import Any, List
+
+import torch
+from omegaconf import II
+
+from fairseq.dataclass import FairseqDataclass
+from fairseq.dataclass.utils import parse_sequence
+from fairseq.optim import register_optimizer
+from fairseq.optim.fairseq_optimizer import FairseqOptimizer, first_lr
+
+
+@dataclass
+class FairseqAdamConfig(FairseqDataclass):
+    adam_betas: List[float] = field(
+        default_factory=lambda: [0.9, 0.999],
+        metadata={"help": "betas for Adam; a list [0.9,0.98] or the string '(0.9, 0.98)'"},
+    )
+    adam_eps: float = field(default=1e-8, metadata={"help": "epsilon for Adam"})
+    weight_decay: float = field(default=0.0, metadata={"help": "decoupled weight decay"})
+    lr: List[float] = II("optimization.lr")
+
+
+def parse_betas(value: Any) -> List[float]:
+    """Betas from a list, a tuple, or the legacy string ``'(0.9, 0.98)'`` (no ``eval``)."""
+    try:
+        betas = parse_sequence(value, float)
+    except ValueError as e:
+        raise ValueError(f"optimizer.adam_betas={value!r}: {e}; write e.g. [0.9,0.98]") from e
+    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        raise ValueError(f"optimizer.adam_betas={value!r}: need two values in [0, 1), e.g. [0.9,0.98]")
+    return betas
+
+
+@register_optimizer("adam", dataclass=FairseqAdamConfig)
+class FairseqAdam(FairseqOptimizer):
+    """``torch.optim.AdamW`` (decoupled weight decay), fused on devices that support it."""
+
+    def __init__(self, cfg: Any, params: List[torch.nn.Parameter]):
+        super().__init__(cfg)
+        params = list(params)
+        kwargs = dict(lr=first_lr(cfg.lr), betas=tuple(parse_betas(cfg.adam_betas)),
+                      eps=float(cfg.adam_eps), weight_decay=float(cfg.weight_decay))
+        self._optimizer = torch.optim.AdamW(params, **kwargs, **self._fast_path(params))
+
+    @staticmethod
+    def _fast_path(params: List[torch.nn.Parameter]) -> dict:
+        """``fused`` when every parameter is a floating tensor on a device that supports it."""
+        devices = {p.device.type for p in params}
+        if len(devices) == 1 and devices <= {"cuda", "cpu"} and all(p.is_floating_point() for p in params):
+            return {"fused": True}
+        return {"foreach": True}

@@ -1,0 +1,20 @@
+"""Whitespace tokenization used to build dictionaries and binarize text."""
+from typing import List
+
+__all__ = ["tokenize_line"]
+
+
+def tokenize_line(line: str) -> List[str]:
+    """Split a line of text into tokens on any run of whitespace.
+
+    Leading and trailing whitespace (including the newline) is ignored, and runs of
+    spaces, tabs or other whitespace count as one separator.
+
+    Args:
+        line: one line of text, with or without its trailing newline.
+
+    Returns:
+        The tokens of the line, in order; an empty list for a blank line.
+    """
+    # str.split() with no argument already collapses whitespace runs and strips the ends.
+    return line.split()

@@ -1,0 +1,262 @@
+"""fairseq-preprocess: build a dictionary and binarize text into memory-mapped datasets.
+
+Language-model data (one side) only::
+
+    fairseq-preprocess --only-source --trainpref data/train.txt --validpref data/valid.txt \\
+        --destdir data-bin/corpus --workers 4
+
+writes ``dict.txt``, ``train.bin/.idx`` and ``valid.bin/.idx`` into ``--destdir``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import os
+import sys
+from collections import Counter
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from fairseq.binarizer import binarize_file, find_offsets
+from fairseq.data.dictionary import Dictionary
+from fairseq.data.indexed_dataset import (
+    SUPPORTED_IMPLS,
+    data_file_path,
+    index_file_path,
+    make_builder,
+)
+from fairseq.tokenizer import tokenize_line
+
+logger = logging.getLogger("fairseq_cli.preprocess")
+
+SPLITS = ("train", "valid", "test")
+
+
+class PreprocessError(Exception):
+    """A problem with the user's input, reported as one line without a traceback."""
+
+
+def get_preprocessing_parser() -> argparse.ArgumentParser:
+    """Build the argument parser of ``fairseq-preprocess``."""
+    parser = argparse.ArgumentParser(
+        prog="fairseq-preprocess",
+        description="Build a dictionary and binarize text files into memory-mapped datasets.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("-s", "--source-lang", metavar="SRC", default=None, help="source language (file suffix)")
+    parser.add_argument("-t", "--target-lang", metavar="TARGET", default=None, help="target language (file suffix)")
+    parser.add_argument("--trainpref", metavar="FP", default=None, help="train file prefix (also builds the dictionary)")
+    parser.add_argument(
+        "--validpref", metavar="FP", default=None,
+        help="comma-separated valid file prefixes; outputs valid, valid1, valid2, ...",
+    )
+    parser.add_argument(
+        "--testpref", metavar="FP", default=None,
+        help="comma-separated test file prefixes; outputs test, test1, test2, ...",
+    )
+    parser.add_argument("--destdir", metavar="DIR", default="data-bin", help="destination directory")
+    parser.add_argument(
+        "--thresholdsrc", metavar="N", type=int, default=0,
+        help="map words appearing fewer than N times to <unk>",
+    )
+    parser.add_argument(
+        "--nwordssrc", metavar="N", type=int, default=-1,
+        help="keep at most N symbols in the dictionary, special symbols included (-1: all)",
+    )
+    parser.add_argument("--srcdict", metavar="FP", default=None, help="reuse this dict.txt instead of building one")
+    parser.add_argument("--only-source", action="store_true", help="only process the source side (LM data)")
+    parser.add_argument("--dict-only", action="store_true", help="only build the dictionary, binarize nothing")
+    parser.add_argument(
+        "--padding-factor", metavar="N", type=int, default=8,
+        help="pad the dictionary size to a multiple of N (for efficient GPU kernels)",
+    )
+    parser.add_argument(
+        "--workers", metavar="N", type=int, default=1,
+        help="number of parallel processes; each binarizes a byte range of every file",
+    )
+    parser.add_argument(
+        "--dataset-impl", metavar="FORMAT", choices=list(SUPPORTED_IMPLS), default="mmap",
+        help="output dataset implementation",
+    )
+    parser.add_argument("--log-format", default=None, help="accepted for compatibility; ignored")
+    parser.add_argument("--log-interval", type=int, default=100, help="accepted for compatibility; ignored")
+    return parser
+
+
+def _output_prefix(args: argparse.Namespace, split_name: str) -> str:
+    """Destination path, without extension, of one split of the source side."""
+    if args.source_lang is None:
+        return os.path.join(args.destdir, split_name)
+    return os.path.join(args.destdir, f"{split_name}.{args.source_lang}-{args.target_lang}.{args.source_lang}")
+
+
+def _dict_path(args: argparse.Namespace) -> str:
+    name = "dict.txt" if args.source_lang is None else f"dict.{args.source_lang}.txt"
+    return os.path.join(args.destdir, name)
+
+
+def _input_file(args: argparse.Namespace, prefix: str) -> str:
+    return prefix if args.source_lang is None else f"{prefix}.{args.source_lang}"
+
+
+def _planned_splits(args: argparse.Namespace) -> List[Tuple[str, str, str]]:
+    """(flag, output split name, input file) for every split to binarize, in order."""
+    planned = []
+    for split in SPLITS:
+        prefixes = getattr(args, f"{split}pref")
+        if not prefixes:
+            continue
+        for number, prefix in enumerate(prefixes.split(",")):
+            split_name = split if number == 0 else f"{split}{number}"
+            planned.append((f"--{split}pref", split_name, _input_file(args, prefix)))
+    return planned
+
+
+def _describe_missing(path: str, flag: str) -> str:
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        return f"input file {path} not found (from {flag}): directory {directory} does not exist"
+    entries = sorted(os.listdir(directory))
+    shown = ", ".join(entries[:10]) + (f", ... ({len(entries)} in all)" if len(entries) > 10 else "")
+    return f"input file {path} not found (from {flag}); {directory} contains: {shown or 'nothing'}"
+
+
+def _validate(args: argparse.Namespace) -> List[Tuple[str, str, str]]:
+    """Check the arguments and that every input exists before writing anything."""
+    if args.target_lang is not None and not args.only_source:
+        raise PreprocessError(
+            "bilingual (translation) preprocessing is not supported yet; pass --only-source to process "
+            "the source side only"
+        )
+    if args.source_lang is not None and not args.only_source:
+        raise PreprocessError(
+            "-s/--source-lang without --only-source (bilingual data) is not supported yet; add --only-source"
+        )
+    if args.workers < 1:
+        raise PreprocessError(f"--workers must be >= 1, got {args.workers}")
+    if args.padding_factor < 1:
+        raise PreprocessError(f"--padding-factor must be >= 1, got {args.padding_factor}")
+    if args.srcdict is None and not args.trainpref:
+        raise PreprocessError("--trainpref is required to build a dictionary (or pass --srcdict to reuse one)")
+    if args.srcdict is not None and not os.path.isfile(args.srcdict):
+        raise PreprocessError(_describe_missing(args.srcdict, "--srcdict"))
+
+    planned = [] if args.dict_only else _planned_splits(args)
+    needed = list(planned)
+    if args.srcdict is None:
+        needed.append(("--trainpref", "train", _input_file(args, args.trainpref.split(",")[0])))
+    for flag, _, path in needed:
+        if not os.path.isfile(path):
+            raise PreprocessError(_describe_missing(path, flag))
+    return planned
+
+
+def _build_dictionary(args: argparse.Namespace) -> Dictionary:
+    if args.srcdict is not None:
+        try:
+            return Dictionary.load(args.srcdict)
+        except ValueError as err:
+            raise PreprocessError(str(err)) from err
+    train_file = _input_file(args, args.trainpref.split(",")[0])
+    dictionary = Dictionary()
+    Dictionary.add_file_to_dictionary(train_file, dictionary, tokenize_line, args.workers)
+    dictionary.finalize(threshold=args.thresholdsrc, nwords=args.nwordssrc, padding_factor=args.padding_factor)
+    return dictionary
+
+
+def _binarize_split(
+    args: argparse.Namespace, dictionary: Dictionary, input_file: str, out_prefix: str
+) -> Dict[str, Any]:
+    """Binarize one file into ``out_prefix.bin/.idx``, in parallel byte ranges if asked.
+
+    Each worker writes its own temporary dataset; they are appended in file order and
+    deleted, so the output equals a single-process run and memory stays bounded.
+    """
+    offsets = find_offsets(input_file, args.workers)
+    ranges = [(start, end) for start, end in zip(offsets[:-1], offsets[1:])]
+    if args.workers == 1 or len(ranges) == 1:
+        return binarize_file(input_file, dictionary, out_prefix, 0, offsets[-1], impl=args.dataset_impl)
+
+    shard_prefixes = [f"{out_prefix}.worker{worker}" for worker in range(len(ranges))]
+    jobs = [
+        (input_file, dictionary, shard_prefix, start, end, True, args.dataset_impl)
+        for shard_prefix, (start, end) in zip(shard_prefixes, ranges)
+    ]
+    try:
+        with multiprocessing.Pool(processes=args.workers) as pool:
+            shard_stats = pool.starmap(binarize_file, jobs)
+        builder = make_builder(data_file_path(out_prefix), args.dataset_impl, vocab_size=len(dictionary))
+        for shard_prefix in shard_prefixes:
+            builder.merge_file_(shard_prefix)
+        builder.finalize(index_file_path(out_prefix))
+    finally:
+        for shard_prefix in shard_prefixes:
+            for path in (data_file_path(shard_prefix), index_file_path(shard_prefix)):
+                if os.path.exists(path):
+                    os.remove(path)
+
+    stats: Dict[str, Any] = {"nseq": 0, "ntok": 0, "nunk": 0, "replaced": Counter()}
+    for shard in shard_stats:
+        for key in ("nseq", "ntok", "nunk"):
+            stats[key] += shard[key]
+        stats["replaced"].update(shard["replaced"])
+    return stats
+
+
+def main(args: argparse.Namespace) -> None:
+    """Run preprocessing as described by parsed ``args``.
+
+    Raises:
+        PreprocessError: on invalid arguments or missing inputs (nothing is written).
+    """
+    planned = _validate(args)
+    os.makedirs(args.destdir, exist_ok=True)
+    log_handler = logging.FileHandler(os.path.join(args.destdir, "preprocess.log"), mode="w", encoding="utf-8")
+    log_handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)s | %(name)s | %(message)s"))
+    logger.addHandler(log_handler)
+    # The log file records the run even when the console logging is quieter than INFO.
+    saved_level = logger.level
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        logger.info(args)
+        dictionary = _build_dictionary(args)
+        dict_path = _dict_path(args)
+        dictionary.save(dict_path)
+        logger.info("wrote dictionary of %d types to %s", len(dictionary), dict_path)
+        if args.dict_only:
+            return
+        for _, split_name, input_file in planned:
+            out_prefix = _output_prefix(args, split_name)
+            stats = _binarize_split(args, dictionary, input_file, out_prefix)
+            replaced_percent = 100.0 * sum(stats["replaced"].values()) / max(stats["ntok"], 1)
+            logger.info(
+                "[%s] %s: %d types; %s: %d sents, %d tokens, %.1f%% replaced by %s",
+                split_name, os.path.basename(dict_path), len(dictionary), split_name,
+                stats["nseq"], stats["ntok"], replaced_percent, dictionary.unk_word,
+            )
+        logger.info("wrote preprocessed data to %s", args.destdir)
+    finally:
+        logger.setLevel(saved_level)
+        logger.removeHandler(log_handler)
+        log_handler.close()
+
+
+def cli_main(argv: Optional[Sequence[str]] = None) -> None:
+    """Console entry point ``fairseq-preprocess``; exits with status 2 on user errors."""
+    args = get_preprocessing_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
+            level=logging.INFO,
+            stream=sys.stdout,
+        )
+    try:
+        main(args)
+    except PreprocessError as err:
+        print(f"fairseq-preprocess: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    cli_main()

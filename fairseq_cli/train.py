@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Train a model from legacy fairseq flags: ``fairseq-train DATA --arch transformer_lm ...``.
+
+The flags are converted to the same DictConfig the Hydra door composes (see
+``fairseq_cli/train_hydra.py``), then :func:`main` runs the shared training loop.
+"""
+import logging
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+if __package__ in (None, ""):  # run as a script from a checkout: python fairseq_cli/train.py
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from omegaconf import DictConfig  # noqa: E402
+
+logger = logging.getLogger("fairseq_cli.train")
+
+
+def _absolute(path: Optional[str], base: str) -> Optional[str]:
+    if not path:
+        return path
+    path = os.path.expanduser(str(path))
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(base, path))
+
+
+def prepare_config(cfg: DictConfig, launch_dir: Optional[str] = None, door: str = "hydra") -> DictConfig:
+    """Check required values and anchor relative paths at the launch directory.
+
+    Anchoring ``checkpoint.save_dir`` (and data, log paths) at the directory the command was
+    started from means Hydra's run directory never moves them: rerunning the same command
+    finds ``checkpoint_last.pt`` and resumes.
+    """
+    from fairseq.dataclass.overrides import check_missing
+
+    check_missing(cfg, door=door)
+    base = launch_dir or os.getcwd()
+    cfg.checkpoint.save_dir = _absolute(cfg.checkpoint.save_dir, base)
+    cfg.task.data = ":".join(_absolute(p, base) for p in str(cfg.task.data).split(":") if p)
+    for key in ("log_file", "tensorboard_logdir"):
+        if cfg.common.get(key):
+            cfg.common[key] = _absolute(cfg.common[key], base)
+    restore = cfg.checkpoint.restore_file
+    if os.path.dirname(restore):
+        cfg.checkpoint.restore_file = _absolute(restore, base)
+    return cfg
+
+
+def main(cfg: DictConfig, launch_dir: Optional[str] = None, door: str = "hydra") -> Dict[str, Any]:
+    """Run training for a composed config (both doors end here)."""
+    from fairseq.logging.progress_bar import setup_logging
+    from fairseq.training import run_training
+
+    cfg = prepare_config(cfg, launch_dir, door)
+    os.makedirs(cfg.checkpoint.save_dir, exist_ok=True)
+    setup_logging(cfg.common.log_file)
+    return run_training(cfg)
+
+
+def run_with_clear_errors(fn, *args: Any, **kwargs: Any) -> Any:
+    """Run ``fn``; an error in what the user gave ends the process with one line, no traceback."""
+    from fairseq.checkpoint_utils import CheckpointError
+    from fairseq.dataclass.overrides import ConfigError
+    from fairseq.registry import UnknownChoiceError
+
+    try:
+        return fn(*args, **kwargs)
+    except (ConfigError, UnknownChoiceError, CheckpointError, FileNotFoundError, FloatingPointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1 if isinstance(e, (CheckpointError, FloatingPointError)) else 2)
+
+
+def cli_main(argv: Optional[List[str]] = None) -> None:
+    """``fairseq-train``: legacy flags in, the shared training loop out."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from fairseq import options
+    from fairseq.dataclass.overrides import ConfigError, missing_message
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    parser = options.get_training_parser(input_args=argv)
+    args = options.parse_args_and_arch(parser, argv)
+    if getattr(args, "data", None) is None:
+        parser.error(missing_message("task.data", "legacy"))
+    try:
+        cfg = convert_namespace_to_omegaconf(args)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", "")
+        parser.error(f"{'--' + key.rsplit('.', 1)[-1].replace('_', '-') + ': ' if key else ''}"
+                     f"{str(e).splitlines()[0]}")
+    except ConfigError as e:
+        parser.error(str(e))
+    run_with_clear_errors(main, cfg, door="legacy")
+
+
+if __name__ == "__main__":
+    cli_main()

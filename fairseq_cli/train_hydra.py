@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Train a model from the Hydra config tree: ``fairseq-hydra-train task.data=DATA key=value ...``.
+
+Overrides are checked first (unknown keys name the closest real key, wrong types name the
+expected type, ``task.data`` must be given), then Hydra composes ``config/`` and runs the job,
+or a sweep with ``--multirun``.
+"""
+import os
+import sys
+from typing import List, Optional
+
+if __package__ in (None, ""):  # run as a script from a checkout: python fairseq_cli/train_hydra.py
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from fairseq.dataclass.initialize import config_dir, hydra_init, import_user_module  # noqa: E402
+
+LAUNCH_DIR = os.getcwd()
+
+
+@hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
+def hydra_main(cfg: DictConfig) -> Optional[float]:
+    from fairseq_cli.train import main, run_with_clear_errors
+
+    result = run_with_clear_errors(main, cfg, launch_dir=LAUNCH_DIR, door="hydra")
+    return result.get("best") if result else None
+
+
+def _split_argv(argv: List[str]):
+    """Separate Hydra's own flags (``--multirun``, ``--cfg job``, ...) from overrides."""
+    flags_with_value = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp",
+                        "--config-name", "-cn", "--config-dir", "-cd", "--info", "-i",
+                        "--experimental-rerun"}
+    overrides, flags, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in flags_with_value and i + 1 < len(argv) and "=" not in argv[i + 1]:
+            flags += [arg, argv[i + 1]]
+            i += 2
+            continue
+        # "--task.data=x" is a mistyped override, not a flag: check_overrides explains it
+        is_flag = arg.startswith("-") and not ("=" in arg and "." in arg.split("=", 1)[0])
+        (flags if is_flag else overrides).append(arg)
+        i += 1
+    return overrides, flags
+
+
+def cli_main(argv: Optional[List[str]] = None) -> None:
+    """``fairseq-hydra-train``."""
+    from fairseq.dataclass.overrides import ConfigError, check_overrides
+    from fairseq.registry import UnknownChoiceError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides, flags = _split_argv(argv)
+    for text in overrides:
+        if text.split("=", 1)[0].lstrip("+") == "common.user_dir":
+            import_user_module(text.split("=", 1)[1])
+    hydra_init()
+    multirun = "-m" in flags or "--multirun" in flags
+    informational = any(f in flags for f in ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i"))
+    if not informational:
+        try:
+            overrides = check_overrides(overrides, multirun=multirun)
+        except (ConfigError, UnknownChoiceError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+    sys.argv = [sys.argv[0]] + flags + overrides
+    hydra_main()
+
+
+if __name__ == "__main__":
+    cli_main()
