@@ -45,7 +45,7 @@ def get_preprocessing_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-s", "--source-lang", metavar="SRC", default=None, help="source language (file suffix)")
     parser.add_argument("-t", "--target-lang", metavar="TARGET", default=None, help="target language (file suffix)")
-    parser.add_argument("--trainpref", metavar="FP", default=None, help="train file prefix (also builds the dictionary)")
+    parser.add_argument("--trainpref", metavar="FP", default=None, help="comma-separated train file prefixes (they also build the dictionary); outputs train, train1, ...")
     parser.add_argument(
         "--validpref", metavar="FP", default=None,
         help="comma-separated valid file prefixes; outputs valid, valid1, valid2, ...",
@@ -143,8 +143,8 @@ def _validate(args: argparse.Namespace) -> List[Tuple[str, str, str]]:
 
     planned = [] if args.dict_only else _planned_splits(args)
     needed = list(planned)
-    if args.srcdict is None:
-        needed.append(("--trainpref", "train", _input_file(args, args.trainpref.split(",")[0])))
+    if args.srcdict is None:  # every train file feeds the dictionary
+        needed.extend(("--trainpref", "train", _input_file(args, prefix)) for prefix in args.trainpref.split(","))
     for flag, _, path in needed:
         if not os.path.isfile(path):
             raise PreprocessError(_describe_missing(path, flag))
@@ -157,9 +157,9 @@ def _build_dictionary(args: argparse.Namespace) -> Dictionary:
             return Dictionary.load(args.srcdict)
         except ValueError as err:
             raise PreprocessError(str(err)) from err
-    train_file = _input_file(args, args.trainpref.split(",")[0])
     dictionary = Dictionary()
-    Dictionary.add_file_to_dictionary(train_file, dictionary, tokenize_line, args.workers)
+    for train_prefix in args.trainpref.split(","):
+        Dictionary.add_file_to_dictionary(_input_file(args, train_prefix), dictionary, tokenize_line, args.workers)
     dictionary.finalize(threshold=args.thresholdsrc, nwords=args.nwordssrc, padding_factor=args.padding_factor)
     return dictionary
 

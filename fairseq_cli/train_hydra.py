@@ -17,14 +17,14 @@ from omegaconf import DictConfig  # noqa: E402
 
 from fairseq.dataclass.initialize import config_dir, hydra_init, import_user_module  # noqa: E402
 
-LAUNCH_DIR = os.getcwd()
-
 
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> Optional[float]:
     from fairseq_cli.train import main, run_with_clear_errors
 
-    result = run_with_clear_errors(main, cfg, launch_dir=LAUNCH_DIR, door="hydra")
+    # relative paths are anchored where the command was started, even if hydra.job.chdir=true
+    launch_dir = hydra.utils.get_original_cwd()
+    result = run_with_clear_errors(main, cfg, launch_dir=launch_dir, door="hydra")
     return result.get("best") if result else None
 
 

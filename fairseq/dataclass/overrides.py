@@ -36,6 +36,16 @@ def flat_keys(cfg: Any, prefix: str = "") -> List[str]:
     return keys
 
 
+def key_exists(cfg: DictConfig, key: str) -> bool:
+    """Whether ``key`` (dotted) is a key of ``cfg``, set or ``???``."""
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, DictConfig) or part not in node.keys():
+            return False
+        node = node._get_node(part)
+    return True
+
+
 def closest_key(key: str, keys: Sequence[str]) -> Optional[str]:
     """The real key a mistyped one most likely meant (``optimization.lrr`` -> ``optimization.lr``)."""
     key = key.lstrip("+~-").replace("-", "_")
@@ -140,7 +150,7 @@ def check_overrides(overrides: Sequence[str], multirun: bool = False) -> List[st
     checked = list(choices)
     for idx, text, ov in values:
         key = ov.key_or_group
-        exists = OmegaConf.select(base, key, default="__absent__", throw_on_missing=False) != "__absent__"
+        exists = key_exists(base, key)
         if ov.is_delete():
             continue
         if ov.is_add() and exists and not ov.is_force_add():

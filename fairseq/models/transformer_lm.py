@@ -39,7 +39,9 @@ class TransformerLanguageModelConfig(FairseqDataclass):
     decoder_layers: int = field(default=6, metadata={"help": "number of decoder layers"})
     decoder_attention_heads: int = field(default=8, metadata={"help": "number of attention heads"})
     decoder_normalize_before: bool = field(
-        default=False, metadata={"help": "apply LayerNorm before each block (pre-norm)"}
+        default=True,
+        metadata={"help": "apply LayerNorm before each block (pre-norm; as every transformer_lm "
+                  "architecture trains); --no-decoder-normalize-before gives post-norm"},
     )
     no_decoder_final_norm: bool = field(
         default=False, metadata={"help": "no LayerNorm after the last block of a pre-norm decoder"}

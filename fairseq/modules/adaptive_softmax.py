@@ -62,7 +62,11 @@ class AdaptiveSoftmax(nn.Module):
             if adaptive_input is not None:
                 out = adaptive_input.embeddings[i].weight
             else:
-                out = nn.Parameter(torch.empty(band_size, int(input_dim // factor**i)))
+                band_dim = int(input_dim // factor**i)
+                if band_dim < 1:
+                    raise ValueError(f"tail {i} of the adaptive softmax gets dimension {band_dim}; "
+                                     f"lower the factor ({factor}) or use fewer bands")
+                out = nn.Parameter(torch.empty(band_size, band_dim))
                 nn.init.xavier_uniform_(out)
             if tie_proj:
                 # nn.Linear(band_dim, input_dim) stores (input_dim, band_dim): already our layout

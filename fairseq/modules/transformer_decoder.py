@@ -168,8 +168,9 @@ class TransformerDecoder(nn.Module):
             x = self.output_layer(x)
         return x, extra
 
-    def extract_features(self, prev_output_tokens: Tensor,
-                         incremental_state: Optional[IncrementalState] = None) -> Tuple[Tensor, Dict[str, Any]]:
+    def extract_features(
+        self, prev_output_tokens: Tensor, incremental_state: Optional[IncrementalState] = None
+    ) -> Tuple[Tensor, Dict[str, Any]]:
         """The last hidden states (B, T, output_dim) and extras; see :meth:`forward`."""
         tokens = prev_output_tokens
         attn_mask, past_counts, past_length = None, None, 0

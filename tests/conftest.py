@@ -1,0 +1,68 @@
+"""Shared fixtures: a tiny real-text corpus, preprocessed once per session."""
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import List
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def write_corpus(directory: Path, n_paragraphs: int = 400) -> Path:
+    """A few thousand tokens of Python's help topics, split 18/1/1 into train/valid/test."""
+    from pydoc_data.topics import topics
+
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = {"train": [], "valid": [], "test": []}
+    i = 0
+    for name in sorted(topics):
+        for block in re.split(r"\n\s*\n", topics[name]):
+            words = TOKEN.findall(block)[:60]
+            if not words:
+                continue
+            split = "valid" if i % 20 == 0 else "test" if i % 20 == 1 else "train"
+            lines[split].append(" ".join(words))
+            i += 1
+            if i >= n_paragraphs:
+                break
+        if i >= n_paragraphs:
+            break
+    for split, rows in lines.items():
+        (directory / f"{split}.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def data_bin(tmp_path_factory) -> str:
+    """A preprocessed corpus directory (dict.txt, train/valid/test .bin/.idx)."""
+    from fairseq_cli import preprocess
+
+    base = tmp_path_factory.mktemp("corpus")
+    text = write_corpus(base / "text")
+    dest = base / "data-bin"
+    preprocess.cli_main(["--only-source", "--trainpref", str(text / "train.txt"),
+                         "--validpref", str(text / "valid.txt"), "--testpref", str(text / "test.txt"),
+                         "--destdir", str(dest), "--workers", "1"])
+    return str(dest)
+
+
+def read_json_log(path: str) -> List[dict]:
+    """The JSON records of a training log file."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            records.append(json.loads(line))
+    return records
+
+
+def train_losses(path: str) -> List[float]:
+    """Per-update training losses (``log_interval=1``), in update order."""
+    return [r["loss"] for r in read_json_log(path) if "update" in r and "loss" in r]

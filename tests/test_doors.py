@@ -1,0 +1,158 @@
+"""The two front doors: the design note's command lines give equal configs and equal training.
+
+The command lines are the design note's, changing only the data path, the save dir and the
+sizes (smaller model, max_update, max_tokens, tokens_per_sample).
+"""
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import ROOT, train_losses
+
+SIZES_HYDRA = [
+    "model.decoder_layers=2", "model.decoder_embed_dim=32", "model.decoder_input_dim=32",
+    "model.decoder_output_dim=32", "model.decoder_ffn_embed_dim=64", "model.decoder_attention_heads=2",
+]
+SIZES_LEGACY = [
+    "--decoder-layers", "2", "--decoder-embed-dim", "32", "--decoder-input-dim", "32",
+    "--decoder-output-dim", "32", "--decoder-ffn-embed-dim", "64", "--decoder-attention-heads", "2",
+]
+
+
+def hydra_command(data, save_dir, log_file, max_update=6):
+    return [
+        "task=language_modeling", f"task.data={data}", "task.tokens_per_sample=32",
+        "task.sample_break_mode=none", "model=transformer_lm",
+        "model.share_decoder_input_output_embed=true", "model.dropout=0.1",
+        "optimizer=adam", "optimizer.adam_betas='(0.9, 0.98)'", "optimizer.weight_decay=0.01",
+        "lr_scheduler=inverse_sqrt", "lr_scheduler.warmup_updates=4000",
+        "lr_scheduler.warmup_init_lr=1e-07", "criterion=cross_entropy", "common.fp16=true",
+        "common.log_format=json", "common.log_interval=1", "dataset.max_tokens=128",
+        "dataset.num_workers=4", "optimization.update_freq=[16]",
+        f"optimization.max_update={max_update}", "optimization.clip_norm=0.0",
+        "optimization.lr=[0.0005]", f"checkpoint.save_dir={save_dir}",
+        "checkpoint.save_interval_updates=10", f"common.log_file={log_file}",
+    ] + SIZES_HYDRA
+
+
+def legacy_command(data, save_dir, log_file, max_update=6):
+    return [
+        "--task", "language_modeling", data, "--save-dir", save_dir,
+        "--arch", "transformer_lm", "--share-decoder-input-output-embed", "--dropout", "0.1",
+        "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--weight-decay", "0.01",
+        "--clip-norm", "0.0", "--lr", "0.0005", "--lr-scheduler", "inverse_sqrt",
+        "--warmup-updates", "4000", "--warmup-init-lr", "1e-07", "--tokens-per-sample", "32",
+        "--sample-break-mode", "none", "--max-tokens", "128", "--update-freq", "16", "--fp16",
+        "--max-update", str(max_update), "--log-format", "json", "--log-interval", "1",
+        "--num-workers", "4", "--save-interval-updates", "10", "--log-file", log_file,
+    ] + SIZES_LEGACY
+
+
+def hydra_config(overrides):
+    from fairseq.dataclass.initialize import compose_config
+    from fairseq.dataclass.overrides import check_overrides
+
+    return compose_config(check_overrides(overrides))
+
+
+def legacy_config(argv):
+    from fairseq import options
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    parser = options.get_training_parser(input_args=argv)
+    return convert_namespace_to_omegaconf(options.parse_args_and_arch(parser, argv))
+
+
+def test_doors_compose_equal_configs_key_by_key(data_bin, tmp_path):
+    log = str(tmp_path / "log")
+    a = OmegaConf.to_container(hydra_config(hydra_command(data_bin, "ck", log)), resolve=True, enum_to_str=True)
+    b = OmegaConf.to_container(legacy_config(legacy_command(data_bin, "ck", log)), resolve=True, enum_to_str=True)
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[prefix + k] = v
+        return out
+
+    fa, fb = flat(a), flat(b)
+    assert sorted(fa) == sorted(fb)
+    diffs = {k: (fa[k], fb[k]) for k in fa if fa[k] != fb[k]}
+    assert diffs == {}
+    assert fa["optimizer.adam_betas"] == [0.9, 0.98]
+    assert fa["optimizer.lr"] == [0.0005] and fa["lr_scheduler.lr"] == [0.0005]
+    assert fa["model.max_target_positions"] == 32
+
+
+def run_hydra_in_process(argv, monkeypatch, cwd):
+    from fairseq_cli import train_hydra
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["fairseq-hydra-train"])
+    train_hydra.cli_main(argv + [f"hydra.run.dir={cwd}/outputs"])
+
+
+def run_legacy_in_process(argv, monkeypatch, cwd):
+    from fairseq_cli import train
+
+    monkeypatch.chdir(cwd)
+    train.cli_main(argv)
+
+
+def test_doors_train_update_for_update(data_bin, tmp_path, monkeypatch):
+    (tmp_path / "h").mkdir()
+    (tmp_path / "l").mkdir()
+    hlog, llog = str(tmp_path / "h.log"), str(tmp_path / "l.log")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_hydra_in_process(hydra_command(data_bin, "ck", hlog), monkeypatch, tmp_path / "h")
+        run_legacy_in_process(legacy_command(data_bin, "ck", llog), monkeypatch, tmp_path / "l")
+    hydra_losses, legacy_losses = train_losses(hlog), train_losses(llog)
+    assert len(hydra_losses) == 6
+    assert hydra_losses == legacy_losses
+    # the save dir is relative: it lands in the launch directory, not in Hydra's run dir
+    assert (tmp_path / "h" / "ck" / "checkpoint_last.pt").is_file()
+    assert (tmp_path / "l" / "ck" / "checkpoint_last.pt").is_file()
+
+
+def _run_cli(module, args, cwd):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", module] + args, cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, expected", [
+    ([], ["task.data", "task.data=data-bin/demo"]),
+    (["task.data=x", "optimization.lrr=1"], ["optimization.lrr", "did you mean 'optimization.lr'"]),
+    (["task.data=x", "optimization.max_update=abc"], ["optimization.max_update", "expects int", "abc"]),
+    (["--task.data=x"], ["no leading dashes", "task.data=x"]),
+    (["task.data=x", "model=transformer_lmm"], ["transformer_lmm", "Did you mean 'transformer_lm'"]),
+])
+def test_hydra_door_errors_name_the_key_and_fix(args, expected, tmp_path):
+    result = _run_cli("fairseq_cli.train_hydra", args, tmp_path)
+    assert result.returncode == 2
+    for text in expected:
+        assert text in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--lrr", "1"], ["--lrr", "did you mean --lr?"]),
+    (["--max-update", "abc"], ["--max-update", "invalid int value: 'abc'"]),
+    (["--arch", "transformer_lm"], ["data directory is required"]),
+])
+def test_legacy_door_errors_name_the_key_and_fix(args, expected, data_bin, tmp_path):
+    if "data directory" not in expected[0]:
+        args = [data_bin] + args
+    result = _run_cli("fairseq_cli.train", args, tmp_path)
+    assert result.returncode == 2
+    for text in expected:
+        assert text in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout

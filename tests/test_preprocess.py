@@ -1,0 +1,102 @@
+"""fairseq-preprocess end to end on tiny corpora."""
+import logging
+
+import pytest
+
+from fairseq.data import Dictionary, MMapIndexedDataset
+from fairseq_cli.preprocess import PreprocessError, cli_main, get_preprocessing_parser, main
+
+TRAIN_TEXT = "".join(f"the cat {i % 7} sat on the mat number {i}\n" for i in range(60)) + "\nrare words here\n"
+VALID_TEXT = "the dog sat\nthe cat\n"
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    (tmp_path / "train.txt").write_text(TRAIN_TEXT, encoding="utf-8")
+    (tmp_path / "valid.txt").write_text(VALID_TEXT, encoding="utf-8")
+    (tmp_path / "valid2.txt").write_text("cat cat\n", encoding="utf-8")
+    return tmp_path
+
+
+def run(corpus, destdir, *extra):
+    args = get_preprocessing_parser().parse_args([
+        "--only-source",
+        "--trainpref", str(corpus / "train.txt"),
+        "--validpref", f"{corpus / 'valid.txt'},{corpus / 'valid2.txt'}",
+        "--destdir", str(destdir),
+        *extra,
+    ])
+    main(args)
+
+
+def test_end_to_end_outputs_and_contents(corpus, caplog):
+    destdir = corpus / "bin"
+    with caplog.at_level(logging.INFO, logger="fairseq_cli.preprocess"):
+        run(corpus, destdir, "--workers", "1")
+    for name in ["dict.txt", "train.bin", "train.idx", "valid.bin", "valid.idx", "valid1.bin", "valid1.idx",
+                 "preprocess.log"]:
+        assert (destdir / name).is_file(), name
+
+    dictionary = Dictionary.load(str(destdir / "dict.txt"))
+    assert len(dictionary) % 8 == 0
+    train = MMapIndexedDataset(str(destdir / "train"))
+    assert len(train) == 62
+    assert dictionary.string(train[0]) == "the cat 0 sat on the mat number 0"
+    assert train[60].tolist() == [dictionary.eos()]  # the empty line
+    valid = MMapIndexedDataset(str(destdir / "valid"))
+    assert dictionary.string(valid[0]) == "the <unk> sat"
+    assert "[valid] dict.txt:" in caplog.text and "valid: 2 sents, 7 tokens, 14.3% replaced by <unk>" in caplog.text
+    assert "Namespace(" in (destdir / "preprocess.log").read_text()
+
+
+def test_workers_give_byte_identical_outputs(corpus):
+    run(corpus, corpus / "one", "--workers", "1")
+    run(corpus, corpus / "two", "--workers", "2")
+    for name in ["dict.txt", "train.bin", "train.idx", "valid.bin", "valid.idx", "valid1.bin", "valid1.idx"]:
+        assert (corpus / "one" / name).read_bytes() == (corpus / "two" / name).read_bytes(), name
+    assert not list((corpus / "two").glob("*worker*")), "temporary shard files must be removed"
+
+
+def test_threshold_nwords_srcdict_and_dict_only(corpus):
+    run(corpus, corpus / "pruned", "--thresholdsrc", "2", "--dict-only")
+    pruned = Dictionary.load(str(corpus / "pruned" / "dict.txt"))
+    assert "rare" not in pruned and "the" in pruned
+    assert not (corpus / "pruned" / "train.bin").exists()
+
+    run(corpus, corpus / "small", "--nwordssrc", "6", "--padding-factor", "1", "--dict-only")
+    assert len(Dictionary.load(str(corpus / "small" / "dict.txt"))) == 6
+
+    run(corpus, corpus / "reused", "--srcdict", str(corpus / "pruned" / "dict.txt"))
+    assert (corpus / "reused" / "dict.txt").read_bytes() == (corpus / "pruned" / "dict.txt").read_bytes()
+
+
+def test_source_lang_names_outputs_like_fairseq(corpus):
+    (corpus / "train.en").write_text(TRAIN_TEXT, encoding="utf-8")
+    main(get_preprocessing_parser().parse_args([
+        "--only-source", "-s", "en", "--trainpref", str(corpus / "train"), "--destdir", str(corpus / "lang"),
+    ]))
+    assert (corpus / "lang" / "dict.en.txt").is_file()
+    assert (corpus / "lang" / "train.en-None.en.bin").is_file()
+
+
+def test_missing_file_is_a_one_line_error_with_exit_code_2(corpus, capsys):
+    missing = corpus / "nothere.txt"
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["--only-source", "--trainpref", str(corpus / "train.txt"), "--validpref", str(missing),
+                  "--destdir", str(corpus / "bin")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert str(missing) in error and "--validpref" in error and "train.txt" in error
+    assert "Traceback" not in error
+    assert not (corpus / "bin").exists()  # nothing written before inputs are checked
+
+
+def test_bilingual_is_reported_as_unsupported(corpus):
+    with pytest.raises(PreprocessError, match="not supported yet"):
+        main(get_preprocessing_parser().parse_args(["-s", "en", "-t", "de", "--trainpref", str(corpus / "x")]))
+
+
+def test_parser_rejects_abbreviations():
+    with pytest.raises(SystemExit):
+        get_preprocessing_parser().parse_args(["--dest", "x"])
