@@ -108,24 +108,20 @@ def binarize_file(
     replaced: Counter = Counter()
     num_unknown = 0
     unk_index = dictionary.unk()
-
-    def count_unknown(word: str, index: int) -> None:
-        nonlocal num_unknown
-        if index == unk_index:
-            num_unknown += 1
-            if word != dictionary.unk_word:
-                replaced[word] += 1
-
     builder = make_builder(data_file_path(out_prefix), impl, vocab_size=len(dictionary))
     num_sequences = num_tokens = 0
     try:
         for line in read_lines_in_range(filename, start_offset, end_offset):
-            ids = dictionary.encode_line(
-                line, line_tokenizer=tokenize_line, append_eos=append_eos, consumer=count_unknown
-            )
+            ids = dictionary.encode_line(line, line_tokenizer=tokenize_line, append_eos=append_eos)
             builder.add_item(ids)
             num_sequences += 1
             num_tokens += len(ids)
+            if unk_index in ids.tolist():  # rare: look at the words only then
+                for word in tokenize_line(line):
+                    if dictionary.index(word) == unk_index:
+                        num_unknown += 1
+                        if word != dictionary.unk_word:
+                            replaced[word] += 1
     except BaseException:
         builder.discard()  # never leave a partial dataset that looks complete
         raise

@@ -292,7 +292,7 @@ def upgrade_config(cfg: DictConfig, saved: Dict[str, Any]) -> DictConfig:
 
     def merge(node: DictConfig, values: Dict[str, Any], prefix: str) -> None:
         for key, value in values.items():
-            if key not in node:
+            if key not in node.keys():
                 dropped.append(prefix + key)
                 continue
             if isinstance(value, dict) and isinstance(node[key], DictConfig):

@@ -65,8 +65,8 @@ def _explicit_values(parser, args) -> Dict[str, Any]:
             if k not in ("data", "path", "task") and v is not None and v != parser.get_default(k)}
 
 
-def cli_main(argv: Optional[List[str]] = None) -> Dict[str, float]:
-    """``fairseq-eval-lm``."""
+def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
+    """Parse ``fairseq-eval-lm`` flags, evaluate, log and return ``{"loss", "ppl", "ntokens"}``."""
     from fairseq import options
     from fairseq.checkpoint_utils import load_model_for_inference
     from fairseq.logging.progress_bar import setup_logging
@@ -92,6 +92,11 @@ def cli_main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         return stats
 
     return run_with_clear_errors(run)
+
+
+def cli_main(argv: Optional[List[str]] = None) -> None:
+    """``fairseq-eval-lm``."""
+    main(argv)
 
 
 if __name__ == "__main__":

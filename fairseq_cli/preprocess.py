@@ -45,7 +45,10 @@ def get_preprocessing_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-s", "--source-lang", metavar="SRC", default=None, help="source language (file suffix)")
     parser.add_argument("-t", "--target-lang", metavar="TARGET", default=None, help="target language (file suffix)")
-    parser.add_argument("--trainpref", metavar="FP", default=None, help="comma-separated train file prefixes (they also build the dictionary); outputs train, train1, ...")
+    parser.add_argument(
+        "--trainpref", metavar="FP", default=None,
+        help="comma-separated train file prefixes (they also build the dictionary); outputs train, train1, ...",
+    )
     parser.add_argument(
         "--validpref", metavar="FP", default=None,
         help="comma-separated valid file prefixes; outputs valid, valid1, valid2, ...",

@@ -25,5 +25,5 @@ fairseq-hydra-train \
     common.log_format=simple common.log_interval=20 \
     checkpoint.save_dir="$OUT/checkpoints" checkpoint.no_epoch_checkpoints=true \
     hydra.run.dir="$OUT/outputs"
-echo "== untrained model vs trained model on the test split"
+echo "== perplexity of the trained model on the test split (an untrained one scores about the vocabulary size)"
 fairseq-eval-lm "$OUT/data-bin" --path "$OUT/checkpoints/checkpoint_best.pt" --gen-subset test --max-tokens 4096

@@ -196,7 +196,11 @@ class Dictionary:
         words = line_tokenizer(line)
         if reverse_order:
             words = list(reversed(words))
-        ids = [self.add_symbol(word) if add_if_not_exist else self.index(word) for word in words]
+        if add_if_not_exist:
+            ids = [self.add_symbol(word) for word in words]
+        else:
+            lookup, unk_index = self.indices.get, self.unk_index  # hot loop: skip method calls
+            ids = [lookup(word, unk_index) for word in words]
         if consumer is not None:
             for word, idx in zip(words, ids):
                 consumer(word, idx)

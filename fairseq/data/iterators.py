@@ -115,24 +115,21 @@ class BufferedIterator:
     """Fills a queue of up to ``buffer_size`` items from ``iterable`` in a background thread.
 
     Lets batch loading overlap with the training step. Exceptions raised while loading
-    are re-raised in the consuming thread.
+    are re-raised in the consuming thread. When the iterator is dropped before the end,
+    the thread notices and stops (releasing e.g. DataLoader workers).
     """
 
     _END = object()
 
     def __init__(self, iterable: Iterable[Any], buffer_size: int) -> None:
         self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=buffer_size)
+        self._stop = threading.Event()
         self._length = len(iterable)  # type: ignore[arg-type]
-        self._thread = threading.Thread(target=self._fill, args=(iterable,), daemon=True)
+        # The thread must not reference self, or an abandoned iterator would never be freed.
+        self._thread = threading.Thread(
+            target=_fill_queue, args=(iterable, self._queue, self._stop, self._END), daemon=True
+        )
         self._thread.start()
-
-    def _fill(self, iterable: Iterable[Any]) -> None:
-        try:
-            for item in iterable:
-                self._queue.put(item)
-            self._queue.put(self._END)
-        except BaseException as err:  # handed to the consumer
-            self._queue.put(err)
 
     def __len__(self) -> int:
         return self._length
@@ -148,6 +145,28 @@ class BufferedIterator:
         if isinstance(item, BaseException):
             raise item
         return item
+
+    def __del__(self) -> None:
+        self._stop.set()
+
+
+def _fill_queue(iterable: Iterable[Any], out: "queue.Queue[Any]", stop: threading.Event, end_marker: object) -> None:
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        for item in iterable:
+            if not put(item):
+                return
+        put(end_marker)
+    except BaseException as err:  # handed to the consumer
+        put(err)
 
 
 class _SizedBatchLoader:
