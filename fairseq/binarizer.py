@@ -60,8 +60,8 @@ def read_lines_in_range(filename: str, start: int, end: int) -> Iterator[str]:
     read one at a time, so memory does not grow with the file.
 
     Raises:
-        UnicodeDecodeError: if a line is not valid UTF-8 (the message is extended with
-            the file name and byte offset).
+        ValueError: if a line is not valid UTF-8 (the message names the file and the
+            byte offset).
     """
     with open(filename, "rb") as file:
         file.seek(start)
@@ -71,10 +71,13 @@ def read_lines_in_range(filename: str, start: int, end: int) -> Iterator[str]:
             if not raw_line:
                 break
             try:
-                yield raw_line.decode("utf-8")
+                line = raw_line.decode("utf-8")
             except UnicodeDecodeError as err:
-                err.reason = f"{err.reason} in {filename} on the line starting at byte {position}; re-encode the file as UTF-8"
-                raise
+                raise ValueError(
+                    f"{filename}: the line starting at byte {position} is not valid UTF-8 ({err.reason} at "
+                    f"byte {position + err.start}); re-encode the file as UTF-8"
+                ) from None
+            yield line
             position += len(raw_line)
 
 

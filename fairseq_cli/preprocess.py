@@ -156,10 +156,7 @@ def _validate(args: argparse.Namespace) -> List[Tuple[str, str, str]]:
 
 def _build_dictionary(args: argparse.Namespace) -> Dictionary:
     if args.srcdict is not None:
-        try:
-            return Dictionary.load(args.srcdict)
-        except ValueError as err:
-            raise PreprocessError(str(err)) from err
+        return Dictionary.load(args.srcdict)
     dictionary = Dictionary()
     for train_prefix in args.trainpref.split(","):
         Dictionary.add_file_to_dictionary(_input_file(args, train_prefix), dictionary, tokenize_line, args.workers)
@@ -206,11 +203,32 @@ def _binarize_split(
     return stats
 
 
+def _run(args: argparse.Namespace, planned: List[Tuple[str, str, str]]) -> None:
+    """Build and save the dictionary, then binarize every planned split."""
+    dictionary = _build_dictionary(args)
+    dict_path = _dict_path(args)
+    dictionary.save(dict_path)
+    logger.info("wrote dictionary of %d types to %s", len(dictionary), dict_path)
+    if args.dict_only:
+        return
+    for _, split_name, input_file in planned:
+        out_prefix = _output_prefix(args, split_name)
+        stats = _binarize_split(args, dictionary, input_file, out_prefix)
+        replaced_percent = 100.0 * sum(stats["replaced"].values()) / max(stats["ntok"], 1)
+        logger.info(
+            "[%s] %s: %d types; %s: %d sents, %d tokens, %.1f%% replaced by %s",
+            split_name, os.path.basename(dict_path), len(dictionary), split_name,
+            stats["nseq"], stats["ntok"], replaced_percent, dictionary.unk_word,
+        )
+    logger.info("wrote preprocessed data to %s", args.destdir)
+
+
 def main(args: argparse.Namespace) -> None:
     """Run preprocessing as described by parsed ``args``.
 
     Raises:
-        PreprocessError: on invalid arguments or missing inputs (nothing is written).
+        PreprocessError: on invalid arguments or missing inputs (checked before anything
+            is written), or on malformed input data (invalid UTF-8, a bad ``--srcdict``).
     """
     planned = _validate(args)
     os.makedirs(args.destdir, exist_ok=True)
@@ -223,22 +241,10 @@ def main(args: argparse.Namespace) -> None:
         logger.setLevel(logging.INFO)
     try:
         logger.info(args)
-        dictionary = _build_dictionary(args)
-        dict_path = _dict_path(args)
-        dictionary.save(dict_path)
-        logger.info("wrote dictionary of %d types to %s", len(dictionary), dict_path)
-        if args.dict_only:
-            return
-        for _, split_name, input_file in planned:
-            out_prefix = _output_prefix(args, split_name)
-            stats = _binarize_split(args, dictionary, input_file, out_prefix)
-            replaced_percent = 100.0 * sum(stats["replaced"].values()) / max(stats["ntok"], 1)
-            logger.info(
-                "[%s] %s: %d types; %s: %d sents, %d tokens, %.1f%% replaced by %s",
-                split_name, os.path.basename(dict_path), len(dictionary), split_name,
-                stats["nseq"], stats["ntok"], replaced_percent, dictionary.unk_word,
-            )
-        logger.info("wrote preprocessed data to %s", args.destdir)
+        try:
+            _run(args, planned)
+        except ValueError as err:  # bad input data (encoding, malformed dictionary, ...)
+            raise PreprocessError(str(err)) from err
     finally:
         logger.setLevel(saved_level)
         logger.removeHandler(log_handler)

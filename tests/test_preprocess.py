@@ -100,3 +100,23 @@ def test_bilingual_is_reported_as_unsupported(corpus):
 def test_parser_rejects_abbreviations():
     with pytest.raises(SystemExit):
         get_preprocessing_parser().parse_args(["--dest", "x"])
+
+
+def test_bad_input_data_is_a_one_line_error(corpus, capsys):
+    (corpus / "bad_dict.txt").write_text("the 3\nbroken\n")
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["--only-source", "--srcdict", str(corpus / "bad_dict.txt"), "--trainpref",
+                  str(corpus / "train.txt"), "--destdir", str(corpus / "bin")])
+    assert exit_info.value.code == 2
+    assert "bad_dict.txt, line 2" in capsys.readouterr().err
+
+    (corpus / "latin1.txt").write_bytes("caf\xe9 ok\n".encode("latin-1"))
+    (corpus / "good_dict.txt").write_text("ok 1\n")
+    for workers in ["1", "2"]:
+        args = get_preprocessing_parser().parse_args([
+            "--only-source", "--srcdict", str(corpus / "good_dict.txt"), "--trainpref", str(corpus / "latin1.txt"),
+            "--destdir", str(corpus / "enc"), "--workers", workers,
+        ])
+        with pytest.raises(PreprocessError, match=r"latin1\.txt: the line starting at byte 0 is not valid UTF-8"):
+            main(args)
+        assert not list((corpus / "enc").glob("*.bin")), "no partial dataset may be left behind"

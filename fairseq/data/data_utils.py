@@ -37,7 +37,9 @@ def collate_tokens(
         raise ValueError("collate_tokens needs at least one sequence; got an empty list")
     for position, value in enumerate(values):
         if value.dim() != 1:
-            raise ValueError(f"collate_tokens expects 1-D sequences; sequence {position} has shape {tuple(value.shape)}")
+            raise ValueError(
+                f"collate_tokens expects 1-D sequences; sequence {position} has shape {tuple(value.shape)}"
+            )
     width = max(value.size(0) for value in values)
     if pad_to_length is not None:
         width = max(width, pad_to_length)

@@ -74,9 +74,12 @@ class TokenBlockDataset(torch.utils.data.Dataset):
         super().__init__()
         mode = "none" if break_mode is None else break_mode
         if mode not in BREAK_MODES:
-            raise ValueError(f"unknown break_mode {break_mode!r}; choose one of None, {', '.join(map(repr, BREAK_MODES))}")
+            choices = ", ".join(map(repr, BREAK_MODES))
+            raise ValueError(f"unknown break_mode {break_mode!r}; choose one of None, {choices}")
         if block_size is None or block_size <= 0:
-            raise ValueError(f"block_size must be a positive number of tokens, got {block_size}; check --tokens-per-sample")
+            raise ValueError(
+                f"block_size must be a positive number of tokens, got {block_size}; check --tokens-per-sample"
+            )
         sentence_sizes = np.asarray(sizes, dtype=np.int64).reshape(-1)
         if len(sentence_sizes) != len(dataset):
             raise ValueError(f"sizes has {len(sentence_sizes)} entries but the dataset has {len(dataset)} sentences")
