@@ -1,0 +1,33 @@
+"""Packaging: every package is listed in setup.cfg and the config tree ships with it."""
+import configparser
+from pathlib import Path
+
+from setuptools import find_packages
+
+from conftest import ROOT
+
+
+def listed_packages():
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "setup.cfg")
+    return {p.strip() for p in parser["options"]["packages"].split() if p.strip()}
+
+
+def test_setup_cfg_lists_every_package():
+    found = set(find_packages(str(ROOT), include=["fairseq", "fairseq.*", "fairseq_cli"]))
+    assert found <= listed_packages(), sorted(found - listed_packages())
+
+
+def test_config_tree_has_one_yaml_per_default_and_each_only_extends_its_schema():
+    from omegaconf import OmegaConf
+
+    tree = ROOT / "config"
+    defaults = OmegaConf.to_container(OmegaConf.load(tree / "config.yaml"))["defaults"]
+    choices = {k: v for d in defaults if isinstance(d, dict) for k, v in d.items()}
+    assert choices == {"task": "language_modeling", "model": "transformer_lm",
+                       "criterion": "cross_entropy", "optimizer": "adam", "lr_scheduler": "inverse_sqrt"}
+    for group_file in tree.glob("*/*.yaml"):
+        group, name = group_file.parent.name, group_file.stem
+        node = OmegaConf.to_container(OmegaConf.load(group_file))
+        # a shipped YAML never re-declares a dataclass field: it only extends the schema
+        assert node == {"defaults": [f"/schema/{group}/{name}@_here_", "_self_"]}, group_file
