@@ -151,6 +151,13 @@ def parse_args_and_arch(parser: ArgumentParser, input_args: Optional[List[str]] 
         gen_parser_from_dataclass(parser.add_argument_group(f"{title} ({name})"),
                                   entry.default_config(), delete_default=suppress_defaults)
     parser.add_argument("-h", "--help", action="help", help="show this help message and exit")
+    if parser.epilog is None and "model" in [g for g, (flag, dest) in COMPONENT_FLAGS.items()
+                                             if any(a.dest == dest for a in parser._actions)]:
+        from fairseq.dataclass.help import text_help
+
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        parser.epilog = ("Every registered component and its fields (the flags of a component "
+                         "are accepted once it is chosen):\n\n" + text_help(style="legacy"))
     if parse_known:
         return parser.parse_known_args(input_args)
     args = parser.parse_args(input_args)

@@ -103,8 +103,15 @@ class Registry:
     def name_of(self, cfg: Union[DictConfig, Namespace, Any], legacy_attr: Optional[str] = None) -> str:
         """The registered name a config node (or legacy namespace) selects."""
         name = getattr(cfg, "_name", None)
-        if name is None and legacy_attr is not None:
+        if name is None and legacy_attr is not None and isinstance(cfg, Namespace):
             name = getattr(cfg, legacy_attr, None)
+        if name is None:
+            # a config built by hand (``LanguageModelingConfig(data=...)``) names its component
+            # through its type, when exactly one base entry uses that dataclass
+            schema = OmegaConf.get_type(cfg) if isinstance(cfg, DictConfig) else type(cfg)
+            owners = [e.name for e in self.entries.values() if e.base is None and e.dataclass is schema]
+            if len(owners) == 1:
+                name = owners[0]
         if name is None:
             raise ValueError(f"the {self.group} config names no {self.group} (its _name is empty)")
         return str(name)

@@ -58,6 +58,11 @@ def cli_main(argv: Optional[List[str]] = None) -> None:
         if text.split("=", 1)[0].lstrip("+") == "common.user_dir":
             import_user_module(text.split("=", 1)[1])
     hydra_init()
+    if "--help" in flags or "-h" in flags:
+        from fairseq.dataclass.help import hydra_help
+
+        print(hydra_help())
+        return
     multirun = "-m" in flags or "--multirun" in flags
     informational = any(f in flags for f in ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i"))
     if not informational:

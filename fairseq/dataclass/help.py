@@ -1,0 +1,141 @@
+"""Help text for every registered component, generated from the config dataclasses.
+
+The same generator feeds ``fairseq-hydra-train --help``, the epilog of ``fairseq-train --help``
+and ``docs/components.md``, so none of them can drift from the code.
+"""
+import dataclasses
+import enum
+from typing import Iterable, List, Optional
+
+from fairseq.dataclass.configs import COMPONENT_GROUPS, GENERIC_GROUPS, field_default, interpolation_target
+from fairseq.dataclass.utils import describe_type, flag_name
+
+LEGACY_SELECTOR = {"task": "--task", "model": "--arch", "criterion": "--criterion",
+                   "optimizer": "--optimizer", "lr_scheduler": "--lr-scheduler"}
+
+
+def _default_text(dc_instance, f: dataclasses.Field) -> str:
+    value = getattr(dc_instance, f.name) if dc_instance is not None else field_default(f)
+    target = interpolation_target(value)
+    if target is not None:
+        return f"${{{target}}}"
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, str) and value == "???":
+        return "??? (required)"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def field_rows(dataclass_or_instance) -> List[dict]:
+    """One row per field: name, legacy flag, type, default, help."""
+    instance = None if isinstance(dataclass_or_instance, type) else dataclass_or_instance
+    rows = []
+    for f in dataclasses.fields(dataclass_or_instance):
+        if f.name.startswith("_"):
+            continue
+        rows.append({"name": f.name, "flag": flag_name(f.name), "type": describe_type(f),
+                     "default": _default_text(instance, f), "help": f.metadata.get("help", "")})
+    return rows
+
+
+def _registries():
+    from fairseq.dataclass.initialize import import_components
+    from fairseq.registry import ALL_REGISTRIES
+
+    import_components()
+    return ALL_REGISTRIES
+
+
+def text_help(groups: Optional[Iterable[str]] = None, style: str = "hydra") -> str:
+    """Plain-text listing of components and their fields.
+
+    Args:
+        groups: component groups to list (default: all).
+        style: ``"hydra"`` shows ``group.field=``, ``"legacy"`` shows ``--flag``.
+    """
+    registries = _registries()
+    lines: List[str] = []
+    for group in groups or COMPONENT_GROUPS:
+        registry = registries[group]
+        selector = f"{group}=NAME" if style == "hydra" else f"{LEGACY_SELECTOR[group]} NAME"
+        lines.append(f"{group} ({selector}): {', '.join(registry.choices())}")
+        for name in registry.choices():
+            entry = registry.get(name)
+            if entry.base is not None:
+                changed = ", ".join(f"{k}={v}" for k, v in entry.preset.items())
+                lines.append(f"  {name}: preset of {entry.base} ({changed})")
+                continue
+            lines.append(f"  {name}:")
+            instance = entry.default_config()
+            for row in field_rows(instance if instance is not None else entry.dataclass or []):
+                key = f"{group}.{row['name']}=" if style == "hydra" else row["flag"]
+                lines.append(f"    {key:<40} {row['type']}, default {row['default']}")
+                if row["help"]:
+                    lines.append(f"    {'':<40} {row['help']}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def generic_help() -> str:
+    lines = []
+    for group, dc in GENERIC_GROUPS.items():
+        lines.append(f"{group}:")
+        for row in field_rows(dc):
+            lines.append(f"    {group + '.' + row['name'] + '=':<40} {row['type']}, default {row['default']}")
+            if row["help"]:
+                lines.append(f"    {'':<40} {row['help']}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def hydra_help() -> str:
+    """``fairseq-hydra-train --help``."""
+    return "\n".join([
+        "usage: fairseq-hydra-train [--multirun] [--cfg job] key=value ...",
+        "",
+        "Compose config/config.yaml, override any key, and train. Components are chosen with",
+        "group=name (e.g. model=transformer_lm_gpt) and their fields set with group.field=value.",
+        "`--cfg job` prints the composed config; `--hydra-help` shows Hydra's own options.",
+        "",
+        "== generic groups ==",
+        generic_help(),
+        "== components ==",
+        text_help(style="hydra"),
+    ])
+
+
+def markdown_reference() -> str:
+    """``docs/components.md``: every component with its config group, legacy flag and fields."""
+    registries = _registries()
+    out = ["# Components and their parameters", "",
+           "Generated from the config dataclasses by `python scripts/gen_component_docs.py`; "
+           "a test fails when this file is out of date.", ""]
+    out += ["## Generic groups", ""]
+    for group, dc in GENERIC_GROUPS.items():
+        out += [f"### `{group}`", "", "| Hydra key | legacy flag | type | default | help |",
+                "|---|---|---|---|---|"]
+        for row in field_rows(dc):
+            out.append(f"| `{group}.{row['name']}` | `{row['flag']}` | {row['type']} | "
+                       f"`{row['default']}` | {row['help']} |")
+        out.append("")
+    for group in COMPONENT_GROUPS:
+        registry = registries[group]
+        out += [f"## {group}", "", f"Choose with `{group}=NAME` (Hydra) or `{LEGACY_SELECTOR[group]} NAME` (legacy).", ""]
+        for name in registry.choices():
+            entry = registry.get(name)
+            if entry.base is not None:
+                changed = ", ".join(f"`{k}={v}`" for k, v in entry.preset.items())
+                out += [f"### `{name}`", "", f"Preset of `{entry.base}`: {changed}.", ""]
+                continue
+            out += [f"### `{name}`", ""]
+            doc = (entry.cls.__doc__ or "").strip().splitlines()
+            if doc:
+                out += [doc[0], ""]
+            if entry.dataclass is None:
+                continue
+            out += ["| Hydra key | legacy flag | type | default | help |", "|---|---|---|---|---|"]
+            for row in field_rows(entry.default_config()):
+                out.append(f"| `{group}.{row['name']}` | `{row['flag']}` | {row['type']} | "
+                           f"`{row['default']}` | {row['help']} |")
+            out.append("")
+    return "\n".join(out) + "\n"
