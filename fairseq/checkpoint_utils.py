@@ -111,23 +111,28 @@ def _is_better(a: float, b: float, maximize: bool) -> bool:
     return a > b if maximize else a < b
 
 
+def is_better(value: float, best: Optional[float], cfg: DictConfig) -> bool:
+    """Whether ``value`` of ``checkpoint.best_checkpoint_metric`` beats ``best``."""
+    return best is None or _is_better(value, best, bool(cfg.checkpoint.maximize_best_checkpoint_metric))
+
+
 def save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Optional[float],
-                    end_of_epoch: bool, best: Optional[float]) -> Optional[float]:
-    """Write the checkpoints due now; return the best validation metric so far.
+                    end_of_epoch: bool, state: Dict[str, Any], improved: bool) -> None:
+    """Write the checkpoints due now (on the first process only) and track the best metric.
 
     Names: ``checkpoint{epoch}.pt`` at the end of an epoch (every ``save_interval`` epochs),
     ``checkpoint_{epoch}_{updates}.pt`` every ``save_interval_updates`` updates (also when that
-    falls on an epoch end), ``checkpoint_best.pt`` when ``val_loss`` improves, and
-    ``checkpoint_last.pt`` every time.
+    falls on an epoch end), ``checkpoint_best.pt`` when ``val_loss`` improves,
+    ``checkpoint.best_{metric}_{value}.pt`` for the ``keep_best_checkpoints`` best, and
+    ``checkpoint_last.pt`` every time. ``state`` carries ``best`` and ``num_bad_validations``
+    (for ``patience``), already updated for this validation; ``improved`` says whether
+    ``val_loss`` is a new best.
     """
+    from fairseq.distributed_utils import is_master
+
     ckpt = cfg.checkpoint
-    maximize = bool(ckpt.maximize_best_checkpoint_metric)
-    if val_loss is not None and (best is None or _is_better(val_loss, best, maximize)):
-        improved, best = True, val_loss
-    else:
-        improved = False
-    if ckpt.no_save:
-        return best
+    if ckpt.no_save or not is_master():
+        return
     epoch = epoch_itr.epoch
     updates = trainer.get_num_updates()
     names: List[str] = []
@@ -137,27 +142,33 @@ def save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Opt
         names.append(f"checkpoint_{epoch}_{updates}.pt")
     if improved:
         names.append("checkpoint_best.pt")
-    names.append("checkpoint_last.pt")
+    if val_loss is not None and ckpt.keep_best_checkpoints > 0:
+        names.append(f"checkpoint.best_{ckpt.best_checkpoint_metric}_{val_loss:.4f}.pt")
+    if not ckpt.no_last_checkpoints:
+        names.append("checkpoint_last.pt")
+    if not names:
+        return
 
-    state = trainer.state_dict()
-    state["cfg"] = plain_config(cfg)
-    state["version"] = CHECKPOINT_VERSION
-    state["extra_state"] = {
+    snapshot = trainer.state_dict()
+    snapshot["cfg"] = plain_config(cfg)
+    snapshot["version"] = CHECKPOINT_VERSION
+    snapshot["extra_state"] = {
         "epoch": epoch,
         "train_iterator": epoch_itr.state_dict(),
         "val_loss": val_loss,
-        "best": best,
+        "best": state.get("best"),
+        "num_bad_validations": state.get("num_bad_validations", 0),
+        "train_wall": state["train_wall"].elapsed_time if "train_wall" in state else 0.0,
         "rng": get_rng_state(),
     }
     save_dir = ckpt.save_dir
     first = os.path.join(save_dir, names[0])
-    atomic_save(state, first)
+    atomic_save(snapshot, first)
     for name in names[1:]:
         atomic_copy(first, os.path.join(save_dir, name))
     logger.info("saved %s (epoch %d @ %d updates%s)", ", ".join(names), epoch, updates,
                 f", valid {ckpt.best_checkpoint_metric} {val_loss:.3f}" if val_loss is not None else "")
     _prune(save_dir, ckpt)
-    return best
 
 
 def _prune(save_dir: str, ckpt: Any) -> None:
@@ -175,6 +186,16 @@ def _prune(save_dir: str, ckpt: Any) -> None:
             os.remove(path)
     if ckpt.keep_last_epochs > 0:
         for _, path in matching(r"checkpoint(\d+)\.pt")[ckpt.keep_last_epochs:]:
+            os.remove(path)
+    if ckpt.keep_best_checkpoints > 0:
+        metric = re.escape(str(ckpt.best_checkpoint_metric))
+        found = []
+        for name in os.listdir(save_dir):
+            m = re.fullmatch(rf"checkpoint\.best_{metric}_(-?[\d.]+(?:e-?\d+)?)\.pt", name)
+            if m:
+                found.append((float(m.group(1)), os.path.join(save_dir, name)))
+        found.sort(reverse=bool(ckpt.maximize_best_checkpoint_metric))
+        for _, path in found[ckpt.keep_best_checkpoints:]:
             os.remove(path)
 
 
@@ -219,15 +240,26 @@ def load_checkpoint(cfg: DictConfig, trainer: Any) -> Tuple[Dict[str, Any], Any]
     path = checkpoint_path_to_restore(cfg)
     extra_state: Dict[str, Any] = {}
     explicit = cfg.checkpoint.restore_file != "checkpoint_last.pt"
+    finetune = cfg.checkpoint.finetune_from_model
+    if finetune and explicit:
+        raise CheckpointError(
+            "checkpoint.finetune_from_model and checkpoint.restore_file both name a checkpoint; "
+            "give only one (finetune_from_model loads the weights only)")
     if os.path.isfile(path):
         state = load_checkpoint_to_cpu(path)
         trainer.load_state_dict(state, reset_optimizer=cfg.checkpoint.reset_optimizer,
-                                reset_lr_scheduler=cfg.checkpoint.reset_lr_scheduler)
+                                reset_lr_scheduler=cfg.checkpoint.reset_lr_scheduler, source=path)
         extra_state = state.get("extra_state", {}) or {}
         logger.info("loaded checkpoint %s (epoch %s @ %d updates)", path,
                     extra_state.get("epoch"), trainer.get_num_updates())
+        if cfg.checkpoint.reset_meters:
+            extra_state.pop("train_wall", None)
     elif explicit:
         raise CheckpointError(f"checkpoint.restore_file={cfg.checkpoint.restore_file!r}: {path} does not exist")
+    elif finetune:
+        state = load_checkpoint_to_cpu(finetune)
+        trainer.load_model_weights(state["model"], finetune)
+        logger.info("fine-tuning from the weights of %s (optimizer, schedule and data start fresh)", finetune)
     else:
         logger.info("no checkpoint found at %s: starting from scratch", path)
 

@@ -2,7 +2,24 @@
 
 Both front doors reach this class with the same resolved config. The hot path avoids host
 synchronisation: losses stay on the device until the training loop logs them (every
-``common.log_interval`` updates), gradients are normalised and clipped with one fused multiply.
+``common.log_interval`` updates), and gradients are normalised and clipped with one fused
+multiply. The exceptions are float16 loss scaling (one check for overflow per update) and
+multi-process runs (one all-reduce of the update's sample size).
+
+Precision (``common.*``):
+
+========================  ===============================  ==================================
+flag                      on a GPU                          on a CPU
+========================  ===============================  ==================================
+(none)                    float32                           float32
+``bf16``                  bfloat16 autocast                 bfloat16 autocast
+``fp16``                  float16 autocast + loss scaling   float32 + loss scaling, one warning
+``memory_efficient_fp16`` as ``fp16``                       as ``fp16``
+``amp``                   float16 autocast + loss scaling   bfloat16 autocast
+========================  ===============================  ==================================
+
+On a CPU, ``fp16`` keeps the dynamic loss scaler (scaling by powers of two is exact in float32),
+so overflow handling, its logs and its checkpoint state behave as on a GPU.
 """
 import contextlib
 import logging
@@ -11,8 +28,9 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from fairseq import optim
+from fairseq import distributed_utils, optim
 from fairseq.optim import lr_scheduler as lr_scheduler_module
+from fairseq.optim.dynamic_loss_scaler import DynamicLossScaler
 
 logger = logging.getLogger(__name__)
 
@@ -36,29 +54,59 @@ class Trainer:
         use_cuda = torch.cuda.is_available() and not cfg.common.cpu
         self.device = torch.device("cuda", cfg.distributed_training.device_id) if use_cuda \
             else torch.device("cpu")
+        self.world_size = distributed_utils.get_world_size()
         self.autocast_dtype: Optional[torch.dtype] = None
-        self.grad_scaler: Optional[torch.amp.GradScaler] = None
-        if cfg.common.bf16:
-            self.autocast_dtype = torch.bfloat16
-        elif cfg.common.fp16:
-            if self.device.type == "cuda":
-                self.autocast_dtype = torch.float16
-                window = cfg.common.fp16_scale_window or 2000
-                self.grad_scaler = torch.amp.GradScaler(
-                    "cuda", init_scale=float(cfg.common.fp16_init_scale), growth_interval=window)
-            else:
-                warnings.warn("common.fp16=true needs a CUDA GPU and none is available: training in "
-                              "float32 instead (common.bf16=true gives reduced precision on CPU)",
-                              stacklevel=2)
-        self.model = model.to(self.device)
+        self.scaler: Optional[DynamicLossScaler] = None
+        self._setup_precision(cfg.common, use_cuda)
+        self._model = model.to(self.device)
         self.criterion = criterion.to(self.device)
+        self._wrapped_model: Optional[torch.nn.Module] = None
         self._optimizer = None
         self._lr_scheduler = None
         self._num_updates = 0
-        self._params = [p for p in self.model.parameters() if p.requires_grad]
+        self._dummy_batch: Optional[Dict[str, Any]] = None
+        self._params = [p for p in self._model.parameters() if p.requires_grad]
         self._params += [p for p in self.criterion.parameters() if p.requires_grad]
 
-    # -- optimizer and schedule -----------------------------------------------------------------
+    def _setup_precision(self, common: Any, use_cuda: bool) -> None:
+        wants_fp16 = common.fp16 or common.memory_efficient_fp16
+        if common.bf16:
+            self.autocast_dtype = torch.bfloat16
+        elif common.amp and not use_cuda:
+            self.autocast_dtype = torch.bfloat16
+        elif wants_fp16 or common.amp:
+            if use_cuda:
+                self.autocast_dtype = torch.float16
+            else:
+                warnings.warn("common.fp16=true needs a CUDA GPU and none is available: computing in "
+                              "float32 with dynamic loss scaling (common.bf16=true gives reduced "
+                              "precision on CPU)", stacklevel=3)
+            update_freq = max(list(self.cfg.optimization.update_freq) or [1])
+            window = common.fp16_scale_window or max(2**14 // self.world_size // update_freq, 1)
+            self.scaler = DynamicLossScaler(
+                init_scale=float(common.fp16_init_scale), scale_window=window,
+                tolerance=float(common.fp16_scale_tolerance), threshold=common.threshold_loss_scale,
+                min_loss_scale=float(common.min_loss_scale))
+
+    # -- model, optimizer and schedule --------------------------------------------------------
+    @property
+    def model(self) -> torch.nn.Module:
+        """The model, wrapped for data-parallel training when there are several processes."""
+        if self._wrapped_model is None:
+            dt = self.cfg.distributed_training
+            if self.world_size > 1 and str(dt.ddp_backend) in ("pytorch_ddp", "c10d"):
+                device_ids = [self.device.index] if self.device.type == "cuda" else None
+                self._wrapped_model = distributed_utils.ModuleProxyDDP(
+                    self._model, device_ids=device_ids,
+                    find_unused_parameters=bool(dt.find_unused_parameters))
+            else:
+                self._wrapped_model = self._model
+        return self._wrapped_model
+
+    @property
+    def unwrapped_model(self) -> torch.nn.Module:
+        return self._model
+
     def _build_optimizer(self) -> None:
         self._optimizer = optim.build_optimizer(self.cfg.optimizer, self._params)
         self._lr_scheduler = lr_scheduler_module.build_lr_scheduler(self.cfg.lr_scheduler, self._optimizer)
@@ -86,6 +134,10 @@ class Trainer:
         self._num_updates = num_updates
         self.lr_scheduler.step_update(num_updates)
 
+    def lr_step_begin_epoch(self, epoch: int) -> float:
+        self.lr_scheduler.step_begin_epoch(epoch)
+        return self.lr_scheduler.step_update(self._num_updates)
+
     def lr_step(self, epoch: int, val_loss: Optional[float] = None) -> float:
         """At the end of an epoch: let the scheduler react, then re-apply the per-update lr."""
         self.lr_scheduler.step(epoch, val_loss)
@@ -97,91 +149,140 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
+    def _no_sync(self, last: bool):
+        model = self.model
+        if last or not hasattr(model, "no_sync") or self.world_size == 1:
+            return contextlib.nullcontext()
+        return model.no_sync()
+
     def train_step(self, samples: List[Dict[str, Any]]) -> Dict[str, Any]:
         """One update from ``samples`` (``update_freq`` batches, gradients accumulated).
 
         Returns:
-            ``{"logging_outputs": [...], "gnorm": tensor, "lr": float, "sample_size": int}``;
-            tensors stay on the device.
+            ``{"logging_outputs", "gnorm" (tensor), "lr", "sample_size", "loss_scale",
+            "overflow"}``; tensors stay on the device. After an fp16 overflow the update is
+            skipped (``overflow`` is True and the update count does not move).
+
+        Raises:
+            FloatingPointError: the fp16 loss scale fell below ``common.min_loss_scale``.
         """
-        self.model.train()
+        model = self.model
+        model.train()
         self.criterion.train()
         optimizer = self.optimizer
         logging_outputs = []
-        total_sample_size = 0
-        for sample in samples:
-            if not sample:  # an empty batch pads a shard; it contributes nothing
-                continue
+        local_sample_size = 0
+        for i, sample in enumerate(samples):
+            is_dummy = not sample
+            if is_dummy:
+                # a shard padded with an empty batch still joins the gradient all-reduce
+                if self._dummy_batch is None or self.world_size == 1:
+                    continue
+                sample = self._dummy_batch
+            elif self._dummy_batch is None:
+                self._dummy_batch = sample
             sample = move_to_device(sample, self.device)
-            with self._autocast():
+            with self._no_sync(last=i == len(samples) - 1), self._autocast():
                 loss, sample_size, log = self.task.train_step(
-                    sample, self.model, self.criterion, update_num=self._num_updates)
-            if self.grad_scaler is not None:
-                loss = self.grad_scaler.scale(loss)
+                    sample, model, self.criterion, update_num=self._num_updates)
+                if is_dummy:
+                    loss = loss * 0.0
+                if self.scaler is not None:
+                    loss = loss * self.scaler.loss_scale
             loss.backward()
-            logging_outputs.append(log)
-            total_sample_size += int(sample_size)
+            if not is_dummy:
+                logging_outputs.append(log)
+                local_sample_size += int(sample_size)
+
+        total_sample_size = local_sample_size
+        if self.world_size > 1:
+            total_sample_size = int(distributed_utils.all_reduce_sum(
+                torch.tensor(float(local_sample_size), device=self.device)).item())
+            if str(self.cfg.distributed_training.ddp_backend) == "no_c10d":
+                for p in self._params:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                    distributed_utils.all_reduce_sum(p.grad)
         grads = [p.grad for p in self._params if p.grad is not None]
-        if self.grad_scaler is not None:
-            self.grad_scaler.unscale_(optimizer.optimizer)
         gnorm = torch.zeros((), device=self.device)
+        overflow = False
         if grads and total_sample_size > 0:
-            # normalise by the update's sample size and clip, in one multiply
-            gnorm = torch.nn.utils.get_total_norm(grads) / total_sample_size
-            coef = torch.full((), 1.0 / total_sample_size, device=self.device)
-            clip = float(self.cfg.optimization.clip_norm)
-            if clip > 0:
-                coef = coef * torch.clamp(clip / (gnorm + 1e-6), max=1.0)
-            torch._foreach_mul_(grads, coef)
-            if self.grad_scaler is not None:
-                self.grad_scaler.step(optimizer.optimizer)
-                self.grad_scaler.update()
-            else:
+            # DDP averages gradients over processes; bring them back to a sum, then normalise
+            ddp_mean = self.world_size if self.model is not self._model else 1
+            coef = ddp_mean / total_sample_size
+            if self.scaler is not None:
+                coef /= self.scaler.loss_scale
+            gnorm = torch.nn.utils.get_total_norm(grads) * coef
+            if self.scaler is not None:
+                overflow = not bool(torch.isfinite(gnorm).item())
+            if not overflow:
+                scale = torch.full((), coef, device=self.device)
+                clip = float(self.cfg.optimization.clip_norm)
+                if clip > 0:
+                    scale = scale * torch.clamp(clip / (gnorm + 1e-6), max=1.0)
+                torch._foreach_mul_(grads, scale)
                 optimizer.step()
         optimizer.zero_grad()
+        if self.scaler is not None:
+            self.scaler.update(overflow)
+            if overflow:
+                logger.info("gradient overflow at update %d: update skipped, loss scale lowered to %g",
+                            self._num_updates + 1, self.scaler.loss_scale)
+                if self.scaler.below_minimum():
+                    raise FloatingPointError(
+                        f"the fp16 loss scale fell to {self.scaler.loss_scale:g}, below "
+                        f"common.min_loss_scale={self.scaler.min_loss_scale:g}: the gradients keep "
+                        "overflowing. Lower optimization.lr, or train with common.bf16=true or in float32.")
+                return {"logging_outputs": [], "gnorm": gnorm.detach(), "lr": self.get_lr(),
+                        "sample_size": 0, "loss_scale": self.scaler.loss_scale, "overflow": True}
         self._num_updates += 1
         lr = self.lr_scheduler.step_update(self._num_updates)
         return {"logging_outputs": logging_outputs, "gnorm": gnorm.detach(), "lr": lr,
-                "sample_size": total_sample_size,
-                "loss_scale": self.grad_scaler.get_scale() if self.grad_scaler is not None else None}
+                "sample_size": total_sample_size, "overflow": False,
+                "loss_scale": self.scaler.loss_scale if self.scaler is not None else None}
 
     @torch.no_grad()
     def valid_step(self, sample: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-        self.model.eval()
+        self._model.eval()
         self.criterion.eval()
         if not sample:
             return None
         sample = move_to_device(sample, self.device)
         with self._autocast():
-            _, _, log = self.task.valid_step(sample, self.model, self.criterion)
+            _, _, log = self.task.valid_step(sample, self._model, self.criterion)
         return log
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
         state = {
-            "model": self.model.state_dict(),
+            "model": self._model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.lr_scheduler.state_dict(),
             "num_updates": self._num_updates,
         }
-        if self.grad_scaler is not None:
-            state["grad_scaler"] = self.grad_scaler.state_dict()
+        if self.scaler is not None:
+            state["loss_scaler"] = self.scaler.state_dict()
         return state
 
-    def load_state_dict(self, state: Dict[str, Any], reset_optimizer: bool = False,
-                        reset_lr_scheduler: bool = False) -> None:
-        missing, unexpected = self.model.load_state_dict(state["model"], strict=False)
-        if missing or unexpected:
+    def load_model_weights(self, model_state: Dict[str, Any], source: str) -> None:
+        """Load model weights, explaining a mismatch (another vocabulary, other sizes)."""
+        try:
+            self._model.load_state_dict(model_state, strict=True)
+        except RuntimeError as e:
+            first = [line.strip() for line in str(e).splitlines() if line.strip()][1:3]
             raise RuntimeError(
-                "the checkpoint does not fit this model: "
-                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}; "
-                "check model.* settings (and the dictionary) against the run that saved it")
+                f"the checkpoint {source} does not fit this model: {'; '.join(first)}. A size "
+                "mismatch in embed_tokens or output_projection means another vocabulary (dict.txt); "
+                "others mean different model.* settings than the run that saved it") from None
+
+    def load_state_dict(self, state: Dict[str, Any], reset_optimizer: bool = False,
+                        reset_lr_scheduler: bool = False, source: str = "") -> None:
+        self.load_model_weights(state["model"], source)
         self._num_updates = int(state.get("num_updates", 0))
         if not reset_optimizer and "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
         if not reset_lr_scheduler and "lr_scheduler" in state:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
-        if self.grad_scaler is not None and "grad_scaler" in state:
-            self.grad_scaler.load_state_dict(state["grad_scaler"])
+        if self.scaler is not None and "loss_scaler" in state and not reset_optimizer:
+            self.scaler.load_state_dict(state["loss_scaler"])
         self.lr_scheduler.step_update(self._num_updates)

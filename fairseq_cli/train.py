@@ -48,13 +48,25 @@ def prepare_config(cfg: DictConfig, launch_dir: Optional[str] = None, door: str 
 
 def main(cfg: DictConfig, launch_dir: Optional[str] = None, door: str = "hydra") -> Dict[str, Any]:
     """Run training for a composed config (both doors end here)."""
+    from fairseq import distributed_utils
     from fairseq.logging.progress_bar import setup_logging
     from fairseq.training import run_training
 
     cfg = prepare_config(cfg, launch_dir, door)
-    os.makedirs(cfg.checkpoint.save_dir, exist_ok=True)
-    setup_logging(cfg.common.log_file)
-    return run_training(cfg)
+    distributed_utils.init_from_env(cfg)
+    master = distributed_utils.is_master()
+    if master:
+        os.makedirs(cfg.checkpoint.save_dir, exist_ok=True)
+    # only the first process writes logs; the others report warnings and errors
+    setup_logging(cfg.common.log_file if master else None,
+                  level=logging.INFO if master else logging.WARNING)
+    try:
+        return run_training(cfg)
+    finally:
+        if distributed_utils.get_world_size() > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
 
 
 def run_with_clear_errors(fn, *args: Any, **kwargs: Any) -> Any:

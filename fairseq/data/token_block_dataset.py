@@ -227,4 +227,10 @@ class TokenBlockDataset(torch.utils.data.Dataset):
         return source, target, past_target
 
     def set_epoch(self, epoch: int) -> None:
-        """Blocks do not depend on the epoch; present for the iterator's benefit."""
+        """Forward the epoch to the wrapped sentences (e.g. random crops redrawn each epoch).
+
+        Block boundaries never depend on the epoch: they are computed from ``sizes`` once,
+        so a wrapped dataset may change its tokens per epoch but not its sizes.
+        """
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)

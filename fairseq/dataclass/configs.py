@@ -13,6 +13,8 @@ from omegaconf import II, MISSING as OC_MISSING
 
 from fairseq.dataclass.constants import DATASET_IMPL_CHOICES, LOG_FORMAT_CHOICES, ChoiceEnum
 
+DDP_BACKEND_CHOICES = ChoiceEnum(["pytorch_ddp", "c10d", "no_c10d"], "DDPBackend")
+
 
 def interpolation_target(default: Any) -> Optional[str]:
     """``"optimization.lr"`` for a default of ``"${optimization.lr}"``, else ``None``."""
@@ -90,10 +92,34 @@ class CommonConfig(FairseqDataclass):
     bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast (GPU or CPU)"})
     fp16_init_scale: int = field(default=2**7, metadata={"help": "initial fp16 loss scale"})
     fp16_scale_window: Optional[int] = field(
-        default=None, metadata={"help": "updates without overflow before the loss scale grows"}
+        default=None,
+        metadata={"help": "updates without overflow before the loss scale doubles "
+                  "(default: 2**14 / world size / update_freq)"},
+    )
+    fp16_scale_tolerance: float = field(
+        default=0.0,
+        metadata={"help": "fraction of updates since the last rescale that may overflow before "
+                  "the scale is lowered"},
+    )
+    threshold_loss_scale: Optional[float] = field(
+        default=None, metadata={"help": "never let the loss scale grow above this"}
     )
     min_loss_scale: float = field(
         default=1e-4, metadata={"help": "stop training when the loss scale falls below this"}
+    )
+    amp: bool = field(
+        default=False,
+        metadata={"help": "automatic mixed precision: float16 autocast with loss scaling on a GPU, "
+                  "bfloat16 autocast on a CPU"},
+    )
+    memory_efficient_fp16: bool = field(
+        default=False,
+        metadata={"help": "accepted for fairseq command lines; the same as fp16 here (parameters "
+                  "and optimizer state stay float32 under autocast)"},
+    )
+    wandb_project: Optional[str] = field(
+        default=None,
+        metadata={"help": "also log to this Weights & Biases project (needs the wandb package)"},
     )
     user_dir: Optional[str] = field(
         default=None, metadata={"help": "a directory of extra components (tasks, models, ...)"}
@@ -109,7 +135,18 @@ class DistributedTrainingConfig(FairseqDataclass):
     distributed_backend: Optional[str] = field(
         default=None, metadata={"help": "torch.distributed backend; default nccl on GPU, gloo on CPU"}
     )
-    device_id: int = field(default=0, metadata={"help": "which GPU this process uses"})
+    device_id: int = field(
+        default=0, metadata={"help": "which GPU this process uses (torchrun sets LOCAL_RANK)"}
+    )
+    ddp_backend: DDP_BACKEND_CHOICES = field(  # type: ignore[valid-type]
+        default="pytorch_ddp",
+        metadata={"help": "pytorch_ddp: DistributedDataParallel (c10d is an alias); "
+                  "no_c10d: all-reduce gradients once per update without DDP"},
+    )
+    find_unused_parameters: bool = field(
+        default=False,
+        metadata={"help": "let DDP find parameters that got no gradient (needed with layerdrop)"},
+    )
 
 
 @dataclass
@@ -168,7 +205,14 @@ class OptimizationConfig(FairseqDataclass):
     )
     lr: List[float] = field(
         default_factory=lambda: [0.25],
-        metadata={"help": "learning rate; the schedulers and optimizers read it from here"},
+        metadata={"help": "learning rate (per epoch for lr_scheduler=fixed); the schedulers and "
+                  "optimizers read it from here"},
+    )
+    stop_time_hours: float = field(
+        default=0.0, metadata={"help": "stop (and save) after this many hours of training (0: no limit)"}
+    )
+    stop_min_lr: float = field(
+        default=-1.0, metadata={"help": "stop when the learning rate falls to this value or below"}
     )
 
 
@@ -200,7 +244,23 @@ class CheckpointConfig(FairseqDataclass):
     keep_last_epochs: int = field(
         default=-1, metadata={"help": "keep only the last N epoch checkpoints (-1: all)"}
     )
+    keep_best_checkpoints: int = field(
+        default=-1,
+        metadata={"help": "also keep the N best checkpoints as checkpoint.best_<metric>_<value>.pt"},
+    )
+    patience: int = field(
+        default=-1,
+        metadata={"help": "stop after N validations without improvement of best_checkpoint_metric"},
+    )
     no_save: bool = field(default=False, metadata={"help": "do not save checkpoints"})
+    no_last_checkpoints: bool = field(
+        default=False, metadata={"help": "do not write checkpoint_last.pt"}
+    )
+    finetune_from_model: Optional[str] = field(
+        default=None,
+        metadata={"help": "start from this checkpoint's model weights only (fresh optimizer, "
+                  "schedule, data position); ignored when save_dir holds checkpoint_last.pt"},
+    )
     no_epoch_checkpoints: bool = field(
         default=False, metadata={"help": "only keep checkpoint_last.pt and checkpoint_best.pt"}
     )

@@ -1,13 +1,34 @@
-"""Language modeling: predict each next token of a binarized text corpus."""
+"""Language modeling: predict each next token of a binarized text corpus.
+
+The task reads what ``fairseq-preprocess --only-source`` wrote (``dict.txt`` and
+``SPLIT.bin``/``SPLIT.idx``) and turns each split into language-model samples in three steps:
+
+1. optionally shorten each sentence (``shorten_method``, for the splits in
+   ``shorten_data_split_list``);
+2. cut the token stream into blocks (``sample_break_mode``, ``tokens_per_sample``);
+3. pair each block with its target (``MonolingualDataset``): the input is the block shifted
+   right by one token, so position ``t`` predicts token ``t`` of the block.
+
+``task.data`` may name several directories joined by ``':'`` (shards of one corpus, each
+binarized with the same dictionary): epoch ``e`` trains on shard ``(e - 1) % n``; other splits
+and ``dict.txt`` always come from the first shard.
+"""
+import copy
 import logging
 import os
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from argparse import Namespace
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, List, Optional
 
-from omegaconf import II, MISSING
+from omegaconf import II, MISSING, DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
+from fairseq.data.dictionary import Dictionary
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
-from fairseq.tasks import register_task
+from fairseq.dataclass.configs import GENERIC_GROUPS, field_default, interpolation_target
+from fairseq.dataclass.constants import DATASET_IMPL_CHOICES
+from fairseq.dataclass.overrides import ConfigError
+from fairseq.tasks import TASK_REGISTRY, register_task
 from fairseq.tasks.fairseq_task import FairseqTask
 
 logger = logging.getLogger(__name__)
@@ -15,9 +36,14 @@ logger = logging.getLogger(__name__)
 SAMPLE_BREAK_MODE_CHOICES = ChoiceEnum(["none", "complete", "complete_doc", "eos"], "SampleBreakMode")
 SHORTEN_METHOD_CHOICES = ChoiceEnum(["none", "truncate", "random_crop"], "ShortenMethod")
 
+# Target kind -> the config key that selects it.
+TARGET_KEYS = {"self": "self_target", "future": "future_target", "past": "past_target"}
+
 
 @dataclass
 class LanguageModelingConfig(FairseqDataclass):
+    # Set so that a bare ``LanguageModelingConfig(data=...)`` selects this task.
+    _name: Optional[str] = "language_modeling"
     data: str = field(
         default=MISSING,
         metadata={"help": "directory of the binarized data (dict.txt, train.bin/.idx, ...); "
@@ -28,40 +54,171 @@ class LanguageModelingConfig(FairseqDataclass):
         default="none",
         metadata={"help": "none: fill each sample with tokens_per_sample tokens of the stream; "
                   "complete: whole sentences up to tokens_per_sample; complete_doc: like complete "
-                  "but never across documents; eos: one sentence per sample"},
+                  "but never across documents (separated by empty lines); eos: one sentence per "
+                  "sample. A sentence longer than a sample is split"},
     )
-    tokens_per_sample: int = field(default=1024, metadata={"help": "maximum tokens per sample"})
+    tokens_per_sample: int = field(
+        default=1024,
+        metadata={"help": "maximum tokens per sample, the beginning-of-sentence token of "
+                  "add_bos_token included"},
+    )
     output_dictionary_size: int = field(
-        default=-1, metadata={"help": "limit the output vocabulary to the N most frequent words"}
+        default=-1,
+        metadata={"help": "limit the output vocabulary to the first N symbols of dict.txt (the "
+                  "most frequent); rarer target words become <unk>. -1: the whole dictionary"},
     )
-    add_bos_token: bool = field(default=False, metadata={"help": "prepend the beginning-of-sentence token"})
+    self_target: bool = field(
+        default=False, metadata={"help": "predict the input token itself (the model must support it)"}
+    )
+    future_target: bool = field(
+        default=False, metadata={"help": "predict the next token (the default when no target is set)"}
+    )
+    past_target: bool = field(
+        default=False, metadata={"help": "predict the previous token (the model must support it)"}
+    )
+    add_bos_token: bool = field(
+        default=False, metadata={"help": "start every sample with the beginning-of-sentence token"}
+    )
     max_target_positions: Optional[int] = field(
-        default=None, metadata={"help": "maximum tokens in the target sequence"}
+        default=None, metadata={"help": "longest sample accepted, in tokens (unset: tokens_per_sample)"}
     )
-    seed: int = II("common.seed")
-    dataset_impl: Optional[Any] = II("dataset.dataset_impl")
+    shorten_method: SHORTEN_METHOD_CHOICES = field(  # type: ignore[valid-type]
+        default="none",
+        metadata={"help": "shorten every sentence longer than a sample before cutting blocks: "
+                  "truncate keeps its first tokens, random_crop a random window (redrawn each epoch)"},
+    )
+    shorten_data_split_list: str = field(
+        default="",
+        metadata={"help": "comma-separated splits to shorten, e.g. 'train,valid' (empty: every split)"},
+    )
+    seed: int = field(
+        default=II("common.seed"), metadata={"help": "seed of the random crops and sample order"}
+    )
+    dataset_impl: Optional[DATASET_IMPL_CHOICES] = field(  # type: ignore[valid-type]
+        default=II("dataset.dataset_impl"), metadata={"help": "storage format of the binarized data"}
+    )
+    train_subset: str = field(
+        default=II("dataset.train_subset"),
+        metadata={"help": "the split that rotates over the ':'-joined data shards"},
+    )
+
+
+def interpolation_fallback(target: str) -> Any:
+    """The default of the generic config key ``target`` (e.g. ``"common.seed"`` -> 1)."""
+    group, _, key = target.partition(".")
+    dataclass_type = GENERIC_GROUPS.get(group)
+    for f in fields(dataclass_type) if dataclass_type is not None else ():
+        if f.name == key:
+            return field_default(f)
+    return None
+
+
+def as_task_config(cfg: Any) -> DictConfig:
+    """Normalize a task config to a DictConfig whose every field can be read.
+
+    A dataclass instance or legacy ``Namespace`` becomes a standalone node; so does a
+    ``cfg.task`` node. A standalone node cannot resolve its interpolations of other groups
+    (``${common.seed}``): those take the default of the key they point at, on a copy, so the
+    three ways of giving the config read the same values.
+
+    Raises:
+        ConfigError: if ``data`` is not set.
+    """
+    if isinstance(cfg, Namespace):
+        cfg = TASK_REGISTRY.to_config(cfg, "language_modeling")
+    elif is_dataclass(cfg) and not isinstance(cfg, type):
+        cfg = OmegaConf.structured(cfg)
+    if OmegaConf.is_missing(cfg, "data"):
+        raise ConfigError("task.data is not set: give the --destdir of fairseq-preprocess "
+                          "(task.data=DIR, or DIR as the first argument of fairseq-train)")
+    fallbacks = {}
+    for f in fields(LanguageModelingConfig):
+        target = interpolation_target(f.default)
+        if target is None or f.name not in cfg:
+            continue
+        try:
+            cfg[f.name]
+        except InterpolationResolutionError:  # no root config around the node
+            fallbacks[f.name] = interpolation_fallback(target)
+    if not fallbacks:
+        return cfg
+    standalone = copy.deepcopy(cfg)
+    for key, value in fallbacks.items():
+        standalone[key] = value
+    return standalone
+
+
+def targets_of(cfg: Any) -> List[str]:
+    """The target kind the config selects: ``["future"]`` unless one of the target flags is set.
+
+    Raises:
+        ConfigError: if more than one of ``self_target``, ``future_target``, ``past_target`` is set.
+    """
+    chosen = [kind for kind, key in TARGET_KEYS.items() if cfg.get(key, False)]
+    if len(chosen) > 1:
+        keys = ", ".join(f"task.{TARGET_KEYS[kind]}" for kind in chosen)
+        flags = ", ".join(f"--{TARGET_KEYS[kind].replace('_', '-')}" for kind in chosen)
+        raise ConfigError(f"{keys} are all set ({flags}); a language model trains on one target, "
+                          "so set only one of them")
+    return chosen or ["future"]
 
 
 @register_task("language_modeling", dataclass=LanguageModelingConfig)
 class LanguageModelingTask(FairseqTask):
-    """Train a language model on token blocks of a monolingual corpus."""
+    """Train a language model on token blocks of a monolingual corpus.
 
-    def __init__(self, cfg: Any, dictionary, output_dictionary=None):
+    Args:
+        cfg: a :class:`LanguageModelingConfig` node (see :func:`as_task_config`).
+        dictionary: the vocabulary of the input.
+        output_dictionary: the vocabulary of the target; defaults to ``dictionary``.
+
+    Raises:
+        ConfigError: on inconsistent options (the message names the key and the fix).
+    """
+
+    def __init__(self, cfg: Any, dictionary: Dictionary, output_dictionary: Optional[Dictionary] = None):
+        cfg = as_task_config(cfg)
         super().__init__(cfg)
         self.dictionary = dictionary
-        self.output_dictionary = output_dictionary or dictionary
+        self.output_dictionary = output_dictionary if output_dictionary is not None else dictionary
+        self.targets = targets_of(cfg)
+        minimum = 2 if cfg.add_bos_token else 1
+        if cfg.tokens_per_sample < minimum:
+            raise ConfigError(
+                f"task.tokens_per_sample={cfg.tokens_per_sample} leaves no room for a token"
+                f"{' after the bos of add_bos_token' if cfg.add_bos_token else ''}; set "
+                f"--tokens-per-sample to at least {minimum}"
+            )
 
+    # -- setup --------------------------------------------------------------------------------
     @staticmethod
-    def data_paths(cfg: Any):
+    def data_paths(cfg: Any) -> List[str]:
+        """The shard directories of ``cfg.data`` (``':'``-joined), in order.
+
+        Raises:
+            ConfigError: if ``cfg.data`` names no directory.
+        """
         paths = [p for p in str(cfg.data).split(":") if p]
         if not paths:
-            raise ValueError("task.data is empty: give the directory made by fairseq-preprocess")
+            raise ConfigError(f"task.data={cfg.data!r} names no directory: give the --destdir of "
+                              "fairseq-preprocess (several shards joined by ':')")
         return paths
 
     @classmethod
     def setup_task(cls, cfg: Any, **kwargs: Any) -> "LanguageModelingTask":
-        from fairseq.data import Dictionary
+        """Load the dictionary of the first shard and build the task.
 
+        Args:
+            cfg: a ``LanguageModelingConfig`` instance, ``cfg.task`` node or legacy ``Namespace``.
+
+        Returns:
+            The task; no split is loaded yet (see :meth:`load_dataset`).
+
+        Raises:
+            FileNotFoundError: if the first shard has no ``dict.txt``.
+            ConfigError: on inconsistent options.
+        """
+        cfg = as_task_config(cfg)
         paths = cls.data_paths(cfg)
         dict_path = os.path.join(paths[0], "dict.txt")
         if not os.path.isfile(dict_path):
@@ -70,42 +227,114 @@ class LanguageModelingTask(FairseqTask):
                 "--destdir of fairseq-preprocess"
             )
         dictionary = Dictionary.load(dict_path)
-        logger.info("dictionary: %d types", len(dictionary))
-        return cls(cfg, dictionary)
+        output_dictionary = cls.build_output_dictionary(cfg, dictionary)
+        logger.info("dictionary: %d types (output: %d)", len(dictionary), len(output_dictionary))
+        return cls(cfg, dictionary, output_dictionary)
+
+    @staticmethod
+    def build_output_dictionary(cfg: Any, dictionary: Dictionary) -> Dictionary:
+        """``dictionary`` limited to ``cfg.output_dictionary_size`` symbols (when that is > 0).
+
+        Raises:
+            ConfigError: if the size would drop special symbols.
+        """
+        from fairseq.data.truncated_dictionary import truncate_dictionary
+
+        size = int(cfg.output_dictionary_size)
+        if size > len(dictionary):
+            logger.warning("task.output_dictionary_size=%d exceeds the %d symbols of the dictionary; "
+                           "using them all", size, len(dictionary))
+        try:
+            return truncate_dictionary(dictionary, size)
+        except ValueError as e:
+            raise ConfigError(f"{e} (--output-dictionary-size)") from e
+
+    # -- data ---------------------------------------------------------------------------------
+    @property
+    def block_size(self) -> int:
+        """Tokens of the corpus per sample: ``tokens_per_sample`` minus the bos, if added."""
+        return int(self.cfg.tokens_per_sample) - (1 if self.cfg.add_bos_token else 0)
+
+    def shard_path(self, split: str, epoch: int = 1) -> str:
+        """The directory ``split`` is read from in ``epoch`` (1-based).
+
+        The training split rotates over the shards; every other split uses the first one.
+        """
+        paths = self.data_paths(self.cfg)
+        if split != self.cfg.train_subset:
+            return paths[0]
+        return paths[(max(epoch, 1) - 1) % len(paths)]
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs: Any) -> None:
-        from fairseq.data import MonolingualDataset, TokenBlockDataset, indexed_dataset
+        """Load ``split`` as language-model samples into ``self.datasets[split]``.
 
-        paths = self.data_paths(self.cfg)
-        data_path = paths[(epoch - 1) % len(paths)]
+        Args:
+            split: a split written by fairseq-preprocess, e.g. ``"train"``, ``"valid"``.
+            epoch: 1-based epoch; picks the shard of the training split and seeds random crops.
+            combine: accepted for compatibility; splits are single files.
+
+        Raises:
+            FileNotFoundError: if the shard has no ``split.bin``/``.idx`` (the message lists
+                the splits it has).
+        """
+        from fairseq.data import MonolingualDataset, TokenBlockDataset, indexed_dataset
+        from fairseq.data.shorten_dataset import maybe_shorten_dataset
+
+        data_path = self.shard_path(split, epoch)
         prefix = os.path.join(data_path, split)
-        dataset = indexed_dataset.make_dataset(prefix, impl=str(self.cfg.dataset_impl or "mmap"))
-        if dataset is None:
+        sentences = indexed_dataset.make_dataset(prefix, impl=str(self.cfg.dataset_impl or "mmap"))
+        if sentences is None:
             present = sorted(f for f in os.listdir(data_path) if f.endswith(".idx")) \
                 if os.path.isdir(data_path) else []
             raise FileNotFoundError(
                 f"split {split!r} not found: {prefix}.bin/.idx do not exist "
                 f"(splits present in {data_path}: {[p[:-4] for p in present] or 'none'})"
             )
+        sentences = maybe_shorten_dataset(
+            sentences, split, self.cfg.shorten_data_split_list, str(self.cfg.shorten_method),
+            self.block_size, self.cfg.seed, epoch=epoch,
+        )
         break_mode = str(self.cfg.sample_break_mode)
         blocks = TokenBlockDataset(
-            dataset, dataset.sizes, self.cfg.tokens_per_sample, pad=self.dictionary.pad(),
+            sentences, sentences.sizes, self.block_size, pad=self.dictionary.pad(),
             eos=self.dictionary.eos(), break_mode=break_mode, include_targets=True,
         )
         self.datasets[split] = MonolingualDataset(
             blocks, blocks.sizes, self.dictionary, self.output_dictionary,
-            add_eos_for_other_targets=False, shuffle=True, targets=["future"],
-            add_bos_token=self.cfg.add_bos_token,
+            # with sentence-aligned blocks, a self/past target should cover the closing eos
+            add_eos_for_other_targets=break_mode != "none",
+            shuffle=True, targets=self.targets, add_bos_token=bool(self.cfg.add_bos_token),
+            seed=int(self.cfg.seed),
         )
-        logger.info("%s %s: %d blocks", data_path, split, len(self.datasets[split]))
+        logger.info("%s %s: %d samples", data_path, split, len(self.datasets[split]))
 
     @property
-    def source_dictionary(self):
+    def source_dictionary(self) -> Dictionary:
         return self.dictionary
 
     @property
-    def target_dictionary(self):
+    def target_dictionary(self) -> Dictionary:
         return self.output_dictionary
 
     def max_positions(self) -> Optional[int]:
+        """Longest sample: ``max_target_positions``, else ``tokens_per_sample``."""
         return self.cfg.max_target_positions or self.cfg.tokens_per_sample
+
+    # -- building -----------------------------------------------------------------------------
+    def build_model(self, cfg: Any):
+        """Build the model and check that it predicts the target this task trains on.
+
+        Raises:
+            ConfigError: if the model does not support the selected target (e.g.
+                ``task.self_target`` with a model that only predicts the next token).
+        """
+        model = super().build_model(cfg)
+        supported = set(getattr(model, "supported_targets", {"future"}))
+        for kind in self.targets:
+            if kind not in supported:
+                key = TARGET_KEYS[kind]
+                raise ConfigError(
+                    f"task.{key}=true (--{key.replace('_', '-')}) asks for the {kind!r} target, but "
+                    f"{type(model).__name__} only predicts {sorted(supported)}; unset it"
+                )
+        return model
