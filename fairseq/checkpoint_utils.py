@@ -221,6 +221,18 @@ def load_checkpoint_to_cpu(path: str) -> Dict[str, Any]:
     return state
 
 
+def remove_partial_writes(save_dir: str) -> None:
+    """Delete temporary files left by a save that was killed midway (never a real checkpoint)."""
+    from fairseq.distributed_utils import is_master
+
+    if not is_master() or not os.path.isdir(save_dir):
+        return
+    for name in os.listdir(save_dir):
+        if name.startswith(".tmp_checkpoint"):
+            os.remove(os.path.join(save_dir, name))
+            logger.warning("removed %s, left by a save that was interrupted", name)
+
+
 def checkpoint_path_to_restore(cfg: DictConfig) -> str:
     restore = cfg.checkpoint.restore_file
     if os.path.isabs(restore) or os.path.dirname(restore):
@@ -237,6 +249,7 @@ def load_checkpoint(cfg: DictConfig, trainer: Any) -> Tuple[Dict[str, Any], Any]
     """
     from fairseq.training import get_train_iterator
 
+    remove_partial_writes(cfg.checkpoint.save_dir)
     path = checkpoint_path_to_restore(cfg)
     extra_state: Dict[str, Any] = {}
     explicit = cfg.checkpoint.restore_file != "checkpoint_last.pt"
