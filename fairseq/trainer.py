@@ -269,8 +269,10 @@ class Trainer:
         try:
             self._model.load_state_dict(model_state, strict=True)
         except RuntimeError as e:
-            first = [line.strip() for line in str(e).splitlines() if line.strip()][1:3]
-            raise RuntimeError(
+            from fairseq.checkpoint_utils import CheckpointError
+
+            first = [line.strip().rstrip(".") for line in str(e).splitlines() if line.strip()][1:3]
+            raise CheckpointError(
                 f"the checkpoint {source} does not fit this model: {'; '.join(first)}. A size "
                 "mismatch in embed_tokens or output_projection means another vocabulary (dict.txt); "
                 "others mean different model.* settings than the run that saved it") from None

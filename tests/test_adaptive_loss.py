@@ -115,8 +115,9 @@ def test_sentence_avg_makes_the_sample_size_the_number_of_sentences(data_bin):
 
 def test_a_model_without_adaptive_softmax_is_refused_with_the_fix(data_bin):
     task, model, criterion = setup(data_bin)
-    with pytest.raises(ValueError, match=r"model\.adaptive_softmax_cutoff.*model\.adaptive_softmax_cutoff="
-                                         r"10000,50000 \(--adaptive-softmax-cutoff 10000,50000"):
+    with pytest.raises(ValueError, match=r"model\.adaptive_softmax_cutoff is unset.*"
+                                         r"model\.adaptive_softmax_cutoff='10000,50000' "
+                                         r"\(legacy: --adaptive-softmax-cutoff 10000,50000\)"):
         criterion(model, valid_batch(task, size=2))
 
 

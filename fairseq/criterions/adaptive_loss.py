@@ -30,9 +30,9 @@ def adaptive_softmax_of(model: torch.nn.Module):
     if adaptive_softmax is None:
         raise ConfigError(
             f"criterion adaptive_loss needs a model whose decoder ends in an adaptive softmax, but "
-            f"{type(model).__name__} has none (model.adaptive_softmax_cutoff is unset); set "
-            "model.adaptive_softmax_cutoff=10000,50000 (--adaptive-softmax-cutoff 10000,50000, cutoffs "
-            "below the vocabulary size) or use criterion=cross_entropy"
+            f"{type(model).__name__} has none (model.adaptive_softmax_cutoff is unset); set it to "
+            "vocabulary cutoffs below the vocabulary size, e.g. model.adaptive_softmax_cutoff='10000,50000' "
+            "(legacy: --adaptive-softmax-cutoff 10000,50000), or use criterion=cross_entropy"
         )
     return adaptive_softmax
 
