@@ -249,8 +249,6 @@ def test_missing_split_and_missing_dictionary_say_what_is_there(corpus, tmp_path
 
 # -- targets -------------------------------------------------------------------------------------
 def test_future_is_the_default_target_and_others_are_refused_by_the_model(corpus):
-    from fairseq.dataclass.initialize import compose_config
-
     tiny = ["model.decoder_layers=1", "model.decoder_embed_dim=8", "model.decoder_input_dim=8",
             "model.decoder_output_dim=8", "model.decoder_ffn_embed_dim=8", "model.decoder_attention_heads=1"]
     cfg = compose_config([f"task.data={corpus}", *tiny])

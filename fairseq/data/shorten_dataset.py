@@ -50,9 +50,11 @@ class TruncateDataset(torch.utils.data.Dataset):
         return self._sizes
 
     def num_tokens(self, index: int) -> int:
+        """Number of tokens of item ``index`` after shortening."""
         return int(self._sizes[index])
 
     def size(self, index: int) -> int:
+        """Length of item ``index`` after shortening."""
         return int(self._sizes[index])
 
     def set_epoch(self, epoch: int) -> None:
