@@ -47,17 +47,25 @@ class FairseqDataclass:
         """The values a legacy flat ``Namespace`` carries for this config's fields.
 
         A field takes the attribute of the same name; a field whose default interpolates another
-        key (``${optimization.lr}``) takes the attribute named by that key's last part (``lr``),
-        because the legacy namespace is flat. Absent attributes are left out.
+        key (``${optimization.lr}``) and has no value of its own takes the attribute named by that
+        key's last part (``lr``), because the legacy namespace is flat. Absent attributes are left
+        out; the legacy string form of a sequence (``"(0.9, 0.98)"``) becomes a list.
         """
+        from fairseq.dataclass.utils import coerce_legacy_value
+
         values = {}
         for f in fields(cls):
             if f.name == "_name":
                 continue
+            own = getattr(args, f.name, None)
             target = interpolation_target(f.default)
-            source = target.rsplit(".", 1)[-1] if target else f.name
+            if own is not None or target is None:
+                if hasattr(args, f.name):
+                    values[f.name] = coerce_legacy_value(f, own)
+                continue
+            source = target.rsplit(".", 1)[-1]
             if hasattr(args, source):
-                values[f.name] = getattr(args, source)
+                values[f.name] = coerce_legacy_value(f, getattr(args, source))
         return values
 
     @classmethod

@@ -42,6 +42,20 @@ def parse_sequence(value: Union[str, List[Any], Tuple[Any, ...]], item_type: Cal
     return [item_type(v.strip()) for v in text.split(",") if v.strip()]
 
 
+def coerce_legacy_value(f: dataclasses.Field, value: Any) -> Any:
+    """A value from a legacy namespace made fit for the field: sequences given as strings
+    (``"(0.9, 0.98)"``, ``"1,2"``) become lists; enum members become their names."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, str):
+        tp = field_python_type(f)
+        if typing.get_origin(tp) in (list, tuple, List, Tuple):
+            args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+            item = {int: int, float: float}.get(args[0] if args else str, str)
+            return parse_sequence(value, item)
+    return value
+
+
 def _unwrap_optional(tp: Any) -> Tuple[Any, bool]:
     """``(X, True)`` for ``Optional[X]``; ``(tp, False)`` otherwise."""
     if typing.get_origin(tp) is Union:

@@ -8,7 +8,7 @@ from omegaconf import II
 from fairseq.dataclass import FairseqDataclass
 from fairseq.dataclass.utils import parse_sequence
 from fairseq.optim import register_optimizer
-from fairseq.optim.fairseq_optimizer import FairseqOptimizer, first_lr
+from fairseq.optim.fairseq_optimizer import FairseqOptimizer, check_non_negative, fast_path, first_lr
 
 
 @dataclass
@@ -45,30 +45,6 @@ def parse_betas(value: Any) -> List[float]:
     if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
         raise ValueError(f"optimizer.adam_betas={value!r}: need two values in [0, 1), e.g. [0.9,0.98]")
     return betas
-
-
-def check_non_negative(cfg: Any, *keys: str) -> None:
-    """Raise unless every ``optimizer.<key>`` of ``cfg`` is a number >= 0.
-
-    Raises:
-        ValueError: naming the first offending key and its value.
-    """
-    for key in keys:
-        value = float(getattr(cfg, key))
-        if not value >= 0.0:  # also catches NaN
-            raise ValueError(f"optimizer.{key}={value}: must be >= 0")
-
-
-def fast_path(params: List[torch.nn.Parameter]) -> Dict[str, bool]:
-    """``{"fused": True}`` when every parameter is a floating tensor on one CPU or CUDA device.
-
-    Otherwise ``{"foreach": True}``, which works for any mix of devices and dtypes. Both give
-    the same result as the per-parameter loop, only faster.
-    """
-    devices = {p.device.type for p in params}
-    if len(devices) == 1 and devices <= {"cuda", "cpu"} and all(p.is_floating_point() for p in params):
-        return {"fused": True}
-    return {"foreach": True}
 
 
 @register_optimizer("adam", dataclass=FairseqAdamConfig)

@@ -7,7 +7,7 @@ from omegaconf import II
 
 from fairseq.dataclass import FairseqDataclass
 from fairseq.optim import register_optimizer
-from fairseq.optim.adam import check_non_negative, fast_path
+from fairseq.optim.fairseq_optimizer import check_non_negative, fast_path
 from fairseq.optim.fairseq_optimizer import FairseqOptimizer, first_lr
 
 
