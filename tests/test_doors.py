@@ -156,3 +156,13 @@ def test_legacy_door_errors_name_the_key_and_fix(args, expected, data_bin, tmp_p
     for text in expected:
         assert text in result.stderr, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_unquoted_comma_values_outside_multirun_mean_one_value():
+    from fairseq.dataclass.overrides import ConfigError, check_overrides
+
+    rewritten = check_overrides(["task.data=x", "model.adaptive_softmax_cutoff=10000,50000",
+                                 "optimization.update_freq=1,2"])
+    assert rewritten[1:] == ["model.adaptive_softmax_cutoff='10000,50000'", "optimization.update_freq=[1,2]"]
+    with pytest.raises(ConfigError, match="--multirun"):
+        check_overrides(["task.data=x", "optimization.max_update=1,2"])

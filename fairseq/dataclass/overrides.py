@@ -161,9 +161,20 @@ def check_overrides(overrides: Sequence[str], multirun: bool = False) -> List[st
             did_you_mean = f"; did you mean '{hint}'?" if hint else ""
             raise ConfigError(f"unknown config key {key!r} in {text!r}{did_you_mean} "
                               "(`fairseq-hydra-train --cfg job` prints every key)")
-        if ov.is_sweep_override():
-            continue
         f = field_of(base, key)
+        if ov.is_sweep_override():
+            if multirun:
+                continue
+            # outside --multirun, `key=a,b` can only mean one value: a string or a list
+            raw = text.split("=", 1)[1]
+            if f is not None and (_is_sequence_field(f)[0] or field_python_type(f) is str):
+                text = f"{'+' if ov.is_add() else ''}{key}={raw!r}" if not _is_sequence_field(f)[0] \
+                    else f"{'+' if ov.is_add() else ''}{key}=[{raw}]"
+                rewritten[idx] = text
+                checked.append(text)
+                continue
+            raise ConfigError(f"{text!r} is a sweep over several values: add --multirun to run "
+                              "one job per value")
         value = ov.value()
         if f is not None and isinstance(value, str):
             is_seq, item_type = _is_sequence_field(f)
