@@ -23,6 +23,39 @@ SIZES_LEGACY = [
 ]
 
 
+VARIANTS = {
+    "design_note": ([], []),
+    "adaptive_loss": (["criterion=adaptive_loss", "model.adaptive_softmax_cutoff='100,500'"],
+                      ["--criterion", "adaptive_loss", "--adaptive-softmax-cutoff", "100,500"]),
+    "nag_cosine": (["optimizer=nag", "optimizer.momentum=0.9", "lr_scheduler=cosine",
+                    "lr_scheduler.max_lr=0.001", "lr_scheduler.warmup_updates=2"],
+                   ["--optimizer", "nag", "--momentum", "0.9", "--lr-scheduler", "cosine",
+                    "--max-lr", "0.001", "--warmup-updates", "2"]),
+}
+
+
+def with_variant(command, variant, door):
+    """The design note's command with one component family swapped, in either door."""
+    hydra_extra, legacy_extra = VARIANTS[variant]
+    if door == "hydra":
+        replaced = {o.split("=", 1)[0] for o in hydra_extra}
+        kept = [o for o in command if o.split("=", 1)[0] not in replaced]
+        if "optimizer=nag" in hydra_extra:
+            kept = [o for o in kept if not o.startswith("optimizer.adam_betas")]
+        return kept + hydra_extra
+    kept, skip = [], 0
+    replaced = {a for a in legacy_extra if a.startswith("--")}
+    for i, arg in enumerate(command):
+        if skip:
+            skip -= 1
+            continue
+        if arg in replaced or ("--optimizer" in replaced and arg == "--adam-betas"):
+            skip = 1
+            continue
+        kept.append(arg)
+    return kept + legacy_extra
+
+
 def hydra_command(data, save_dir, log_file, max_update=6):
     return [
         "task=language_modeling", f"task.data={data}", "task.tokens_per_sample=32",
@@ -67,10 +100,13 @@ def legacy_config(argv):
     return convert_namespace_to_omegaconf(options.parse_args_and_arch(parser, argv))
 
 
-def test_doors_compose_equal_configs_key_by_key(data_bin, tmp_path):
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_doors_compose_equal_configs_key_by_key(data_bin, tmp_path, variant):
     log = str(tmp_path / "log")
-    a = OmegaConf.to_container(hydra_config(hydra_command(data_bin, "ck", log)), resolve=True, enum_to_str=True)
-    b = OmegaConf.to_container(legacy_config(legacy_command(data_bin, "ck", log)), resolve=True, enum_to_str=True)
+    hydra = with_variant(hydra_command(data_bin, "ck", log), variant, "hydra")
+    legacy = with_variant(legacy_command(data_bin, "ck", log), variant, "legacy")
+    a = OmegaConf.to_container(hydra_config(hydra), resolve=True, enum_to_str=True)
+    b = OmegaConf.to_container(legacy_config(legacy), resolve=True, enum_to_str=True)
 
     def flat(d, prefix=""):
         out = {}
@@ -85,9 +121,15 @@ def test_doors_compose_equal_configs_key_by_key(data_bin, tmp_path):
     assert sorted(fa) == sorted(fb)
     diffs = {k: (fa[k], fb[k]) for k in fa if fa[k] != fb[k]}
     assert diffs == {}
-    assert fa["optimizer.adam_betas"] == [0.9, 0.98]
     assert fa["optimizer.lr"] == [0.0005] and fa["lr_scheduler.lr"] == [0.0005]
     assert fa["model.max_target_positions"] == 32
+    if variant == "design_note":
+        assert fa["optimizer.adam_betas"] == [0.9, 0.98]
+    if variant == "adaptive_loss":
+        assert fa["criterion._name"] == "adaptive_loss" and fa["model.adaptive_softmax_cutoff"] == "100,500"
+    if variant == "nag_cosine":
+        assert (fa["optimizer._name"], fa["lr_scheduler._name"]) == ("nag", "cosine")
+        assert fa["lr_scheduler.max_update"] == 6  # the cosine period follows optimization.max_update
 
 
 def run_hydra_in_process(argv, monkeypatch, cwd):
@@ -105,14 +147,17 @@ def run_legacy_in_process(argv, monkeypatch, cwd):
     train.cli_main(argv)
 
 
-def test_doors_train_update_for_update(data_bin, tmp_path, monkeypatch):
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_doors_train_update_for_update(data_bin, tmp_path, monkeypatch, variant):
     (tmp_path / "h").mkdir()
     (tmp_path / "l").mkdir()
     hlog, llog = str(tmp_path / "h.log"), str(tmp_path / "l.log")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        run_hydra_in_process(hydra_command(data_bin, "ck", hlog), monkeypatch, tmp_path / "h")
-        run_legacy_in_process(legacy_command(data_bin, "ck", llog), monkeypatch, tmp_path / "l")
+        run_hydra_in_process(with_variant(hydra_command(data_bin, "ck", hlog), variant, "hydra"),
+                             monkeypatch, tmp_path / "h")
+        run_legacy_in_process(with_variant(legacy_command(data_bin, "ck", llog), variant, "legacy"),
+                              monkeypatch, tmp_path / "l")
     hydra_losses, legacy_losses = train_losses(hlog), train_losses(llog)
     assert len(hydra_losses) == 6
     assert hydra_losses == legacy_losses
