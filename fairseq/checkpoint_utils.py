@@ -31,14 +31,15 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not fit; the message says which and why."""
 
 
-def atomic_save(obj: Any, path: str) -> None:
-    """``torch.save`` to ``path`` through a temporary file, fsync and rename."""
+def _atomic_write(path: str, write: Any) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it over
+    ``path``: readers see the old file or the complete new one, never a partial write."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path), dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -49,20 +50,18 @@ def atomic_save(obj: Any, path: str) -> None:
     _fsync_dir(directory)
 
 
+def atomic_save(obj: Any, path: str) -> None:
+    """``torch.save`` to ``path`` atomically."""
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
 def atomic_copy(src: str, dst: str) -> None:
-    directory = os.path.dirname(os.path.abspath(dst))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(dst), dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+    """Copy ``src`` to ``dst`` atomically."""
+    def copy(out) -> None:
+        with open(src, "rb") as inp:
             shutil.copyfileobj(inp, out, 1 << 24)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_dir(directory)
+
+    _atomic_write(dst, copy)
 
 
 def _fsync_dir(directory: str) -> None:

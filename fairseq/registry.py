@@ -149,6 +149,16 @@ class Registry:
 ALL_REGISTRIES: Dict[str, Registry] = {}
 
 
+def import_submodules(package: str, path: List[str]) -> None:
+    """Import every public module of a component package, so each one registers itself."""
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(path):
+        if not module.name.startswith("_") and not module.ispkg:
+            importlib.import_module(f"{package}.{module.name}")
+
+
 def setup_registry(group: str, base_class: Optional[type] = None, default: Optional[str] = None) -> Registry:
     """Create (once) and return the registry of one family."""
     if group in ALL_REGISTRIES:

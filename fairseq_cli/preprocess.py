@@ -233,7 +233,8 @@ def main(args: argparse.Namespace) -> None:
     planned = _validate(args)
     os.makedirs(args.destdir, exist_ok=True)
     log_handler = logging.FileHandler(os.path.join(args.destdir, "preprocess.log"), mode="w", encoding="utf-8")
-    log_handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)s | %(name)s | %(message)s"))
+    log_handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)s | %(name)s | %(message)s",
+                                               datefmt="%Y-%m-%d %H:%M:%S"))
     logger.addHandler(log_handler)
     # The log file records the run even when the console logging is quieter than INFO.
     saved_level = logger.level
@@ -255,11 +256,9 @@ def cli_main(argv: Optional[Sequence[str]] = None) -> None:
     """Console entry point ``fairseq-preprocess``; exits with status 2 on user errors."""
     args = get_preprocessing_parser().parse_args(argv)
     if not logging.getLogger().handlers:
-        logging.basicConfig(
-            format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
-            level=logging.INFO,
-            stream=sys.stdout,
-        )
+        from fairseq.logging.progress_bar import setup_logging
+
+        setup_logging()
     try:
         main(args)
     except PreprocessError as err:

@@ -24,7 +24,8 @@ def train(data_bin, tmp_path, *extra):
 
 
 def test_json_lines_carry_every_metric(data_bin, tmp_path):
-    train(data_bin, tmp_path, "--log-format", "json", "--log-interval", "2", "--max-update", "6", "--fp16")
+    with pytest.warns(UserWarning, match="fp16"):
+        train(data_bin, tmp_path, "--log-format", "json", "--log-interval", "2", "--max-update", "6", "--fp16")
     records = read_json_log(tmp_path / "train.log")
     inner = [r for r in records if "update" in r]
     assert [r["update"] for r in inner] == [2, 4, 6]

@@ -1,13 +1,11 @@
 """Models: the registry, architectures (named presets) and ``build_model``."""
-import importlib
-import pkgutil
 from argparse import Namespace
 from typing import Any, Dict, Optional, Union
 
 from omegaconf import DictConfig
 
 from fairseq.models.fairseq_model import BaseFairseqModel, FairseqLanguageModel
-from fairseq.registry import setup_registry
+from fairseq.registry import import_submodules, setup_registry
 
 MODEL_REGISTRY = setup_registry("model", base_class=BaseFairseqModel)
 
@@ -34,10 +32,4 @@ def build_model(cfg: Union[DictConfig, Namespace], task: Any) -> BaseFairseqMode
     return MODEL_REGISTRY.build(cfg, task)
 
 
-def _import_all() -> None:
-    for module in pkgutil.iter_modules(__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{module.name}")
-
-
-_import_all()
+import_submodules(__name__, __path__)

@@ -1,6 +1,4 @@
 """Optimizers: the registry and ``build_optimizer``."""
-import importlib
-import pkgutil
 from argparse import Namespace
 from typing import Any, Iterable, Optional, Union
 
@@ -8,7 +6,7 @@ import torch
 from omegaconf import DictConfig
 
 from fairseq.optim.fairseq_optimizer import FairseqOptimizer
-from fairseq.registry import setup_registry
+from fairseq.registry import import_submodules, setup_registry
 
 OPTIMIZER_REGISTRY = setup_registry("optimizer", base_class=FairseqOptimizer, default="adam")
 
@@ -25,10 +23,4 @@ def build_optimizer(cfg: Union[DictConfig, Namespace, Any],
     return OPTIMIZER_REGISTRY.build(cfg, params)
 
 
-def _import_all() -> None:
-    for module in pkgutil.iter_modules(__path__):
-        if not module.name.startswith("_") and not module.ispkg:
-            importlib.import_module(f"{__name__}.{module.name}")
-
-
-_import_all()
+import_submodules(__name__, __path__)

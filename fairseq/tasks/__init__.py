@@ -1,12 +1,10 @@
 """Tasks: the registry and ``setup_task``."""
-import importlib
-import pkgutil
 from argparse import Namespace
 from typing import Any, Optional, Union
 
 from omegaconf import DictConfig
 
-from fairseq.registry import setup_registry
+from fairseq.registry import import_submodules, setup_registry
 from fairseq.tasks.fairseq_task import FairseqTask
 
 TASK_REGISTRY = setup_registry("task", base_class=FairseqTask, default="language_modeling")
@@ -22,10 +20,4 @@ def setup_task(cfg: Union[DictConfig, Namespace, Any], **kwargs: Any) -> Fairseq
     return TASK_REGISTRY.build(cfg, **kwargs)
 
 
-def _import_all() -> None:
-    for module in pkgutil.iter_modules(__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{module.name}")
-
-
-_import_all()
+import_submodules(__name__, __path__)

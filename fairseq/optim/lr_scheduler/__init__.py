@@ -1,13 +1,11 @@
 """Learning-rate schedulers: the registry and ``build_lr_scheduler``."""
-import importlib
-import pkgutil
 from argparse import Namespace
 from typing import Any, Optional, Union
 
 from omegaconf import DictConfig
 
 from fairseq.optim.lr_scheduler.fairseq_lr_scheduler import FairseqLRScheduler
-from fairseq.registry import setup_registry
+from fairseq.registry import import_submodules, setup_registry
 
 LR_SCHEDULER_REGISTRY = setup_registry("lr_scheduler", base_class=FairseqLRScheduler, default="fixed")
 
@@ -21,10 +19,4 @@ def build_lr_scheduler(cfg: Union[DictConfig, Namespace, Any], optimizer: Any) -
     return LR_SCHEDULER_REGISTRY.build(cfg, optimizer)
 
 
-def _import_all() -> None:
-    for module in pkgutil.iter_modules(__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{module.name}")
-
-
-_import_all()
+import_submodules(__name__, __path__)
