@@ -119,8 +119,7 @@ def get_eval_lm_parser(default_task: str = "language_modeling",
     parser = get_parser("Evaluate a language model", default_task, input_args)
     for name in ("dataset", "eval_lm"):
         gen_parser_from_dataclass(parser.add_argument_group(name), GENERIC_GROUPS[name])
-    parser.add_argument("--path", required=True, metavar="FILE",
-                        help="checkpoint to evaluate")
+    parser.add_argument("--path", metavar="FILE", help="checkpoint to evaluate (required)")
     return parser
 
 

@@ -30,9 +30,11 @@ def eval_lm(model: torch.nn.Module, task: Any, split: str, max_tokens: Optional[
     """
     device = device or next(model.parameters()).device
     dataset = task.dataset(split)
+    limits = [p for p in (task.max_positions(), model.max_positions()) if p is not None]
     itr = task.get_batch_iterator(
         dataset, max_tokens=max_tokens, max_sentences=batch_size,
-        max_positions=task.max_positions(), ignore_invalid_inputs=True,
+        max_positions=min(limits) if limits else None,
+        ignore_invalid_inputs=True,
         num_workers=num_workers,
     ).next_epoch_itr(shuffle=False)
     pad = task.target_dictionary.pad()
@@ -60,9 +62,17 @@ def eval_lm(model: torch.nn.Module, task: Any, split: str, max_tokens: Optional[
     return {"loss": loss, "ppl": 2.0 ** loss, "ntokens": ntokens}
 
 
-def _explicit_values(parser, args) -> Dict[str, Any]:
-    return {k: v for k, v in vars(args).items()
-            if k not in ("data", "path", "task") and v is not None and v != parser.get_default(k)}
+def _explicit_values(parser, args, argv: List[str]) -> Dict[str, Any]:
+    """The values of the flags given on the command line (not defaults): these win over the
+    checkpoint's config, even when they equal a default."""
+    given = {a.split("=", 1)[0] for a in argv if a.startswith("-")}
+    explicit = {}
+    for action in parser._actions:
+        if action.dest in ("data", "path", "task", "help") or not action.option_strings:
+            continue
+        if given & set(action.option_strings):
+            explicit[action.dest] = getattr(args, action.dest)
+    return explicit
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
@@ -74,10 +84,14 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
 
     parser = options.get_eval_lm_parser(input_args=argv)
     args = options.parse_args_and_arch(parser, argv)
+    if not args.path:
+        parser.error("the checkpoint to evaluate is required: --path CHECKPOINT")
+    if not args.data:
+        parser.error("the data directory is required: fairseq-eval-lm DATA_DIR --path CHECKPOINT")
     setup_logging()
 
     def run() -> Dict[str, float]:
-        overrides = _explicit_values(parser, args)
+        overrides = _explicit_values(parser, args, list(sys.argv[1:] if argv is None else argv))
         model, task, cfg = load_model_for_inference(args.path, overrides=overrides, data=args.data)
         use_cuda = torch.cuda.is_available() and not args.cpu
         device = torch.device("cuda" if use_cuda else "cpu")

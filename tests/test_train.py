@@ -85,3 +85,28 @@ def test_fp16_on_cpu_warns_once_and_trains_in_float32(data_bin, tmp_path):
     messages = [str(w.message) for w in caught if "fp16" in str(w.message)]
     assert len(messages) == 1 and "float32" in messages[0]
     assert len(train_losses(str(tmp_path / "log"))) == 2
+
+
+def test_eval_time_flags_win_over_the_checkpoint_config(data_bin, tmp_path, monkeypatch):
+    from fairseq import checkpoint_utils
+    from fairseq_cli import eval_lm
+
+    train(tiny_args(data_bin, str(tmp_path / "ck"), str(tmp_path / "log"), 2))
+    seen = {}
+    real = checkpoint_utils.load_model_for_inference
+
+    def spy(path, overrides=None, data=None):
+        model, task, cfg = real(path, overrides=overrides, data=data)
+        seen["cfg"] = cfg
+        return model, task, cfg
+
+    monkeypatch.setattr(checkpoint_utils, "load_model_for_inference", spy)
+    path = str(tmp_path / "ck" / "checkpoint_last.pt")
+    eval_lm.main([data_bin, "--path", path, "--tokens-per-sample", "16", "--num-workers", "1",
+                  "--gen-subset", "valid"])
+    assert seen["cfg"].task.tokens_per_sample == 16
+    # 1 is the dataclass default: given explicitly, it still wins over the checkpoint's 0
+    assert seen["cfg"].dataset.num_workers == 1
+    assert seen["cfg"].model.max_target_positions == 32  # the model is rebuilt as it was trained
+    eval_lm.main([data_bin, "--path", path, "--gen-subset", "valid"])
+    assert seen["cfg"].task.tokens_per_sample == 32
