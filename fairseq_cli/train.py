@@ -72,12 +72,14 @@ def main(cfg: DictConfig, launch_dir: Optional[str] = None, door: str = "hydra")
 def run_with_clear_errors(fn, *args: Any, **kwargs: Any) -> Any:
     """Run ``fn``; an error in what the user gave ends the process with one line, no traceback."""
     from fairseq.checkpoint_utils import CheckpointError
+    from fairseq.data.errors import DataError
     from fairseq.dataclass.overrides import ConfigError
     from fairseq.registry import UnknownChoiceError
 
     try:
         return fn(*args, **kwargs)
-    except (ConfigError, UnknownChoiceError, CheckpointError, FileNotFoundError, FloatingPointError) as e:
+    except (ConfigError, UnknownChoiceError, CheckpointError, DataError, FileNotFoundError,
+            FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1 if isinstance(e, (CheckpointError, FloatingPointError)) else 2)
 

@@ -47,6 +47,16 @@ def _split_argv(argv: List[str]):
     return overrides, flags
 
 
+def _flag_value(flags: List[str], *names: str) -> Optional[str]:
+    for i, flag in enumerate(flags):
+        for name in names:
+            if flag == name and i + 1 < len(flags):
+                return flags[i + 1]
+            if flag.startswith(name + "="):
+                return flag.split("=", 1)[1]
+    return None
+
+
 def cli_main(argv: Optional[List[str]] = None) -> None:
     """``fairseq-hydra-train``."""
     from fairseq.dataclass.overrides import ConfigError, check_overrides
@@ -64,10 +74,15 @@ def cli_main(argv: Optional[List[str]] = None) -> None:
         print(hydra_help())
         return
     multirun = "-m" in flags or "--multirun" in flags
-    informational = any(f in flags for f in ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i"))
+    config_name = _flag_value(flags, "--config-name", "-cn") or "config"
+    user_config_dir = _flag_value(flags, "--config-dir", "-cd")
+    # --config-path replaces the tree Hydra resolves relative to this file: Hydra checks that run
+    informational = any(f in flags for f in ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i",
+                                            "--config-path", "-cp"))
     if not informational:
         try:
-            overrides = check_overrides(overrides, multirun=multirun)
+            overrides = check_overrides(overrides, multirun=multirun, config_name=config_name,
+                                        user_config_dir=user_config_dir)
         except (ConfigError, UnknownChoiceError) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)

@@ -14,6 +14,8 @@ import torch
 
 from fairseq.tokenizer import tokenize_line
 
+from fairseq.data.errors import DataError
+
 __all__ = ["Dictionary"]
 
 # Appended to a dict.txt line to replace an existing entry instead of failing on a duplicate.
@@ -304,19 +306,19 @@ class Dictionary:
                 line = line[: -len(OVERWRITE_FLAG) - 1]
             word, separator, count_text = line.rpartition(" ")
             if not separator or not word:
-                raise ValueError(
+                raise DataError(
                     f"{source_name}, line {line_number}: expected '<symbol> <count>', got {raw_line.rstrip()!r}; "
                     f"fix the line or regenerate the dictionary with fairseq-preprocess"
                 )
             try:
                 count = int(count_text)
             except ValueError:
-                raise ValueError(
+                raise DataError(
                     f"{source_name}, line {line_number}: count {count_text!r} is not an integer in "
                     f"{raw_line.rstrip()!r}; each line must be '<symbol> <count>'"
                 ) from None
             if word in self.indices and not overwrite:
-                raise ValueError(
+                raise DataError(
                     f"{source_name}, line {line_number}: duplicate symbol {word!r}; remove the line or "
                     f"append ' {OVERWRITE_FLAG}' to it to replace the earlier entry"
                 )

@@ -27,6 +27,8 @@ from typing import Any, Dict, Optional, Tuple, Type
 import numpy as np
 import torch
 
+from fairseq.data.errors import DataError
+
 __all__ = [
     "MMapIndexedDataset",
     "MMapIndexedDatasetBuilder",
@@ -88,7 +90,7 @@ def best_fitting_int_dtype(vocab_size: Optional[int]) -> Type[np.generic]:
 
 def _check_impl(impl: str) -> None:
     if impl not in SUPPORTED_IMPLS:
-        raise ValueError(
+        raise DataError(
             f"dataset implementation {impl!r} is not supported; supported: {', '.join(SUPPORTED_IMPLS)} "
             f"(use --dataset-impl mmap and rerun fairseq-preprocess)"
         )
@@ -148,15 +150,15 @@ def _read_index(index_file: str) -> Tuple[np.dtype, np.ndarray, np.ndarray, np.n
     with open(index_file, "rb") as file:
         header_bytes = file.read(_HEADER.size)
     if len(header_bytes) < _HEADER.size or not header_bytes.startswith(INDEX_MAGIC):
-        raise ValueError(not_an_index)
+        raise DataError(not_an_index)
     _, version, dtype_code, num_sequences, num_doc_boundaries = _HEADER.unpack(header_bytes)
     if version != INDEX_VERSION:
-        raise ValueError(f"{not_an_index} [unsupported index version {version}, expected {INDEX_VERSION}]")
+        raise DataError(f"{not_an_index} [unsupported index version {version}, expected {INDEX_VERSION}]")
     if dtype_code not in DTYPE_CODES:
-        raise ValueError(f"{not_an_index} [unknown dtype code {dtype_code}]")
+        raise DataError(f"{not_an_index} [unknown dtype code {dtype_code}]")
     expected_size = _HEADER.size + num_sequences * (4 + 8) + num_doc_boundaries * 8
     if file_size != expected_size:
-        raise ValueError(
+        raise DataError(
             f"{not_an_index} [header announces {num_sequences} sequences, i.e. {expected_size} bytes, "
             f"but the file has {file_size} bytes: truncated?]"
         )

@@ -94,14 +94,27 @@ def hydra_init(cfg_name: str = "fairseq_config") -> None:
 
 
 def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
-                   config_path: Optional[str] = None) -> DictConfig:
-    """Compose the run config as the Hydra door does, outside any Hydra app."""
+                   config_path: Optional[str] = None, user_config_dir: Optional[str] = None) -> DictConfig:
+    """Compose the run config as the Hydra door does, outside any Hydra app.
+
+    Args:
+        overrides: Hydra overrides (``key=value``, ``group=name``).
+        config_name: the primary config (``--config-name``).
+        config_path: a directory replacing ``config/`` as the primary tree.
+        user_config_dir: a user's config directory (``--config-dir``); its configs are found
+            first and the built-in tree stays on the search path, as in the Hydra door.
+    """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     hydra_init()
-    directory = os.path.abspath(config_path or config_dir())
+    overrides = list(overrides)
+    if user_config_dir is not None:
+        directory = os.path.abspath(user_config_dir)
+        overrides.append(f"hydra.searchpath=[file://{os.path.abspath(config_path or config_dir())}]")
+    else:
+        directory = os.path.abspath(config_path or config_dir())
     if GlobalHydra.instance().is_initialized():
-        return compose(config_name, overrides=list(overrides))
+        return compose(config_name, overrides=overrides)
     with initialize_config_dir(config_dir=directory, version_base="1.3"):
-        return compose(config_name, overrides=list(overrides))
+        return compose(config_name, overrides=overrides)

@@ -11,6 +11,7 @@ import enum
 import typing
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import yaml
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -104,7 +105,8 @@ def check_missing(cfg: DictConfig, door: str = "hydra") -> None:
         raise ConfigError(missing_message(missing[0], door))
 
 
-def check_overrides(overrides: Sequence[str], multirun: bool = False) -> List[str]:
+def check_overrides(overrides: Sequence[str], multirun: bool = False, config_name: str = "config",
+                    user_config_dir: Optional[str] = None) -> List[str]:
     """Validate Hydra overrides against the composed config; return them, legacy forms rewritten.
 
     Raises:
@@ -140,10 +142,17 @@ def check_overrides(overrides: Sequence[str], multirun: bool = False) -> List[st
             continue
         values.append((idx, text, ov))
 
-    try:
-        base = compose_config(choices)
-    except MissingConfigException as e:
-        raise ConfigError(str(e).splitlines()[0]) from e
+    def compose(selected: List[str]) -> DictConfig:
+        try:
+            return compose_config(selected, config_name=config_name, user_config_dir=user_config_dir)
+        except MissingConfigException as e:
+            raise ConfigError(str(e).splitlines()[0]) from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"malformed YAML: {' '.join(str(e).split())}") from e
+        except ConfigCompositionException as e:
+            raise ConfigError(_explain(e)) from e
+
+    base = compose(choices)
     keys = flat_keys(base)
 
     rewritten = list(overrides)
@@ -191,26 +200,29 @@ def check_overrides(overrides: Sequence[str], multirun: bool = False) -> List[st
     if multirun:
         return rewritten
     try:
-        cfg = compose_config(checked)
-    except ConfigCompositionException as e:
-        raise ConfigError(_explain(e, base)) from e
+        cfg = compose(checked)
     except OmegaConfBaseException as e:
         raise ConfigError(str(e).splitlines()[0]) from e
     check_missing(cfg, door="hydra")
     return rewritten
 
 
-def _explain(e: ConfigCompositionException, base: DictConfig) -> str:
-    cause = e.__cause__ or e
+def _explain(e: ConfigCompositionException) -> str:
+    cause = e.__cause__ or e.__context__ or e
+    head = str(e).splitlines()[0].replace(" ValidationError raised while composing config", "").rstrip(":")
     if isinstance(cause, ValidationError):
         key = getattr(cause, "full_key", "") or ""
-        f = field_of(base, key) if key else None
+        schema = getattr(cause, "object_type", None)
+        leaf = key.rsplit(".", 1)[-1]
+        f = None
+        if schema is not None and dataclasses.is_dataclass(schema):
+            f = {x.name: x for x in dataclasses.fields(schema)}.get(leaf)
         expected = f" {key} expects {describe_type(f)}" if f is not None else ""
         default = ""
         if f is not None and f.default is not dataclasses.MISSING:
             shown = f.default.value if isinstance(f.default, enum.Enum) else f.default
             default = f" (default {shown})"
-        return f"{e}: {str(cause).splitlines()[0]}.{expected}{default}."
+        return f"{head}: {str(cause).splitlines()[0]}.{expected}{default}."
     if isinstance(cause, ConfigKeyError):
-        return f"{e}: {str(cause).splitlines()[0]}"
-    return str(e)
+        return f"{head}: {str(cause).splitlines()[0]}"
+    return " ".join(str(e).split())
