@@ -62,3 +62,44 @@ def test_preset_builds_the_base_model_class(data_bin):
     model = task.build_model(cfg.model)
     assert isinstance(model, TransformerLanguageModel)
     assert len(model.decoder.layers) == 1
+
+
+PLUGIN = '''
+from dataclasses import dataclass, field
+from fairseq.criterions import register_criterion
+from fairseq.criterions.cross_entropy import CrossEntropyCriterion, CrossEntropyCriterionConfig
+
+@dataclass
+class SmoothConfig(CrossEntropyCriterionConfig):
+    smoothing_strength: float = field(default=0.1, metadata={"help": "how much to smooth"})
+
+@register_criterion("my_smooth_ce", dataclass=SmoothConfig)
+class SmoothCE(CrossEntropyCriterion):
+    pass
+'''
+
+
+def test_user_dir_plugins_are_visible_to_both_doors(data_bin, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    plugin = tmp_path / "team_plugins"
+    plugin.mkdir()
+    (plugin / "__init__.py").write_text(PLUGIN)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    hydra = run("fairseq_cli.train_hydra", f"common.user_dir={plugin}", f"task.data={data_bin}",
+                "criterion=my_smooth_ce", "criterion.smoothing_strength=0.3", "--cfg", "job")
+    assert hydra.returncode == 0, hydra.stderr
+    assert "_name: my_smooth_ce" in hydra.stdout and "smoothing_strength: 0.3" in hydra.stdout
+    legacy = run("fairseq_cli.train", data_bin, "--user-dir", str(plugin), "--criterion", "my_smooth_ce",
+                 "--help")
+    assert legacy.returncode == 0 and "--smoothing-strength" in legacy.stdout
+    assert "how much to smooth" in legacy.stdout
