@@ -139,7 +139,7 @@ def parse_args_and_arch(parser: ArgumentParser, input_args: Optional[List[str]] 
     if modify_parser is not None:
         modify_parser(parser)
     first, _ = parser.parse_known_args(input_args)
-    for group, (flag, dest) in COMPONENT_FLAGS.items():
+    for group, (_flag, dest) in COMPONENT_FLAGS.items():
         name = getattr(first, dest, None)
         if name is None or group not in registries:
             continue
@@ -150,8 +150,7 @@ def parse_args_and_arch(parser: ArgumentParser, input_args: Optional[List[str]] 
         gen_parser_from_dataclass(parser.add_argument_group(f"{title} ({name})"),
                                   entry.default_config(), delete_default=suppress_defaults)
     parser.add_argument("-h", "--help", action="help", help="show this help message and exit")
-    if parser.epilog is None and "model" in [g for g, (flag, dest) in COMPONENT_FLAGS.items()
-                                             if any(a.dest == dest for a in parser._actions)]:
+    if parser.epilog is None and any(a.dest == "arch" for a in parser._actions):
         from fairseq.dataclass.help import text_help
 
         parser.formatter_class = argparse.RawDescriptionHelpFormatter

@@ -11,7 +11,7 @@ data merged under whatever the user sets, so an explicit value always wins.
 import difflib
 from argparse import Namespace
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Callable, Dict, List, Optional, Type, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -62,7 +62,6 @@ class Registry:
             if dataclass is not None and not is_dataclass(dataclass):
                 raise ValueError(f"{self.group} {name!r}: dataclass= must be a dataclass")
             self.entries[name] = RegistryEntry(name, cls, dataclass)
-            cls.__dataclass = dataclass  # type: ignore[attr-defined]
             cls.dataclass_config = dataclass  # type: ignore[attr-defined]
             cls.registered_name = name  # type: ignore[attr-defined]
             return cls

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fairseq import checkpoint_utils, distributed_utils, tasks
 from fairseq.logging import progress_bar as pb
-from fairseq.logging.meters import StopwatchMeter, TimeMeter
+from fairseq.logging.meters import StopwatchMeter
 from fairseq.logging.writers import MetricWriters
 from fairseq.trainer import Trainer
 

@@ -1,6 +1,5 @@
 """Shared fixtures: a tiny real-text corpus, preprocessed once per session."""
 import json
-import os
 import re
 import sys
 from pathlib import Path

@@ -45,7 +45,7 @@ def with_variant(command, variant, door):
         return kept + hydra_extra
     kept, skip = [], 0
     replaced = {a for a in legacy_extra if a.startswith("--")}
-    for i, arg in enumerate(command):
+    for arg in command:
         if skip:
             skip -= 1
             continue

@@ -1,5 +1,4 @@
 """Every log format is parsed back; TensorBoard events are read with the tensorboard package."""
-import json
 import re
 
 import pytest

@@ -1,6 +1,5 @@
 """Packaging: every package is listed in setup.cfg and the config tree ships with it."""
 import configparser
-from pathlib import Path
 
 from setuptools import find_packages
 

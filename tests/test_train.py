@@ -2,7 +2,6 @@
 import os
 import warnings
 
-import pytest
 import torch
 
 from conftest import train_losses

@@ -1,5 +1,5 @@
 """Token-level cross entropy of a model's next-token predictions."""
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Tuple
 
 import torch

@@ -48,10 +48,10 @@ class FairseqCriterion(nn.Module):
         sample_size = sum_logs("sample_size", logging_outputs)
         nsentences = sum_logs("nsentences", logging_outputs)
         stats = {"loss": loss_sum / max(sample_size, 1) / math.log(2)}
-        if "nll_loss" in logging_outputs[0] if logging_outputs else False:
-            nll = sum_logs("nll_loss", logging_outputs) / max(ntokens, 1) / math.log(2)
-        else:
-            nll = loss_sum / max(ntokens, 1) / math.log(2)
+        # criterions that smooth or regularise report the plain nll separately
+        has_nll = any("nll_loss" in log for log in logging_outputs)
+        nll_sum = sum_logs("nll_loss", logging_outputs) if has_nll else loss_sum
+        nll = nll_sum / max(ntokens, 1) / math.log(2)
         stats["nll_loss"] = nll
         stats["ppl"] = 2.0 ** min(nll, 100.0)
         stats.update({"ntokens": ntokens, "nsentences": nsentences, "sample_size": sample_size})

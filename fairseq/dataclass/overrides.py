@@ -9,7 +9,7 @@ import dataclasses
 import difflib
 import enum
 import typing
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import yaml
 from hydra.errors import ConfigCompositionException, MissingConfigException

@@ -66,8 +66,11 @@ class BaseProgressBar:
 
 
 class NoopProgressBar(BaseProgressBar):
+    """No per-update lines; end-of-epoch and validation summaries only."""
+
     def print(self, stats, tag=None, step=None) -> None:
-        self._emit(f"{self.prefix} | {tag or ''} | {self._str_pairs(stats)}".replace("|  |", "|"))
+        parts = [p for p in (self.prefix, tag, self._str_pairs(stats)) if p]
+        self._emit(" | ".join(parts))
 
 
 class SimpleProgressBar(BaseProgressBar):

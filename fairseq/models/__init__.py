@@ -9,6 +9,9 @@ from fairseq.registry import import_submodules, setup_registry
 
 MODEL_REGISTRY = setup_registry("model", base_class=BaseFairseqModel)
 
+__all__ = ["BaseFairseqModel", "FairseqLanguageModel", "MODEL_REGISTRY", "build_model", "register_model",
+           "register_model_architecture"]
+
 
 def register_model(name: str, dataclass: Optional[type] = None):
     """Class decorator registering a model (and its config dataclass) under ``name``.

@@ -1,6 +1,6 @@
 """Adam with decoupled weight decay, as fairseq's ``--optimizer adam`` behaves."""
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, List
 
 import torch
 from omegaconf import II
