@@ -303,8 +303,13 @@ def load_model_for_inference(path: str, overrides: Optional[Dict[str, Any]] = No
     from fairseq.dataclass.initialize import compose_config
     from fairseq.dataclass.utils import overwrite_args_by_name
 
+    from fairseq.dataclass.initialize import import_user_module
+
     state = load_checkpoint_to_cpu(path)
     saved = state["cfg"]
+    user_dir = (saved.get("common") or {}).get("user_dir")
+    if user_dir and os.path.isdir(user_dir):
+        import_user_module(user_dir)  # the checkpoint's components may come from a plugin
     cfg = compose_config([f"{g}={saved[g]['_name']}" for g in ("task", "model", "criterion",
                                                                    "optimizer", "lr_scheduler")
                           if isinstance(saved.get(g), dict) and saved[g].get("_name")])

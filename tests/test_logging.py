@@ -69,3 +69,37 @@ def test_tensorboard_events_per_split(data_bin, tmp_path):
     assert [round(e.value, 4) for e in inner.Scalars("loss")] == [round(r["loss"], 4) for r in records]
     valid = EventAccumulator(str(tmp_path / "tb" / "valid")).Reload()
     assert valid.Scalars("loss")[-1].step == 5
+
+
+def test_a_terminal_gets_a_live_progress_bar(data_bin, tmp_path):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    import fcntl
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))  # 100 columns
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "fairseq_cli.train", data_bin, *TINY, "--max-update", "4",
+                             "--save-dir", str(tmp_path / "ck"), "--log-interval", "1"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=120) == 0
+    shown = b"".join(chunks).decode(errors="replace")
+    # tqdm redraws one line in place ("\r") with the running loss in its postfix
+    assert "\r" in shown and "epoch 001" in shown and "loss=" in shown

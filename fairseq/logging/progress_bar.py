@@ -9,6 +9,7 @@
 import json
 import logging
 import numbers
+import shutil
 import sys
 from typing import Any, Dict, Iterable, Iterator, Optional
 
@@ -114,16 +115,23 @@ class TqdmProgressBar(BaseProgressBar):
         super().__init__(iterable, epoch, prefix, log_interval, total)
         from tqdm import tqdm
 
-        self.bar = tqdm(iterable, desc=self.prefix, total=self.total, initial=self.n,
-                        leave=False, dynamic_ncols=True, file=sys.stderr)
+        # a terminal that reports no size (some pseudo-terminals) would hide the bar entirely
+        known = shutil.get_terminal_size(fallback=(0, 0)).columns > 0
+        self.bar = tqdm(iterable, desc=self.prefix, total=self.total, initial=self.n, leave=False,
+                        dynamic_ncols=known, ncols=None if known else 100, nrows=None if known else 24,
+                        file=sys.stderr)
 
     def __iter__(self) -> Iterator:
         for i, item in enumerate(self.bar, start=self.n):
             self.i = i
             yield item
 
+    POSTFIX_KEYS = ("loss", "ppl", "wps", "lr", "gnorm", "loss_scale")
+
     def log(self, stats, tag=None, step=None) -> None:
-        self.bar.set_postfix({k: _format_value(v, 3) for k, v in stats.items()}, refresh=False)
+        # a bar line has room for a few numbers: the ones a person watches
+        shown = {k: _format_value(stats[k], 3) for k in self.POSTFIX_KEYS if k in stats}
+        self.bar.set_postfix(shown, refresh=False)
 
     def print(self, stats, tag=None, step=None) -> None:
         self._emit(f"{self.prefix} | {tag + ' | ' if tag else ''}{self._str_pairs(stats)}")
