@@ -38,6 +38,24 @@ def field_rows(dataclass_or_instance) -> List[dict]:
     return rows
 
 
+def _text_rows(rows: List[dict], key_of) -> List[str]:
+    """Two lines per field: ``key  type, default`` and, indented below, its help."""
+    lines = []
+    for row in rows:
+        lines.append(f"    {key_of(row):<40} {row['type']}, default {row['default']}")
+        if row["help"]:
+            lines.append(f"    {'':<40} {row['help']}")
+    return lines
+
+
+def _markdown_table(group: str, rows: List[dict]) -> List[str]:
+    out = ["| Hydra key | legacy flag | type | default | help |", "|---|---|---|---|---|"]
+    for row in rows:
+        out.append(f"| `{group}.{row['name']}` | `{row['flag']}` | {row['type']} | "
+                   f"`{row['default']}` | {row['help']} |")
+    return out + [""]
+
+
 def _registries():
     from fairseq.dataclass.initialize import import_components
     from fairseq.registry import ALL_REGISTRIES
@@ -66,12 +84,10 @@ def text_help(groups: Optional[Iterable[str]] = None, style: str = "hydra") -> s
                 lines.append(f"  {name}: preset of {entry.base} ({changed})")
                 continue
             lines.append(f"  {name}:")
-            instance = entry.default_config()
-            for row in field_rows(instance if instance is not None else entry.dataclass or []):
-                key = f"{group}.{row['name']}=" if style == "hydra" else row["flag"]
-                lines.append(f"    {key:<40} {row['type']}, default {row['default']}")
-                if row["help"]:
-                    lines.append(f"    {'':<40} {row['help']}")
+            if entry.dataclass is None:
+                continue
+            lines += _text_rows(field_rows(entry.default_config()),
+                                lambda row: f"{group}.{row['name']}=" if style == "hydra" else row["flag"])
         lines.append("")
     return "\n".join(lines)
 
@@ -80,10 +96,7 @@ def generic_help() -> str:
     lines = []
     for group, dc in GENERIC_GROUPS.items():
         lines.append(f"{group}:")
-        for row in field_rows(dc):
-            lines.append(f"    {group + '.' + row['name'] + '=':<40} {row['type']}, default {row['default']}")
-            if row["help"]:
-                lines.append(f"    {'':<40} {row['help']}")
+        lines += _text_rows(field_rows(dc), lambda row: f"{group}.{row['name']}=")
         lines.append("")
     return "\n".join(lines)
 
@@ -112,12 +125,7 @@ def markdown_reference() -> str:
            "a test fails when this file is out of date.", ""]
     out += ["## Generic groups", ""]
     for group, dc in GENERIC_GROUPS.items():
-        out += [f"### `{group}`", "", "| Hydra key | legacy flag | type | default | help |",
-                "|---|---|---|---|---|"]
-        for row in field_rows(dc):
-            out.append(f"| `{group}.{row['name']}` | `{row['flag']}` | {row['type']} | "
-                       f"`{row['default']}` | {row['help']} |")
-        out.append("")
+        out += [f"### `{group}`", ""] + _markdown_table(group, field_rows(dc))
     for group in COMPONENT_GROUPS:
         registry = registries[group]
         out += [f"## {group}", "", f"Choose with `{group}=NAME` (Hydra) or `{LEGACY_SELECTOR[group]} NAME` (legacy).", ""]
@@ -133,9 +141,5 @@ def markdown_reference() -> str:
                 out += [doc[0], ""]
             if entry.dataclass is None:
                 continue
-            out += ["| Hydra key | legacy flag | type | default | help |", "|---|---|---|---|---|"]
-            for row in field_rows(entry.default_config()):
-                out.append(f"| `{group}.{row['name']}` | `{row['flag']}` | {row['type']} | "
-                           f"`{row['default']}` | {row['help']} |")
-            out.append("")
+            out += _markdown_table(group, field_rows(entry.default_config()))
     return "\n".join(out) + "\n"
