@@ -38,11 +38,13 @@ def field_rows(dataclass_or_instance) -> List[dict]:
     return rows
 
 
-def _text_rows(rows: List[dict], key_of) -> List[str]:
-    """Two lines per field: ``key  type, default`` and, indented below, its help."""
+def _text_rows(rows: List[dict], hydra_group: Optional[str]) -> List[str]:
+    """Two lines per field: ``group.key=`` (or ``--flag`` without a group), type and default;
+    then, indented below, its help."""
     lines = []
     for row in rows:
-        lines.append(f"    {key_of(row):<40} {row['type']}, default {row['default']}")
+        key = f"{hydra_group}.{row['name']}=" if hydra_group else row["flag"]
+        lines.append(f"    {key:<40} {row['type']}, default {row['default']}")
         if row["help"]:
             lines.append(f"    {'':<40} {row['help']}")
     return lines
@@ -86,8 +88,7 @@ def text_help(groups: Optional[Iterable[str]] = None, style: str = "hydra") -> s
             lines.append(f"  {name}:")
             if entry.dataclass is None:
                 continue
-            lines += _text_rows(field_rows(entry.default_config()),
-                                lambda row: f"{group}.{row['name']}=" if style == "hydra" else row["flag"])
+            lines += _text_rows(field_rows(entry.default_config()), group if style == "hydra" else None)
         lines.append("")
     return "\n".join(lines)
 
@@ -96,7 +97,7 @@ def generic_help() -> str:
     lines = []
     for group, dc in GENERIC_GROUPS.items():
         lines.append(f"{group}:")
-        lines += _text_rows(field_rows(dc), lambda row: f"{group}.{row['name']}=")
+        lines += _text_rows(field_rows(dc), group)
         lines.append("")
     return "\n".join(lines)
 
