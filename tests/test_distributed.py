@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT, read_json_log
 
 ARGS = ["--arch", "transformer_lm", "--decoder-layers", "1", "--decoder-embed-dim", "32",
@@ -17,7 +19,8 @@ def _records(log):
     return {r["update"]: r for r in read_json_log(log) if "update" in r}
 
 
-def test_two_gloo_processes_match_one_process_with_update_freq_2(data_bin, tmp_path):
+@pytest.mark.parametrize("ddp_backend", ["pytorch_ddp", "no_c10d"])
+def test_two_gloo_processes_match_one_process_with_update_freq_2(data_bin, tmp_path, ddp_backend):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     one = subprocess.run([sys.executable, "-m", "fairseq_cli.train", data_bin, *ARGS, "--update-freq", "2",
                           "--save-dir", str(tmp_path / "one"), "--log-file", str(tmp_path / "one.log")],
@@ -25,7 +28,7 @@ def test_two_gloo_processes_match_one_process_with_update_freq_2(data_bin, tmp_p
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                           "--standalone", "-m", "fairseq_cli.train", data_bin, *ARGS,
-                          "--distributed-backend", "gloo",
+                          "--distributed-backend", "gloo", "--ddp-backend", ddp_backend,
                           "--save-dir", str(tmp_path / "two"), "--log-file", str(tmp_path / "two.log")],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
