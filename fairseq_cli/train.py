@@ -60,13 +60,19 @@ def main(cfg: DictConfig, launch_dir: Optional[str] = None, door: str = "hydra")
     # only the first process writes logs; the others report warnings and errors
     setup_logging(cfg.common.log_file if master else None,
                   level=logging.INFO if master else logging.WARNING)
-    try:
+    if distributed_utils.get_world_size() == 1:
         return run_training(cfg)
-    finally:
-        if distributed_utils.get_world_size() > 1:
-            import torch.distributed as dist
+    import torch.distributed as dist
 
-            dist.destroy_process_group()
+    try:
+        result = run_training(cfg)
+        # leave together: a process that exits while another still writes its last checkpoint
+        # tears down the connections under it (gloo then aborts). Not after an error: a peer
+        # that died would never arrive.
+        dist.barrier()
+        return result
+    finally:
+        dist.destroy_process_group()
 
 
 def run_with_clear_errors(fn, *args: Any, **kwargs: Any) -> Any:
