@@ -3,6 +3,7 @@ from fairseq.data import data_utils, indexed_dataset, iterators
 from fairseq.data.dictionary import Dictionary
 from fairseq.data.indexed_dataset import MMapIndexedDataset, MMapIndexedDatasetBuilder
 from fairseq.data.iterators import BufferedIterator, CountingIterator, EpochBatchIterator, GroupedIterator
+from fairseq.data.language_pair_dataset import LanguagePairDataset
 from fairseq.data.monolingual_dataset import MonolingualDataset
 from fairseq.data.token_block_dataset import TokenBlockDataset
 
@@ -12,6 +13,7 @@ __all__ = [
     "Dictionary",
     "EpochBatchIterator",
     "GroupedIterator",
+    "LanguagePairDataset",
     "MMapIndexedDataset",
     "MMapIndexedDatasetBuilder",
     "MonolingualDataset",
