@@ -117,9 +117,8 @@ def get_eval_lm_parser(default_task: str = "language_modeling",
                        input_args: Optional[Sequence[str]] = None) -> ArgumentParser:
     """The parser of ``fairseq-eval-lm``."""
     parser = get_parser("Evaluate a language model", default_task, input_args)
-    for name in ("dataset", "eval_lm"):
+    for name in ("dataset", "common_eval", "eval_lm"):
         gen_parser_from_dataclass(parser.add_argument_group(name), GENERIC_GROUPS[name])
-    parser.add_argument("--path", metavar="FILE", help="checkpoint to evaluate (required)")
     return parser
 
 

@@ -5,6 +5,7 @@ structured configs (``fairseq.dataclass.initialize``), the YAML groups in ``conf
 select and extend them) and the legacy ``--flags`` (``gen_parser_from_dataclass``).
 A value shared between groups is an interpolation (``II("optimization.lr")``), never a copy.
 """
+import sys
 from argparse import Namespace
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Dict, List, Optional
@@ -281,9 +282,54 @@ class CheckpointConfig(FairseqDataclass):
 
 
 @dataclass
+class CommonEvalConfig(FairseqDataclass):
+    """What every evaluation command reads: the checkpoint and how to report."""
+
+    path: Optional[str] = field(
+        default=None,
+        metadata={"help": "the checkpoint file to evaluate (required by fairseq-eval-lm and "
+                  "fairseq-validate)"},
+    )
+    post_process: Optional[str] = field(
+        default=None,
+        metadata={"help": "undo a subword segmentation before counting words: 'subword_nmt' "
+                  "(or '@@ ') joins tokens ending in '@@' with the next one",
+                  "argparse_alias": ("--remove-bpe",)},
+    )
+    quiet: bool = field(default=False, metadata={"help": "only print the final scores"})
+    model_overrides: str = field(
+        default="{}",
+        metadata={"help": "a Python dict literal of config values that replace the checkpoint's "
+                  "when the model is rebuilt, e.g. \"{'dropout': 0.0}\""},
+    )
+    results_path: Optional[str] = field(
+        default=None, metadata={"help": "also write the results to files in this directory"}
+    )
+
+
+@dataclass
 class EvalLMConfig(FairseqDataclass):
+    """Options of ``fairseq-eval-lm``."""
+
     output_word_probs: bool = field(
-        default=False, metadata={"help": "print the log-probability of every word"}
+        default=False,
+        metadata={"help": "log every scored word of each sample with its log-probability (base e)"},
+    )
+    output_word_stats: bool = field(
+        default=False,
+        metadata={"help": "log per-word statistics at the end: count, summed log-probability, "
+                  "whether it was a subword, summed log-probability of the word after it"},
+    )
+    context_window: int = field(
+        default=0,
+        metadata={"help": "score each block of tokens_per_sample - N tokens with up to N tokens "
+                  "of the blocks before it as context (only the new tokens are scored); 0: blocks "
+                  "are scored independently"},
+    )
+    softmax_batch: int = field(
+        default=sys.maxsize,
+        metadata={"help": "compute the output softmax over at most this many tokens at a time "
+                  "(lower it when batch x length x vocabulary does not fit in memory)"},
     )
 
 
@@ -296,6 +342,7 @@ class FairseqConfig(FairseqDataclass):
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    common_eval: CommonEvalConfig = field(default_factory=CommonEvalConfig)
     eval_lm: EvalLMConfig = field(default_factory=EvalLMConfig)
     task: Any = None
     model: Any = None
@@ -311,6 +358,7 @@ GENERIC_GROUPS = {
     "dataset": DatasetConfig,
     "optimization": OptimizationConfig,
     "checkpoint": CheckpointConfig,
+    "common_eval": CommonEvalConfig,
     "eval_lm": EvalLMConfig,
 }
 # Component groups: each holds the config of one registered component, chosen by name.
@@ -318,6 +366,6 @@ COMPONENT_GROUPS = ("task", "model", "criterion", "optimizer", "lr_scheduler")
 
 __all__ = [
     "ChoiceEnum", "FairseqDataclass", "FairseqConfig", "CommonConfig", "DistributedTrainingConfig",
-    "DatasetConfig", "OptimizationConfig", "CheckpointConfig", "EvalLMConfig", "GENERIC_GROUPS",
+    "DatasetConfig", "OptimizationConfig", "CheckpointConfig", "CommonEvalConfig", "EvalLMConfig", "GENERIC_GROUPS",
     "COMPONENT_GROUPS", "interpolation_target", "field_default",
 ]
