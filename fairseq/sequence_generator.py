@@ -1,0 +1,298 @@
+"""Generation from language models: greedy, beam search and sampling, with the KV cache.
+
+``SequenceGenerator`` keeps fairseq's constructor and ``generate(models, sample, prefix_tokens,
+bos_token)`` result: for each sentence, a best-first list of hypotheses
+``{"tokens", "score", "positional_scores", "alignment", "attention"}``, where ``tokens`` exclude the
+leading BOS and end in EOS, ``positional_scores`` are each token's log-probability (natural log)
+and ``score`` their sum divided by ``len(tokens) ** lenpen``.
+
+The loop is small: a forward for the new column of tokens (the whole common prompt at once on the
+first step), one :func:`next_token_lprobs` call that applies every constraint, a search strategy
+that proposes candidates, and bookkeeping that finalizes EOS candidates and keeps K alive.
+Prompts of different lengths are forced token by token row by row (``prefix_tokens``, padded on
+the right), as fairseq does.
+"""
+import math
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from fairseq.search import BeamSearch, Sampling, Search
+
+Hypothesis = Dict[str, Any]
+
+
+class EnsembleModel(torch.nn.Module):
+    """One or more language models decoded together: their probabilities are averaged.
+
+    Each model keeps its own decoding cache (``incremental_states[i]``).
+    """
+
+    def __init__(self, models: Sequence[torch.nn.Module]):
+        super().__init__()
+        self.models = torch.nn.ModuleList(models)
+        self.incremental_states: List[Dict[str, Any]] = [{} for _ in models]
+
+    def max_decoder_positions(self) -> int:
+        limits = [m.max_decoder_positions() for m in self.models
+                  if hasattr(m, "max_decoder_positions") and m.max_decoder_positions() is not None]
+        return min(limits) if limits else 1_000_000
+
+    def reset(self) -> None:
+        self.incremental_states = [{} for _ in self.models]
+
+    def forward_decoder(self, tokens: Tensor, use_cache: bool) -> Tensor:
+        """Log-probabilities (N, T, V) of the next token after each of ``tokens``' positions.
+
+        With ``use_cache``, ``tokens`` are only the positions new since the last call.
+        """
+        outputs = []
+        for model, state in zip(self.models, self.incremental_states):
+            net_output = model(tokens, incremental_state=state if use_cache else None)
+            outputs.append(model.get_normalized_probs(net_output, log_probs=True).float())
+        if len(outputs) == 1:
+            return outputs[0]
+        return torch.logsumexp(torch.stack(outputs), dim=0) - math.log(len(outputs))
+
+    def reorder(self, new_order: Tensor) -> None:
+        for model, state in zip(self.models, self.incremental_states):
+            model.reorder_incremental_state(state, new_order)
+
+
+class SequenceGenerator(torch.nn.Module):
+    """Generate continuations of prompts with a language model (or an ensemble of them).
+
+    Args:
+        models: the models (an ensemble averages their probabilities).
+        tgt_dict: the vocabulary (its ``pad``, ``unk`` and ``eos`` are used).
+        beam_size: hypotheses kept per prompt (with sampling: samples drawn per prompt).
+        max_len_a, max_len_b: generate at most ``max_len_a * prompt_width + max_len_b`` tokens
+            (prompt included), and never more than the model's positions allow.
+        max_len: the model-position limit to use instead of the model's own.
+        min_len: no EOS before this many tokens.
+        normalize_scores: divide a hypothesis' score by its length ** ``len_penalty``.
+        len_penalty: < 1 favours shorter, > 1 longer hypotheses.
+        unk_penalty: subtracted from the log-probability of ``<unk>``.
+        temperature: divides the logits (< 1 sharper, > 1 flatter); must be > 0.
+        no_repeat_ngram_size: never repeat an n-gram of this size (0: allowed).
+        search_strategy: a :class:`fairseq.search.Search`; beam search by default.
+        eos: the end token (default: the dictionary's).
+        use_cache: decode incrementally with the models' key/value caches (the default); without
+            it, every step re-runs the whole sequence, which gives the same tokens, slower.
+    """
+
+    def __init__(self, models: Sequence[torch.nn.Module], tgt_dict: Any, beam_size: int = 1,
+                 max_len_a: float = 0, max_len_b: int = 200, max_len: int = 0, min_len: int = 1,
+                 normalize_scores: bool = True, len_penalty: float = 1.0, unk_penalty: float = 0.0,
+                 temperature: float = 1.0, match_source_len: bool = False,
+                 no_repeat_ngram_size: int = 0, search_strategy: Optional[Search] = None,
+                 eos: Optional[int] = None, symbols_to_strip_from_output: Any = None,
+                 lm_model: Any = None, lm_weight: float = 1.0, use_cache: bool = True):
+        super().__init__()
+        if beam_size < 1:
+            raise ValueError(f"beam={beam_size}: give at least 1")
+        if temperature <= 0:
+            raise ValueError(f"temperature={temperature}: give a value > 0")
+        if match_source_len or lm_model is not None:
+            raise ValueError("match_source_len and lm_model apply to translation, which this "
+                             "project does not implement")
+        self.model = models if isinstance(models, EnsembleModel) else EnsembleModel(models)
+        self.tgt_dict = tgt_dict
+        self.pad, self.unk = tgt_dict.pad(), tgt_dict.unk()
+        self.eos = tgt_dict.eos() if eos is None else eos
+        self.vocab_size = len(tgt_dict)
+        self.beam_size = beam_size
+        self.max_len_a, self.max_len_b = max_len_a, max_len_b
+        self.min_len = min_len
+        self.max_len = max_len or self.model.max_decoder_positions()
+        self.normalize_scores = normalize_scores
+        self.len_penalty = len_penalty
+        self.unk_penalty = unk_penalty
+        self.temperature = temperature
+        self.no_repeat_ngram_size = no_repeat_ngram_size
+        self.search = search_strategy or BeamSearch(tgt_dict)
+        self.use_cache = use_cache
+
+    @torch.no_grad()
+    def forward(self, sample: Dict[str, Any], prefix_tokens: Optional[Tensor] = None,
+                bos_token: Optional[int] = None) -> List[List[Hypothesis]]:
+        return self._generate(sample, prefix_tokens, bos_token)
+
+    @torch.no_grad()
+    def generate(self, models: Any, sample: Dict[str, Any], prefix_tokens: Optional[Tensor] = None,
+                 bos_token: Optional[int] = None, **kwargs: Any) -> List[List[Hypothesis]]:
+        """Generate for every sentence of ``sample`` (``models`` is accepted for fairseq's
+        signature; the generator's own models are used)."""
+        return self._generate(sample, prefix_tokens, bos_token)
+
+    # -- the steps -----------------------------------------------------------------------------
+    def max_new_length(self, src_width: int) -> int:
+        """How many tokens (prompt included, EOS excluded) a hypothesis may have."""
+        max_len = min(int(self.max_len_a * src_width + self.max_len_b), self.max_len - 1)
+        if self.min_len > max_len:
+            raise ValueError(f"min_len={self.min_len} is larger than the longest allowed output "
+                             f"({max_len} tokens); lower min_len or raise max_len_b")
+        return max_len
+
+    def next_token_lprobs(self, lprobs: Tensor, tokens: Tensor, step: int, max_len: int,
+                          forced: Optional[Tensor]) -> Tensor:
+        """Apply every constraint to the (N, V) log-probabilities of step ``step``.
+
+        Args:
+            tokens: (N, step + 1) tokens so far, BOS first.
+            forced: (N,) the prompt token each row must take at this step, pad where free.
+        """
+        lprobs = lprobs.clone()
+        lprobs[:, self.pad] = float("-inf")
+        lprobs[:, self.unk] -= self.unk_penalty
+        if step >= max_len:  # out of room: only EOS
+            eos_lp = lprobs[:, self.eos].clone()
+            lprobs.fill_(float("-inf"))
+            lprobs[:, self.eos] = eos_lp
+            return lprobs
+        free = torch.ones(lprobs.size(0), dtype=torch.bool, device=lprobs.device)
+        if forced is not None:
+            free = forced.eq(self.pad)
+        if step < self.min_len:
+            lprobs[free, self.eos] = float("-inf")
+        if self.no_repeat_ngram_size > 0:
+            self._block_repeated_ngrams(lprobs, tokens, free)
+        if forced is not None and not bool(free.all()):
+            rows = (~free).nonzero().squeeze(1)
+            kept = lprobs[rows, forced[rows]]
+            lprobs[rows] = float("-inf")
+            lprobs[rows, forced[rows]] = kept
+        return lprobs
+
+    def _block_repeated_ngrams(self, lprobs: Tensor, tokens: Tensor, free: Tensor) -> None:
+        n = self.no_repeat_ngram_size
+        if tokens.size(1) < n:
+            return
+        history = tokens.tolist()
+        for row, seq in enumerate(history):
+            if not free[row]:
+                continue
+            tail = tuple(seq[len(seq) - n + 1:]) if n > 1 else ()
+            banned = [seq[i + n - 1] for i in range(len(seq) - n + 1) if tuple(seq[i:i + n - 1]) == tail]
+            if banned:
+                lprobs[row, banned] = float("-inf")
+
+    def _generate(self, sample: Dict[str, Any], prefix_tokens: Optional[Tensor],
+                  bos_token: Optional[int]) -> List[List[Hypothesis]]:
+        src_tokens = sample["net_input"]["src_tokens"]
+        bsz, src_width = src_tokens.shape[:2]
+        K = self.beam_size
+        device = src_tokens.device
+        max_len = self.max_new_length(src_width)
+        self.model.reset()
+
+        # (N = bsz * K) rows: sentence b's hypotheses are rows b*K .. b*K+K-1
+        tokens = src_tokens.new_full((bsz * K, max_len + 2), self.pad)
+        tokens[:, 0] = self.eos if bos_token is None else bos_token
+        pos_scores = torch.zeros(bsz * K, max_len + 1, device=device)
+        scores = torch.zeros(bsz, K, device=device)
+        if isinstance(self.search, BeamSearch):
+            scores[:, 1:] = float("-inf")  # identical beams: only the first is alive at first
+        prefix = None
+        if prefix_tokens is not None and prefix_tokens.numel() > 0:
+            prefix = prefix_tokens[:, :max_len].repeat_interleave(K, dim=0)  # (N, P)
+        # a prompt token forced in every row at once can go through the model in one forward
+        common = 0
+        if prefix is not None and self.use_cache:
+            common = int(prefix.ne(self.pad).long().cumprod(dim=1).sum(dim=1).min())
+            tokens[:, 1:common + 1] = prefix[:, :common]
+
+        finalized: List[List[Hypothesis]] = [[] for _ in range(bsz)]
+        done = torch.zeros(bsz, dtype=torch.bool, device=device)
+        # the first forward: BOS, and with the cache the whole common prompt at once
+        all_lprobs = self.model.forward_decoder(tokens[:, :common + 1], self.use_cache)
+        if common > 0:
+            prompt_lp = all_lprobs[:, :common].gather(2, prefix[:, :common].unsqueeze(2)).squeeze(2)
+            pos_scores[:, :common] = prompt_lp  # (N, common)
+            scores = scores + prompt_lp.sum(dim=1).view(bsz, K)
+        return self._continue(common, max_len, tokens, pos_scores, scores, prefix, finalized,
+                              done, all_lprobs[:, -1])
+
+    def _continue(self, step: int, max_len: int, tokens: Tensor, pos_scores: Tensor,
+                  scores: Tensor, prefix: Optional[Tensor], finalized: List[List[Hypothesis]],
+                  done: Tensor, step_lprobs: Tensor) -> List[List[Hypothesis]]:
+        """The decoding loop from ``step`` on, given that step's raw log-probabilities."""
+        bsz, K = scores.shape
+        N = bsz * K
+        V = step_lprobs.size(-1)
+        device = tokens.device
+        while True:
+            forced = None
+            if prefix is not None and step < prefix.size(1):
+                forced = prefix[:, step]
+            lprobs = step_lprobs
+            if self.temperature != 1.0:
+                lprobs = (lprobs / self.temperature).log_softmax(dim=-1)
+            lprobs = self.next_token_lprobs(lprobs, tokens[:, :step + 1], step, max_len, forced)
+            lprobs = lprobs.view(bsz, K, V)
+            lprobs[done] = float("-inf")
+            cand_scores, cand_tokens, cand_beams = self.search.select(step, lprobs, scores)
+            C = cand_scores.size(1)
+            rows = cand_beams + torch.arange(bsz, device=device).unsqueeze(1) * K  # (bsz, C)
+            cand_lprobs = lprobs.view(N, V)[rows.view(-1), cand_tokens.view(-1)].view(bsz, C)
+            is_eos = cand_tokens.eq(self.eos) & torch.isfinite(cand_scores)
+
+            # finalize EOS candidates ranked among the first K
+            rank = torch.arange(C, device=device).expand(bsz, C)
+            final = is_eos & (rank < K)
+            for b, c in final.nonzero().tolist():
+                if done[b] or len(finalized[b]) >= K:
+                    continue
+                row = int(rows[b, c])
+                positional = pos_scores[row, :step + 1].clone()
+                positional[step] = cand_lprobs[b, c]
+                score = float(cand_scores[b, c])
+                if self.normalize_scores:
+                    score /= (step + 1) ** self.len_penalty
+                hyp_tokens = torch.cat([tokens[row, 1:step + 1], tokens.new_tensor([self.eos])])
+                finalized[b].append({"tokens": hyp_tokens, "score": torch.tensor(score),
+                                     "positional_scores": positional, "alignment": None,
+                                     "attention": None})
+            for b in range(bsz):
+                if not done[b] and len(finalized[b]) >= K:
+                    done[b] = True
+            if step >= max_len or bool(done.all()):
+                break
+
+            # keep the K best candidates that did not end: live rows first, by rank
+            dead = is_eos | ~torch.isfinite(cand_scores)
+            order = (rank + C * dead.long()).argsort(dim=1)[:, :K]  # (bsz, K)
+            keep_scores = cand_scores.gather(1, order)
+            keep_scores = keep_scores.masked_fill(dead.gather(1, order), float("-inf"))
+            keep_rows = rows.gather(1, order).view(-1)  # (N,)
+            keep_tokens = cand_tokens.gather(1, order).view(-1)
+            keep_lprobs = cand_lprobs.gather(1, order).view(-1)
+
+            tokens = tokens.index_select(0, keep_rows)
+            pos_scores = pos_scores.index_select(0, keep_rows)
+            tokens[:, step + 1] = keep_tokens
+            pos_scores[:, step] = keep_lprobs
+            scores = keep_scores
+            if self.use_cache:
+                self.model.reorder(keep_rows)
+                all_lprobs = self.model.forward_decoder(tokens[:, step + 1:step + 2], True)
+            else:
+                all_lprobs = self.model.forward_decoder(tokens[:, :step + 2], False)
+            step += 1
+            step_lprobs = all_lprobs[:, -1]
+
+        for b in range(bsz):
+            finalized[b].sort(key=lambda h: float(h["score"]), reverse=True)
+        return finalized
+
+
+def build_search(sampling: bool = False, sampling_topk: int = -1, sampling_topp: float = -1.0,
+                 tgt_dict: Any = None, generator: Optional[torch.Generator] = None) -> Search:
+    """The search strategy of fairseq's generation flags."""
+    if sampling or sampling_topk > 0 or sampling_topp > 0:
+        return Sampling(tgt_dict, sampling_topk, sampling_topp, generator=generator)
+    return BeamSearch(tgt_dict)
+
+
+__all__ = ["EnsembleModel", "SequenceGenerator", "build_search"]
