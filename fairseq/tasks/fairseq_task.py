@@ -49,11 +49,17 @@ class FairseqTask:
                            max_sentences: Optional[int] = None, max_positions: Optional[int] = None,
                            ignore_invalid_inputs: bool = False, required_batch_size_multiple: int = 1,
                            seed: int = 1, num_shards: int = 1, shard_id: int = 0,
-                           num_workers: int = 0, epoch: int = 1):
+                           num_workers: int = 0, epoch: int = 1, data_buffer_size: int = 0,
+                           disable_iterator_cache: bool = False, skip_remainder_batch: bool = False,
+                           grouped_shuffling: bool = False, update_epoch_batch_itr: bool = False):
         """Batches of ``dataset`` grouped by size, as an :class:`EpochBatchIterator`.
 
         Samples longer than ``max_positions`` are dropped with a warning when
         ``ignore_invalid_inputs``, else they raise naming the sample and the limit.
+        ``data_buffer_size`` batches are prepared ahead in a background thread (0: none).
+        ``disable_iterator_cache``, ``skip_remainder_batch``, ``grouped_shuffling`` and
+        ``update_epoch_batch_itr`` are accepted for fairseq compatibility: iterators are never
+        cached here, every batch is kept, and batches are shuffled one by one.
         """
         from fairseq.data import data_utils, iterators
 
@@ -74,6 +80,7 @@ class FairseqTask:
         return iterators.EpochBatchIterator(
             dataset=dataset, collate_fn=dataset.collater, batch_sampler=batches, seed=seed,
             num_shards=num_shards, shard_id=shard_id, num_workers=num_workers, epoch=epoch,
+            buffer_size=data_buffer_size,
         )
 
     # -- building ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import logging
 import os
 from argparse import Namespace
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, List, Optional
+from typing import Any, Iterator, List, Optional
 
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
@@ -113,7 +113,7 @@ def interpolation_fallback(target: str) -> Any:
     return None
 
 
-def as_task_config(cfg: Any) -> DictConfig:
+def as_task_config(cfg: Any, require_data: bool = True) -> DictConfig:
     """Normalize a task config to a DictConfig whose every field can be read.
 
     A dataclass instance or legacy ``Namespace`` becomes a standalone node; so does a
@@ -121,14 +121,19 @@ def as_task_config(cfg: Any) -> DictConfig:
     (``${common.seed}``): those take the default of the key they point at, on a copy, so the
     three ways of giving the config read the same values.
 
+    Args:
+        cfg: the task config in any of its forms.
+        require_data: refuse a config without ``data`` (a task built only to batch datasets
+            given in memory needs none).
+
     Raises:
-        ConfigError: if ``data`` is not set.
+        ConfigError: if ``require_data`` and ``data`` is not set.
     """
     if isinstance(cfg, Namespace):
         cfg = TASK_REGISTRY.to_config(cfg, "language_modeling")
     elif is_dataclass(cfg) and not isinstance(cfg, type):
         cfg = OmegaConf.structured(cfg)
-    if OmegaConf.is_missing(cfg, "data"):
+    if require_data and OmegaConf.is_missing(cfg, "data"):
         raise ConfigError("task.data is not set: give the --destdir of fairseq-preprocess "
                           "(task.data=DIR, or DIR as the first argument of fairseq-train)")
     fallbacks = {}
@@ -168,20 +173,25 @@ class LanguageModelingTask(FairseqTask):
     """Train a language model on token blocks of a monolingual corpus.
 
     Args:
-        cfg: a :class:`LanguageModelingConfig` node (see :func:`as_task_config`).
+        cfg: a :class:`LanguageModelingConfig` (instance, node or legacy namespace; see
+            :func:`as_task_config`). ``data`` may be unset when no split is loaded from disk
+            (e.g. to batch an in-memory dataset with :meth:`eval_lm_dataloader`).
         dictionary: the vocabulary of the input.
         output_dictionary: the vocabulary of the target; defaults to ``dictionary``.
+        targets: the target kinds, e.g. ``["future"]``; default: the one ``cfg`` selects
+            (``future`` unless ``self_target`` or ``past_target`` is set).
 
     Raises:
         ConfigError: on inconsistent options (the message names the key and the fix).
     """
 
-    def __init__(self, cfg: Any, dictionary: Dictionary, output_dictionary: Optional[Dictionary] = None):
-        cfg = as_task_config(cfg)
+    def __init__(self, cfg: Any, dictionary: Dictionary, output_dictionary: Optional[Dictionary] = None,
+                 targets: Optional[List[str]] = None):
+        cfg = as_task_config(cfg, require_data=False)
         super().__init__(cfg)
         self.dictionary = dictionary
         self.output_dictionary = output_dictionary if output_dictionary is not None else dictionary
-        self.targets = targets_of(cfg)
+        self.targets = list(targets) if targets is not None else targets_of(cfg)
         minimum = 2 if cfg.add_bos_token else 1
         if cfg.tokens_per_sample < minimum:
             raise ConfigError(
@@ -196,8 +206,11 @@ class LanguageModelingTask(FairseqTask):
         """The shard directories of ``cfg.data`` (``':'``-joined), in order.
 
         Raises:
-            ConfigError: if ``cfg.data`` names no directory.
+            ConfigError: if ``cfg.data`` is unset or names no directory.
         """
+        if OmegaConf.is_missing(cfg, "data"):
+            raise ConfigError("task.data is not set: give the --destdir of fairseq-preprocess "
+                              "(task.data=DIR, or DIR as the first argument)")
         paths = [p for p in str(cfg.data).split(":") if p]
         if not paths:
             raise ConfigError(f"task.data={cfg.data!r} names no directory: give the --destdir of "
@@ -307,6 +320,50 @@ class LanguageModelingTask(FairseqTask):
             seed=int(self.cfg.seed),
         )
         logger.info("%s %s: %d samples", data_path, split, len(self.datasets[split]))
+
+    def eval_lm_dataloader(self, dataset: Any, max_tokens: Optional[int] = 36000,
+                           batch_size: Optional[int] = None, max_positions: Optional[int] = None,
+                           num_shards: int = 1, shard_id: int = 0, num_workers: int = 1,
+                           data_buffer_size: int = 10, context_window: int = 0) -> Iterator[Any]:
+        """The batches of ``dataset`` for scoring, in corpus order, as one epoch's iterator.
+
+        Args:
+            dataset: language-model samples (e.g. ``self.dataset("test")``).
+            max_tokens: the most tokens of a batch (blocks only, without their context).
+            batch_size: the most samples of a batch.
+            max_positions: samples longer than this are skipped with a warning.
+            num_shards, shard_id: take every ``num_shards``-th batch from ``shard_id`` on.
+            num_workers: data-loading processes. With a context window the blocks must be
+                collated in order by one process, so at most one worker is used.
+            data_buffer_size: batches prepared ahead.
+            context_window: give each block up to this many tokens of the blocks before it as
+                context (:class:`~fairseq.data.LMContextWindowDataset`); each row then holds at
+                most ``tokens_per_sample + context_window`` tokens and only the block's own
+                tokens have a target. 0: blocks are scored on their own.
+
+        Returns:
+            An iterator of batches (dicts as the dataset's collater makes them, plus
+            ``start_indices`` with a context window).
+
+        Raises:
+            ConfigError: if ``context_window`` is negative.
+        """
+        from fairseq.data.lm_context_window_dataset import LMContextWindowDataset
+
+        if context_window < 0:
+            raise ConfigError(f"eval_lm.context_window={context_window} is negative: give 0 (no "
+                              "context) or a positive number of tokens (--context-window)")
+        if context_window > 0:
+            dataset = LMContextWindowDataset(
+                dataset=dataset, tokens_per_sample=int(self.cfg.tokens_per_sample),
+                context_window=context_window, pad_idx=self.source_dictionary.pad(),
+            )
+            num_workers = min(num_workers, 1)
+        return self.get_batch_iterator(
+            dataset=dataset, max_tokens=max_tokens, max_sentences=batch_size,
+            max_positions=max_positions, ignore_invalid_inputs=True, num_shards=num_shards,
+            shard_id=shard_id, num_workers=num_workers, data_buffer_size=data_buffer_size,
+        ).next_epoch_itr(shuffle=False)
 
     @property
     def source_dictionary(self) -> Dictionary:
