@@ -2,7 +2,8 @@
 __version__ = "0.1.0"
 
 _SUBMODULES = {"checkpoint_utils", "criterions", "data", "dataclass", "logging", "models", "modules",
-               "optim", "options", "registry", "tasks", "trainer", "training"}
+               "optim", "options", "registry", "tasks", "trainer", "training",
+               "distributed", "distributed_utils", "file_io", "metrics", "utils"}
 
 
 def __getattr__(name: str):
