@@ -28,9 +28,9 @@ VARIANTS = {
     "adaptive_loss": (["criterion=adaptive_loss", "model.adaptive_softmax_cutoff='100,500'"],
                       ["--criterion", "adaptive_loss", "--adaptive-softmax-cutoff", "100,500"]),
     "nag_cosine": (["optimizer=nag", "optimizer.momentum=0.9", "lr_scheduler=cosine",
-                    "lr_scheduler.max_lr=0.001", "lr_scheduler.warmup_updates=2"],
+                    "lr_scheduler.min_lr=1e-06", "lr_scheduler.warmup_updates=2"],
                    ["--optimizer", "nag", "--momentum", "0.9", "--lr-scheduler", "cosine",
-                    "--max-lr", "0.001", "--warmup-updates", "2"]),
+                    "--min-lr", "1e-06", "--warmup-updates", "2"]),
 }
 
 

@@ -1,4 +1,4 @@
-"""Linear warmup, then cosine annealing from ``max_lr`` down to ``lr``, with warm restarts."""
+"""Linear warmup to the peak ``lr``, then cosine annealing down to ``min_lr``, with warm restarts."""
 import math
 from dataclasses import dataclass, field
 from typing import Any, List, Tuple
@@ -13,14 +13,16 @@ from fairseq.optim.lr_scheduler.fairseq_lr_scheduler import FairseqLRScheduler
 @dataclass
 class CosineLRScheduleConfig(FairseqDataclass):
     warmup_updates: int = field(
-        default=0, metadata={"help": "warm the lr up linearly over this many updates"}
+        default=0, metadata={"help": "raise the lr linearly to its peak over the first N updates"}
     )
     warmup_init_lr: float = field(
-        default=-1, metadata={"help": "lr at update 0 of the warmup; -1 means the minimum lr (--lr)"}
+        default=-1, metadata={"help": "lr at update 0 of the warmup; -1 means min_lr"}
     )
-    max_lr: float = field(
-        default=1.0, metadata={"help": "peak lr of the cosine cycles; --lr is their minimum"}
+    lr: List[float] = field(
+        default=II("optimization.lr"),
+        metadata={"help": "peak lr of the cosine cycles (one value), above min_lr"},
     )
+    min_lr: float = field(default=0.0, metadata={"help": "lowest lr, reached at the end of a cycle"})
     t_mult: float = field(
         default=1.0, metadata={"help": "each restart period is t_mult times the previous one (>= 1)"}
     )
@@ -29,29 +31,31 @@ class CosineLRScheduleConfig(FairseqDataclass):
         metadata={"help": "updates in the first cosine period; -1 means max_update - warmup_updates"},
     )
     lr_shrink: float = field(
-        default=0.1, metadata={"help": "multiply both the peak and the minimum lr by this at each restart"}
+        default=0.1, metadata={"help": "multiply both the peak and min_lr by this at each restart"}
     )
-    lr: List[float] = II("optimization.lr")
     max_update: int = II("optimization.max_update")
 
 
 @register_lr_scheduler("cosine", dataclass=CosineLRScheduleConfig)
-class CosineSchedule(FairseqLRScheduler):
-    """Cosine annealing with warm restarts (SGDR) after an optional linear warmup.
+class CosineLRSchedule(FairseqLRScheduler):
+    """Cosine annealing with warm restarts (SGDR) after an optional linear warmup (fairseq 0.12).
 
-    With ``min = lr`` (``optimization.lr``, one value), ``max = max_lr`` and ``W`` warmup updates:
+    With peak ``max = lr`` (``optimization.lr``, one value), floor ``min = min_lr`` and ``W``
+    warmup updates, the lr after update ``n`` is
 
-    * ``n < W``: ``init + n (max - init) / W``, where ``init = warmup_init_lr`` (-1: ``min``).
-    * ``n >= W``: with ``k = n - W`` and first period ``P``, cycle ``i`` spans
-      ``P t_mult^i`` updates and starts after ``P (t_mult^i - 1) / (t_mult - 1)`` (``i P`` when
-      ``t_mult = 1``). At ``t`` updates into cycle ``i`` of length ``T``, with ``s = lr_shrink^i``:
+    * ``n < W``: ``init + n (max - init) / W``, where ``init = warmup_init_lr`` (-1: ``min``);
+    * ``n >= W``: with ``k = n - W`` and first period ``P``, cycle ``i`` spans ``P t_mult^i``
+      updates and starts after ``P (t_mult^i - 1) / (t_mult - 1)`` (``i P`` when ``t_mult = 1``).
+      At ``t`` updates into cycle ``i`` of length ``T``, with ``s = lr_shrink^i``:
       ``lr = min s + (max s - min s) (1 + cos(pi t / T)) / 2``.
 
-    ``P`` is ``lr_period_updates``, or ``max_update - W`` (one cycle over the whole run) when that
-    is -1. The lr depends only on the update count, so the scheduler holds no state of its own.
+    ``P`` is ``lr_period_updates``, or ``max_update - W`` when that is -1, so one cycle spans the
+    whole run and the lr after the very last update (``n = max_update``) is already the next
+    cycle's peak, ``max * lr_shrink``; no update uses it. Before the first ``step_update`` the
+    optimizer holds ``init``. The lr depends only on the update count.
 
     Raises:
-        ValueError: naming the key, for a list of lrs, ``max_lr < lr``, ``t_mult < 1``, a
+        ValueError: naming the key, for a list of lrs, ``lr <= min_lr``, ``t_mult < 1``, a
             non-positive ``lr_shrink`` or negative ``warmup_updates``, or no period (neither
             ``lr_period_updates`` nor ``optimization.max_update`` beyond the warmup).
     """
@@ -60,15 +64,15 @@ class CosineSchedule(FairseqLRScheduler):
         super().__init__(cfg, optimizer)
         lrs = [cfg.lr] if isinstance(cfg.lr, (int, float)) else [float(v) for v in cfg.lr]
         if len(lrs) != 1:
-            raise ValueError(f"lr_scheduler=cosine takes one lr (the minimum), got optimization.lr={lrs}; "
+            raise ValueError(f"lr_scheduler=cosine takes one lr (the peak), got optimization.lr={lrs}; "
                              "use lr_scheduler=fixed for per-epoch lr lists")
-        self.min_lr = float(lrs[0])
-        self.max_lr = float(cfg.max_lr)
-        if not self.max_lr >= self.min_lr >= 0.0:
+        self.max_lr = float(lrs[0])
+        self.min_lr = float(cfg.min_lr)
+        if not self.max_lr > self.min_lr >= 0.0:
             raise ValueError(
-                f"lr_scheduler.max_lr={self.max_lr} with optimization.lr={lrs}: cosine anneals from "
-                "max_lr (the peak, --max-lr) down to lr (the minimum, --lr), so need "
-                "max_lr >= lr >= 0, e.g. --lr 1e-6 --max-lr 1e-3")
+                f"optimization.lr={lrs} with lr_scheduler.min_lr={self.min_lr}: cosine anneals from "
+                "lr (the peak, --lr) down to min_lr (the floor, --min-lr), so need lr > min_lr >= 0, "
+                "e.g. --lr 1e-3 --min-lr 1e-6")
         self.warmup_updates = int(cfg.warmup_updates)
         if self.warmup_updates < 0:
             raise ValueError(f"lr_scheduler.warmup_updates={self.warmup_updates}: must be >= 0")
@@ -81,9 +85,9 @@ class CosineSchedule(FairseqLRScheduler):
         self.lr_shrink = float(cfg.lr_shrink)
         if not self.lr_shrink > 0.0:
             raise ValueError(f"lr_scheduler.lr_shrink={self.lr_shrink}: must be > 0 (1 keeps every "
-                             "cycle's peak and minimum)")
+                             "cycle's peak and floor)")
         self.period = self._first_period(cfg)
-        self.optimizer.set_lr(self.lr_at(0))
+        self.optimizer.set_lr(self.warmup_init_lr)
 
     def _first_period(self, cfg: Any) -> float:
         period = float(cfg.lr_period_updates)
@@ -129,3 +133,4 @@ class CosineSchedule(FairseqLRScheduler):
         lr = self.lr_at(num_updates)
         self.optimizer.set_lr(lr)
         return lr
+

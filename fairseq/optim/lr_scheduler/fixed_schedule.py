@@ -37,10 +37,10 @@ class FixedLRSchedule(FairseqLRScheduler):
     During the first ``warmup_updates`` updates (``n < W``) the epoch lr is multiplied by
     ``(n + 1) / W``: ``lr / W`` for the first update, the full lr from update ``W - 1`` on.
 
-    The trainer ends an epoch with ``step(epoch, val_loss)`` then ``step_update(num_updates)``;
-    ``step`` already switches to the lr of epoch ``epoch + 1`` and ``step_update`` only
-    re-applies it (scaled during warmup). ``step_begin_epoch(epoch)`` selects the same lr, so
-    calling it as well changes nothing. The current epoch is part of :meth:`state_dict`.
+    As in fairseq, the epoch's lr is chosen by ``step_begin_epoch(epoch)``; ``step`` at the end
+    of an epoch only records the validation loss, so the lr it returns (the one the
+    ``stop_min_lr`` check reads) is still that of the epoch just finished. The current epoch is
+    part of :meth:`state_dict`, with fairseq's ``lr`` key.
 
     Raises:
         ValueError: naming the key, for an empty or negative lr list, a negative
@@ -90,18 +90,12 @@ class FixedLRSchedule(FairseqLRScheduler):
         self.epoch = epoch
         return self._apply()
 
-    def step(self, epoch: int, val_loss: Optional[float] = None) -> float:
-        """At the end of epoch ``epoch``: record ``val_loss``, switch to the lr of ``epoch + 1``."""
-        super().step(epoch, val_loss)
-        self.epoch = epoch + 1
-        return self._apply()
-
     def step_update(self, num_updates: int) -> float:
         self.num_updates = num_updates
         return self._apply()
 
     def state_dict(self) -> Dict[str, Any]:
-        return {**super().state_dict(), "epoch": self.epoch}
+        return {**super().state_dict(), "epoch": self.epoch, "lr": self.epoch_lr(self.epoch)}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         super().load_state_dict(state_dict)

@@ -12,7 +12,7 @@ from fairseq.optim.lr_scheduler.fairseq_lr_scheduler import FairseqLRScheduler
 @dataclass
 class PolynomialDecayLRScheduleConfig(FairseqDataclass):
     warmup_updates: int = field(
-        default=0, metadata={"help": "warm the lr up linearly from 0 over this many updates"}
+        default=0, metadata={"help": "raise the lr linearly to its peak over the first N updates"}
     )
     force_anneal: Optional[int] = field(
         default=None,
@@ -22,7 +22,7 @@ class PolynomialDecayLRScheduleConfig(FairseqDataclass):
         default=0.0, metadata={"help": "lr reached at total_num_update and kept afterwards"}
     )
     power: float = field(default=1.0, metadata={"help": "exponent of the decay (1: linear)"})
-    total_num_update: int = field(
+    total_num_update: float = field(
         default=II("optimization.max_update"),
         metadata={"help": "update at which the decay reaches end_learning_rate"},
     )
@@ -31,24 +31,28 @@ class PolynomialDecayLRScheduleConfig(FairseqDataclass):
 
 @register_lr_scheduler("polynomial_decay", dataclass=PolynomialDecayLRScheduleConfig)
 class PolynomialDecayLRSchedule(FairseqLRScheduler):
-    """Warm up linearly to the peak lr, then decay polynomially to ``end_learning_rate``.
+    """Warm up linearly to the peak lr, then decay polynomially to ``end_learning_rate`` (fairseq 0.12).
 
     With peak ``L`` (``optimization.lr``, one value), end ``E``, ``W`` warmup and ``T`` total
-    updates and ``power`` ``k``:
+    updates and ``power`` ``k``, the lr after update ``n`` is
 
-    * ``n < W``: ``L n / W`` (0 at update 0);
-    * ``W <= n < T``: ``(L - E) (1 - (n - W) / (T - W))^k + E``;
-    * ``n >= T``: ``E``.
+    * ``n <= W`` (``W > 0``): ``L n / W`` (so 0 after ``step_update(0)``; the first update of a
+      run uses it, as in fairseq);
+    * ``n >= T``: ``E``;
+    * otherwise: ``(L - E) (1 - (n - W) / (T - W))^k + E``.
 
-    ``force_anneal`` keeps fairseq's meaning for this scheduler: on entering each epoch
-    ``e >= force_anneal`` (``e > 1``), the peak ``L`` becomes the lr in force at that moment, so
-    the same curve continues from a lower peak and the lr falls faster with every epoch.
-    The current epoch, and the peak once ``force_anneal`` moved it, are part of :meth:`state_dict`.
+    Built, the optimizer holds ``L / W`` (``L`` without warmup); :meth:`step_begin_epoch`
+    re-applies the last warmup factor to the epoch's peak, as fairseq does.
+
+    ``force_anneal``: on entering each epoch ``e >= force_anneal`` (``e > 1``), the peak ``L``
+    becomes the lr in force at that moment, so the curve continues from a lower peak and the lr
+    falls faster with every epoch. The last epoch entered and the peak, once moved, are part of
+    :meth:`state_dict`, so resuming inside an epoch does not re-anchor it a second time.
 
     Raises:
-        ValueError: naming the key, for a list of lrs, ``total_num_update <= warmup_updates``,
-            a negative ``warmup_updates`` or ``end_learning_rate``, a non-positive ``power``
-            or ``force_anneal``.
+        ValueError: naming the key, for a list of lrs, ``total_num_update <= 0``, a negative
+            ``warmup_updates`` or ``end_learning_rate``, a non-positive ``power`` or
+            ``force_anneal``.
     """
 
     def __init__(self, cfg: Any, optimizer: Any):
@@ -61,12 +65,12 @@ class PolynomialDecayLRSchedule(FairseqLRScheduler):
         self.warmup_updates = int(cfg.warmup_updates)
         if self.warmup_updates < 0:
             raise ValueError(f"lr_scheduler.warmup_updates={self.warmup_updates}: must be >= 0")
-        self.total_num_update = int(cfg.total_num_update or 0)
-        if self.total_num_update <= self.warmup_updates:
+        self.total_num_update = float(cfg.total_num_update or 0)
+        if not self.total_num_update > 0:
             raise ValueError(
-                f"lr_scheduler.total_num_update={self.total_num_update} must exceed "
-                f"lr_scheduler.warmup_updates={self.warmup_updates}: set --total-num-update "
-                "(or --max-update, which it follows by default) to the length of the run")
+                f"lr_scheduler.total_num_update={cfg.total_num_update}: must be > 0; set "
+                "--total-num-update (or --max-update, which it follows by default) to the length "
+                "of the run")
         self.end_learning_rate = float(cfg.end_learning_rate)
         if not self.end_learning_rate >= 0.0:
             raise ValueError(f"lr_scheduler.end_learning_rate={self.end_learning_rate}: must be >= 0")
@@ -77,37 +81,31 @@ class PolynomialDecayLRSchedule(FairseqLRScheduler):
         if self.force_anneal is not None and self.force_anneal < 1:
             raise ValueError(f"lr_scheduler.force_anneal={self.force_anneal}: must be an epoch "
                              "number >= 1, or None to never re-anchor the decay")
-        self.epoch = 1
-        self.num_updates = 0
-        self.optimizer.set_lr(self.lr_at(0))
+        self.warmup_factor = 1.0 / self.warmup_updates if self.warmup_updates > 0 else 1.0
+        self.epoch = 1  # the last epoch entered: a resumed epoch is not re-anchored twice
+        self.optimizer.set_lr(self.warmup_factor * self.peak_lr)
 
     def lr_at(self, num_updates: int) -> float:
         """The lr after ``num_updates`` updates, for the current peak."""
-        if num_updates < self.warmup_updates:
+        if self.warmup_updates > 0 and num_updates <= self.warmup_updates:
             return self.peak_lr * num_updates / self.warmup_updates
         if num_updates >= self.total_num_update:
             return self.end_learning_rate
-        remaining = 1.0 - (num_updates - self.warmup_updates) / (self.total_num_update - self.warmup_updates)
+        span = self.total_num_update - self.warmup_updates
+        remaining = 1.0 - (num_updates - self.warmup_updates) / span
         return (self.peak_lr - self.end_learning_rate) * remaining ** self.power + self.end_learning_rate
 
-    def _enter_epoch(self, epoch: int) -> float:
-        if epoch != self.epoch:
-            self.epoch = epoch
-            if self.force_anneal is not None and epoch > 1 and epoch >= self.force_anneal:
-                self.peak_lr = self.lr_at(self.num_updates)
-        return self.step_update(self.num_updates)
-
     def step_begin_epoch(self, epoch: int) -> float:
-        """Before epoch ``epoch``; a no-op when :meth:`step` already entered it."""
-        return self._enter_epoch(epoch)
-
-    def step(self, epoch: int, val_loss: Optional[float] = None) -> float:
-        """At the end of epoch ``epoch``: record ``val_loss`` and enter epoch ``epoch + 1``."""
-        super().step(epoch, val_loss)
-        return self._enter_epoch(epoch + 1)
+        """Before epoch ``epoch``: from ``force_anneal`` on, the lr in force becomes the peak."""
+        if self.force_anneal is not None and epoch > self.epoch and epoch >= self.force_anneal:
+            self.peak_lr = self.optimizer.get_lr()
+        self.epoch = max(self.epoch, epoch)
+        self.optimizer.set_lr(self.warmup_factor * self.peak_lr)
+        return self.optimizer.get_lr()
 
     def step_update(self, num_updates: int) -> float:
-        self.num_updates = num_updates
+        if self.warmup_updates > 0 and num_updates <= self.warmup_updates:
+            self.warmup_factor = num_updates / self.warmup_updates
         lr = self.lr_at(num_updates)
         self.optimizer.set_lr(lr)
         return lr
