@@ -129,9 +129,17 @@ def flag_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
+def _prefixed_flag(name: str, with_prefix: Optional[str]) -> str:
+    """``--num-layers`` for ``num_layers``; ``--encoder-num-layers`` with prefix ``--encoder``."""
+    flag = flag_name(name)
+    prefix = (with_prefix or "").lstrip("-")
+    return f"--{prefix}-{flag[2:]}" if prefix else flag
+
+
 def gen_parser_from_dataclass(parser: Union[ArgumentParser, argparse._ArgumentGroup],
                               dataclass_instance: Union[FairseqDataclass, type],
-                              delete_default: bool = False) -> None:
+                              delete_default: bool = False,
+                              with_prefix: Optional[str] = None) -> None:
     """Add one ``--flag`` per field of ``dataclass_instance`` to ``parser``.
 
     Args:
@@ -139,12 +147,18 @@ def gen_parser_from_dataclass(parser: Union[ArgumentParser, argparse._ArgumentGr
         dataclass_instance: a config dataclass or an instance of it; an instance's values
             become the defaults (that is how architecture presets reach the legacy door).
         delete_default: add flags without defaults (absent flags stay absent from the namespace).
+        with_prefix: how nested dataclass fields are named. ``None`` (default): a field whose
+            type is a dataclass contributes its own fields as top-level flags. A string (``""``
+            at the top): nested fields are prefixed with the path of fields leading to them
+            (``encoder.arch.num_layers`` -> ``--encoder-arch-num-layers``, dest
+            ``encoder_arch_num_layers``), and the help text with that path.
 
     A field whose default interpolates another key gets a flag defaulting to ``None`` (meaning
     "follow the interpolation"), unless its flag would repeat the flag of the key it follows
     (``optimizer.lr`` follows ``optimization.lr``: ``--lr`` belongs to the latter). A flag that
     already exists on the parser is left alone: the first declaration owns it.
-    Fields marked ``metadata={"positional": True}`` become an optional positional argument.
+    A field named ``data`` outside any prefix, and fields marked ``metadata={"positional": True}``,
+    become an optional positional argument.
     """
     container = parser
     root = getattr(parser, "_container", parser)
@@ -155,19 +169,28 @@ def gen_parser_from_dataclass(parser: Union[ArgumentParser, argparse._ArgumentGr
     instance = dataclass_instance
     if isinstance(dataclass_instance, type):
         instance = None
+    prefix_label = (with_prefix or "").lstrip("-")
     for f in dataclasses.fields(dataclass_instance):
         if f.name.startswith("_"):
             continue
         default = getattr(instance, f.name) if instance is not None else field_default(f)
+        tp = field_python_type(f)
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            nested = default if dataclasses.is_dataclass(default) else tp()
+            nested_prefix = None if with_prefix is None else _prefixed_flag(f.name, with_prefix)
+            gen_parser_from_dataclass(container, nested, delete_default, nested_prefix)
+            continue
         target = interpolation_target(f.default if instance is None else default)
         if target is not None and target.rsplit(".", 1)[-1] == f.name:
             continue
-        flag = flag_name(f.name)
-        if flag in existing or any(a.dest == f.name for a in root._actions):
+        flag = _prefixed_flag(f.name, with_prefix)
+        dest = flag[2:].replace("-", "_")
+        if flag in existing or any(a.dest == dest for a in root._actions):
             continue
-        tp = field_python_type(f)
         help_text = f.metadata.get("help", "")
-        kwargs: dict = {"dest": f.name}
+        if prefix_label:
+            help_text = f"{prefix_label}: {help_text}"
+        kwargs: dict = {"dest": dest}
         if default is dataclasses.MISSING or default == "???":
             default = None
         if target is not None:
@@ -176,9 +199,9 @@ def gen_parser_from_dataclass(parser: Union[ArgumentParser, argparse._ArgumentGr
         elif default is not None and not isinstance(default, bool):
             shown = default.value if isinstance(default, enum.Enum) else default
             help_text += f" (default: {shown})"
-        if f.metadata.get("positional"):
-            container.add_argument(f.name, nargs="?", default=None if delete_default else default,
-                                   help=help_text, metavar=f.name.upper())
+        if f.metadata.get("positional") or (f.name == "data" and not prefix_label):
+            container.add_argument(dest, nargs="?", default=None if delete_default else default,
+                                   help=help_text, metavar=dest.upper())
             continue
         if tp is bool:
             if default:
@@ -190,7 +213,7 @@ def gen_parser_from_dataclass(parser: Union[ArgumentParser, argparse._ArgumentGr
             kwargs["type"] = parse
             if choices is not None:
                 kwargs["choices"] = choices
-            kwargs["metavar"] = f.name.upper() if choices is None else None
+            kwargs["metavar"] = dest.upper() if choices is None else None
             if kwargs["metavar"] is None:
                 del kwargs["metavar"]
         if isinstance(default, enum.Enum):
@@ -200,7 +223,9 @@ def gen_parser_from_dataclass(parser: Union[ArgumentParser, argparse._ArgumentGr
         else:
             kwargs["default"] = argparse.SUPPRESS
         kwargs["help"] = help_text
-        aliases = list(f.metadata.get("argparse_alias", ()))
+        alias = f.metadata.get("argparse_alias", ())
+        aliases = [alias] if isinstance(alias, str) else list(alias)
+        aliases = [a for a in aliases if a not in existing]
         container.add_argument(flag, *aliases, **kwargs)
 
 
