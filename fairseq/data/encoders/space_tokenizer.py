@@ -1,0 +1,18 @@
+"""The ``space`` tokenizer: runs of whitespace become one space."""
+import re
+
+from fairseq.data.encoders import register_tokenizer
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+@register_tokenizer("space")
+class SpaceTokenizer:
+    def __init__(self, *unused):
+        pass
+
+    def encode(self, x: str) -> str:
+        return _WHITESPACE.sub(" ", x)
+
+    def decode(self, x: str) -> str:
+        return x
