@@ -1,86 +1,333 @@
 #!/usr/bin/env python3
 """Evaluate a language model: ``fairseq-eval-lm DATA --path CHECKPOINT``.
 
-Prints the loss (base 2) and perplexity over ``--gen-subset`` (default ``test``). The model and
-task are rebuilt from the checkpoint's own config; flags given here (``--tokens-per-sample``,
-``--max-tokens``, ...) win over it.
+Logs ``Evaluated N tokens in Xs (Y tokens/s)`` and ``Loss (base 2): L, Perplexity: P`` for
+``--gen-subset`` (default ``test``). The model and task are rebuilt from the checkpoint's own
+config; the values given here (``--tokens-per-sample``, ``--max-tokens``, ...) win over it.
+``--context-window N`` scores blocks of ``tokens_per_sample - N`` tokens, each with up to ``N``
+tokens of the text before it as context.
 """
+import ast
 import logging
 import math
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from argparse import ArgumentParser, Namespace
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 logger = logging.getLogger("fairseq_cli.eval_lm")
 
+# Subword markers --post-process knows: the value given -> the suffix of a continued token.
+BPE_CONTINUATION = {"subword_nmt": "@@", "@@ ": "@@"}
+
+
+class WordStat:
+    """Statistics of one word over an evaluation (``--output-word-stats``).
+
+    Args:
+        word: the word (subwords joined).
+        is_bpe: whether it was made of several subword tokens.
+    """
+
+    def __init__(self, word: str, is_bpe: bool) -> None:
+        self.word = word
+        self.is_bpe = is_bpe
+        self.log_prob = 0.0
+        self.next_word_prob = 0.0
+        self.count = 0
+        self.missing_next_words = 0
+
+    def add(self, log_prob: float, next_word_prob: Optional[float]) -> None:
+        """Count one occurrence with its log-probability and that of the word after it
+        (``None`` when no scored word follows in the same sample)."""
+        if next_word_prob is not None:
+            self.next_word_prob += next_word_prob
+        else:
+            self.missing_next_words += 1
+        self.log_prob += log_prob
+        self.count += 1
+
+    def __str__(self) -> str:
+        return "\t".join(str(v) for v in (self.word, self.count, self.log_prob, self.is_bpe,
+                                          self.next_word_prob, self.count - self.missing_next_words))
+
+
+def _bpe_tokens(dictionary: Any, post_process: Optional[str]) -> Tuple[Optional[Set[int]], int]:
+    """The ids of subword tokens continued by the next one, and the marker length.
+
+    Raises:
+        ConfigError: for a ``post_process`` other than ``subword_nmt`` / ``'@@ '``.
+    """
+    from fairseq.dataclass.overrides import ConfigError
+
+    if post_process is None:
+        return None, 0
+    if post_process not in BPE_CONTINUATION:
+        raise ConfigError(f"common_eval.post_process={post_process!r} is not supported by "
+                          f"fairseq-eval-lm: use one of {sorted(BPE_CONTINUATION)} (--post-process) "
+                          "or leave it unset")
+    marker = BPE_CONTINUATION[post_process]
+    return {i for i in range(len(dictionary)) if dictionary[i].endswith(marker)}, len(marker)
+
 
 @torch.no_grad()
-def eval_lm(model: torch.nn.Module, task: Any, split: str, max_tokens: Optional[int],
-            batch_size: Optional[int], num_workers: int = 0, output_word_probs: bool = False,
+def eval_lm(models: Sequence[torch.nn.Module], source_dictionary: Any, batch_iterator: Iterable[Dict[str, Any]],
+            post_process: Optional[str] = None, output_word_probs: bool = False,
+            output_word_stats: bool = False, target_dictionary: Optional[Any] = None,
+            softmax_batch: int = 0, remove_bos_token: bool = False,
             device: Optional[torch.device] = None) -> Dict[str, float]:
-    """Token-level loss (base 2) and perplexity of ``model`` on ``split``.
+    """Score every target token of ``batch_iterator`` and return the mean loss.
+
+    Args:
+        models: one model, or an ensemble whose probabilities are averaged.
+        source_dictionary: to print words and find subword tokens.
+        batch_iterator: batches (e.g. from ``task.eval_lm_dataloader``).
+        post_process: ``"subword_nmt"`` (or ``"@@ "``): a token ending in ``@@`` is joined to
+            the next one, whose score becomes the sum of both, and counts as no word.
+        output_word_probs: log each sample's words with their log-probabilities (natural log).
+        output_word_stats: log per-word statistics at the end (see :class:`WordStat`).
+        target_dictionary: the output vocabulary (default: ``source_dictionary``).
+        softmax_batch: normalize over at most this many tokens at a time (0: no limit).
+        remove_bos_token: do not score a leading beginning-of-sentence target.
+        device: where to run (default: the first model's device).
 
     Returns:
-        ``{"loss", "ppl", "ntokens"}``.
+        ``{"loss": mean negative log-likelihood in base 2, "perplexity": 2 ** loss,
+        "ntokens": number of scored tokens}``.
+
+    Raises:
+        ValueError: if no token was scored.
     """
-    device = device or next(model.parameters()).device
-    dataset = task.dataset(split)
-    limits = [p for p in (task.max_positions(), model.max_positions()) if p is not None]
-    itr = task.get_batch_iterator(
-        dataset, max_tokens=max_tokens, max_sentences=batch_size,
-        max_positions=min(limits) if limits else None,
-        ignore_invalid_inputs=True,
-        num_workers=num_workers,
-    ).next_epoch_itr(shuffle=False)
-    pad = task.target_dictionary.pad()
-    total_nll = torch.zeros((), dtype=torch.float64, device=device)
-    ntokens = 0
-    for sample in itr:
-        if not sample:
+    from fairseq.logging.meters import StopwatchMeter
+    from fairseq.sequence_scorer import SequenceScorer
+
+    target_dictionary = target_dictionary if target_dictionary is not None else source_dictionary
+    device = device if device is not None else next(models[0].parameters()).device
+    scorer = SequenceScorer(target_dictionary, softmax_batch)
+    timer = StopwatchMeter()
+    bpe_toks, bpe_len = _bpe_tokens(source_dictionary, post_process)
+    word_stats: Dict[str, WordStat] = {}
+    score_sum = torch.zeros((), dtype=torch.float64)
+    count = 0
+
+    for sample in batch_iterator:
+        if not sample or "net_input" not in sample:
             continue
-        src = sample["net_input"]["src_tokens"].to(device)
-        target = sample["target"].to(device)
-        net_output = model(src, src_lengths=sample["net_input"]["src_lengths"].to(device))
-        lprobs = model.get_normalized_probs(net_output, log_probs=True)  # (B, T, V)
-        token_lp = lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (B, T)
-        mask = target.ne(pad)
-        total_nll -= token_lp[mask].double().sum()
-        ntokens += int(mask.sum())
-        if output_word_probs:
-            for row_t, row_lp, row_m in zip(target, token_lp, mask):
-                words = [f"{task.target_dictionary[int(t)]} [{lp / math.log(2):.2f}]"
-                         for t, lp, m in zip(row_t, row_lp.tolist(), row_m) if m]
-                logger.info(" ".join(words))
-    if ntokens == 0:
-        raise ValueError(f"split {split!r} has no tokens to evaluate")
-    loss = total_nll.item() / ntokens / math.log(2)
-    return {"loss": loss, "ppl": 2.0 ** loss, "ntokens": ntokens}
+        sample = _to_device(sample, device)
+        timer.start()
+        hypos = scorer.generate(models, sample)
+        timer.stop(int(sample["ntokens"]))
+        for row, hypos_i in enumerate(hypos):
+            tokens = hypos_i[0]["tokens"]
+            pos_scores = hypos_i[0]["positional_scores"].float()
+            if remove_bos_token and tokens.numel() and int(tokens[0]) == target_dictionary.bos():
+                tokens, pos_scores = tokens[1:], pos_scores[1:]
+            skipped = 0
+            if bpe_toks is not None:
+                for i in range(tokens.numel() - 1):
+                    if int(tokens[i]) in bpe_toks:
+                        skipped += 1
+                        pos_scores[i + 1] += pos_scores[i]
+                        pos_scores[i] = 0
+            infinite = torch.isinf(pos_scores)
+            if infinite.any():
+                logger.info("skipping tokens with inf scores: %s",
+                            target_dictionary.string(tokens[infinite]))
+                pos_scores = pos_scores[~infinite]
+                tokens = tokens[~infinite]
+            score_sum += pos_scores.double().sum().cpu()
+            count += pos_scores.numel() - skipped
+            if output_word_probs or output_word_stats:
+                words = _word_scores(tokens, pos_scores, source_dictionary, bpe_toks, bpe_len, word_stats)
+                if output_word_probs:
+                    sample_id = int(sample["id"][row])
+                    logger.info("%d %s", sample_id, "\t".join(f"{w} [{p:2f}]" for w, p in words))
+
+    if count == 0:
+        raise ValueError("no token was scored: the batches hold no targets")
+    loss = -score_sum.item() / count / math.log(2)
+    rate = timer.n / timer.sum if timer.sum > 0 else 0.0
+    logger.info("Evaluated %s tokens in %.1fs (%.2f tokens/s)", f"{timer.n:,}", timer.sum, rate)
+    if output_word_stats:
+        for stat in sorted(word_stats.values(), key=lambda s: s.count, reverse=True):
+            logger.info("%s", stat)
+    return {"loss": loss, "perplexity": 2.0 ** loss, "ntokens": count}
 
 
-def _explicit_values(parser, args, argv: List[str]) -> Dict[str, Any]:
+def _to_device(sample: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
+    def move(x: Any) -> Any:
+        if torch.is_tensor(x):
+            return x.to(device)
+        if isinstance(x, dict):
+            return {k: move(v) for k, v in x.items()}
+        return x
+
+    return move(sample)
+
+
+def _word_scores(tokens: torch.Tensor, pos_scores: torch.Tensor, dictionary: Any,
+                 bpe_toks: Optional[Set[int]], bpe_len: int,
+                 word_stats: Dict[str, WordStat]) -> List[Tuple[str, float]]:
+    """Join subwords into words, record their stats and return ``[(word, log-prob)]``."""
+    words: List[Tuple[str, float]] = []
+    word, is_bpe = "", False
+    scores = pos_scores.tolist()
+    for i, index in enumerate(tokens.tolist()):
+        word += dictionary[index]
+        if bpe_toks is not None and index in bpe_toks:
+            word, is_bpe = word[:-bpe_len], True
+            continue
+        words.append((word, scores[i]))
+        next_prob = next((s for s in scores[i + 1:] if s != 0), None)
+        word_stats.setdefault(word, WordStat(word, is_bpe)).add(scores[i], next_prob)
+        word, is_bpe = "", False
+    return words
+
+
+# -- which values win over the checkpoint's config ---------------------------------------------
+NOT_OVERRIDES = {"data", "path", "task", "help", "_name"}
+
+
+def overrides_from_argv(parser: ArgumentParser, args: Namespace, argv: Sequence[str]) -> Dict[str, Any]:
     """The values of the flags given on the command line (not defaults): these win over the
     checkpoint's config, even when they equal a default."""
     given = {a.split("=", 1)[0] for a in argv if a.startswith("-")}
     explicit = {}
     for action in parser._actions:
-        if action.dest in ("data", "path", "task", "help") or not action.option_strings:
+        if action.dest in NOT_OVERRIDES or not action.option_strings:
             continue
         if given & set(action.option_strings):
             explicit[action.dest] = getattr(args, action.dest)
     return explicit
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
-    """Parse ``fairseq-eval-lm`` flags, evaluate, log and return ``{"loss", "ppl", "ntokens"}``."""
+def overrides_from_config(cfg: DictConfig) -> Dict[str, Any]:
+    """The values of ``cfg`` that differ from the defaults of the same config: given a config
+    rather than a command line, those are the values that win over the checkpoint's."""
+    from fairseq.dataclass.configs import GENERIC_GROUPS
+    from fairseq.dataclass.initialize import compose_config
+
+    task_name = cfg.task.get("_name") if cfg.get("task") is not None else None
+    defaults = compose_config([f"task={task_name}"] if task_name else [])
+    overrides: Dict[str, Any] = {}
+    for group in list(GENERIC_GROUPS) + ["task"]:
+        node, default = cfg.get(group), defaults.get(group)
+        if node is None:
+            continue
+        mine = OmegaConf.to_container(node, resolve=False)
+        theirs = OmegaConf.to_container(default, resolve=False) if default is not None else {}
+        for key, value in mine.items():
+            if key not in NOT_OVERRIDES and (key not in theirs or theirs[key] != value):
+                overrides[key] = value
+    return overrides
+
+
+def model_overrides(text: str) -> Dict[str, Any]:
+    """``--model-overrides`` parsed as a Python dict literal.
+
+    Raises:
+        ConfigError: if it is not one.
+    """
+    from fairseq.dataclass.overrides import ConfigError
+
+    try:
+        value = ast.literal_eval(text or "{}")
+    except (ValueError, SyntaxError) as e:
+        raise ConfigError(f"common_eval.model_overrides={text!r} is not a Python dict literal "
+                          f"({type(e).__name__}); write e.g. --model-overrides \"{{'dropout': 0.0}}\"") from e
+    if not isinstance(value, dict):
+        raise ConfigError(f"common_eval.model_overrides={text!r} is a {type(value).__name__}, not a "
+                          "dict; write e.g. --model-overrides \"{'dropout': 0.0}\"")
+    return value
+
+
+# -- the command ---------------------------------------------------------------------------------
+def evaluate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]) -> Dict[str, float]:
+    """Rebuild the checkpoint's model and task (``overrides`` winning), score ``gen_subset``, log
+    and return the results of :func:`eval_lm`.
+
+    Raises:
+        ConfigError: for a missing path or data, a negative or too large context window,
+            samples longer than the model's positions, or an empty split.
+        CheckpointError: for an unreadable checkpoint.
+        FileNotFoundError: for a split the data directory lacks.
+    """
+    from fairseq import checkpoint_utils, tasks
+    from fairseq.dataclass.overrides import ConfigError
+    from fairseq.logging.progress_bar import progress_bar
+
+    if not path:
+        raise ConfigError("the checkpoint to evaluate is required: --path CHECKPOINT "
+                          "(common_eval.path)")
+    overrides = dict(overrides)
+    overrides.update(model_overrides(overrides.pop("model_overrides", "{}")))
+    logger.info("loading model(s) from %s", path)
+    model, task, cfg = checkpoint_utils.load_model_for_inference(path, overrides=overrides, data=data)
+    context_window = int(cfg.eval_lm.context_window)
+    tokens_per_sample = int(cfg.task.tokens_per_sample)
+    if context_window < 0:
+        raise ConfigError(f"eval_lm.context_window={context_window} is negative: give 0 (no context) "
+                          "or a positive number of tokens (--context-window)")
+    if context_window >= tokens_per_sample:
+        raise ConfigError(
+            f"eval_lm.context_window={context_window} leaves no new tokens in blocks of "
+            f"task.tokens_per_sample={tokens_per_sample} (each block scores tokens_per_sample - "
+            f"context_window tokens): give a --context-window below {tokens_per_sample}")
+    positions = model.max_positions()
+    if positions is not None and tokens_per_sample > positions:
+        raise ConfigError(
+            f"task.tokens_per_sample={tokens_per_sample} exceeds the {positions} positions of the "
+            f"model in {path} (model.max_target_positions): give --tokens-per-sample {positions} "
+            "or less (with --context-window, context included)")
+    if context_window > 0:
+        # blocks shrink by the context so that block + context fit tokens_per_sample
+        cfg.task.tokens_per_sample = tokens_per_sample - context_window
+        task = tasks.setup_task(cfg.task)
+
+    use_cuda = torch.cuda.is_available() and not cfg.common.cpu
+    device = torch.device("cuda" if use_cuda else "cpu")
+    model.to(device)
+    logger.info("num. model params: %s", f"{sum(p.numel() for p in model.parameters()):,}")
+    split = str(cfg.dataset.gen_subset)
+    task.load_dataset(split)
+    dataset = task.dataset(split)
+    logger.info("%s %s %s examples", cfg.task.data, split, f"{len(dataset):,}")
+    if len(dataset) == 0:
+        raise ConfigError(f"split {split!r} of {cfg.task.data} has no samples to evaluate: choose "
+                          "another --gen-subset")
+    itr = task.eval_lm_dataloader(
+        dataset=dataset,
+        max_tokens=cfg.dataset.max_tokens or 36000,
+        batch_size=cfg.dataset.batch_size,
+        max_positions=positions,
+        num_workers=int(cfg.dataset.num_workers),
+        data_buffer_size=int(cfg.dataset.get("data_buffer_size", 10)),
+        context_window=context_window,
+    )
+    itr = progress_bar(itr, log_format=cfg.common.log_format, log_interval=cfg.common.log_interval,
+                       no_progress_bar=bool(cfg.common.no_progress_bar))
+    try:
+        results = eval_lm(
+            models=[model], source_dictionary=task.source_dictionary, batch_iterator=itr,
+            post_process=cfg.common_eval.post_process, output_word_probs=bool(cfg.eval_lm.output_word_probs),
+            output_word_stats=bool(cfg.eval_lm.output_word_stats), target_dictionary=task.target_dictionary,
+            softmax_batch=int(cfg.eval_lm.softmax_batch),
+            remove_bos_token=bool(cfg.task.get("add_bos_token", False)), device=device,
+        )
+    finally:
+        itr.close()
+    logger.info("Loss (base 2): %.4f, Perplexity: %.2f", results["loss"], results["perplexity"])
+    return results
+
+
+def _parse(argv: Optional[List[str]]) -> Tuple[ArgumentParser, Namespace]:
     from fairseq import options
-    from fairseq.checkpoint_utils import load_model_for_inference
-    from fairseq.logging.progress_bar import setup_logging
-    from fairseq_cli.train import run_with_clear_errors
 
     parser = options.get_eval_lm_parser(input_args=argv)
     args = options.parse_args_and_arch(parser, argv)
@@ -88,24 +335,39 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         parser.error("the checkpoint to evaluate is required: --path CHECKPOINT")
     if not args.data:
         parser.error("the data directory is required: fairseq-eval-lm DATA_DIR --path CHECKPOINT")
+    return parser, args
+
+
+def main(cfg: Union[DictConfig, Namespace, List[str], None] = None, **unused_kwargs: Any) -> Dict[str, float]:
+    """Evaluate the checkpoint ``common_eval.path`` on ``dataset.gen_subset`` of ``task.data``.
+
+    Args:
+        cfg: a config (DictConfig), a legacy namespace (``options.parse_args_and_arch(
+            options.get_eval_lm_parser(), [...])``), or the command-line arguments as a list
+            (``None``: ``sys.argv[1:]``). With a config or namespace, the values that differ
+            from their defaults win over the checkpoint's config; with arguments, the flags
+            given win (even at their default values), and errors a user can cause end the
+            process with one line.
+
+    Returns:
+        ``{"loss" (base 2), "perplexity", "ntokens"}``.
+    """
+    from fairseq.logging.progress_bar import setup_logging
+    from fairseq_cli.train import run_with_clear_errors
+
+    if cfg is None or isinstance(cfg, (list, tuple)):
+        argv = list(sys.argv[1:] if cfg is None else cfg)
+        parser, args = _parse(argv)
+        setup_logging()
+        overrides = overrides_from_argv(parser, args, argv)
+        return run_with_clear_errors(evaluate, args.path, args.data, overrides)
+    if isinstance(cfg, Namespace):
+        from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+        cfg = convert_namespace_to_omegaconf(cfg)
     setup_logging()
-
-    def run() -> Dict[str, float]:
-        overrides = _explicit_values(parser, args, list(sys.argv[1:] if argv is None else argv))
-        model, task, cfg = load_model_for_inference(args.path, overrides=overrides, data=args.data)
-        use_cuda = torch.cuda.is_available() and not args.cpu
-        device = torch.device("cuda" if use_cuda else "cpu")
-        model.to(device)
-        split = args.gen_subset
-        task.load_dataset(split)
-        max_tokens = args.max_tokens or (None if args.batch_size else cfg.dataset.max_tokens or 4096)
-        stats = eval_lm(model, task, split, max_tokens, args.batch_size, num_workers=0,
-                        output_word_probs=args.output_word_probs, device=device)
-        logger.info("evaluated %d tokens of %r", stats["ntokens"], split)
-        logger.info("loss (base 2): %.4f, perplexity: %.2f", stats["loss"], stats["ppl"])
-        return stats
-
-    return run_with_clear_errors(run)
+    data = None if OmegaConf.is_missing(cfg.task, "data") else cfg.task.data
+    return evaluate(cfg.common_eval.path, data, overrides_from_config(cfg))
 
 
 def cli_main(argv: Optional[List[str]] = None) -> None:

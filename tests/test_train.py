@@ -71,10 +71,11 @@ def test_eval_lm_trained_is_far_better_than_untrained(data_bin, tmp_path):
     torch.manual_seed(0)
     untrained_model = task.build_model(cfg.model).eval()
     task.load_dataset("valid")
-    untrained = eval_lm.eval_lm(untrained_model, task, "valid", max_tokens=1024, batch_size=None)
+    batches = task.eval_lm_dataloader(task.dataset("valid"), max_tokens=1024, num_workers=0)
+    untrained = eval_lm.eval_lm([untrained_model], task.source_dictionary, batches)
     assert trained["ntokens"] == untrained["ntokens"] > 0
-    assert trained["ppl"] < 0.5 * untrained["ppl"]
-    assert untrained["ppl"] > 0.5 * len(task.target_dictionary)  # roughly uniform
+    assert trained["perplexity"] < 0.5 * untrained["perplexity"]
+    assert untrained["perplexity"] > 0.5 * len(task.target_dictionary)  # roughly uniform
 
 
 def test_fp16_on_cpu_warns_once_and_trains_in_float32(data_bin, tmp_path):
