@@ -1,5 +1,8 @@
 """Memory-mapped indexed datasets: writing, merging, reading and corruption checks."""
+import os
 import pickle
+import shutil
+import struct
 
 import numpy as np
 import pytest
@@ -35,7 +38,9 @@ def test_paths_and_dtype_choice():
     assert index_file_path("a/train") == "a/train.idx"
     assert best_fitting_int_dtype(1000) == np.uint16
     assert best_fitting_int_dtype(65499) == np.uint16
-    assert best_fitting_int_dtype(70000) == np.int32
+    assert best_fitting_int_dtype(70000) == np.uint32
+    assert best_fitting_int_dtype(None) == np.uint32
+    assert best_fitting_int_dtype(2**32) == np.int64
 
 
 @pytest.mark.parametrize("dtype", [np.uint16, np.int32, np.int64])
@@ -136,3 +141,61 @@ def test_dataloader_workers_can_read(tmp_path):
         MMapIndexedDataset(prefix), batch_size=None, num_workers=1, multiprocessing_context="fork"
     )
     assert [item.tolist() for item in loader] == SEQUENCES[:3]
+
+
+FIXTURE_BIN = os.path.join(os.path.dirname(__file__), "fixtures", "fairseq_0_12", "data-bin")
+
+
+def test_index_layout_is_fairseqs_byte_for_byte(tmp_path):
+    prefix = str(tmp_path / "data")
+    write_dataset(prefix, SEQUENCES, np.uint16)
+    raw = (tmp_path / "data.idx").read_bytes()
+    header = b"MMIDIDX\x00\x00" + struct.pack("<Q", 1) + struct.pack("<B", 8) + struct.pack("<Q", 4)
+    sizes = np.array([4, 1, 3, 0], dtype="<i4").tobytes()
+    pointers = np.array([0, 8, 10, 16], dtype="<i8").tobytes()  # uint16: 2 bytes per token
+    assert raw == header + sizes + pointers
+
+
+def test_reads_the_index_fairseq_wrote():
+    dataset = MMapIndexedDataset(os.path.join(FIXTURE_BIN, "valid"))
+    assert dataset.dtype == np.uint16
+    assert len(dataset) == 436 and int(dataset.sizes.sum()) == 3477
+    assert all(int(dataset[i][-1]) == 2 for i in range(0, 436, 50))  # every line ends in eos
+
+
+def write_legacy_index(path, dtype_code, sizes):
+    """The layout earlier versions of this package wrote: a document index after the pointers."""
+    sizes = np.asarray(sizes, dtype="<i4")
+    pointers = np.concatenate([[0], np.cumsum(sizes[:-1])]).astype("<i8") * 2
+    doc_idx = np.array([0, len(sizes)], dtype="<i8")
+    with open(path, "wb") as file:
+        file.write(b"MMIDIDX\x00\x00" + struct.pack("<QBQQ", 1, dtype_code, len(sizes), len(doc_idx)))
+        file.write(sizes.tobytes() + pointers.tobytes() + doc_idx.tobytes())
+
+
+def test_index_of_earlier_versions_is_still_read_and_can_be_rewritten(tmp_path, caplog):
+    prefix = str(tmp_path / "old")
+    write_dataset(prefix, SEQUENCES, np.uint16)
+    write_legacy_index(index_file_path(prefix), 8, [4, 1, 3, 0])
+    with caplog.at_level("WARNING"):
+        dataset = MMapIndexedDataset(prefix)
+    assert as_lists(dataset) == SEQUENCES
+    assert "rerun fairseq-preprocess" in caplog.text
+
+    # merging an old shard produces fairseq's layout
+    builder = MMapIndexedDatasetBuilder(str(tmp_path / "new.bin"), dtype=np.uint16)
+    builder.merge_file_(prefix)
+    builder.finalize(str(tmp_path / "new.idx"))
+    write_dataset(str(tmp_path / "ref"), SEQUENCES, np.uint16)
+    assert (tmp_path / "new.idx").read_bytes() == (tmp_path / "ref.idx").read_bytes()
+
+
+def test_fairseq_data_bin_merges_back_to_the_same_bytes(tmp_path):
+    for suffix in (".bin", ".idx"):
+        shutil.copy(os.path.join(FIXTURE_BIN, "test" + suffix), tmp_path / ("part" + suffix))
+    builder = make_builder(str(tmp_path / "copy.bin"), "mmap", vocab_size=1000)
+    builder.merge_file_(str(tmp_path / "part"))
+    builder.finalize(str(tmp_path / "copy.idx"))
+    for suffix in (".bin", ".idx"):
+        with open(os.path.join(FIXTURE_BIN, "test" + suffix), "rb") as reference:
+            assert (tmp_path / ("copy" + suffix)).read_bytes() == reference.read()

@@ -1,23 +1,29 @@
 """Memory-mapped datasets of integer token sequences: ``PREFIX.bin`` + ``PREFIX.idx``.
 
 ``PREFIX.bin`` holds every sequence's tokens back to back, in one fixed integer dtype.
-``PREFIX.idx`` describes how to cut it, little-endian throughout (the layout fairseq
-and Megatron use for their "mmap" datasets, so existing data-bin folders load)::
+``PREFIX.idx`` describes how to cut it. It is exactly fairseq's ``MMapIndexedDataset``
+index, little-endian throughout, so data-bin folders move freely between fairseq 0.12
+and this package::
 
     bytes 0-8    magic  b"MMIDIDX\\x00\\x00"
     uint64       format version (1)
     uint8        dtype code of the .bin tokens (see ``DTYPE_CODES``)
     uint64       number of sequences N
-    uint64       number of document boundaries D
     int32[N]     sequence lengths, in tokens
     int64[N]     byte offset of each sequence in the .bin
-    int64[D]     document boundaries (sequence ids); ``[0]`` when none were marked
+
+Earlier versions of this package wrote one more field after N (a document count D) and
+``int64[D]`` document boundaries at the end. Such files are recognised by their length
+and still read (the boundaries are ignored: document breaks are empty lines, i.e.
+sequences of ``document_sep_len`` tokens, as in fairseq); rerun ``fairseq-preprocess`` to
+rewrite them in fairseq's layout.
 
 Both files are read through ``numpy.memmap``: opening a dataset costs nothing whatever
 its size, and pages are loaded on demand and shared between processes.
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import struct
@@ -29,6 +35,8 @@ import torch
 
 from fairseq.data.errors import DataError
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "MMapIndexedDataset",
     "MMapIndexedDatasetBuilder",
@@ -36,6 +44,7 @@ __all__ = [
     "data_file_path",
     "dataset_exists",
     "index_file_path",
+    "infer_dataset_impl",
     "make_builder",
     "make_dataset",
     "SUPPORTED_IMPLS",
@@ -45,8 +54,10 @@ SUPPORTED_IMPLS = ("mmap",)
 
 INDEX_MAGIC = b"MMIDIDX\x00\x00"
 INDEX_VERSION = 1
-# magic, version (uint64), dtype code (uint8), sequence count (uint64), document count (uint64)
-_HEADER = struct.Struct(f"<{len(INDEX_MAGIC)}sQBQQ")
+# magic, version (uint64), dtype code (uint8), sequence count (uint64)
+_HEADER = struct.Struct(f"<{len(INDEX_MAGIC)}sQBQ")
+# The document count that indexes written by earlier versions of this package carried next.
+_LEGACY_DOC_COUNT = struct.Struct("<Q")
 
 DTYPE_CODES: Dict[int, Type[np.generic]] = {
     1: np.uint8,
@@ -54,14 +65,20 @@ DTYPE_CODES: Dict[int, Type[np.generic]] = {
     3: np.int16,
     4: np.int32,
     5: np.int64,
+    6: np.float64,
+    7: np.double,
     8: np.uint16,
     9: np.uint32,
     10: np.uint64,
 }
-_CODE_OF_DTYPE = {np.dtype(dtype): code for code, dtype in DTYPE_CODES.items()}
+# The first code of each dtype (6 and 7 are both float64; fairseq writes 6).
+_CODE_OF_DTYPE = {}
+for _code, _dtype in DTYPE_CODES.items():
+    _CODE_OF_DTYPE.setdefault(np.dtype(_dtype), _code)
 
 # Vocabularies below this size fit uint16 with room to spare for a few added symbols.
 _UINT16_VOCAB_LIMIT = 65500
+_UINT32_LIMIT = 4294967295
 
 
 def data_file_path(prefix: str) -> str:
@@ -74,18 +91,24 @@ def index_file_path(prefix: str) -> str:
     return prefix + ".idx"
 
 
-def best_fitting_int_dtype(vocab_size: Optional[int]) -> Type[np.generic]:
-    """Smallest dtype able to store ids of a vocabulary of ``vocab_size`` symbols.
+def best_fitting_int_dtype(max_int_to_represent: Optional[int]) -> Type[np.generic]:
+    """Smallest dtype able to store integers up to ``max_int_to_represent`` (fairseq's rule).
 
     Args:
-        vocab_size: number of symbols; None when unknown.
+        max_int_to_represent: e.g. a vocabulary size; None when unknown.
 
     Returns:
-        ``np.uint16`` when ``vocab_size < 65500``, else ``np.int32`` (also when unknown).
+        ``np.uint32`` when unknown, ``np.uint16`` below 65500, ``np.uint32`` below
+        4294967295, else ``np.int64`` (never uint64, whose arithmetic with Python ints
+        promotes to float).
     """
-    if vocab_size is not None and vocab_size < _UINT16_VOCAB_LIMIT:
+    if max_int_to_represent is None:
+        return np.uint32
+    if max_int_to_represent < _UINT16_VOCAB_LIMIT:
         return np.uint16
-    return np.int32
+    if max_int_to_represent < _UINT32_LIMIT:
+        return np.uint32
+    return np.int64
 
 
 def _check_impl(impl: str) -> None:
@@ -112,19 +135,31 @@ def make_builder(out_file: str, impl: str, vocab_size: Optional[int] = None) -> 
     Args:
         out_file: path of the ``.bin`` file to create.
         impl: dataset implementation; only ``"mmap"``.
-        vocab_size: when given, tokens are stored in :func:`best_fitting_int_dtype`;
-            otherwise in int64.
+        vocab_size: tokens are stored in ``best_fitting_int_dtype(vocab_size)`` (uint32
+            when None, as fairseq does).
 
     Raises:
         ValueError: if ``impl`` is not supported.
     """
     _check_impl(impl)
-    dtype = best_fitting_int_dtype(vocab_size) if vocab_size is not None else np.int64
-    return MMapIndexedDatasetBuilder(out_file, dtype=dtype)
+    return MMapIndexedDatasetBuilder(out_file, dtype=best_fitting_int_dtype(vocab_size))
 
 
-def make_dataset(prefix: str, impl: str = "mmap") -> Optional["MMapIndexedDataset"]:
+def infer_dataset_impl(path: str) -> Optional[str]:
+    """``"mmap"`` if ``path.idx``/``path.bin`` are an mmap dataset, else None."""
+    if not MMapIndexedDataset.exists(path):
+        return None
+    with open(index_file_path(path), "rb") as file:
+        return "mmap" if file.read(len(INDEX_MAGIC)) == INDEX_MAGIC else None
+
+
+def make_dataset(
+    prefix: str, impl: str = "mmap", fix_lua_indexing: bool = False, dictionary: Any = None
+) -> Optional["MMapIndexedDataset"]:
     """Open the dataset at ``prefix``, or return None if its files do not exist.
+
+    ``fix_lua_indexing`` and ``dictionary`` are accepted for fairseq compatibility; they
+    only matter to implementations other than mmap.
 
     Raises:
         ValueError: if ``impl`` is not supported, or the files are corrupt.
@@ -134,12 +169,15 @@ def make_dataset(prefix: str, impl: str = "mmap") -> Optional["MMapIndexedDatase
     return MMapIndexedDataset(prefix)
 
 
-def _read_index(index_file: str) -> Tuple[np.dtype, np.ndarray, np.ndarray, np.ndarray]:
-    """Parse an ``.idx`` file into (dtype, sizes, pointers, doc_idx), memory-mapped.
+def _read_index(index_file: str) -> Tuple[np.dtype, np.ndarray, np.ndarray]:
+    """Parse an ``.idx`` file into (dtype, sizes, pointers), memory-mapped.
+
+    Reads fairseq's layout and the layout of earlier versions of this package (which
+    carried a document index, ignored here).
 
     Raises:
         FileNotFoundError: if the file does not exist.
-        ValueError: if the file is not a well-formed index.
+        DataError: if the file is not a well-formed index.
     """
     if not os.path.isfile(index_file):
         raise FileNotFoundError(f"index file {index_file} not found; rerun fairseq-preprocess to create it")
@@ -148,46 +186,56 @@ def _read_index(index_file: str) -> Tuple[np.dtype, np.ndarray, np.ndarray, np.n
     )
     file_size = os.path.getsize(index_file)
     with open(index_file, "rb") as file:
-        header_bytes = file.read(_HEADER.size)
+        header_bytes = file.read(_HEADER.size + _LEGACY_DOC_COUNT.size)
     if len(header_bytes) < _HEADER.size or not header_bytes.startswith(INDEX_MAGIC):
         raise DataError(not_an_index)
-    _, version, dtype_code, num_sequences, num_doc_boundaries = _HEADER.unpack(header_bytes)
+    _, version, dtype_code, num_sequences = _HEADER.unpack(header_bytes[: _HEADER.size])
     if version != INDEX_VERSION:
         raise DataError(f"{not_an_index} [unsupported index version {version}, expected {INDEX_VERSION}]")
     if dtype_code not in DTYPE_CODES:
         raise DataError(f"{not_an_index} [unknown dtype code {dtype_code}]")
-    expected_size = _HEADER.size + num_sequences * (4 + 8) + num_doc_boundaries * 8
+    sizes_offset = _HEADER.size
+    expected_size = _HEADER.size + num_sequences * (4 + 8)
     if file_size != expected_size:
-        raise DataError(
-            f"{not_an_index} [header announces {num_sequences} sequences, i.e. {expected_size} bytes, "
-            f"but the file has {file_size} bytes: truncated?]"
+        legacy_doc_count = None
+        if len(header_bytes) == _HEADER.size + _LEGACY_DOC_COUNT.size:
+            (legacy_doc_count,) = _LEGACY_DOC_COUNT.unpack(header_bytes[_HEADER.size :])
+        legacy_size = expected_size + _LEGACY_DOC_COUNT.size + 8 * (legacy_doc_count or 0)
+        if legacy_doc_count is None or file_size != legacy_size:
+            raise DataError(
+                f"{not_an_index} [header announces {num_sequences} sequences, i.e. {expected_size} bytes, "
+                f"but the file has {file_size} bytes: truncated?]"
+            )
+        logger.warning(
+            "%s uses the index layout of earlier versions of this package (with a document index); "
+            "it is read, but fairseq cannot read it: rerun fairseq-preprocess to rewrite it",
+            index_file,
         )
+        sizes_offset += _LEGACY_DOC_COUNT.size
 
     def section(dtype: type, count: int, offset: int) -> np.ndarray:
         if count == 0:
             return np.zeros(0, dtype=dtype)
         return np.memmap(index_file, mode="r", dtype=dtype, shape=(count,), offset=offset)
 
-    sizes = section(np.int32, num_sequences, _HEADER.size)
-    pointers = section(np.int64, num_sequences, _HEADER.size + 4 * num_sequences)
-    doc_idx = section(np.int64, num_doc_boundaries, _HEADER.size + 12 * num_sequences)
-    return np.dtype(DTYPE_CODES[dtype_code]), sizes, pointers, doc_idx
+    sizes = section(np.int32, num_sequences, sizes_offset)
+    pointers = section(np.int64, num_sequences, sizes_offset + 4 * num_sequences)
+    return np.dtype(DTYPE_CODES[dtype_code]), sizes, pointers
 
 
-def _write_index(index_file: str, dtype: np.dtype, sizes: np.ndarray, doc_idx: np.ndarray) -> None:
-    """Write an ``.idx`` file for sequences of ``sizes`` tokens stored back to back."""
-    sizes = np.asarray(sizes, dtype=np.int32)
-    itemsize = np.dtype(dtype).itemsize
+def _write_index(index_file: str, dtype: np.dtype, sizes: np.ndarray) -> None:
+    """Write fairseq's ``.idx`` for sequences of ``sizes`` tokens stored back to back."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if len(sizes) and (sizes.max() > np.iinfo(np.int32).max or sizes.min() < 0):
+        raise ValueError(f"sequence lengths must fit int32 to be indexed in {index_file}")
     pointers = np.zeros(len(sizes), dtype=np.int64)
     if len(sizes) > 1:
         np.cumsum(sizes[:-1], dtype=np.int64, out=pointers[1:])
-    pointers *= itemsize
-    doc_idx = np.asarray(doc_idx, dtype=np.int64)
+    pointers *= np.dtype(dtype).itemsize
     with open(index_file, "wb") as file:
-        file.write(_HEADER.pack(INDEX_MAGIC, INDEX_VERSION, _CODE_OF_DTYPE[np.dtype(dtype)], len(sizes), len(doc_idx)))
+        file.write(_HEADER.pack(INDEX_MAGIC, INDEX_VERSION, _CODE_OF_DTYPE[np.dtype(dtype)], len(sizes)))
         file.write(sizes.astype("<i4").tobytes(order="C"))
         file.write(pointers.astype("<i8").tobytes(order="C"))
-        file.write(doc_idx.astype("<i8").tobytes(order="C"))
 
 
 class MMapIndexedDatasetBuilder:
@@ -212,9 +260,11 @@ class MMapIndexedDatasetBuilder:
         self.out_file = out_file
         self._data_file = open(out_file, "wb")
         self._sizes = array("q")
-        self._doc_idx = array("q", [0])
-        info = np.iinfo(self.dtype)
-        self._min_value, self._max_value = int(info.min), int(info.max)
+        if self.dtype.kind in "iu":
+            info = np.iinfo(self.dtype)
+            self._min_value, self._max_value = int(info.min), int(info.max)
+        else:  # float storage: no integer range to check
+            self._min_value, self._max_value = -np.inf, np.inf
 
     def add_item(self, tensor: Any) -> None:
         """Append one sequence.
@@ -228,7 +278,7 @@ class MMapIndexedDatasetBuilder:
         values = tensor.numpy() if torch.is_tensor(tensor) else np.asarray(tensor)
         values = values.reshape(-1)
         if values.size:
-            low, high = int(values.min()), int(values.max())
+            low, high = values.min().item(), values.max().item()
             if low < self._min_value or high > self._max_value:
                 raise ValueError(
                     f"token id range [{low}, {high}] does not fit dtype {self.dtype} of {self.out_file}; "
@@ -236,10 +286,6 @@ class MMapIndexedDatasetBuilder:
                 )
         self._data_file.write(values.astype(self.dtype, copy=False).tobytes(order="C"))
         self._sizes.append(values.size)
-
-    def end_document(self) -> None:
-        """Mark a document boundary after the last added sequence."""
-        self._doc_idx.append(len(self._sizes))
 
     def merge_file_(self, other_prefix: str) -> None:
         """Append the finalized dataset at ``other_prefix`` to this one, streaming its tokens.
@@ -249,16 +295,13 @@ class MMapIndexedDatasetBuilder:
         Raises:
             ValueError: if the other dataset is corrupt or stores another dtype.
         """
-        other_dtype, other_sizes, _, other_doc_idx = _read_index(index_file_path(other_prefix))
+        other_dtype, other_sizes, _ = _read_index(index_file_path(other_prefix))
         if other_dtype != self.dtype:
             raise ValueError(
                 f"cannot merge {index_file_path(other_prefix)} (tokens stored as {other_dtype}) into "
                 f"{self.out_file} (tokens stored as {self.dtype}); binarize both with the same dictionary"
             )
-        offset = len(self._sizes)
-        self._sizes.extend(np.asarray(other_sizes, dtype=np.int64).tolist())
-        # The other file's leading 0 boundary coincides with our current end.
-        self._doc_idx.extend((offset + np.asarray(other_doc_idx[1:], dtype=np.int64)).tolist())
+        self._sizes.frombytes(np.asarray(other_sizes, dtype=np.int64).tobytes())
         with open(data_file_path(other_prefix), "rb") as other_data:
             shutil.copyfileobj(other_data, self._data_file, length=1 << 22)
 
@@ -274,7 +317,7 @@ class MMapIndexedDatasetBuilder:
         sizes = np.frombuffer(self._sizes, dtype=np.int64) if len(self._sizes) else np.zeros(0, np.int64)
         if len(sizes) and sizes.max() > np.iinfo(np.int32).max:
             raise ValueError(f"a sequence of {int(sizes.max())} tokens is too long for the index of {self.out_file}")
-        _write_index(index_file, self.dtype, sizes, np.frombuffer(self._doc_idx, dtype=np.int64))
+        _write_index(index_file, self.dtype, sizes)
 
 
 class MMapIndexedDataset(torch.utils.data.Dataset):
@@ -299,7 +342,7 @@ class MMapIndexedDataset(torch.utils.data.Dataset):
         self._open()
 
     def _open(self) -> None:
-        dtype, sizes, pointers, doc_idx = _read_index(index_file_path(self.prefix))
+        dtype, sizes, pointers = _read_index(index_file_path(self.prefix))
         data_file = data_file_path(self.prefix)
         if not os.path.isfile(data_file):
             raise FileNotFoundError(f"data file {data_file} not found next to its index; rerun fairseq-preprocess")
@@ -311,7 +354,7 @@ class MMapIndexedDataset(torch.utils.data.Dataset):
                 f"(corrupt or truncated); rerun fairseq-preprocess"
             )
         self._dtype = dtype
-        self._sizes, self._pointers, self._doc_idx = sizes, pointers, doc_idx
+        self._sizes, self._pointers = sizes, pointers
         if expected_bytes:
             self._tokens = np.memmap(data_file, mode="r", dtype=dtype)
         else:  # numpy cannot map an empty file
@@ -339,12 +382,6 @@ class MMapIndexedDataset(torch.utils.data.Dataset):
         """Length of every sequence, as an int32 array of shape (N,)."""
         self._ensure_open()
         return self._sizes
-
-    @property
-    def doc_idx(self) -> np.ndarray:
-        """Sequence ids at which documents start, as written by ``end_document``."""
-        self._ensure_open()
-        return self._doc_idx
 
     def __len__(self) -> int:
         return len(self.sizes)
