@@ -281,3 +281,83 @@ def test_the_seed_follows_common_seed(corpus):
     assert make_task(corpus, "common.seed=5").cfg.seed == 5
     namespace = argparse.Namespace(task="language_modeling", data=corpus, seed=5)
     assert tasks.setup_task(namespace).cfg.seed == 5
+
+
+# -- the Python API without data on disk ---------------------------------------------------------
+class ListDataset(torch.utils.data.Dataset):
+    """Items given in memory, with the ``sizes`` a dataset of sentences has."""
+
+    def __init__(self, items):
+        self.items = items
+        self.sizes = [len(t) for t in items]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return self.items[index]
+
+
+def small_dictionary(n: int = 10):
+    from fairseq.data import Dictionary
+
+    dictionary = Dictionary()
+    for i in range(n):
+        dictionary.add_symbol(f"w{i}")
+    return dictionary
+
+
+def test_task_is_built_from_a_dataclass_without_data_and_batches_with_a_context_window():
+    from fairseq.data import MonolingualDataset, TokenBlockDataset
+    from fairseq.tasks.language_modeling import LanguageModelingTask
+
+    dictionary = small_dictionary()
+    assert len(dictionary) == 14 and dictionary.pad() == 1
+    stream = ListDataset([torch.arange(4, 14)])  # one sentence of 10 tokens: 4 .. 13
+    blocks = TokenBlockDataset(stream, stream.sizes, 4, pad=dictionary.pad(), eos=dictionary.eos(),
+                               break_mode="none", include_targets=True)
+    dataset = MonolingualDataset(blocks, blocks.sizes, dictionary)
+    task = LanguageModelingTask(LanguageModelingConfig(tokens_per_sample=4), dictionary)
+    assert task.targets == ["future"] and task.target_dictionary is dictionary
+    batches = list(task.eval_lm_dataloader(dataset=dataset, batch_size=1, context_window=2, num_workers=0))
+    rows = [(b["net_input"]["src_tokens"][0].tolist(), b["target"][0].tolist(), b["start_indices"][0])
+            for b in batches]
+    eos, pad = dictionary.eos(), dictionary.pad()
+    # the source is the stream shifted right by one; each block gets the 2 source tokens before it
+    assert rows == [
+        ([eos, 4, 5, 6, pad, pad], [4, 5, 6, 7, pad, pad], 0),
+        ([5, 6, 7, 8, 9, 10], [pad, pad, 8, 9, 10, 11], 2),
+        ([9, 10, 11, 12], [pad, pad, 12, 13], 2),
+    ]
+    assert [b["net_input"]["src_lengths"][0].item() for b in batches] == [4, 6, 4]
+
+
+def test_eval_lm_dataloader_without_context_keeps_the_blocks_and_refuses_a_negative_window():
+    from fairseq.data import MonolingualDataset, TokenBlockDataset
+    from fairseq.dataclass.overrides import ConfigError
+    from fairseq.tasks.language_modeling import LanguageModelingTask
+
+    dictionary = small_dictionary()
+    stream = ListDataset([torch.arange(4, 14)])
+    blocks = TokenBlockDataset(stream, stream.sizes, 4, pad=1, eos=2, break_mode="none", include_targets=True)
+    dataset = MonolingualDataset(blocks, blocks.sizes, dictionary)
+    task = LanguageModelingTask(LanguageModelingConfig(tokens_per_sample=4), dictionary, targets=["future"])
+    batches = list(task.eval_lm_dataloader(dataset=dataset, max_tokens=8, num_workers=0))
+    targets = sorted(row for b in batches for row in b["target"].tolist())
+    assert targets == [[4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 1, 1]]
+    assert all("start_indices" not in b for b in batches)
+    with pytest.raises(ConfigError, match="context_window=-1"):
+        task.eval_lm_dataloader(dataset=dataset, context_window=-1)
+
+
+def test_setup_task_takes_a_namespace_or_a_dictconfig(corpus):
+    from fairseq.tasks.language_modeling import LanguageModelingTask
+
+    namespace = argparse.Namespace(task="language_modeling", data=corpus, tokens_per_sample=8)
+    from_namespace = tasks.setup_task(namespace)
+    from_dictconfig = tasks.setup_task(OmegaConf.structured(LanguageModelingConfig(data=corpus, tokens_per_sample=8)))
+    from_classmethod = LanguageModelingTask.setup_task(LanguageModelingConfig(data=corpus, tokens_per_sample=8))
+    for task in (from_namespace, from_dictconfig, from_classmethod):
+        assert isinstance(task, LanguageModelingTask)
+        assert task.cfg.tokens_per_sample == 8
+        assert len(task.source_dictionary) == len(from_namespace.source_dictionary)
