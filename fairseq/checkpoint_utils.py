@@ -10,13 +10,15 @@ It is written to a temporary file in the same directory, fsynced and renamed, so
 save leaves the previous checkpoint intact; it is read with ``torch.load(weights_only=True)``,
 so loading never runs code from the file.
 """
+import argparse
+import dataclasses
 import logging
 import os
 import random
 import re
 import shutil
 import tempfile
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -199,25 +201,314 @@ def _prune(save_dir: str, ckpt: Any) -> None:
 
 
 # -- loading -----------------------------------------------------------------------------------
-def load_checkpoint_to_cpu(path: str) -> Dict[str, Any]:
-    """Read a checkpoint safely (weights only) onto the CPU.
+# The only classes a checkpoint may hold besides tensors and plain containers: the ``args``
+# Namespace of checkpoints written before fairseq 0.10. Anything else is refused unread.
+SAFE_GLOBALS: List[type] = [argparse.Namespace]
+
+
+def _torch_load(path: str) -> Any:
+    with torch.serialization.safe_globals(SAFE_GLOBALS):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_checkpoint_to_cpu(path: str, arg_overrides: Optional[Dict[str, Any]] = None,
+                           load_on_all_ranks: bool = False) -> Dict[str, Any]:
+    """Read a checkpoint safely (weights only) onto the CPU and upgrade old layouts.
+
+    Checkpoints of this package and of fairseq 0.12 (``cfg`` dict) load as they are; those of
+    fairseq before 0.10 (an ``argparse.Namespace`` under ``args``, no ``cfg``) get a ``cfg``
+    dict converted from their flags. ``torch.load(weights_only=True)`` with only
+    ``argparse.Namespace`` allowed besides tensors and containers: loading never runs code.
+
+    Args:
+        path: the checkpoint file.
+        arg_overrides: ``{key: value}`` set on every node of ``cfg`` that has ``key``.
+        load_on_all_ranks: accepted for fairseq's signature; every process reads the local file.
+
+    Returns:
+        The checkpoint dict; ``state["cfg"]`` is a plain nested dict.
 
     Raises:
-        CheckpointError: the file is missing, truncated, or holds anything but tensors and
-            plain containers.
+        CheckpointError: the file is missing, truncated, holds objects other than tensors,
+            containers and a Namespace, or is no fairseq checkpoint.
     """
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _torch_load(path)
     except Exception as e:  # noqa: BLE001 -- any unpickling failure becomes one clear message
         raise CheckpointError(
             f"cannot load checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}. "
             "It is truncated, corrupt, or holds objects other than tensors and plain containers "
-            "(refused: loading it could run code)") from e
+            "(refused: loading it could run code)") from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not a fairseq checkpoint (no 'model' entry)")
+    _upgrade_state(state, path)
+    if arg_overrides:
+        for node in state["cfg"].values():
+            if isinstance(node, dict):
+                for key, value in arg_overrides.items():
+                    if key in node:
+                        node[key] = value
     return state
+
+
+def _upgrade_state(state: Dict[str, Any], path: str) -> None:
+    """Bring the layouts of older fairseq checkpoints to the current one, in place."""
+    if "optimizer_history" not in state and "best_loss" in state:  # before fairseq 0.6
+        state["optimizer_history"] = [{"criterion_name": "CrossEntropyCriterion",
+                                       "best_loss": state.pop("best_loss")}]
+    if "epoch" in state and "extra_state" not in state:
+        state["extra_state"] = {"epoch": state.pop("epoch"), "val_loss": state.pop("val_loss", None),
+                                "batch_offset": state.pop("batch_offset", 0)}
+    extra = state.get("extra_state")
+    if isinstance(extra, dict) and "train_iterator" not in extra and "epoch" in extra:
+        extra["train_iterator"] = {"epoch": max(int(extra["epoch"]), 1),
+                                   "iterations_in_epoch": extra.get("batch_offset", 0)}
+    cfg = state.get("cfg")
+    args = state.get("args")
+    if cfg is None and args is not None:
+        if not isinstance(args, argparse.Namespace):
+            raise CheckpointError(f"{path}: its 'args' entry is a {type(args).__name__}, not the "
+                                  "argparse.Namespace of a fairseq checkpoint; cannot read it")
+        state["cfg"], state["dropped_args"] = namespace_to_config_dict(args)
+    elif isinstance(cfg, DictConfig):
+        state["cfg"] = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    elif not isinstance(cfg, dict):
+        raise CheckpointError(
+            f"{path} holds neither a 'cfg' dict nor an 'args' Namespace: it was written by a "
+            "fairseq version this package cannot read (supported: fairseq 0.12 and the args-era "
+            "checkpoints before it, and this package's own)")
+
+
+def namespace_to_config_dict(args: argparse.Namespace) -> Tuple[Dict[str, Any], List[str]]:
+    """The nested config dict of a pre-0.10 checkpoint's flat ``args`` Namespace.
+
+    Each generic node takes the attributes named like its fields; each component node is chosen
+    by ``args.task``, ``args.arch``, ``args.criterion``, ``args.optimizer`` and
+    ``args.lr_scheduler`` and takes its dataclass's fields (a field interpolating another, such
+    as the optimizer's ``lr``, takes the attribute of that name). fairseq's own upgrades of old
+    flags are applied first (``min_lr`` is ``stop_min_lr``, a float ``lr`` becomes a list,
+    ``max_positions`` gives ``max_target_positions``), and a model class may upgrade its own
+    flags (``upgrade_legacy_args``).
+
+    Returns:
+        ``(cfg_dict, unused)``: the config and the attributes no node took.
+    """
+    from fairseq.dataclass.configs import COMPONENT_GROUPS, GENERIC_GROUPS
+    from fairseq.dataclass.json_io import node_dataclass
+
+    values = dict(vars(args))
+    if "max_positions" in values and "max_target_positions" not in values:
+        values["max_target_positions"] = values["max_positions"]
+    if "min_lr" in values:
+        values["stop_min_lr"] = values.pop("min_lr")
+    if isinstance(values.get("lr"), (int, float)):
+        values["lr"] = [values["lr"]]
+    if isinstance(values.get("data"), list) and values["data"]:
+        values["data"] = values["data"][0]
+    values.setdefault("task", "translation")  # fairseq's default for checkpoints without one
+
+    names = {"task": values.get("task"), "model": values.get("arch"),
+             "criterion": values.get("criterion"), "optimizer": values.get("optimizer"),
+             "lr_scheduler": values.get("lr_scheduler")}
+    model_cls = _model_class(names["model"])
+    if model_cls is not None and hasattr(model_cls, "upgrade_legacy_args"):
+        model_cls.upgrade_legacy_args(values)
+    namespace = argparse.Namespace(**values)
+    used = {"arch", "task", "criterion", "optimizer", "lr_scheduler", "_name"}
+    cfg: Dict[str, Any] = {}
+    for group, dc_type in GENERIC_GROUPS.items():
+        node = dc_type.namespace_values(namespace)
+        cfg[group] = node
+        used.update(node)
+    for group in COMPONENT_GROUPS:
+        name = names[group]
+        if name is None:
+            continue
+        dc_type = node_dataclass(group, str(name))
+        node = {"_name": str(name)}
+        if dc_type is not None:
+            own = dc_type.namespace_values(namespace)
+            node.update(own)
+            used.update(own)
+            used.update(f.name for f in dataclasses.fields(dc_type))
+        cfg[group] = node
+    unused = sorted(k for k in values if k not in used)
+    return cfg, unused
+
+
+def _model_class(name: Optional[str]) -> Optional[type]:
+    if not name:
+        return None
+    from fairseq.models import MODEL_REGISTRY
+    from fairseq.dataclass.initialize import import_components
+
+    import_components()
+    return MODEL_REGISTRY.get(str(name)).cls if str(name) in MODEL_REGISTRY else None
+
+
+def _check_supported(saved: Dict[str, Any], path: str) -> None:
+    """One clear error when a checkpoint needs a model or task this package does not have."""
+    from fairseq.dataclass.initialize import import_components
+    from fairseq.models import MODEL_REGISTRY
+    from fairseq.tasks import TASK_REGISTRY
+
+    import_components()
+    for group, registry in (("model", MODEL_REGISTRY), ("task", TASK_REGISTRY)):
+        node = saved.get(group)
+        name = node.get("_name") if isinstance(node, dict) else None
+        if not name:
+            raise CheckpointError(f"{path}: its config names no {group} (cfg.{group}._name is empty)")
+        if str(name) not in registry:
+            raise CheckpointError(
+                f"{path} holds a {group} {name!r}, which this package does not support "
+                f"(supported {group}s: {', '.join(registry.choices())})")
+    model_cls = MODEL_REGISTRY.get(str(saved["model"]["_name"])).cls
+    check = getattr(model_cls, "unsupported_options", None)
+    unsupported = check(saved["model"]) if check is not None else []
+    if unsupported:
+        raise CheckpointError(f"{path}: model options this package does not implement: "
+                              f"{', '.join(unsupported)}")
+
+
+def config_from_checkpoint(state: Dict[str, Any], path: str = "the checkpoint") -> DictConfig:
+    """The typed run config of a loaded checkpoint (see ``fairseq.dataclass.json_io``).
+
+    Fields and whole nodes this package does not have (fairseq's ``generation``, ``bmuf``, ...,
+    or the flags of an args-era checkpoint that no node takes) are named in one warning.
+
+    Raises:
+        CheckpointError: the checkpoint's model or task is not supported, or one of their
+            values cannot be read.
+    """
+    from fairseq.dataclass.json_io import ConfigValueError, config_from_dict
+    from fairseq.dataclass.initialize import import_user_module
+
+    saved = state["cfg"]
+    _check_supported(saved, path)
+    user_dir = (saved.get("common") or {}).get("user_dir")
+    if user_dir and os.path.isdir(user_dir):
+        import_user_module(user_dir)  # the checkpoint's components may come from a plugin
+    saved = {group: dict(node) if isinstance(node, dict) else node for group, node in saved.items()}
+    model = saved["model"]
+    if model.get("max_target_positions") is None:
+        # fairseq falls back to the tokens_per_sample the model was trained with
+        fallback = model.get("tokens_per_sample") or (saved.get("task") or {}).get("tokens_per_sample")
+        if fallback is not None:
+            model["max_target_positions"] = fallback
+        else:
+            model.pop("max_target_positions", None)
+    dropped = [f"args.{k}" for k in state.get("dropped_args", [])]
+    try:
+        return config_from_dict(saved, source=path, dropped=dropped)
+    except ConfigValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+
+
+def _load_weights(model: torch.nn.Module, model_state: Dict[str, Any], path: str, strict: bool,
+                  vocab_size: Optional[int] = None) -> None:
+    try:
+        model.load_state_dict(model_state, strict=strict)
+    except RuntimeError as e:
+        lines = [line.strip().rstrip(".") for line in str(e).splitlines() if line.strip()][1:3]
+        hint = (f" (is task.data's dict.txt the one it was trained with? {vocab_size} types now)"
+                if vocab_size is not None else "")
+        raise CheckpointError(f"{path} does not fit the model built from its own config: "
+                              f"{'; '.join(lines)}{hint}") from None
+
+
+def prune_state_dict(state_dict: Dict[str, Any], model_cfg: Optional[Any]) -> Dict[str, Any]:
+    """The weights of the layers ``model_cfg`` keeps (LayerDrop pruning), renumbered.
+
+    With ``decoder_layers_to_keep="0,2"`` (or ``encoder_layers_to_keep``), the keys of layer 0
+    and 2 become those of layers 0 and 1 and the other layers' keys are dropped; without it, or
+    without a config, ``state_dict`` is returned as is.
+    """
+    if model_cfg is None:
+        return state_dict
+    passes = []
+    for side in ("encoder", "decoder"):
+        keep = getattr(model_cfg, f"{side}_layers_to_keep", None)
+        if keep:
+            kept = sorted(int(i) for i in str(keep).split(",") if i.strip())
+            passes.append((re.compile(rf"^{side}.*\.layers\.(\d+)"), {old: new for new, old in enumerate(kept)}))
+    if not passes:
+        return state_dict
+    logger.info("pruning the checkpoint's layers to those in *_layers_to_keep")
+    pruned: Dict[str, Any] = {}
+    for key, value in state_dict.items():
+        if not re.search(r"\.layers\.(\d+)\.", key):
+            pruned[key] = value
+            continue
+        for pattern, mapping in passes:
+            m = pattern.search(key)
+            if m and int(m.group(1)) in mapping:
+                pruned[key[: m.start(1)] + str(mapping[int(m.group(1))]) + key[m.end(1):]] = value
+    return pruned
+
+
+def load_model_ensemble_and_task(filenames: Sequence[str], arg_overrides: Optional[Dict[str, Any]] = None,
+                                 task: Any = None, strict: bool = True, suffix: str = "",
+                                 num_shards: int = 1, state: Optional[Dict[str, Any]] = None):
+    """Load models from checkpoints (this package's or fairseq's) for inference.
+
+    Args:
+        filenames: checkpoint paths (an ensemble: one model each).
+        arg_overrides: ``{key: value}`` set on every config node with that key (``data`` sets
+            the task's data directory); eval-time settings win over the checkpoint's.
+        task: a set-up task to build the models with (default: the first checkpoint's task).
+        strict: the state dict must match the model key for key.
+        suffix: inserted before ``.pt`` of every filename (fairseq's checkpoint suffix).
+        num_shards: model-parallel shards per model; only 1 is supported.
+        state: an already loaded checkpoint dict to use instead of reading ``filenames[0]``.
+
+    Returns:
+        ``(models, cfg, task)``: models in eval mode, the first checkpoint's config, the task.
+
+    Raises:
+        CheckpointError: a missing, unsafe or unsupported checkpoint (one line, nothing loaded).
+    """
+    from fairseq import tasks
+    from fairseq.dataclass.utils import overwrite_args_by_name
+
+    if num_shards != 1:
+        raise CheckpointError(f"num_shards={num_shards}: sharded (model-parallel) checkpoints "
+                              "are not supported; give one file per model")
+    overrides = dict(arg_overrides or {})
+    data = overrides.pop("data", None)
+    models = []
+    cfg = None
+    for i, filename in enumerate(filenames):
+        path = filename.replace(".pt", suffix + ".pt") if suffix else filename
+        ckpt = state if (state is not None and i == 0) else load_checkpoint_to_cpu(path)
+        model_cfg = config_from_checkpoint(ckpt, path)
+        if data is not None:
+            model_cfg.task.data = data
+        if overrides:
+            overwrite_args_by_name(model_cfg, overrides)
+        if task is None:
+            task = tasks.setup_task(model_cfg.task)
+        try:
+            model = task.build_model(model_cfg.model)
+        except ValueError as e:
+            raise CheckpointError(f"{path}: cannot build its model: {e}") from None
+        vocab = len(task.source_dictionary) if getattr(task, "source_dictionary", None) is not None else None
+        _load_weights(model, ckpt["model"], path, strict, vocab)
+        model.eval()
+        models.append(model)
+        if cfg is None:
+            cfg = model_cfg
+    return models, cfg, task
+
+
+def load_model_ensemble(filenames: Sequence[str], arg_overrides: Optional[Dict[str, Any]] = None,
+                        task: Any = None, strict: bool = True, suffix: str = "", num_shards: int = 1,
+                        state: Optional[Dict[str, Any]] = None):
+    """Like :func:`load_model_ensemble_and_task`, returning ``(models, cfg)``."""
+    models, cfg, _ = load_model_ensemble_and_task(filenames, arg_overrides, task, strict, suffix,
+                                                  num_shards, state)
+    return models, cfg
 
 
 def remove_partial_writes(save_dir: str) -> None:
@@ -290,6 +581,9 @@ def load_model_for_inference(path: str, overrides: Optional[Dict[str, Any]] = No
                              data: Optional[str] = None):
     """Rebuild the task and model a checkpoint was trained with, weights loaded, in eval mode.
 
+    Reads this package's checkpoints and fairseq's (0.12 ``cfg`` dicts and older ``args``
+    Namespaces, with fairseq's state-dict layouts).
+
     Args:
         path: the checkpoint file.
         overrides: values set on every config node that has the key (eval-time settings
@@ -299,57 +593,32 @@ def load_model_for_inference(path: str, overrides: Optional[Dict[str, Any]] = No
     Returns:
         ``(model, task, cfg)``.
     """
-    from fairseq import tasks
-    from fairseq.dataclass.initialize import compose_config
-    from fairseq.dataclass.utils import overwrite_args_by_name
-
-    from fairseq.dataclass.initialize import import_user_module
-
-    state = load_checkpoint_to_cpu(path)
-    saved = state["cfg"]
-    user_dir = (saved.get("common") or {}).get("user_dir")
-    if user_dir and os.path.isdir(user_dir):
-        import_user_module(user_dir)  # the checkpoint's components may come from a plugin
-    cfg = compose_config([f"{g}={saved[g]['_name']}" for g in ("task", "model", "criterion",
-                                                                   "optimizer", "lr_scheduler")
-                          if isinstance(saved.get(g), dict) and saved[g].get("_name")])
-    cfg = upgrade_config(cfg, saved)
+    arg_overrides = dict(overrides or {})
     if data is not None:
-        cfg.task.data = data
-    if overrides:
-        overwrite_args_by_name(cfg, overrides)
-    task = tasks.setup_task(cfg.task)
-    model = task.build_model(cfg.model)
-    try:
-        model.load_state_dict(state["model"], strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(
-            f"{path} does not fit the model built from its own config: {str(e).splitlines()[0]} "
-            f"(is task.data's dict.txt the one it was trained with? {len(task.source_dictionary)} "
-            "types now)") from e
-    model.eval()
-    return model, task, cfg
+        arg_overrides["data"] = data
+    models, cfg, task = load_model_ensemble_and_task([path], arg_overrides=arg_overrides)
+    return models[0], task, cfg
 
 
 def upgrade_config(cfg: DictConfig, saved: Dict[str, Any]) -> DictConfig:
-    """Merge a saved plain config into the current schema ``cfg``.
+    """Merge a saved plain config into the current schema ``cfg`` (typed, string forms parsed).
 
-    Keys the current code lacks are dropped with a warning; keys the checkpoint lacks keep the
+    Keys the current code lacks are dropped with one warning; keys the checkpoint lacks keep the
     current defaults.
     """
+    from fairseq.dataclass.json_io import decode_node, node_dataclass
+
     dropped: List[str] = []
-
-    def merge(node: DictConfig, values: Dict[str, Any], prefix: str) -> None:
-        for key, value in values.items():
-            if key not in node.keys():
-                dropped.append(prefix + key)
-                continue
-            if isinstance(value, dict) and isinstance(node[key], DictConfig):
-                merge(node[key], value, f"{prefix}{key}.")
-            else:
-                node[key] = value
-
-    merge(cfg, saved, "")
+    for group, values in saved.items():
+        if not isinstance(values, dict) or group not in cfg.keys() or not isinstance(cfg[group], DictConfig):
+            if group != "_name" and values is not None and group not in cfg.keys():
+                dropped.append(f"{group} (whole node)")
+            continue
+        dc_type = node_dataclass(group, values.get("_name") or cfg[group].get("_name"))
+        if dc_type is None:
+            continue
+        for key, value in decode_node(dc_type, values, f"{group}.", dropped).items():
+            cfg[group][key] = value
     if dropped:
         logger.warning("checkpoint config keys unknown to this version were ignored: %s",
                        ", ".join(dropped))

@@ -1,9 +1,11 @@
 """``transformer_lm``: a decoder-only transformer language model and its named architectures."""
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
+import torch
 import torch.nn as nn
 from omegaconf import II
+from torch import Tensor
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import register_model, register_model_architecture
@@ -91,6 +93,18 @@ class TransformerLanguageModelConfig(FairseqDataclass):
     decoder_layers_to_keep: Optional[str] = field(
         default=None, metadata={"help": "comma-separated layers to keep, pruning the others, e.g. 0,2,4"}
     )
+    scale_fc: bool = field(
+        default=False, metadata={"help": "NormFormer: LayerNorm the feed-forward hidden layer"}
+    )
+    scale_attn: bool = field(
+        default=False, metadata={"help": "NormFormer: LayerNorm the self-attention output"}
+    )
+    scale_heads: bool = field(
+        default=False, metadata={"help": "NormFormer: learn a scale for each attention head"}
+    )
+    scale_resids: bool = field(
+        default=False, metadata={"help": "NormFormer: learn a per-channel scale of the feed-forward residual"}
+    )
     max_target_positions: Optional[int] = field(
         default=II("task.tokens_per_sample"),
         metadata={"help": f"longest sequence the model accepts (unset: {DEFAULT_MAX_TARGET_POSITIONS})"},
@@ -134,6 +148,73 @@ class TransformerLanguageModel(FairseqLanguageModel):
         else:
             embed_tokens = cls.build_embedding(cfg, dictionary, cfg.decoder_input_dim)
         return cls(TransformerDecoder(cfg, task.target_dictionary, embed_tokens))
+
+    # fairseq 0.12 options that change what the model computes and that this package does not
+    # implement: (option, the value that means "off").
+    FAIRSEQ_ONLY_OPTIONS = (("character_embeddings", False), ("base_layers", 0),
+                            ("quant_noise_pq", 0.0), ("cross_self_attention", False))
+
+    @classmethod
+    def unsupported_options(cls, model_cfg: Dict[str, Any]) -> List[str]:
+        """``["key=value", ...]`` for the options of a saved model config (fairseq's) that
+        would compute differently here; empty when the checkpoint can be read faithfully."""
+        found = []
+        for key, off in cls.FAIRSEQ_ONLY_OPTIONS:
+            value = model_cfg.get(key)
+            if value is not None and value != off:
+                found.append(f"model.{key}={value!r}")
+        return found
+
+    @classmethod
+    def upgrade_legacy_args(cls, values: Dict[str, Any]) -> None:
+        """Update, in place, the flags of a pre-0.10 fairseq checkpoint (``args``), as fairseq's
+        ``base_lm_architecture`` does when it loads one.
+
+        Every ``transformer_lm`` architecture of that era was pre-norm (the architecture
+        function forced ``decoder_normalize_before``); ``--no-tie-adaptive-proj`` marks the
+        oldest ones (no final LayerNorm, projections tied unless it was set);
+        ``decoder_final_norm`` is the older opposite of ``no_decoder_final_norm``; input and
+        output dimensions default to the embedding dimension.
+        """
+        if "no_tie_adaptive_proj" in values:
+            values["no_decoder_final_norm"] = True
+            if values["no_tie_adaptive_proj"] is False:
+                values["tie_adaptive_proj"] = True
+        if "decoder_final_norm" in values:
+            values["no_decoder_final_norm"] = not values["decoder_final_norm"]
+        values["decoder_normalize_before"] = True
+        if "decoder_embed_dim" in values:
+            values.setdefault("decoder_input_dim", values["decoder_embed_dim"])
+            values.setdefault("decoder_output_dim", values["decoder_embed_dim"])
+
+    def fairseq_state_dict(self) -> Dict[str, Tensor]:
+        """The weights in fairseq 0.12's layout (what its ``TransformerLanguageModel`` saves).
+
+        Separate ``q_proj``/``k_proj``/``v_proj``, ``embeddings.{i}.{0,1}`` for an adaptive
+        input, ``head``/``tail.{i}.{0,2}`` for an adaptive softmax, and fairseq's ``version``
+        buffers. ``load_state_dict`` of this model accepts it as well as its own layout.
+        """
+        decoder = self.decoder
+        out: Dict[str, Tensor] = {"decoder.version": torch.tensor([3.0])}
+        skip = ["decoder.adaptive_softmax."]  # written below in fairseq's layout
+        if isinstance(decoder.embed_tokens, AdaptiveInput):
+            skip.append("decoder.embed_tokens.")
+        for key, value in self.state_dict().items():
+            if key.startswith(tuple(skip)):
+                continue
+            if ".self_attn.in_proj." in key:
+                base, kind = key.split(".self_attn.in_proj.")
+                for name, part in zip("qkv", value.chunk(3, dim=0)):
+                    out[f"{base}.self_attn.{name}_proj.{kind}"] = part.clone()
+                continue
+            out[key] = value
+        if isinstance(decoder.embed_tokens, AdaptiveInput):
+            for key, value in decoder.embed_tokens.fairseq_state_dict().items():
+                out[f"decoder.embed_tokens.{key}"] = value
+        if decoder.adaptive_softmax is not None:
+            for key, value in decoder.adaptive_softmax.fairseq_state_dict().items():
+                out[f"decoder.adaptive_softmax.{key}"] = value
+        return out
 
     @classmethod
     def build_embedding(cls, cfg: Any, dictionary: Any, embed_dim: int) -> nn.Embedding:
@@ -187,10 +268,31 @@ TRANSFORMER_LM_GPT2_MEDIUM = {
     **_PRE_NORM, **_width(1280, 5120), "decoder_layers": 36, "decoder_attention_heads": 20,
     **_GPT_REGULARIZATION,
 }
+TRANSFORMER_LM_GPT2_TINY = {
+    **_PRE_NORM, **_width(64, 64), "decoder_layers": 2, "decoder_attention_heads": 1,
+    **_GPT_REGULARIZATION,
+}
 TRANSFORMER_LM_GPT2_BIG = {
     **_PRE_NORM, **_width(1600, 6400), "decoder_layers": 48, "decoder_attention_heads": 25,
     **_GPT_REGULARIZATION,
 }
+TRANSFORMER_LM_GPT2_BIG_WIDE = {
+    **_PRE_NORM, **_width(2048, 8192), "decoder_layers": 24, "decoder_attention_heads": 32,
+    **_GPT_REGULARIZATION,
+}
+TRANSFORMER_LM_GPT2_BIGGER = {
+    **_PRE_NORM, **_width(2048, 8192), "decoder_layers": 48, "decoder_attention_heads": 32,
+    **_GPT_REGULARIZATION,
+}
+
+
+def _gpt3(layers: int, embed_dim: int, heads: int) -> Dict[str, Any]:
+    """GPT-3 shapes: feed-forward 4x wide, learned positions, no dropout, tied output."""
+    return {
+        **_PRE_NORM, **_width(embed_dim, 4 * embed_dim), "decoder_layers": layers,
+        "decoder_attention_heads": heads, "decoder_learned_pos": True, "dropout": 0.0,
+        "attention_dropout": 0.0, "activation_fn": "gelu", "share_decoder_input_output_embed": True,
+    }
 
 ARCHITECTURES: Dict[str, Dict[str, Any]] = {
     "transformer_lm_big": TRANSFORMER_LM_BIG,
@@ -201,7 +303,18 @@ ARCHITECTURES: Dict[str, Dict[str, Any]] = {
     "transformer_lm_gpt": TRANSFORMER_LM_GPT,
     "transformer_lm_gpt2_small": TRANSFORMER_LM_GPT2_SMALL,
     "transformer_lm_gpt2_medium": TRANSFORMER_LM_GPT2_MEDIUM,
+    "transformer_lm_gpt2_tiny": TRANSFORMER_LM_GPT2_TINY,
     "transformer_lm_gpt2_big": TRANSFORMER_LM_GPT2_BIG,
+    "transformer_lm_gpt2_big_wide": TRANSFORMER_LM_GPT2_BIG_WIDE,
+    "transformer_lm_gpt2_bigger": TRANSFORMER_LM_GPT2_BIGGER,
+    "transformer_lm_gpt3_small": _gpt3(12, 768, 12),  # 125M parameters
+    "transformer_lm_gpt3_medium": _gpt3(24, 1024, 16),  # 350M
+    "transformer_lm_gpt3_large": _gpt3(24, 1536, 16),  # 760M
+    "transformer_lm_gpt3_xl": _gpt3(24, 2048, 32),  # 1.3B
+    "transformer_lm_gpt3_2_7": _gpt3(32, 2560, 32),  # 2.7B
+    "transformer_lm_gpt3_6_7": _gpt3(32, 4096, 32),  # 6.7B
+    "transformer_lm_gpt3_13": _gpt3(40, 5120, 40),  # 13B
+    "transformer_lm_gpt3_175": _gpt3(96, 12288, 96),  # 175B
 }
 for _name, _preset in ARCHITECTURES.items():
     register_model_architecture("transformer_lm", _name, _preset)

@@ -75,6 +75,10 @@ def build_decoder_layer(cfg: Any) -> TransformerDecoderLayer:
         activation_dropout=cfg.activation_dropout or cfg.relu_dropout,
         activation_fn=cfg.activation_fn,
         normalize_before=cfg.decoder_normalize_before,
+        scale_attn=bool(getattr(cfg, "scale_attn", False)),
+        scale_fc=bool(getattr(cfg, "scale_fc", False)),
+        scale_heads=bool(getattr(cfg, "scale_heads", False)),
+        scale_resids=bool(getattr(cfg, "scale_resids", False)),
     )
 
 
@@ -257,6 +261,7 @@ class TransformerDecoder(nn.Module):
         return min(self.max_target_positions, self.embed_positions.max_positions)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self._upgrade_fairseq_keys(state_dict, prefix)
         # A checkpoint of the whole stack loads into a pruned one (decoder_layers_to_keep): keep
         # the kept layers' weights, renumbered, and drop the rest.
         layer_prefix = f"{prefix}layers."
@@ -271,6 +276,43 @@ class TransformerDecoder(nn.Module):
                     if int(old) in new_id:
                         state_dict[f"{layer_prefix}{new_id[int(old)]}.{rest}"] = value
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+    def _upgrade_fairseq_keys(self, state_dict: Dict[str, Any], prefix: str) -> None:
+        """Rename, in place, the keys of checkpoints written by fairseq (0.12 and older).
+
+        * ``version`` (a buffer fairseq keeps) is dropped; a value of 2 or less marks a
+          checkpoint from before the final LayerNorm existed, so this decoder then has none
+          (as fairseq does).
+        * the cached sinusoid tables (``embed_positions.weights``, ``_float_tensor``) are
+          dropped: sinusoids are recomputed.
+        * ``embed_out`` (the old name of the output projection) becomes
+          ``output_projection.weight``; with a tied output it is the embedding itself.
+        * ``layers.N.layer_norms.{0,2}`` (very old layouts) become ``self_attn_layer_norm`` and
+          ``final_layer_norm``.
+        """
+        version = state_dict.pop(f"{prefix}version", None)
+        if (version is not None and float(version.reshape(-1)[0]) <= 2 and self.layer_norm is not None
+                and f"{prefix}layer_norm.weight" not in state_dict):
+            self.layer_norm = None
+        for key in (f"{prefix}embed_positions._float_tensor", f"{prefix}embed_tokens._float_tensor"):
+            state_dict.pop(key, None)
+        if not isinstance(self.embed_positions, nn.Embedding):
+            state_dict.pop(f"{prefix}embed_positions.weights", None)
+        embed_out = state_dict.pop(f"{prefix}embed_out", None)
+        out_key = f"{prefix}output_projection.weight"
+        if (embed_out is not None and self.output_projection is not None and out_key not in state_dict):
+            state_dict[out_key] = embed_out
+        if (self.output_projection is not None and out_key not in state_dict
+                and self.output_projection.weight is getattr(self.embed_tokens, "weight", None)
+                and f"{prefix}embed_tokens.weight" in state_dict):
+            state_dict[out_key] = state_dict[f"{prefix}embed_tokens.weight"]
+        renames = {"0": "self_attn_layer_norm", "2": "final_layer_norm"}
+        for key in [k for k in state_dict if k.startswith(f"{prefix}layers.") and ".layer_norms." in k]:
+            head, tail = key.split(".layer_norms.", 1)
+            index, kind = tail.split(".", 1)
+            if index in renames:
+                state_dict[f"{head}.{renames[index]}.{kind}"] = state_dict.pop(key)
 
 
 __all__ = [

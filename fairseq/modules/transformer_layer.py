@@ -1,6 +1,7 @@
 """One decoder block: causal self-attention then a position-wise feed-forward network."""
 from typing import Optional
 
+import torch
 import torch.nn as nn
 from torch import Tensor
 
@@ -23,17 +24,34 @@ class TransformerDecoderLayer(nn.Module):
         activation_dropout: dropout after the feed-forward activation.
         activation_fn: name of the feed-forward activation (see ``get_activation_fn``).
         normalize_before: pre-norm if True, post-norm otherwise.
+        scale_attn: NormFormer: LayerNorm the attention output (``attn_ln``).
+        scale_fc: NormFormer: LayerNorm the feed-forward hidden layer (``ffn_layernorm``).
+        scale_heads: NormFormer: a learned scale per head (``c_attn``). As in fairseq 0.12 it
+            multiplies the ``head_dim``-wide slices of the attention module's *projected*
+            output, so checkpoints trained with fairseq compute the same.
+        scale_resids: NormFormer: a learned per-channel scale of the feed-forward residual
+            (``w_resid``).
+
+    Parameter names follow fairseq's, so its checkpoints load key for key.
     """
 
     def __init__(self, embed_dim: int, ffn_embed_dim: int, num_heads: int, dropout: float = 0.1,
                  attention_dropout: float = 0.0, activation_dropout: float = 0.0,
-                 activation_fn: str = "relu", normalize_before: bool = False):
+                 activation_fn: str = "relu", normalize_before: bool = False,
+                 scale_attn: bool = False, scale_fc: bool = False, scale_heads: bool = False,
+                 scale_resids: bool = False):
         super().__init__()
         self.normalize_before = normalize_before
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
         self.self_attn = MultiheadAttention(embed_dim, num_heads, dropout=attention_dropout)
         self.self_attn_layer_norm = nn.LayerNorm(embed_dim)
+        self.attn_ln = nn.LayerNorm(embed_dim) if scale_attn else None
+        self.c_attn = nn.Parameter(torch.ones(num_heads)) if scale_heads else None
         self.fc1 = nn.Linear(embed_dim, ffn_embed_dim)
+        self.ffn_layernorm = nn.LayerNorm(ffn_embed_dim) if scale_fc else None
         self.fc2 = nn.Linear(ffn_embed_dim, embed_dim)
+        self.w_resid = nn.Parameter(torch.ones(embed_dim)) if scale_resids else None
         self.final_layer_norm = nn.LayerNorm(embed_dim)
         self.activation_fn = get_activation_fn(activation_fn)
         self.activation_dropout = nn.Dropout(activation_dropout)
@@ -45,7 +63,22 @@ class TransformerDecoderLayer(nn.Module):
     def feed_forward(self, x: Tensor) -> Tensor:
         """(B, T, C) -> (B, T, C) position-wise network."""
         x = self.activation_dropout(self.activation_fn(self.fc1(x)))  # (B, T, F)
+        if self.ffn_layernorm is not None:
+            x = self.ffn_layernorm(x)
         return self.fc2(x)  # (B, T, C)
+
+    def attention(self, x: Tensor, attn_mask: Optional[Tensor], cache: Optional[AttentionCache]) -> Tensor:
+        """(B, T, C) -> (B, T, C) self-attention, with the NormFormer scalings if enabled."""
+        y = self.self_attn(x, attn_mask, cache)  # (B, T, C)
+        if self.c_attn is not None:
+            B, T, C = y.shape
+            y = (y.view(B, T, self.num_heads, C // self.num_heads) * self.c_attn.view(-1, 1)).view(B, T, C)
+        if self.attn_ln is not None:
+            y = self.attn_ln(y)
+        return y
+
+    def _ffn_residual(self, x: Tensor) -> Tensor:
+        return x if self.w_resid is None else x * self.w_resid
 
     def forward(self, x: Tensor, attn_mask: Optional[Tensor] = None,
                 cache: Optional[AttentionCache] = None) -> Tensor:
@@ -60,11 +93,11 @@ class TransformerDecoderLayer(nn.Module):
             (B, T, C) output.
         """
         if self.normalize_before:
-            x = x + self.dropout(self.self_attn(self.self_attn_layer_norm(x), attn_mask, cache))
-            x = x + self.dropout(self.feed_forward(self.final_layer_norm(x)))
+            x = x + self.dropout(self.attention(self.self_attn_layer_norm(x), attn_mask, cache))
+            x = self._ffn_residual(x) + self.dropout(self.feed_forward(self.final_layer_norm(x)))
         else:
-            x = self.self_attn_layer_norm(x + self.dropout(self.self_attn(x, attn_mask, cache)))
-            x = self.final_layer_norm(x + self.dropout(self.feed_forward(x)))
+            x = self.self_attn_layer_norm(x + self.dropout(self.attention(x, attn_mask, cache)))
+            x = self.final_layer_norm(self._ffn_residual(x) + self.dropout(self.feed_forward(x)))
         return x
 
 
