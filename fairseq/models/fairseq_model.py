@@ -48,6 +48,24 @@ class BaseFairseqModel(nn.Module):
         """The longest input the model accepts (``None``: no limit)."""
         return None
 
+    @classmethod
+    def from_pretrained(cls, model_name_or_path: str, checkpoint_file: str = "model.pt",
+                        data_name_or_path: str = ".", **kwargs: Any):
+        """Load a local checkpoint as a hub object with ``score``, ``sample`` and ``generate``.
+
+        See :func:`fairseq.hub_utils.from_pretrained` for the arguments; nothing is downloaded.
+        """
+        from fairseq import hub_utils
+
+        loaded = hub_utils.from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path,
+                                           archive_map=cls.hub_models(), **kwargs)
+        return hub_utils.GeneratorHubInterface(loaded["cfg"], loaded["task"], loaded["models"], **kwargs)
+
+    @classmethod
+    def hub_models(cls) -> Dict[str, str]:
+        """Names ``from_pretrained`` maps to local paths (none: every model is a local path)."""
+        return {}
+
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of parameters, each shared tensor counted once."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,334 @@
+"""The notebook door: load a trained language model and score or continue text with it.
+
+    from fairseq.models.transformer_lm import TransformerLanguageModel
+    lm = TransformerLanguageModel.from_pretrained("checkpoints", "checkpoint_best.pt",
+                                                  data_name_or_path="data-bin")
+    lm.score("The function returns a value.")["positional_scores"]
+    lm.sample("The function", beam=1, sampling=True, sampling_topk=10, seed=1)
+
+``from_pretrained`` reads local files only: a name that is not an existing directory or file is an
+error, never a download. The hub object is an ``nn.Module``, so ``.to("cuda")``, ``.half()``,
+``.bfloat16()`` and ``.eval()`` work as on any model.
+"""
+import copy
+import logging
+import os
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
+
+# files that may sit next to a checkpoint, and the bpe setting each one fills in
+BPE_FILES = {
+    "encoder.json": "gpt2_encoder_json",
+    "vocab.bpe": "gpt2_vocab_bpe",
+    "vocab.json": "bpe_vocab",
+    "merges.txt": "bpe_merges",
+    "sentencepiece.bpe.model": "sentencepiece_model",
+    "spm.model": "sentencepiece_model",
+}
+
+# what a generation call may change, with fairseq's defaults for a hub object
+GENERATION_DEFAULTS: Dict[str, Any] = {
+    "beam": 5, "nbest": 1, "max_len_a": 0.0, "max_len_b": 200, "min_len": 1, "lenpen": 1.0,
+    "unkpen": 0.0, "temperature": 1.0, "no_repeat_ngram_size": 0, "sampling": False,
+    "sampling_topk": -1, "sampling_topp": -1.0, "unnormalized": False, "seed": None,
+}
+
+
+class HubError(ValueError):
+    """A bad argument to the hub interface (unknown path, unknown generation option, ...)."""
+
+
+def from_pretrained(model_name_or_path: str, checkpoint_file: str = "model.pt",
+                    data_name_or_path: str = ".", archive_map: Optional[Dict[str, str]] = None,
+                    **kwargs: Any) -> Dict[str, Any]:
+    """Load ``model_name_or_path/checkpoint_file`` (``a.pt:b.pt`` for an ensemble).
+
+    Args:
+        model_name_or_path: a local directory holding the checkpoint (or a name in
+            ``archive_map`` that maps to one). Nothing is downloaded.
+        checkpoint_file: the checkpoint's file name inside that directory.
+        data_name_or_path: the data directory with ``dict.txt``, relative to the model directory
+            unless absolute (``"."``: the model directory itself).
+        **kwargs: config overrides (``bpe="gpt2"``, ``gpt2_encoder_json=...``,
+            ``tokens_per_sample=...``); BPE files found in the model directory (``encoder.json``,
+            ``vocab.bpe``, ``spm.model``, ...) are used when not given.
+
+    Returns:
+        ``{"args": cfg, "cfg": cfg, "task": task, "models": [model, ...]}``.
+    """
+    from fairseq import checkpoint_utils
+
+    if archive_map is not None and model_name_or_path in archive_map:
+        model_name_or_path = archive_map[model_name_or_path]
+    if not os.path.exists(model_name_or_path):
+        raise HubError(f"model_name_or_path={model_name_or_path!r}: no such directory or file; "
+                       "this project loads local checkpoints only (nothing is downloaded)")
+    model_dir = model_name_or_path
+    if os.path.isfile(model_dir):  # a checkpoint file given directly
+        model_dir, checkpoint_file = os.path.split(os.path.abspath(model_dir))
+    paths = [os.path.join(model_dir, name) for name in checkpoint_file.split(os.pathsep)]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        present = sorted(f for f in os.listdir(model_dir) if f.endswith(".pt"))
+        raise HubError(f"checkpoint_file={checkpoint_file!r}: {missing[0]} does not exist"
+                       + (f"; checkpoints there: {', '.join(present)}" if present else ""))
+    if data_name_or_path.startswith("."):
+        data_name_or_path = os.path.abspath(os.path.join(model_dir, data_name_or_path))
+    overrides = dict(kwargs)
+    overrides.setdefault("data", data_name_or_path)
+    for file_name, key in BPE_FILES.items():
+        candidate = os.path.join(model_dir, file_name)
+        if os.path.isfile(candidate):
+            overrides.setdefault(key, candidate)
+    models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(paths, arg_overrides=overrides)
+    return {"args": cfg, "cfg": cfg, "task": task, "models": models}
+
+
+def _bpe_node(cfg: Any, overrides: Dict[str, Any], group: str) -> Any:
+    """The ``bpe`` / ``tokenizer`` config to build: the checkpoint's, or the name given in
+    ``overrides`` with the other overrides filling its fields."""
+    from omegaconf import OmegaConf
+
+    from fairseq.data.encoders import BPE_REGISTRY, TOKENIZER_REGISTRY
+
+    registry = BPE_REGISTRY if group == "bpe" else TOKENIZER_REGISTRY
+    node = cfg.get(group) if hasattr(cfg, "get") else getattr(cfg, group, None)
+    name = overrides.get(group)
+    if name is None and node is None:
+        return None
+    if name is not None:
+        entry = registry.get(name)
+        node = OmegaConf.structured(entry.dataclass()) if entry.dataclass is not None else OmegaConf.create({})
+        node._name = name
+    node = copy.deepcopy(node)
+    if OmegaConf.is_config(node):
+        OmegaConf.set_struct(node, False)
+        for key, value in overrides.items():
+            if key in node:
+                node[key] = value
+    return node
+
+
+class GeneratorHubInterface(nn.Module):
+    """A loaded language model (or ensemble) with its dictionary, BPE and tokenizer.
+
+    Args:
+        cfg: the checkpoint's resolved config (``cfg.generation`` supplies generation defaults
+            when present).
+        task: the task, which owns the dictionaries.
+        models: the models; an ensemble averages their probabilities.
+    """
+
+    def __init__(self, cfg: Any, task: Any, models: Sequence[nn.Module], **overrides: Any):
+        super().__init__()
+        from fairseq.data.encoders import build_bpe, build_tokenizer
+
+        self.cfg = cfg
+        self.task = task
+        self.models = nn.ModuleList(models)
+        self.src_dict = task.source_dictionary
+        self.tgt_dict = task.target_dictionary
+        for model in self.models:
+            model.eval()
+        self.tokenizer = build_tokenizer(_bpe_node(cfg, overrides, "tokenizer"))
+        self.bpe = build_bpe(_bpe_node(cfg, overrides, "bpe"))
+        limits = [m.max_positions() for m in self.models if m.max_positions() is not None]
+        self.max_positions = min(limits) if limits else None
+        self.register_buffer("_float_tensor", torch.tensor([0.0]), persistent=False)
+        self.add_bos_token = bool(_cfg_get(cfg, "task", "add_bos_token", False))
+
+    @property
+    def device(self) -> torch.device:
+        return self._float_tensor.device
+
+    # -- text <-> tokens -----------------------------------------------------------------------
+    def tokenize(self, sentence: str) -> str:
+        return self.tokenizer.encode(sentence) if self.tokenizer is not None else sentence
+
+    def detokenize(self, sentence: str) -> str:
+        return self.tokenizer.decode(sentence) if self.tokenizer is not None else sentence
+
+    def apply_bpe(self, sentence: str) -> str:
+        return self.bpe.encode(sentence) if self.bpe is not None else sentence
+
+    def remove_bpe(self, sentence: str) -> str:
+        return self.bpe.decode(sentence) if self.bpe is not None else sentence
+
+    def binarize(self, sentence: str) -> Tensor:
+        return self.src_dict.encode_line(sentence, add_if_not_exist=False).long()
+
+    def string(self, tokens: Tensor) -> str:
+        return self.tgt_dict.string(tokens)
+
+    def encode(self, sentence: str) -> Tensor:
+        """Text -> token ids (ending in EOS), through the tokenizer, the BPE and the dictionary."""
+        return self.binarize(self.apply_bpe(self.tokenize(sentence)))
+
+    def decode(self, tokens: Tensor) -> str:
+        """Token ids -> text; the inverse of :meth:`encode` (EOS and padding are dropped)."""
+        return self.detokenize(self.remove_bpe(self.string(tokens)))
+
+    # -- scoring and generation -------------------------------------------------------------
+    def score(self, sentences: Union[str, List[str]], replace_newline_with_eos: bool = False,
+              **kwargs: Any) -> Union[Dict[str, Any], List[Dict[str, Any]]]:
+        """Log-probability (natural log) of every token of each sentence after the first.
+
+        Returns:
+            For each sentence ``{"tokens", "positional_scores", "score"}``: ``tokens`` are the
+            sentence's ids without the final EOS, ``positional_scores[i]`` is
+            log p(tokens[i] | BOS, tokens[:i]) and ``score`` their mean.
+        """
+        if isinstance(sentences, str):
+            return self.score([sentences], replace_newline_with_eos, **kwargs)[0]
+        if replace_newline_with_eos:
+            encoded = [torch.cat([self.encode(line) for line in s.splitlines()]) for s in sentences]
+        else:
+            encoded = [self.encode(s) for s in sentences]
+        return [hypos[0] for hypos in self.generate(encoded, score_reference=True, **kwargs)]
+
+    def sample(self, sentences: Union[str, List[str]], beam: int = 1, verbose: bool = False,
+               **kwargs: Any) -> Union[str, List[str]]:
+        """Continue each prompt; the text returned includes the prompt."""
+        if isinstance(sentences, str):
+            return self.sample([sentences], beam=beam, verbose=verbose, **kwargs)[0]
+        hypos = self.generate([self.encode(s) for s in sentences], beam=beam, verbose=verbose, **kwargs)
+        return [self.decode(h[0]["tokens"]) for h in hypos]
+
+    translate = sample
+
+    def _prompt_batches(self, tokenized: List[Tensor], batch_size: int) -> Iterator[List[int]]:
+        order = sorted(range(len(tokenized)), key=lambda i: -len(tokenized[i]))
+        for start in range(0, len(order), batch_size):
+            yield order[start:start + batch_size]
+
+    def generate(self, tokenized_sentences: Union[Tensor, List[Tensor]], beam: int = 5,
+                 verbose: bool = False, skip_invalid_size_inputs: bool = False,
+                 inference_step_args: Optional[Dict[str, Any]] = None,
+                 prefix_allowed_tokens_fn: Any = None, score_reference: bool = False,
+                 batch_size: int = 32, **kwargs: Any) -> Union[List[Dict[str, Any]], List[List[Dict[str, Any]]]]:
+        """Continue (or, with ``score_reference``, score) token-id prompts.
+
+        Args:
+            tokenized_sentences: a 1-D tensor or a list of them, as :meth:`encode` returns.
+            beam: hypotheses per prompt (with ``sampling=True``: samples per prompt).
+            **kwargs: generation options: ``sampling``, ``sampling_topk``, ``sampling_topp``,
+                ``temperature``, ``max_len_a``, ``max_len_b``, ``min_len``, ``lenpen``,
+                ``unkpen``, ``no_repeat_ngram_size``, ``nbest``, ``seed``.
+
+        Returns:
+            For each prompt, a best-first list of hypotheses ``{"tokens", "score",
+            "positional_scores"}`` (for a single 1-D tensor: just that list).
+        """
+        from fairseq.sequence_generator import SequenceGenerator, build_search
+        from fairseq.sequence_scorer import SequenceScorer
+
+        if prefix_allowed_tokens_fn is not None:
+            raise HubError("prefix_allowed_tokens_fn is not supported by this generator")
+        if torch.is_tensor(tokenized_sentences) and tokenized_sentences.dim() == 1:
+            return self.generate([tokenized_sentences], beam=beam, verbose=verbose,
+                                 skip_invalid_size_inputs=skip_invalid_size_inputs,
+                                 score_reference=score_reference, batch_size=batch_size, **kwargs)[0]
+        options = self.generation_options(beam=beam, **kwargs)
+        bos = self.src_dict.bos() if self.add_bos_token else self.src_dict.eos()
+        prompts = [t[:-1] if len(t) and int(t[-1]) == self.src_dict.eos() else t
+                   for t in tokenized_sentences]
+        limit = self.max_positions
+        for i, prompt in enumerate(prompts):
+            if limit is not None and len(prompt) + 1 > limit:
+                raise HubError(f"sentence {i} has {len(prompt)} tokens, more than the model's "
+                               f"{limit - 1} positions allow (the first holds BOS); shorten it")
+
+        if score_reference:
+            worker: Any = SequenceScorer(self.tgt_dict)
+        else:
+            generator = None
+            if options["seed"] is not None:
+                generator = torch.Generator(device=self.device).manual_seed(int(options["seed"]))
+            search = build_search(options["sampling"], options["sampling_topk"],
+                                  options["sampling_topp"], self.tgt_dict, generator)
+            max_len_b = options["max_len_b"]
+            if limit is not None and max_len_b > limit - 1:
+                raise HubError(f"max_len_b={max_len_b} is beyond the model's {limit - 1} "
+                               f"positions; give max_len_b <= {limit - 1}")
+            worker = SequenceGenerator(
+                list(self.models), self.tgt_dict, beam_size=options["beam"],
+                max_len_a=options["max_len_a"], max_len_b=max_len_b, min_len=options["min_len"],
+                normalize_scores=not options["unnormalized"], len_penalty=options["lenpen"],
+                unk_penalty=options["unkpen"], temperature=options["temperature"],
+                no_repeat_ngram_size=options["no_repeat_ngram_size"], search_strategy=search)
+
+        results: List[Optional[List[Dict[str, Any]]]] = [None] * len(prompts)
+        pad = self.src_dict.pad()
+        for indices in self._prompt_batches(prompts, batch_size):
+            rows = [prompts[i] for i in indices]
+            width = max(len(r) for r in rows) + 1
+            src = torch.full((len(rows), width), pad, dtype=torch.long)
+            tgt = torch.full((len(rows), width), pad, dtype=torch.long)
+            for j, row in enumerate(rows):
+                src[j, 0] = bos
+                src[j, 1:len(row) + 1] = row
+                tgt[j, :len(row)] = row
+            sample = {"net_input": {"src_tokens": src.to(self.device),
+                                    "src_lengths": torch.tensor([len(r) + 1 for r in rows], device=self.device)},
+                      "target": tgt.to(self.device)}
+            with torch.no_grad():
+                if score_reference:
+                    hypos = worker.generate(list(self.models), sample)
+                else:
+                    prefix = src[:, 1:].to(self.device)
+                    hypos = worker.generate(list(self.models), sample, prefix_tokens=prefix, bos_token=bos)
+            for i, hyps in zip(indices, hypos):
+                hyps = [{k: (v.cpu() if torch.is_tensor(v) else v) for k, v in h.items()} for h in hyps]
+                results[i] = hyps
+        if verbose:
+            for prompt, hyps in zip(prompts, results):
+                logger.info("S\t%s", self.decode(prompt))
+                for h in hyps:
+                    logger.info("H\t%.4f\t%s", float(h["score"]), self.decode(h["tokens"]))
+        return results  # type: ignore[return-value]
+
+    def generation_options(self, **kwargs: Any) -> Dict[str, Any]:
+        """The generation settings of a call: the checkpoint's ``generation`` group, then
+        ``kwargs``; an unknown option is an error naming the closest one."""
+        import difflib
+
+        options = dict(GENERATION_DEFAULTS)
+        saved = _cfg_node(self.cfg, "generation")
+        if saved is not None:
+            for key in options:
+                if key in saved and key != "beam":
+                    options[key] = saved[key]
+        for key, value in kwargs.items():
+            if key not in options:
+                hint = difflib.get_close_matches(key, list(options), n=1)
+                raise HubError(f"unknown generation option {key!r}"
+                               + (f"; did you mean {hint[0]!r}?" if hint else "")
+                               + f" Options: {', '.join(sorted(options))}")
+            options[key] = value
+        return options
+
+
+def _cfg_node(cfg: Any, name: str) -> Any:
+    if cfg is None:
+        return None
+    if hasattr(cfg, "get"):
+        try:
+            return cfg.get(name)
+        except Exception:
+            return None
+    return getattr(cfg, name, None)
+
+
+def _cfg_get(cfg: Any, group: str, key: str, default: Any) -> Any:
+    node = _cfg_node(cfg, group)
+    if node is None:
+        return default
+    value = node.get(key, default) if hasattr(node, "get") else getattr(node, key, default)
+    return default if value is None else value
+
+
+__all__ = ["GeneratorHubInterface", "HubError", "from_pretrained"]

@@ -1,0 +1,93 @@
+"""The notebook door: from_pretrained, encode/decode, score, sample, generate."""
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from fairseq.hub_utils import GeneratorHubInterface, HubError
+
+
+@pytest.fixture(scope="module")
+def trained(data_bin, tmp_path_factory) -> Path:
+    from fairseq_cli import train
+
+    save_dir = tmp_path_factory.mktemp("hub_ckpt")
+    train.cli_main([data_bin, "--task", "language_modeling", "--arch", "transformer_lm",
+                    "--decoder-layers", "1", "--decoder-embed-dim", "32", "--decoder-ffn-embed-dim", "64",
+                    "--decoder-attention-heads", "2", "--tokens-per-sample", "32", "--max-tokens", "512",
+                    "--optimizer", "adam", "--lr", "0.005", "--max-update", "30", "--save-dir", str(save_dir),
+                    "--no-epoch-checkpoints", "--log-format", "none", "--seed", "1",
+                    "--share-decoder-input-output-embed"])
+    return save_dir
+
+
+@pytest.fixture(scope="module")
+def lm(trained, data_bin) -> GeneratorHubInterface:
+    from fairseq.models.transformer_lm import TransformerLanguageModel
+
+    return TransformerLanguageModel.from_pretrained(str(trained), "checkpoint_last.pt",
+                                                    data_name_or_path=data_bin)
+
+
+def test_from_pretrained_returns_a_hub_object(lm):
+    assert isinstance(lm, GeneratorHubInterface)
+    assert len(lm.models) == 1 and lm.task is not None and lm.cfg is not None
+    assert lm.device == torch.device("cpu")
+
+
+def test_encode_decode_round_trip(lm):
+    text = "the function returns a value"
+    tokens = lm.encode(text)
+    assert tokens[-1].item() == lm.src_dict.eos()
+    assert lm.decode(tokens) == text
+
+
+def test_score_is_the_models_log_probability_of_each_token(lm):
+    text = "the value of the function"
+    out = lm.score(text)
+    tokens = lm.encode(text)[:-1]
+    assert out["tokens"].tolist() == tokens.tolist()
+    # direct computation: BOS (= EOS) then the tokens
+    model = lm.models[0]
+    src = torch.cat([torch.tensor([lm.src_dict.eos()]), tokens[:-1]]).unsqueeze(0)
+    with torch.no_grad():
+        lp = model.get_normalized_probs(model(src), log_probs=True)[0]
+    expected = lp.gather(1, tokens.unsqueeze(1)).squeeze(1)
+    assert torch.allclose(out["positional_scores"], expected, atol=1e-5)
+    assert out["score"].item() == pytest.approx(expected.mean().item(), abs=1e-5)
+    # batched scoring of sentences of different lengths gives the same numbers
+    batch = lm.score([text, "a", "the function returns a value of the type"])
+    assert torch.allclose(batch[0]["positional_scores"], expected, atol=1e-5)
+
+
+def test_sample_keeps_the_prompt_and_is_reproducible(lm):
+    a = lm.sample("the function", sampling=True, sampling_topk=10, seed=3, max_len_b=12)
+    b = lm.sample("the function", sampling=True, sampling_topk=10, seed=3, max_len_b=12)
+    assert a == b and a.startswith("the function")
+    greedy = lm.sample(["the function", "a"], beam=1, max_len_b=8)
+    assert len(greedy) == 2 and greedy[1].startswith("a")
+
+
+def test_generate_returns_beam_hypotheses_best_first(lm):
+    hypos = lm.generate([lm.encode("the function"), lm.encode("a value")], beam=3, max_len_b=8)
+    for hyps in hypos:
+        assert len(hyps) == 3
+        scores = [float(h["score"]) for h in hyps]
+        assert scores == sorted(scores, reverse=True)
+        assert all(math.isfinite(s) for s in scores)
+
+
+def test_bad_calls_are_clear_errors(lm, tmp_path):
+    from fairseq.models.transformer_lm import TransformerLanguageModel
+
+    with pytest.raises(HubError, match="nothing is downloaded"):
+        TransformerLanguageModel.from_pretrained("transformer_lm.gpt2.small")
+    with pytest.raises(HubError, match="does not exist"):
+        TransformerLanguageModel.from_pretrained(str(tmp_path), "model.pt")
+    with pytest.raises(HubError, match="did you mean 'sampling_topk'"):
+        lm.sample("the", sampling_topkk=3)
+    with pytest.raises(HubError, match="max_len_b"):
+        lm.sample("the", max_len_b=100000)
+    with pytest.raises(HubError, match="positions"):
+        lm.score(" ".join(["the"] * 5000))
