@@ -2,33 +2,41 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-__all__ = ["batch_by_size", "collate_tokens", "filter_by_size", "numpy_seed"]
+__all__ = ["batch_by_size", "collate_tokens", "collect_filtered", "filter_by_size", "numpy_seed", "post_process"]
 
 
 def collate_tokens(
     values: Sequence[torch.Tensor],
     pad_idx: int,
+    eos_idx: Optional[int] = None,
     left_pad: bool = False,
+    move_eos_to_beginning: bool = False,
     pad_to_length: Optional[int] = None,
     pad_to_multiple: int = 1,
+    pad_to_bsz: Optional[int] = None,
 ) -> torch.Tensor:
     """Stack 1-D tensors of different lengths into one padded 2-D tensor.
 
     Args:
         values: the sequences, each of shape (T_i,).
         pad_idx: value written in the padding positions.
+        eos_idx: with ``move_eos_to_beginning``, the id put first (default: each
+            sequence's own last token).
         left_pad: pad on the left (sequences end-aligned) instead of the right.
+        move_eos_to_beginning: rotate every sequence right by one, putting eos first
+            (the shifted decoder input of translation).
         pad_to_length: make the width at least this.
         pad_to_multiple: round the width up to a multiple of this.
+        pad_to_bsz: add all-pad rows until there are at least this many.
 
     Returns:
         A tensor of shape (B, T) with the dtype of the first value, where
-        T >= max(T_i).
+        T >= max(T_i) and B >= len(values).
 
     Raises:
         ValueError: if ``values`` is empty or a value is not 1-D.
@@ -45,14 +53,17 @@ def collate_tokens(
         width = max(width, pad_to_length)
     if pad_to_multiple > 1 and width % pad_to_multiple != 0:
         width += pad_to_multiple - width % pad_to_multiple
+    rows = len(values) if pad_to_bsz is None else max(len(values), pad_to_bsz)
 
-    batch = values[0].new_full((len(values), width), pad_idx)  # (B, T)
+    batch = values[0].new_full((rows, width), pad_idx)  # (B, T)
     for row, value in enumerate(values):
         length = value.size(0)
-        if left_pad:
-            batch[row, width - length :] = value
+        target = batch[row, width - length :] if left_pad else batch[row, :length]
+        if move_eos_to_beginning and length > 0:
+            target[0] = value[-1] if eos_idx is None else eos_idx
+            target[1:] = value[:-1]
         else:
-            batch[row, :length] = value
+            target.copy_(value)
     return batch
 
 
@@ -96,126 +107,162 @@ def filter_by_size(
 
 
 def batch_by_size(
-    indices: np.ndarray,
+    indices: Union[np.ndarray, Iterable[int]],
     num_tokens_fn: Optional[Callable[[int], int]] = None,
-    num_tokens_vec: Optional[np.ndarray] = None,
+    num_tokens_vec: Optional[Union[np.ndarray, Iterable[int]]] = None,
     max_tokens: Optional[int] = None,
     max_sentences: Optional[int] = None,
     required_batch_size_multiple: int = 1,
+    fixed_shapes: Optional[Sequence[Sequence[int]]] = None,
 ) -> List[np.ndarray]:
     """Group samples, in the given order, into batches bounded in tokens and sentences.
 
-    Batching is greedy: samples are added to the current batch while the padded cost
-    ``max_length_in_batch * num_sentences`` stays within ``max_tokens`` and the count
-    within ``max_sentences``. When a batch is closed, only the largest multiple of
-    ``required_batch_size_multiple`` is emitted and the rest carried into the next
-    batch (a batch smaller than the multiple is emitted whole).
+    From the first sample not yet batched, the longest run whose padded cost
+    ``count * max_length`` stays within ``max_tokens`` and whose count stays within
+    ``max_sentences`` forms a batch; a run longer than ``required_batch_size_multiple``
+    is cut to a multiple of it and the rest starts the next batch (fairseq's rule; see
+    :mod:`fairseq.data.data_utils_fast`).
 
     Args:
         indices: sample ids, in the order to batch them (usually sorted by size).
         num_tokens_fn: returns the number of tokens of a sample id.
         num_tokens_vec: the number of tokens of each id in ``indices``, shape
             (len(indices),); faster than ``num_tokens_fn`` and used when given.
-        max_tokens: bound on ``max_length * num_sentences`` per batch.
-        max_sentences: bound on the number of samples per batch.
+        max_tokens: bound on ``max_length * num_sentences`` per batch; None (or
+            ``<= 0``) for no bound.
+        max_sentences: bound on the number of samples per batch; None (or ``<= 0``)
+            for no bound.
         required_batch_size_multiple: preferred multiple of batch sizes.
+        fixed_shapes: if given, ``(batch_size, max_length)`` shapes every batch must fit;
+            ``max_sentences`` and ``required_batch_size_multiple`` are then ignored.
 
     Returns:
-        The batches, each an int64 array of sample ids. With neither ``max_tokens`` nor
-        ``max_sentences`` every sample is its own batch.
+        The batches, each an int64 array of sample ids.
 
     Raises:
-        ValueError: if a single sample has more than ``max_tokens`` tokens, if neither
-            ``num_tokens_fn`` nor ``num_tokens_vec`` is given while ``max_tokens`` is, or
-            if a bound is not positive.
+        ValueError: if a single sample has more than ``max_tokens`` tokens, or the
+            token counts are needed but neither ``num_tokens_fn`` nor
+            ``num_tokens_vec`` is given.
     """
-    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-    if max_tokens is not None and max_tokens <= 0:
-        raise ValueError(f"max_tokens must be positive, got {max_tokens}; set --max-tokens to a positive number")
-    if max_sentences is not None and max_sentences <= 0:
-        raise ValueError(f"max_sentences must be positive, got {max_sentences}; set --batch-size to a positive number")
-    if required_batch_size_multiple < 1:
-        raise ValueError(f"required_batch_size_multiple must be >= 1, got {required_batch_size_multiple}")
-    if max_tokens is None and max_sentences is None:
-        max_sentences = 1
+    from fairseq.data.data_utils_fast import batch_by_size_fn, batch_by_size_vec, batch_fixed_shapes_fast
 
+    max_tokens = int(max_tokens) if max_tokens is not None else -1
+    max_sentences = int(max_sentences) if max_sentences is not None else -1
+    bsz_mult = int(required_batch_size_multiple)
+    if bsz_mult < 1:
+        raise ValueError(f"required_batch_size_multiple must be >= 1, got {bsz_mult}")
+    if not isinstance(indices, np.ndarray):
+        indices = np.fromiter(indices, dtype=np.int64, count=-1)
+    indices = indices.astype(np.int64, copy=False).reshape(-1)
+    if num_tokens_vec is not None and not isinstance(num_tokens_vec, np.ndarray):
+        num_tokens_vec = np.fromiter(num_tokens_vec, dtype=np.int64, count=-1)
+
+    if fixed_shapes is not None:
+        if num_tokens_fn is None:
+            raise ValueError("batch_by_size with fixed_shapes needs num_tokens_fn")
+        shapes = np.asarray(fixed_shapes, dtype=np.int64)
+        # by batch size, then by length (fairseq's order)
+        order = np.lexsort([shapes[:, 1].argsort(), shapes[:, 0].argsort()])
+        batches = batch_fixed_shapes_fast(indices, num_tokens_fn, shapes[order])
+        return [np.asarray(batch, dtype=np.int64) for batch in batches]
     if num_tokens_vec is not None:
-        lengths = np.asarray(num_tokens_vec, dtype=np.int64).reshape(-1)
-        if len(lengths) != len(indices):
-            raise ValueError(f"num_tokens_vec has {len(lengths)} entries but there are {len(indices)} indices")
-    elif num_tokens_fn is not None:
-        lengths = np.fromiter((num_tokens_fn(int(i)) for i in indices), dtype=np.int64, count=len(indices))
-    elif max_tokens is None:
-        lengths = np.zeros(len(indices), dtype=np.int64)
-    else:
-        raise ValueError("batch_by_size with max_tokens needs num_tokens_fn or num_tokens_vec")
-
-    if max_tokens is not None and len(lengths) and lengths.max() > max_tokens:
-        position = int(np.argmax(lengths > max_tokens))
-        raise ValueError(
-            f"sample {int(indices[position])} has {int(lengths[position])} tokens, more than max_tokens={max_tokens}; "
-            f"raise --max-tokens or lower --tokens-per-sample"
-        )
-    if max_tokens is None and max_sentences is not None:
-        # Only the sentence bound applies: fixed-size chunks, no per-sample loop needed.
-        return [indices[start : start + max_sentences] for start in range(0, len(indices), max_sentences)]
-    return _greedy_batches(indices, lengths, max_tokens, max_sentences, required_batch_size_multiple)
-
-
-def _greedy_batches(
-    indices: np.ndarray,
-    lengths: np.ndarray,
-    max_tokens: Optional[int],
-    max_sentences: Optional[int],
-    multiple: int,
-) -> List[np.ndarray]:
-    """The greedy loop of :func:`batch_by_size`: one pass over samples, plain ints."""
-    token_limit = max_tokens if max_tokens is not None else float("inf")
-    sentence_limit = max_sentences if max_sentences is not None else float("inf")
-    batches: List[np.ndarray] = []
-    batch_start = 0  # the current batch is indices[batch_start:position]
-    batch_max_len = 0
-    length_list = lengths.tolist()
-    for position, length in enumerate(length_list):
-        while True:
-            batch_size = position - batch_start
-            grown_max = max(batch_max_len, length)
-            if batch_size == 0 or (
-                batch_size + 1 <= sentence_limit and (batch_size + 1) * grown_max <= token_limit
-            ):
-                batch_max_len = grown_max
-                break
-            # Close the batch: keep its largest multiple, carry the remainder forward.
-            emitted = batch_size - batch_size % multiple if batch_size >= multiple else batch_size
-            batches.append(indices[batch_start : batch_start + emitted])
-            batch_start += emitted
-            batch_max_len = max(length_list[batch_start:position], default=0)
-    if batch_start < len(indices):
-        batches.append(indices[batch_start:])
-    return batches
+        return batch_by_size_vec(indices, num_tokens_vec, max_tokens, max_sentences, bsz_mult)
+    if num_tokens_fn is None:
+        if max_tokens > 0:
+            raise ValueError("batch_by_size with max_tokens needs num_tokens_fn or num_tokens_vec")
+        return batch_by_size_vec(indices, np.zeros(len(indices), dtype=np.int64), max_tokens, max_sentences, bsz_mult)
+    return batch_by_size_fn(indices, num_tokens_fn, max_tokens, max_sentences, bsz_mult)
 
 
 @contextlib.contextmanager
 def numpy_seed(seed: Optional[int], *addl_seeds: int) -> Iterator[None]:
     """Seed numpy's global RNG for the duration of a ``with`` block, then restore it.
 
+    The seed is fairseq's: ``seed`` alone, or with additional seeds (e.g. the epoch)
+    ``hash((seed, *addl_seeds)) % 1e6`` (Python's hash of a tuple of ints is the same in
+    every process and run), so shuffles match fairseq's for the same seeds.
+
     Args:
         seed: base seed; None leaves the RNG untouched.
-        addl_seeds: further non-negative integers mixed into the seed (e.g. the epoch).
-
-    Raises:
-        ValueError: if a seed is negative.
+        addl_seeds: further integers mixed into the seed.
     """
     if seed is None:
         yield
         return
-    seeds = [int(seed), *(int(s) for s in addl_seeds)]
-    if any(s < 0 for s in seeds):
-        raise ValueError(f"numpy_seed needs non-negative seeds, got {seeds}")
+    if len(addl_seeds) > 0:
+        seed = int(hash((seed, *addl_seeds)) % 1e6)
     saved_state = np.random.get_state()
-    # SeedSequence mixes any number of arbitrarily large integers into a 32-bit key.
-    np.random.seed(np.random.SeedSequence(seeds).generate_state(4))
+    np.random.seed(seed)
     try:
         yield
     finally:
         np.random.set_state(saved_state)
+
+
+def collect_filtered(function: Callable[[Any], bool], iterable: Iterable[Any], filtered: List[Any]) -> Iterator[Any]:
+    """Yield the items for which ``function`` is true; append the others to ``filtered``."""
+    for item in iterable:
+        if function(item):
+            yield item
+        else:
+            filtered.append(item)
+
+
+def _filter_by_size_dynamic(
+    indices: Iterable[int], size_fn: Callable[[int], Any], max_positions: Any, raise_exception: bool = False
+) -> Tuple[np.ndarray, List[int]]:
+    """Split ``indices`` into those whose ``size_fn(index)`` fits ``max_positions`` and the rest.
+
+    ``max_positions`` is a number, a tuple compared component-wise (None matches
+    anything), or a dict of such tuples compared on their common keys.
+    """
+
+    def fits(size: Any, limit: Any) -> bool:
+        if isinstance(limit, (int, float)):
+            return (max(size) if isinstance(size, tuple) else size) <= limit
+        if isinstance(limit, dict):
+            return all(fits(tuple(size[key]), tuple(limit[key])) for key in set(limit) & set(size))
+        if not isinstance(size, (tuple, list, np.ndarray)):
+            return all(size <= bound for bound in limit)
+        return all(a is None or b is None or a <= b for a, b in zip(size, limit))
+
+    ignored: List[int] = []
+    kept = collect_filtered(lambda index: fits(size_fn(index), max_positions), indices, ignored)
+    return np.fromiter(kept, dtype=np.int64, count=-1), ignored
+
+
+_POST_PROCESS_MARKERS = {"sentencepiece": "\u2581", "wordpiece": "_", "letter": "|", "_EOW": "_EOW"}
+
+
+def post_process(sentence: str, symbol: Optional[str]) -> str:
+    """Undo a sub-word segmentation of decoded text (fairseq's ``--post-process``).
+
+    Args:
+        sentence: space-separated tokens.
+        symbol: ``"sentencepiece"``, ``"wordpiece"``, ``"letter"``, ``"_EOW"`` (word
+            boundaries marked by a symbol), ``"silence"`` (drop ``<SIL>``),
+            ``"subword_nmt"``/``"@@ "``/``"@@"`` (continuation marker), ``"none"`` or None.
+
+    Raises:
+        NotImplementedError: on an unknown ``symbol``.
+    """
+    if symbol is None or symbol == "none":
+        return sentence
+    if symbol in _POST_PROCESS_MARKERS:
+        return sentence.replace(" ", "").replace(_POST_PROCESS_MARKERS[symbol], " ").strip()
+    if symbol == "silence":
+        return _squeeze_spaces(sentence.replace("<SIL>", ""))
+    if symbol in ("subword_nmt", "@@ ", "@@"):
+        marker = "@@ " if symbol == "subword_nmt" else symbol
+        return (sentence + " ").replace(marker, "").rstrip()
+    raise NotImplementedError(
+        f"unknown post_process option {symbol!r}; choose sentencepiece, wordpiece, letter, silence, _EOW, "
+        f"subword_nmt, @@ , @@ or none"
+    )
+
+
+def _squeeze_spaces(text: str) -> str:
+    """Collapse runs of spaces (only spaces) into one and strip the ends."""
+    while "  " in text:
+        text = text.replace("  ", " ")
+    return text.strip()

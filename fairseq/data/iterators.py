@@ -1,19 +1,34 @@
-"""Epoch-aware, shardable, resumable iteration over batches."""
+"""Epoch-aware, shardable, resumable iteration over batches (fairseq's iterator API)."""
 from __future__ import annotations
 
+import itertools
+import logging
 import math
 import queue
 import random
 import threading
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-__all__ = ["BufferedIterator", "CountingIterator", "EpochBatchIterator", "GroupedIterator"]
+from fairseq.data import data_utils
+from fairseq.data.errors import DataError
+
+__all__ = [
+    "BufferedIterator",
+    "CountingIterator",
+    "EpochBatchIterating",
+    "EpochBatchIterator",
+    "FrozenBatchSampler",
+    "GroupedIterator",
+    "ShardedIterator",
+]
+
+logger = logging.getLogger(__name__)
 
 Batches = Sequence[Union[np.ndarray, Sequence[int]]]
-BatchSampler = Union[Batches, Callable[[int], Batches]]
+BatchSampler = Union[Batches, Callable[[Any, int], Batches]]
 
 
 class CountingIterator:
@@ -21,19 +36,21 @@ class CountingIterator:
 
     Args:
         iterable: the items; iterated once.
-        start: value of ``n`` before the first item (e.g. batches already consumed
-            when resuming); defaults to the iterable's own ``n`` attribute, or 0.
-        total: number the count reaches at the end; defaults to
-            ``start + len(iterable)``.
+        start: value of ``n`` before the first item (e.g. batches already consumed when
+            resuming; nothing is skipped). Defaults to the iterable's own ``n``, or 0.
+        total: the length reported by ``len()``; iteration stops there, so it may
+            truncate the iterable. Defaults to ``start + len(iterable)``.
+
+    Attributes:
+        n: number of items consumed so far (counting from ``start``).
 
     Raises:
-        RuntimeError: (while iterating) if the iterable ends before ``total``.
+        IndexError: (while iterating) if the iterable ends before ``total``.
     """
 
     def __init__(self, iterable: Iterable[Any], start: Optional[int] = None, total: Optional[int] = None) -> None:
-        self.iterable = iterable
         self._itr = iter(iterable)
-        self.n = start if start is not None else getattr(iterable, "n", 0)
+        self.n = start or getattr(iterable, "n", 0)
         self.total = total if total is not None else self.n + len(iterable)  # type: ignore[arg-type]
 
     def __len__(self) -> int:
@@ -48,15 +65,15 @@ class CountingIterator:
         try:
             item = next(self._itr)
         except StopIteration:
-            raise RuntimeError(
-                f"iterator expected to yield {self.total} items but ended after {self.n}; "
-                f"the underlying data changed size during the epoch"
+            raise IndexError(
+                f"iterator expected to have length {self.total} but was exhausted at position {self.n} "
+                f"(the underlying data changed size during the epoch?)"
             ) from None
         self.n += 1
         return item
 
     def has_next(self) -> bool:
-        """Whether more items remain (``n < total``)."""
+        """Whether items remain (``n < len(self)``)."""
         return self.n < self.total
 
     def skip(self, n: int) -> "CountingIterator":
@@ -68,76 +85,138 @@ class CountingIterator:
         return self
 
     def take(self, n: int) -> "CountingIterator":
-        """Stop the iteration after ``n`` items in total (counting from the start of ``n``)."""
+        """Truncate the iterator to ``n`` items in all (``n`` counts from the start)."""
         self.total = min(self.total, n)
+        if hasattr(self._itr, "take"):
+            self._itr.take(max(n - self.n, 0))
         return self
 
 
 class GroupedIterator(CountingIterator):
     """Yields lists of ``chunk_size`` consecutive items (the last may be shorter).
 
-    Used for gradient accumulation (``--update-freq``): ``n`` and ``total`` count
+    Used for gradient accumulation (``--update-freq``): ``n`` and ``len()`` count
     chunks, so ``has_next()`` and resume positions stay correct.
 
     Args:
         iterable: the items, typically a :class:`CountingIterator` of batches.
         chunk_size: items per chunk (>= 1).
+        skip_remainder_batch: drop a last, incomplete chunk (the iterable must then
+            have ``take``, like :class:`CountingIterator`).
 
     Raises:
         ValueError: if ``chunk_size < 1``.
     """
 
-    def __init__(self, iterable: Iterable[Any], chunk_size: int) -> None:
+    def __init__(self, iterable: Iterable[Any], chunk_size: int, skip_remainder_batch: bool = False) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}; check --update-freq")
-        self.chunk_size = chunk_size
-        items_done = getattr(iterable, "n", 0)
-        items_total = len(iterable)  # type: ignore[arg-type]
+        items = len(iterable)  # type: ignore[arg-type]
+        total = items // chunk_size if skip_remainder_batch else math.ceil(items / chunk_size)
         super().__init__(
-            _chunked(iterable, chunk_size),
-            start=math.ceil(items_done / chunk_size),
-            total=math.ceil(items_total / chunk_size),
+            _chunk_iterator(iterable, chunk_size, skip_remainder_batch),
+            start=math.ceil(getattr(iterable, "n", 0) / chunk_size),
+            total=total,
         )
+        self.chunk_size = chunk_size
+        if skip_remainder_batch:
+            self.take(total)
+            iterable.take(total * chunk_size)  # type: ignore[attr-defined]
 
 
-def _chunked(iterable: Iterable[Any], chunk_size: int) -> Iterator[List[Any]]:
+def _chunk_iterator(iterable: Iterable[Any], chunk_size: int, skip_remainder_batch: bool = False) -> Iterator[List[Any]]:
     chunk: List[Any] = []
     for item in iterable:
         chunk.append(item)
         if len(chunk) == chunk_size:
             yield chunk
             chunk = []
-    if chunk:
+    if chunk and not skip_remainder_batch:
         yield chunk
 
 
-class BufferedIterator:
-    """Fills a queue of up to ``buffer_size`` items from ``iterable`` in a background thread.
+class ShardedIterator(CountingIterator):
+    """Items ``shard_id, shard_id + num_shards, ...`` of an iterable, padded to equal length.
 
-    Lets batch loading overlap with the training step. Exceptions raised while loading
-    are re-raised in the consuming thread. When the iterator is dropped before the end,
-    the thread notices and stops (releasing e.g. DataLoader workers).
+    Every shard has ``ceil(len(iterable) / num_shards)`` items; shards that run short
+    end with ``fill_value``.
+
+    Args:
+        iterable: the items; must have a length.
+        num_shards: number of shards.
+        shard_id: this shard, in ``[0, num_shards)``.
+        fill_value: padding item.
+        skip_remainder_batch: accepted for fairseq compatibility; ignored.
+
+    Raises:
+        ValueError: if ``shard_id`` is out of range.
+    """
+
+    def __init__(
+        self,
+        iterable: Iterable[Any],
+        num_shards: int,
+        shard_id: int,
+        fill_value: Any = None,
+        skip_remainder_batch: Optional[bool] = None,
+    ) -> None:
+        if num_shards < 1 or not 0 <= shard_id < num_shards:
+            raise ValueError(f"shard_id must be in [0, num_shards); got shard_id={shard_id}, num_shards={num_shards}")
+        length = len(iterable)  # type: ignore[arg-type]
+        sharded_len = math.ceil(length / num_shards)
+        mine = itertools.islice(iterable, shard_id, length, num_shards)
+        padded = (item for _, item in itertools.zip_longest(range(sharded_len), mine, fillvalue=fill_value))
+        super().__init__(
+            padded,
+            start=math.ceil(getattr(iterable, "n", 0) / num_shards),
+            total=sharded_len,
+        )
+
+
+class BufferedIterator:
+    """Fills a queue of up to ``size`` items from ``iterable`` in a background thread.
+
+    Lets batch loading overlap with the training step. The thread starts on the first
+    ``next()``, and stops after ``len(self)`` items (see :meth:`take`). Exceptions raised
+    while loading are re-raised in the consuming thread. When the iterator is dropped
+    before the end, the thread notices and stops (releasing e.g. DataLoader workers).
+
+    Args:
+        size: capacity of the queue.
+        iterable: the items; must have a length.
     """
 
     _END = object()
 
-    def __init__(self, iterable: Iterable[Any], buffer_size: int) -> None:
-        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=buffer_size)
+    def __init__(self, size: int, iterable: Iterable[Any]) -> None:
+        self._queue: "queue.Queue[Any]" = queue.Queue(max(int(size), 1))
+        self._iterable = iterable
         self._stop = threading.Event()
-        self._length = len(iterable)  # type: ignore[arg-type]
-        # The thread must not reference self, or an abandoned iterator would never be freed.
-        self._thread = threading.Thread(
-            target=_fill_queue, args=(iterable, self._queue, self._stop, self._END), daemon=True
-        )
-        self._thread.start()
+        self._thread: Optional[threading.Thread] = None
+        self.total = len(iterable)  # type: ignore[arg-type]
 
     def __len__(self) -> int:
-        return self._length
+        return self.total
 
     def __iter__(self) -> "BufferedIterator":
         return self
 
+    def take(self, n: int) -> "BufferedIterator":
+        """Stop after ``n`` items (the wrapped iterable is truncated too if it can be)."""
+        self.total = min(self.total, n)
+        if hasattr(self._iterable, "take"):
+            self._iterable.take(n)
+        return self
+
     def __next__(self) -> Any:
+        if self._thread is None:
+            # The thread must not reference self, or an abandoned iterator would never be freed.
+            self._thread = threading.Thread(
+                target=_fill_queue,
+                args=(self._iterable, self.total, self._queue, self._stop, self._END),
+                daemon=True,
+            )
+            self._thread.start()
         item = self._queue.get()
         if item is self._END:
             self._queue.put(self._END)  # later calls keep ending
@@ -150,7 +229,9 @@ class BufferedIterator:
         self._stop.set()
 
 
-def _fill_queue(iterable: Iterable[Any], out: "queue.Queue[Any]", stop: threading.Event, end_marker: object) -> None:
+def _fill_queue(
+    iterable: Iterable[Any], limit: int, out: "queue.Queue[Any]", stop: threading.Event, end_marker: object
+) -> None:
     def put(item: Any) -> bool:
         while not stop.is_set():
             try:
@@ -161,7 +242,7 @@ def _fill_queue(iterable: Iterable[Any], out: "queue.Queue[Any]", stop: threadin
         return False
 
     try:
-        for item in iterable:
+        for item in itertools.islice(iterable, limit):
             if not put(item):
                 return
         put(end_marker)
@@ -172,7 +253,7 @@ def _fill_queue(iterable: Iterable[Any], out: "queue.Queue[Any]", stop: threadin
 class _SizedBatchLoader:
     """Loads and collates batches in the main process; has a length for counting."""
 
-    def __init__(self, dataset: Any, collate_fn: Callable[[List[Any]], Any], batches: List[List[int]]) -> None:
+    def __init__(self, dataset: Any, collate_fn: Callable[[List[Any]], Any], batches: Sequence[Sequence[int]]) -> None:
         self.dataset, self.collate_fn, self.batches = dataset, collate_fn, batches
 
     def __len__(self) -> int:
@@ -190,30 +271,95 @@ def _reseed_worker(worker_id: int) -> None:
     random.seed(worker_seed)
 
 
-class EpochBatchIterator:
+class EpochBatchIterating:
+    """Interface of the multi-epoch iterators the trainer consumes."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def next_epoch_idx(self) -> int:
+        raise NotImplementedError
+
+    def next_epoch_itr(
+        self, shuffle: bool = True, fix_batches_to_gpus: bool = False, set_dataset_epoch: bool = True
+    ) -> CountingIterator:
+        raise NotImplementedError
+
+    def end_of_epoch(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def iterations_in_epoch(self) -> int:
+        raise NotImplementedError
+
+    def state_dict(self) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    @property
+    def first_batch(self) -> Any:
+        return "DUMMY"
+
+
+class FrozenBatchSampler:
+    """The batches of one epoch, in iteration order, from a given offset on."""
+
+    def __init__(
+        self,
+        ordered_batches: Callable[[int, bool, bool], List[Any]],
+        epoch: int,
+        fix_batches_to_gpus: bool,
+        shuffle: bool,
+        initial_offset: int,
+    ) -> None:
+        self.ordered_batches = ordered_batches
+        self.fix_batches_to_gpus = fix_batches_to_gpus
+        self.shuffle = shuffle
+        self.make_batches_for_epoch(epoch, initial_offset)
+
+    def make_batches_for_epoch(self, epoch: int, offset: int = 0) -> None:
+        """Compute the batches of ``epoch`` and drop the first ``offset``."""
+        self.batches = self.ordered_batches(epoch, self.fix_batches_to_gpus, self.shuffle)
+        if offset > 0:
+            self.batches = self.batches[offset:]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class EpochBatchIterator(EpochBatchIterating):
     """Iterates over a dataset's batches epoch after epoch, deterministically and resumably.
 
-    Each epoch the batch list (fixed, or from ``batch_sampler(epoch)``) is shuffled with
-    an RNG seeded by ``seed + epoch``, so every run and every resume sees the same order.
-    The list is then padded with empty batches to a multiple of ``num_shards`` and shard
-    ``k`` takes batches ``k, k + num_shards, ...``: all shards get the same number of
-    batches. An empty batch collates to ``{}``, which the trainer treats as a dummy batch.
+    Each epoch the batch list is shuffled under ``numpy_seed(seed + epoch)`` (fairseq's
+    order for the same seed), padded with empty batches to a multiple of ``num_shards``,
+    and shard ``k`` takes batches ``k, k + num_shards, ...``: all shards get the same
+    number of batches. An empty batch collates to the dataset's empty batch (``{}``),
+    which the trainer treats as a dummy batch.
 
     Args:
         dataset: indexable samples.
         collate_fn: merges a list of samples into a batch.
-        batch_sampler: the batches (arrays of sample ids), or a function returning them
-            for an epoch (called once per epoch).
+        batch_sampler: the batches (sequences of sample ids), or a function
+            ``batch_sampler(dataset, epoch)`` returning them (called once per epoch).
         seed: base seed of the per-epoch shuffle.
         num_shards: number of data-parallel shards.
         shard_id: this shard, in ``[0, num_shards)``.
         num_workers: DataLoader worker processes; 0 loads in the main process.
-        epoch: the epoch the first :meth:`next_epoch_itr` call returns (1-based).
-        buffer_size: batches prefetched by a background thread; 0 disables it.
+        epoch: the epoch the first :meth:`next_epoch_itr` call returns (1-based; lower
+            values count as 1).
+        buffer_size: batches prefetched by a background thread (at most 20); 0 disables it.
+        timeout: DataLoader timeout for collecting a batch from workers (0: none).
         disable_shuffling: never shuffle, whatever :meth:`next_epoch_itr` is told.
-
-    Raises:
-        ValueError: on an invalid shard, epoch or worker count.
+        skip_remainder_batch: drop the last batch of every epoch.
+        grouped_shuffling: shuffle groups of ``num_shards`` consecutive batches, so every
+            shard gets batches of similar length when batches are sorted by length.
+        reuse_dataloader: accepted for fairseq compatibility (a loader is built per epoch).
     """
 
     def __init__(
@@ -227,95 +373,111 @@ class EpochBatchIterator:
         num_workers: int = 0,
         epoch: int = 1,
         buffer_size: int = 0,
+        timeout: int = 0,
         disable_shuffling: bool = False,
+        skip_remainder_batch: bool = False,
+        grouped_shuffling: bool = False,
+        reuse_dataloader: bool = False,
     ) -> None:
         if num_shards < 1 or not 0 <= shard_id < num_shards:
             raise ValueError(f"shard_id must be in [0, num_shards); got shard_id={shard_id}, num_shards={num_shards}")
-        if epoch < 1:
-            raise ValueError(f"epochs count from 1, got epoch={epoch}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         self.dataset = dataset
         self.collate_fn = collate_fn
         self.batch_sampler = batch_sampler
+        self._frozen_batches: Optional[Tuple[Any, ...]] = None if callable(batch_sampler) else tuple(batch_sampler)
         self.seed = seed
         self.num_shards = num_shards
         self.shard_id = shard_id
         self.num_workers = num_workers
-        self.buffer_size = buffer_size
+        self.buffer_size = min(buffer_size, 20)
+        self.timeout = timeout
         self.disable_shuffling = disable_shuffling
+        self.skip_remainder_batch = skip_remainder_batch
+        self.grouped_shuffling = grouped_shuffling
+        self.reuse_dataloader = reuse_dataloader
 
-        self._epoch = epoch
+        self.epoch = max(epoch, 1)
         self.shuffle = not disable_shuffling
-        self._frozen_batches: Optional[List[np.ndarray]] = None
-        self._frozen_epoch: Optional[int] = None
         self._cur_epoch_itr: Optional[CountingIterator] = None
-        # Batches of the current epoch already consumed, set by load_state_dict until the
-        # next next_epoch_itr() call resumes there.
-        self._resume_offset: Optional[int] = None
+        self._next_epoch_itr: Optional[CountingIterator] = None
+        self._supports_prefetch = bool(getattr(dataset, "supports_prefetch", False))
 
     # ---------------------------------------------------------------- batches
 
-    def _batches_for_epoch(self, epoch: int) -> List[np.ndarray]:
-        if callable(self.batch_sampler):
-            if self._frozen_batches is None or self._frozen_epoch != epoch:
-                self._frozen_batches = [np.asarray(b, dtype=np.int64) for b in self.batch_sampler(epoch)]
-                self._frozen_epoch = epoch
-        elif self._frozen_batches is None:
-            self._frozen_batches = [np.asarray(b, dtype=np.int64) for b in self.batch_sampler]
+    @property
+    def frozen_batches(self) -> Tuple[Any, ...]:
+        """The unshuffled, unsharded batches of the current epoch."""
+        if self._frozen_batches is None:
+            self._frozen_batches = tuple(self.batch_sampler(self.dataset, self.epoch))  # type: ignore[operator]
         return self._frozen_batches
 
     @property
-    def frozen_batches(self) -> List[np.ndarray]:
-        """The unshuffled, unsharded batches of the current epoch."""
-        return self._batches_for_epoch(self._epoch)
-
-    @property
     def first_batch(self) -> Any:
-        """The collated first batch of the current epoch (``{}`` when there is none)."""
-        batches = self.frozen_batches
-        first = batches[0].tolist() if batches else []
-        return self.collate_fn([self.dataset[index] for index in first])
+        """The collated first batch of the current epoch.
+
+        Raises:
+            DataError: if there is no batch at all.
+        """
+        if len(self.frozen_batches) == 0:
+            raise DataError(
+                "the dataset is empty: every sample was skipped or none was loaded; raise --max-tokens or "
+                "--max-positions/--tokens-per-sample, or use a larger dataset"
+            )
+        if getattr(self.dataset, "supports_fetch_outside_dataloader", True):
+            return self.collate_fn([self.dataset[index] for index in self.frozen_batches[0]])
+        return "DUMMY"
 
     def __len__(self) -> int:
         """Number of batches per epoch for this shard."""
         return math.ceil(len(self.frozen_batches) / self.num_shards)
 
-    def _shard(self, batches: List[np.ndarray]) -> List[np.ndarray]:
-        shard_count = math.ceil(len(batches) / self.num_shards)
-        padding = shard_count * self.num_shards - len(batches)
-        padded = list(batches) + [np.zeros(0, dtype=np.int64)] * padding
-        return padded[self.shard_id :: self.num_shards]
+    @property
+    def n(self) -> int:
+        """Batches consumed in the current epoch (same as :attr:`iterations_in_epoch`)."""
+        return self.iterations_in_epoch
 
-    def _shard_batches_for_epoch(self, epoch: int, shuffle: bool, fix_batches_to_gpus: bool) -> List[np.ndarray]:
-        batches = self._batches_for_epoch(epoch)
-        if not shuffle:
-            return self._shard(batches)
-        if fix_batches_to_gpus:
-            # Each shard keeps the same batches every epoch; only their order changes.
-            mine = self._shard(batches)
-            order = np.random.RandomState([self.seed, epoch, self.shard_id]).permutation(len(mine))
-            return [mine[i] for i in order]
-        order = np.random.RandomState([self.seed + epoch]).permutation(len(batches))
-        return self._shard([batches[i] for i in order])
+    def _shuffled(self, batches: List[Any], seed: int) -> List[Any]:
+        with data_utils.numpy_seed(seed):
+            if self.grouped_shuffling:
+                whole = len(batches) // self.num_shards * self.num_shards
+                groups = [batches[i : i + self.num_shards] for i in range(0, whole, self.num_shards)]
+                np.random.shuffle(groups)
+                # the incomplete last group stays last instead of being dropped
+                batches = list(itertools.chain(*groups)) + batches[whole:]
+            else:
+                np.random.shuffle(batches)
+        return batches
+
+    def ordered_batches(self, epoch: int, fix_batches_to_gpus: bool, shuffle: bool) -> List[Any]:
+        """This shard's batches of ``epoch``, in iteration order (empty-list padded)."""
+        if self._supports_prefetch:
+            batches = list(self.frozen_batches)
+            if shuffle and not fix_batches_to_gpus:
+                batches = self._shuffled(batches, self.seed + epoch)
+            batches = list(ShardedIterator(batches, self.num_shards, self.shard_id, fill_value=[]))
+            self.dataset.prefetch([index for batch in batches for index in batch])
+            if shuffle and fix_batches_to_gpus:
+                batches = self._shuffled(batches, self.seed + epoch + self.shard_id)
+            return batches
+        batches = self._shuffled(list(self.frozen_batches), self.seed + epoch) if shuffle else list(self.frozen_batches)
+        return list(ShardedIterator(batches, self.num_shards, self.shard_id, fill_value=[]))
 
     # -------------------------------------------------------------- iterators
 
     @property
-    def epoch(self) -> int:
-        """The epoch of the iterator last returned by :meth:`next_epoch_itr`."""
-        return self._epoch
-
-    @property
     def next_epoch_idx(self) -> int:
         """The epoch the next :meth:`next_epoch_itr` call will return."""
-        if self._resume_offset is not None:
-            return self._epoch
+        if self._next_epoch_itr is not None:
+            return self.epoch
         if self._cur_epoch_itr is not None and self.end_of_epoch():
-            return self._epoch + 1
-        return self._epoch
+            return self.epoch + 1
+        return self.epoch
 
-    def next_epoch_itr(self, shuffle: bool = True, fix_batches_to_gpus: bool = False) -> CountingIterator:
+    def next_epoch_itr(
+        self, shuffle: bool = True, fix_batches_to_gpus: bool = False, set_dataset_epoch: bool = True
+    ) -> CountingIterator:
         """Return an iterator over the batches of the next epoch.
 
         The next epoch is the current one again when it was not finished, the following
@@ -323,8 +485,9 @@ class EpochBatchIterator:
 
         Args:
             shuffle: shuffle the batch order (ignored with ``disable_shuffling``).
-            fix_batches_to_gpus: keep each shard's set of batches fixed across epochs
-                and shuffle only their order.
+            fix_batches_to_gpus: with a dataset that supports prefetching, keep each
+                shard's set of batches fixed across epochs and shuffle only their order.
+            set_dataset_epoch: call ``dataset.set_epoch(epoch)`` if it exists.
 
         Returns:
             A :class:`CountingIterator` of collated batches whose ``n`` is the number of
@@ -332,17 +495,18 @@ class EpochBatchIterator:
         """
         if self.disable_shuffling:
             shuffle = False
-        self._epoch = self.next_epoch_idx
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(self._epoch)
-        if self._resume_offset is not None:
-            # The saved shuffle flag, not the argument, reproduces the interrupted order.
-            offset, self._resume_offset = self._resume_offset, None
-            self._cur_epoch_itr = self._iterator_for_epoch(self._epoch, self.shuffle, fix_batches_to_gpus, offset)
+        previous_epoch = self.epoch
+        self.epoch = self.next_epoch_idx
+        if set_dataset_epoch and hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch)
+        if self._next_epoch_itr is not None:
+            self._cur_epoch_itr, self._next_epoch_itr = self._next_epoch_itr, None
         else:
-            self._cur_epoch_itr = self._iterator_for_epoch(self._epoch, shuffle, fix_batches_to_gpus)
-            self.shuffle = shuffle
-        return self._cur_epoch_itr
+            if callable(self.batch_sampler) and previous_epoch != self.epoch:
+                self._frozen_batches = None
+            self._cur_epoch_itr = self._get_iterator_for_epoch(self.epoch, shuffle, fix_batches_to_gpus)
+        self.shuffle = shuffle
+        return self._cur_epoch_itr  # type: ignore[return-value]
 
     def end_of_epoch(self) -> bool:
         """Whether the current epoch's iterator is exhausted (False before the first one)."""
@@ -353,55 +517,76 @@ class EpochBatchIterator:
         """Number of batches consumed so far in the current epoch."""
         if self._cur_epoch_itr is not None:
             return self._cur_epoch_itr.n
-        return self._resume_offset or 0
+        if self._next_epoch_itr is not None:
+            return self._next_epoch_itr.n
+        return 0
 
     def state_dict(self) -> Dict[str, Any]:
-        """Position to resume from: ``{"epoch", "iterations_in_epoch", "shuffle"}``.
+        """Position to resume from: ``{"version": 2, "epoch", "iterations_in_epoch", "shuffle"}``.
 
         At the end of an epoch the state points at the start of the following one.
         """
         if self.end_of_epoch():
-            return {"epoch": self._epoch + 1, "iterations_in_epoch": 0, "shuffle": self.shuffle}
-        return {"epoch": self._epoch, "iterations_in_epoch": self.iterations_in_epoch, "shuffle": self.shuffle}
+            epoch, iterations = self.epoch + 1, 0
+        else:
+            epoch, iterations = self.epoch, self.iterations_in_epoch
+        return {"version": 2, "epoch": epoch, "iterations_in_epoch": iterations, "shuffle": self.shuffle}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Restore a position saved by :meth:`state_dict`.
 
         The next :meth:`next_epoch_itr` call then continues the saved epoch at the first
-        batch not yet consumed, in the same order; if that epoch was finished, it starts
-        the following epoch.
+        batch not yet consumed, in the same order.
 
         Raises:
             KeyError: if ``state_dict`` has no ``"epoch"``.
+            DataError: if the saved position lies beyond this epoch's batches (the data
+                or batching options changed since the checkpoint was written).
         """
-        self._epoch = int(state_dict["epoch"])
-        consumed = int(state_dict.get("iterations_in_epoch", 0))
-        self.shuffle = bool(state_dict.get("shuffle", True)) and not self.disable_shuffling
+        self.epoch = int(state_dict["epoch"])
+        position = int(state_dict.get("iterations_in_epoch", 0))
+        version = int(state_dict.get("version", 1))
         self._cur_epoch_itr = None
-        self._resume_offset = None
-        if consumed > 0:
-            if consumed >= len(self):
-                self._epoch += 1  # the saved epoch was complete
-            else:
-                self._resume_offset = consumed
+        if position > 0:
+            self._next_epoch_itr = self._get_iterator_for_epoch(
+                self.epoch, shuffle=bool(state_dict.get("shuffle", True)), offset=position
+            )
+            if self._next_epoch_itr is None:
+                if version == 1:  # states without a version: the epoch was complete
+                    self.epoch += 1
+                else:
+                    raise DataError(
+                        f"cannot resume epoch {self.epoch} at batch {position}: it has only {len(self)} batches "
+                        f"now (the data or --max-tokens/--batch-size changed since the checkpoint); "
+                        f"restore them or restart the epoch with --reset-dataloader"
+                    )
+        else:
+            self._next_epoch_itr = None
 
-    def _iterator_for_epoch(
-        self, epoch: int, shuffle: bool, fix_batches_to_gpus: bool, offset: int = 0
-    ) -> CountingIterator:
-        batches = [batch.tolist() for batch in self._shard_batches_for_epoch(epoch, shuffle, fix_batches_to_gpus)]
-        total = len(batches)
-        remaining = batches[offset:]
-        if self.num_workers > 0 and remaining:
-            loader: Iterable[Any] = torch.utils.data.DataLoader(
+    def _get_iterator_for_epoch(
+        self, epoch: int, shuffle: bool, fix_batches_to_gpus: bool = False, offset: int = 0
+    ) -> Optional[CountingIterator]:
+        sampler = FrozenBatchSampler(self.ordered_batches, epoch, fix_batches_to_gpus, shuffle, initial_offset=offset)
+        if offset > 0 and len(sampler) == 0:
+            return None
+        remaining = [list(map(int, batch)) for batch in sampler]
+        loader: Iterable[Any]
+        if self.num_workers > 0:
+            loader = torch.utils.data.DataLoader(
                 self.dataset,
                 collate_fn=self.collate_fn,
                 batch_sampler=remaining,
                 num_workers=self.num_workers,
+                timeout=self.timeout,
                 worker_init_fn=_reseed_worker,
                 generator=torch.Generator().manual_seed(self.seed + epoch),
             )
         else:
             loader = _SizedBatchLoader(self.dataset, self.collate_fn, remaining)
         if self.buffer_size > 0:
-            loader = BufferedIterator(loader, self.buffer_size)
-        return CountingIterator(loader, start=offset, total=total)
+            loader = BufferedIterator(self.buffer_size, loader)
+        itr = CountingIterator(loader, start=offset)
+        if self.skip_remainder_batch:
+            # the epoch's last batch is dropped, also when resuming inside the epoch
+            itr.take(max(offset + len(remaining) - 1, 0))
+        return itr
