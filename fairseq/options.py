@@ -78,11 +78,26 @@ def _preload_user_dir(input_args: Optional[Sequence[str]]) -> None:
     import_user_module(known.user_dir)
 
 
-def get_parser(desc: str, default_task: str = "language_modeling",
+def _resolve_default_task(default_task: Optional[str]) -> str:
+    """``default_task`` when it is a registered task, else the task registry's default.
+
+    fairseq's parsers default to ``translation``; in this project's scope a parser defaulting
+    to a task that is not registered would only fail later, so it falls back to
+    ``language_modeling``.
+    """
+    registry = _registries()["task"]
+    if default_task is not None and default_task in registry.choices():
+        return default_task
+    return registry.default
+
+
+def get_parser(desc: str, default_task: Optional[str] = "language_modeling",
                input_args: Optional[Sequence[str]] = None) -> ArgumentParser:
-    """The common flags plus ``--task``."""
+    """The common flags plus ``--task`` (defaulting to ``default_task`` if it is registered,
+    else to ``language_modeling``)."""
     _preload_user_dir(input_args if input_args is not None else sys.argv[1:])
     registries = _registries()
+    default_task = _resolve_default_task(default_task)
     parser = FairseqArgumentParser(description=desc, allow_abbrev=False, add_help=False)
     gen_parser_from_dataclass(parser.add_argument_group("common"), GENERIC_GROUPS["common"])
     choices = registries["task"].choices()
@@ -107,8 +122,10 @@ def get_training_parser(default_task: str = "language_modeling",
                         input_args: Optional[Sequence[str]] = None) -> ArgumentParser:
     """The parser of ``fairseq-train``: every generic group and the component choices."""
     parser = get_parser("Trainer", default_task, input_args)
-    for name in ("dataset", "distributed_training", "optimization", "checkpoint"):
-        gen_parser_from_dataclass(parser.add_argument_group(name), GENERIC_GROUPS[name])
+    add_dataset_args(parser, train=True)
+    add_distributed_training_args(parser)
+    add_optimization_args(parser)
+    add_checkpoint_args(parser)
     add_component_choices(parser, ("model", "criterion", "optimizer", "lr_scheduler"))
     return parser
 
@@ -117,8 +134,8 @@ def get_eval_lm_parser(default_task: str = "language_modeling",
                        input_args: Optional[Sequence[str]] = None) -> ArgumentParser:
     """The parser of ``fairseq-eval-lm``."""
     parser = get_parser("Evaluate a language model", default_task, input_args)
-    for name in ("dataset", "common_eval", "eval_lm"):
-        gen_parser_from_dataclass(parser.add_argument_group(name), GENERIC_GROUPS[name])
+    add_dataset_args(parser, gen=True)
+    add_eval_lm_args(parser)
     return parser
 
 
@@ -143,9 +160,13 @@ def parse_args_and_arch(parser: ArgumentParser, input_args: Optional[List[str]] 
         if name is None or group not in registries:
             continue
         entry = registries[group].get(name)
-        if entry.dataclass is None:
-            continue
         title = "model" if group == "model" else group
+        if entry.dataclass is None:
+            # a component written for fairseq's older API declares its flags in add_args
+            add_args = getattr(entry.cls, "add_args", None)
+            if add_args is not None:
+                add_args(parser.add_argument_group(f"{title} ({name})"))
+            continue
         gen_parser_from_dataclass(parser.add_argument_group(f"{title} ({name})"),
                                   entry.default_config(), delete_default=suppress_defaults)
     parser.add_argument("-h", "--help", action="help", help="show this help message and exit")
@@ -159,3 +180,165 @@ def parse_args_and_arch(parser: ArgumentParser, input_args: Optional[List[str]] 
         return parser.parse_known_args(input_args)
     args = parser.parse_args(input_args)
     return args
+
+
+# -- fairseq's parser builders ------------------------------------------------------------------
+def get_preprocessing_parser(default_task: str = "translation",
+                             input_args: Optional[Sequence[str]] = None) -> ArgumentParser:
+    """The common flags, ``--task`` and every flag of ``fairseq-preprocess``.
+
+    It parses any ``fairseq-preprocess`` command line to the same values as that command's own
+    parser (``fairseq_cli.preprocess.get_preprocessing_parser``), whose flags it adds.
+    """
+    parser = get_parser("Preprocessing", default_task, input_args)
+    add_preprocess_args(parser)
+    return parser
+
+
+def get_validation_parser(default_task: Optional[str] = None,
+                          input_args: Optional[Sequence[str]] = None) -> ArgumentParser:
+    """The flags of ``fairseq-validate``: dataset, distributed and evaluation (``--path``, ...)."""
+    parser = get_parser("Validation", default_task, input_args)
+    add_dataset_args(parser, train=True)
+    add_distributed_training_args(parser, default_world_size=1)
+    add_common_eval_args(parser.add_argument_group("Evaluation"))
+    return parser
+
+
+def get_generation_parser(interactive: bool = False, default_task: str = "translation",
+                          input_args: Optional[Sequence[str]] = None) -> ArgumentParser:
+    """The flags of ``fairseq-generate`` (with ``interactive``, of ``fairseq-interactive``)."""
+    parser = get_parser("Generation", default_task, input_args)
+    add_dataset_args(parser, gen=True)
+    add_distributed_training_args(parser, default_world_size=1)
+    add_generation_args(parser)
+    add_checkpoint_args(parser)
+    if interactive:
+        add_interactive_args(parser)
+    return parser
+
+
+def get_interactive_generation_parser(default_task: str = "translation",
+                                      input_args: Optional[Sequence[str]] = None) -> ArgumentParser:
+    """The flags of ``fairseq-interactive``."""
+    return get_generation_parser(interactive=True, default_task=default_task, input_args=input_args)
+
+
+get_interactive_parser = get_interactive_generation_parser
+
+
+def add_preprocess_args(parser: ArgumentParser) -> argparse._ArgumentGroup:
+    """Add the flags of ``fairseq-preprocess`` (those the parser does not have yet) in a group."""
+    from fairseq_cli.preprocess import get_preprocessing_parser as preprocess_parser
+
+    group = parser.add_argument_group("Preprocessing")
+    taken = set(parser._option_string_actions)
+    for action in preprocess_parser()._actions:
+        if isinstance(action, argparse._HelpAction) or taken.intersection(action.option_strings):
+            continue
+        group._add_action(action)
+    return group
+
+
+def add_dataset_args(parser: ArgumentParser, train: bool = False,
+                     gen: bool = False) -> argparse._ArgumentGroup:
+    """Add the ``dataset`` group (batching, splits, validation cadence).
+
+    ``train`` and ``gen`` are accepted as in fairseq; every dataset flag is added either way.
+    """
+    del train, gen
+    group = parser.add_argument_group("dataset")
+    gen_parser_from_dataclass(group, GENERIC_GROUPS["dataset"])
+    return group
+
+
+def add_distributed_training_args(parser: ArgumentParser,
+                                  default_world_size: Optional[int] = None) -> argparse._ArgumentGroup:
+    """Add the ``distributed_training`` group.
+
+    Args:
+        default_world_size: the default of ``--distributed-world-size``; ``None`` keeps the
+            config's (1: ``torchrun`` sets the real size).
+    """
+    group = parser.add_argument_group("distributed_training")
+    config = GENERIC_GROUPS["distributed_training"]
+    gen_parser_from_dataclass(group, config() if default_world_size is None
+                              else config(distributed_world_size=default_world_size))
+    return group
+
+
+def add_optimization_args(parser: ArgumentParser) -> argparse._ArgumentGroup:
+    """Add the ``optimization`` group (``--lr``, ``--max-update``, ``--clip-norm``, ...)."""
+    group = parser.add_argument_group("optimization")
+    gen_parser_from_dataclass(group, GENERIC_GROUPS["optimization"])
+    return group
+
+
+def add_checkpoint_args(parser: ArgumentParser) -> argparse._ArgumentGroup:
+    """Add the ``checkpoint`` group (``--save-dir``, ``--restore-file``, ...)."""
+    group = parser.add_argument_group("checkpoint")
+    gen_parser_from_dataclass(group, GENERIC_GROUPS["checkpoint"])
+    return group
+
+
+def add_common_eval_args(group) -> None:
+    """Add the evaluation flags (``--path``, ``--quiet``, ``--model-overrides``, ...) to ``group``."""
+    from fairseq.dataclass.configs import CommonEvalConfig
+
+    gen_parser_from_dataclass(group, CommonEvalConfig)
+
+
+def add_eval_lm_args(parser: ArgumentParser) -> argparse._ArgumentGroup:
+    """Add the evaluation flags and those of ``fairseq-eval-lm``."""
+    from fairseq.dataclass.configs import EvalLMConfig
+
+    group = parser.add_argument_group("LM Evaluation")
+    add_common_eval_args(group)
+    gen_parser_from_dataclass(group, EvalLMConfig)
+    return group
+
+
+def add_generation_args(parser: ArgumentParser) -> argparse._ArgumentGroup:
+    """Add the evaluation flags and those of generation (``--beam``, ``--sampling``, ...)."""
+    from fairseq.dataclass.configs import GenerationConfig
+
+    group = parser.add_argument_group("Generation")
+    add_common_eval_args(group)
+    gen_parser_from_dataclass(group, GenerationConfig)
+    return group
+
+
+def add_interactive_args(parser: ArgumentParser) -> argparse._ArgumentGroup:
+    """Add the flags of interactive generation (``--buffer-size``, ``--input``)."""
+    from fairseq.dataclass.configs import InteractiveConfig
+
+    group = parser.add_argument_group("Interactive")
+    gen_parser_from_dataclass(group, InteractiveConfig)
+    return group
+
+
+def add_model_args(parser: ArgumentParser) -> argparse._ArgumentGroup:
+    """Add ``--arch``/``-a``: a model or one of its architecture presets."""
+    group = parser.add_argument_group("Model configuration")
+    add_component_choices(group, ("model",))
+    return group
+
+
+def get_args(data: str, task: str = "language_modeling", arch: str = "transformer_lm",
+             **overrides) -> Namespace:
+    """A training namespace for ``data`` with ``--task``/``--arch`` and attribute overrides."""
+    parser = get_training_parser(task, input_args=[str(data)])
+    args = parse_args_and_arch(parser, [str(data), "--task", task, "--arch", arch])
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    return args
+
+
+def __getattr__(name: str):
+    """fairseq's options module re-exports the legacy string parsers of :mod:`fairseq.utils`
+    (imported on first use: they need torch)."""
+    if name in ("csv_str_list", "eval_bool", "eval_str_dict", "eval_str_list"):
+        from fairseq import utils
+
+        return getattr(utils, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

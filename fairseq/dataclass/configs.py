@@ -334,6 +334,104 @@ class EvalLMConfig(FairseqDataclass):
 
 
 @dataclass
+class GenerationConfig(FairseqDataclass):
+    """Options of text generation (``fairseq.options.get_generation_parser``), fairseq's flags.
+
+    Only the options that apply to language models are declared: beam search, sampling, length
+    and n-gram constraints, penalties, an added language model.
+    """
+
+    beam: int = field(default=5, metadata={"help": "number of hypotheses kept at each step"})
+    nbest: int = field(default=1, metadata={"help": "number of hypotheses returned per input"})
+    max_len_a: float = field(
+        default=0, metadata={"help": "the longest output is max_len_a * input length + max_len_b"}
+    )
+    max_len_b: int = field(
+        default=200, metadata={"help": "the longest output is max_len_a * input length + max_len_b"}
+    )
+    min_len: int = field(default=1, metadata={"help": "the shortest output (EOS is blocked before)"})
+    match_source_len: bool = field(
+        default=False, metadata={"help": "outputs are exactly as long as their input"}
+    )
+    unnormalized: bool = field(
+        default=False, metadata={"help": "rank hypotheses by total, not per-token, score"}
+    )
+    no_early_stop: bool = field(default=False, metadata={"help": "deprecated; has no effect"})
+    no_beamable_mm: bool = field(
+        default=False, metadata={"help": "accepted for fairseq command lines; has no effect here"}
+    )
+    lenpen: float = field(
+        default=1.0,
+        metadata={"help": "length penalty exponent: below 1 favours shorter outputs, above 1 longer"},
+    )
+    unkpen: float = field(
+        default=0.0, metadata={"help": "subtracted from the score of <unk>: positive values avoid it"}
+    )
+    replace_unk: Optional[str] = field(
+        default=None,
+        metadata={"help": "replace <unk> in outputs (optionally with an alignment dictionary file)"},
+    )
+    sacrebleu: bool = field(default=False, metadata={"help": "score with sacrebleu"})
+    score_reference: bool = field(
+        default=False, metadata={"help": "only score the reference, generate nothing"}
+    )
+    prefix_size: int = field(
+        default=0, metadata={"help": "force the first N target tokens to those of the reference"}
+    )
+    no_repeat_ngram_size: int = field(
+        default=0, metadata={"help": "never repeat an n-gram of this size (0: off)"}
+    )
+    sampling: bool = field(
+        default=False, metadata={"help": "sample the next token instead of searching a beam"}
+    )
+    sampling_topk: int = field(
+        default=-1, metadata={"help": "sample among the K most likely tokens only (-1: all)"}
+    )
+    sampling_topp: float = field(
+        default=-1.0,
+        metadata={"help": "sample among the fewest most likely tokens whose probabilities add up "
+                  "to more than p (-1: off)"},
+    )
+    temperature: float = field(
+        default=1.0, metadata={"help": "divide the logits by this before the softmax"}
+    )
+    diverse_beam_groups: int = field(
+        default=-1, metadata={"help": "number of groups of diverse beam search (-1: off)"}
+    )
+    diverse_beam_strength: float = field(
+        default=0.5, metadata={"help": "penalty strength of diverse beam search"}
+    )
+    diversity_rate: float = field(
+        default=-1.0, metadata={"help": "penalty strength of diverse siblings search (-1: off)"}
+    )
+    print_step: bool = field(default=False, metadata={"help": "print the step of each token"})
+    lm_path: Optional[str] = field(
+        default=None, metadata={"help": "a language model checkpoint whose scores are added"}
+    )
+    lm_weight: float = field(
+        default=0.0, metadata={"help": "weight of the added language model's log-probabilities"}
+    )
+    retain_dropout: bool = field(default=False, metadata={"help": "keep dropout on while generating"})
+    no_seed_provided: bool = field(
+        default=False,
+        metadata={"help": "generate with a seed drawn at random instead of common.seed"},
+    )
+    eos_token: Optional[str] = field(
+        default=None, metadata={"help": "a symbol to end generation with instead of </s>"}
+    )
+
+
+@dataclass
+class InteractiveConfig(FairseqDataclass):
+    """Options of interactive generation (``fairseq.options.get_interactive_parser``)."""
+
+    buffer_size: int = field(
+        default=0, metadata={"help": "read this many inputs before generating for them (0: one)"}
+    )
+    input: str = field(default="-", metadata={"help": "file to read inputs from; - for stdin"})
+
+
+@dataclass
 class FairseqConfig(FairseqDataclass):
     """The whole run: generic groups plus one node per chosen component."""
 
@@ -366,6 +464,6 @@ COMPONENT_GROUPS = ("task", "model", "criterion", "optimizer", "lr_scheduler")
 
 __all__ = [
     "ChoiceEnum", "FairseqDataclass", "FairseqConfig", "CommonConfig", "DistributedTrainingConfig",
-    "DatasetConfig", "OptimizationConfig", "CheckpointConfig", "CommonEvalConfig", "EvalLMConfig", "GENERIC_GROUPS",
+    "DatasetConfig", "OptimizationConfig", "CheckpointConfig", "CommonEvalConfig", "EvalLMConfig", "GenerationConfig", "InteractiveConfig", "GENERIC_GROUPS",
     "COMPONENT_GROUPS", "interpolation_target", "field_default",
 ]

@@ -36,3 +36,12 @@ def build_model(cfg: Union[DictConfig, Namespace], task: Any) -> BaseFairseqMode
 
 
 import_submodules(__name__, __path__)
+
+# generic base classes that fairseq users subclass (fairseq's import paths)
+from fairseq.models.fairseq_decoder import FairseqDecoder  # noqa: E402
+from fairseq.models.fairseq_encoder import EncoderOut, FairseqEncoder  # noqa: E402
+from fairseq.models.fairseq_encoder_decoder_model import FairseqEncoderDecoderModel  # noqa: E402
+from fairseq.models.fairseq_incremental_decoder import FairseqIncrementalDecoder  # noqa: E402
+
+__all__ += ["EncoderOut", "FairseqDecoder", "FairseqEncoder", "FairseqEncoderDecoderModel",
+            "FairseqIncrementalDecoder"]
