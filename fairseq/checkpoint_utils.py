@@ -11,6 +11,7 @@ save leaves the previous checkpoint intact; it is read with ``torch.load(weights
 so loading never runs code from the file.
 """
 import argparse
+import ast
 import dataclasses
 import logging
 import os
@@ -23,6 +24,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+
+from fairseq.file_io import PathManager
 
 logger = logging.getLogger(__name__)
 
@@ -117,8 +120,40 @@ def is_better(value: float, best: Optional[float], cfg: DictConfig) -> bool:
     return best is None or _is_better(value, best, bool(cfg.checkpoint.maximize_best_checkpoint_metric))
 
 
-def save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Optional[float],
-                    end_of_epoch: bool, state: Dict[str, Any], improved: bool) -> None:
+def _is_full_config(cfg: Any) -> bool:
+    """Whether ``cfg`` is the whole run config (else it is its ``checkpoint`` node, as fairseq's
+    functions take it)."""
+    if isinstance(cfg, (DictConfig, dict)):
+        return "checkpoint" in cfg
+    return hasattr(cfg, "checkpoint")
+
+
+def save_checkpoint(cfg: Any, trainer: Any, epoch_itr: Any, val_loss: Optional[float],
+                    end_of_epoch: Optional[bool] = None, state: Optional[Dict[str, Any]] = None,
+                    improved: Optional[bool] = None) -> None:
+    """Write the checkpoints due now (see :func:`_save_checkpoint`).
+
+    fairseq's signature: ``save_checkpoint(cfg.checkpoint, trainer, epoch_itr, val_loss)``
+    (``cfg`` may also be the whole config). The end of epoch then comes from ``epoch_itr``, and
+    the best value so far is kept on the function (``save_checkpoint.best``), as fairseq does.
+    The trainer loop passes ``end_of_epoch``, ``state`` and ``improved`` itself.
+    """
+    full = cfg if _is_full_config(cfg) else trainer.cfg
+    if state is None:
+        maximize = bool(full.checkpoint.maximize_best_checkpoint_metric)
+        best = getattr(save_checkpoint, "best", None)
+        improved = val_loss is not None and (best is None or _is_better(val_loss, best, maximize)
+                                             or val_loss == best)
+        if improved:
+            save_checkpoint.best = val_loss  # type: ignore[attr-defined]
+        state = {"best": getattr(save_checkpoint, "best", None)}
+    if end_of_epoch is None:
+        end_of_epoch = bool(epoch_itr.end_of_epoch())
+    _save_checkpoint(full, trainer, epoch_itr, val_loss, end_of_epoch, state, bool(improved))
+
+
+def _save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Optional[float],
+                     end_of_epoch: bool, state: Dict[str, Any], improved: bool) -> None:
     """Write the checkpoints due now (on the first process only) and track the best metric.
 
     Names: ``checkpoint{epoch}.pt`` at the end of an epoch (every ``save_interval`` epochs),
@@ -167,9 +202,55 @@ def save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Opt
     atomic_save(snapshot, first)
     for name in names[1:]:
         atomic_copy(first, os.path.join(save_dir, name))
+    save_run_config(cfg, save_dir)
     logger.info("saved %s (epoch %d @ %d updates%s)", ", ".join(names), epoch, updates,
                 f", valid {ckpt.best_checkpoint_metric} {val_loss:.3f}" if val_loss is not None else "")
     _prune(save_dir, ckpt)
+
+
+def save_run_config(cfg: Any, save_dir: str) -> None:
+    """Write the resolved run config as ``save_dir/config.json`` (atomically), beside the
+    checkpoints; ``fairseq.dataclass.json_io.load_config_json`` reads it back."""
+    from fairseq.dataclass.json_io import save_config_json
+
+    if isinstance(cfg, DictConfig):
+        save_config_json(cfg, save_dir)
+
+
+def torch_persistent_save(obj: Any, filename: str, async_write: bool = False) -> None:
+    """``torch.save`` ``obj`` to ``filename``: atomically (temporary file, fsync, rename), or
+    through ``PathManager.opena`` with ``async_write`` (fairseq's signature)."""
+    if async_write:
+        with PathManager.opena(filename, "wb") as f:
+            _torch_persistent_save(obj, f)
+    else:
+        _atomic_write(filename, lambda f: _torch_persistent_save(obj, f))
+
+
+def _torch_persistent_save(obj: Any, f: Any) -> None:
+    """``torch.save`` to a path or an open file."""
+    if isinstance(f, str):
+        with PathManager.open(f, "wb") as handle:
+            torch.save(obj, handle)
+        return
+    torch.save(obj, f)
+
+
+def verify_checkpoint_directory(save_dir: str) -> None:
+    """Create ``save_dir`` if needed and check that a file can be written in it.
+
+    Raises:
+        OSError: the directory cannot be created or written (logged with its name first).
+    """
+    os.makedirs(save_dir, exist_ok=True)
+    probe = os.path.join(save_dir, "dummy")
+    try:
+        with open(probe, "w"):
+            pass
+    except OSError:
+        logger.warning("Unable to access checkpoint save directory: %s", save_dir)
+        raise
+    os.remove(probe)
 
 
 def _prune(save_dir: str, ckpt: Any) -> None:
@@ -265,6 +346,9 @@ def _upgrade_state(state: Dict[str, Any], path: str) -> None:
     if isinstance(extra, dict) and "train_iterator" not in extra and "epoch" in extra:
         extra["train_iterator"] = {"epoch": max(int(extra["epoch"]), 1),
                                    "iterations_in_epoch": extra.get("batch_offset", 0)}
+    history = state.get("optimizer_history")
+    if "num_updates" not in state and isinstance(history, list) and history and isinstance(history[-1], dict):
+        state["num_updates"] = int(history[-1].get("num_updates", 0))  # fairseq keeps it there
     cfg = state.get("cfg")
     args = state.get("args")
     if cfg is None and args is not None:
@@ -530,7 +614,71 @@ def checkpoint_path_to_restore(cfg: DictConfig) -> str:
     return os.path.join(cfg.checkpoint.save_dir, restore)
 
 
-def load_checkpoint(cfg: DictConfig, trainer: Any) -> Tuple[Dict[str, Any], Any]:
+def load_checkpoint(cfg: Any, trainer: Any, **passthrough_args: Any) -> Tuple[Optional[Dict[str, Any]], Any]:
+    """Restore the trainer from ``checkpoint.restore_file`` (or ``finetune_from_model``).
+
+    With the whole run config this drives this package's :class:`~fairseq.trainer.Trainer`
+    (:func:`_load_run_checkpoint`). With a ``checkpoint`` node, as fairseq's callers pass it, it
+    follows fairseq's protocol: ``trainer.load_checkpoint(path, reset_optimizer,
+    reset_lr_scheduler, optimizer_overrides, reset_meters=...)`` returns the extra state and
+    ``trainer.get_train_iterator(epoch=..., load_dataset=True, **passthrough_args)`` the iterator.
+
+    Returns:
+        ``(extra_state, epoch_itr)``.
+    """
+    if _is_full_config(cfg):
+        return _load_run_checkpoint(cfg, trainer)
+    return _load_checkpoint_fairseq_protocol(cfg, trainer, **passthrough_args)
+
+
+def _load_checkpoint_fairseq_protocol(cfg: Any, trainer: Any, **passthrough_args: Any):
+    reset_optimizer = bool(cfg.reset_optimizer)
+    reset_lr_scheduler = bool(cfg.reset_lr_scheduler)
+    reset_meters = bool(cfg.reset_meters)
+    reset_dataloader = bool(cfg.reset_dataloader)
+    try:
+        optimizer_overrides = ast.literal_eval(str(getattr(cfg, "optimizer_overrides", "{}") or "{}"))
+    except (ValueError, SyntaxError):
+        raise CheckpointError(f"checkpoint.optimizer_overrides={cfg.optimizer_overrides!r} is not a "
+                              "literal dict, e.g. \"{'lr': 0.1}\"") from None
+    finetune = cfg.finetune_from_model
+    if finetune is not None and (reset_optimizer or reset_lr_scheduler or reset_meters or reset_dataloader):
+        raise ValueError("--finetune-from-model can not be set together with either --reset-optimizer"
+                         " or reset_lr_scheduler or reset_meters or reset_dataloader")
+    if cfg.restore_file != "checkpoint_last.pt" and finetune:
+        raise ValueError("--finetune-from-model and --restore-file (non-default value) can not be "
+                         f"specified together: restore_file={cfg.restore_file!r}")
+    suffix = getattr(trainer, "checkpoint_suffix", "") or ""
+    if cfg.restore_file == "checkpoint_last.pt":
+        path = os.path.join(cfg.save_dir, f"checkpoint_last{suffix}.pt")
+        first_launch = not PathManager.exists(path)
+        if first_launch and getattr(cfg, "continue_once", None) is not None:
+            path = cfg.continue_once
+        elif first_launch and finetune is not None:
+            if not PathManager.exists(finetune):
+                raise ValueError(f"--finetune-from-model {finetune} does not exist")
+            path = finetune
+            reset_optimizer = reset_lr_scheduler = reset_meters = reset_dataloader = True
+            logger.info("loading pretrained model from %s: optimizer, lr scheduler, meters, "
+                        "dataloader will be reset", path)
+    else:
+        path = cfg.restore_file.replace(".pt", f"{suffix}.pt") if suffix else cfg.restore_file
+    extra_state = trainer.load_checkpoint(path, reset_optimizer, reset_lr_scheduler,
+                                          optimizer_overrides, reset_meters=reset_meters)
+    if extra_state is not None and "best" in extra_state and not reset_optimizer and not reset_meters:
+        save_checkpoint.best = extra_state["best"]  # type: ignore[attr-defined]
+    if extra_state is not None and not reset_dataloader:
+        itr_state = extra_state["train_iterator"]
+        epoch_itr = trainer.get_train_iterator(epoch=itr_state["epoch"], load_dataset=True,
+                                               **passthrough_args)
+        epoch_itr.load_state_dict(itr_state)
+    else:
+        epoch_itr = trainer.get_train_iterator(epoch=1, load_dataset=True, **passthrough_args)
+    trainer.lr_step(epoch_itr.epoch)
+    return extra_state, epoch_itr
+
+
+def _load_run_checkpoint(cfg: DictConfig, trainer: Any) -> Tuple[Dict[str, Any], Any]:
     """Restore the trainer from ``checkpoint.restore_file`` if it exists; return the iterator.
 
     Returns:

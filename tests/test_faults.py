@@ -85,7 +85,8 @@ def test_sigkill_during_training_and_during_a_checkpoint_write(data_bin, tmp_pat
     assert run_script(train_code(command), tmp_path).returncode == 0
     for name in os.listdir(save_dir):
         assert not name.startswith(".tmp"), name
-        torch.load(os.path.join(save_dir, name), weights_only=True)
+        if name.endswith(".pt"):  # config.json is written beside the checkpoints
+            torch.load(os.path.join(save_dir, name), weights_only=True)
     expected = losses_by_update(full_log)
     assert sorted(expected) == list(range(1, 13))
     assert losses_by_update(log) == expected
