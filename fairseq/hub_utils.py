@@ -223,8 +223,7 @@ class GeneratorHubInterface(nn.Module):
             For each prompt, a best-first list of hypotheses ``{"tokens", "score",
             "positional_scores"}`` (for a single 1-D tensor: just that list).
         """
-        from fairseq.sequence_generator import SequenceGenerator, build_search
-        from fairseq.sequence_scorer import SequenceScorer
+        from fairseq.sequence_generator import GenerationSettingError, build_generator
 
         if prefix_allowed_tokens_fn is not None:
             raise HubError("prefix_allowed_tokens_fn is not supported by this generator")
@@ -242,24 +241,14 @@ class GeneratorHubInterface(nn.Module):
                 raise HubError(f"sentence {i} has {len(prompt)} tokens, more than the model's "
                                f"{limit - 1} positions allow (the first holds BOS); shorten it")
 
-        if score_reference:
-            worker: Any = SequenceScorer(self.tgt_dict)
-        else:
-            generator = None
-            if options["seed"] is not None:
-                generator = torch.Generator(device=self.device).manual_seed(int(options["seed"]))
-            search = build_search(options["sampling"], options["sampling_topk"],
-                                  options["sampling_topp"], self.tgt_dict, generator)
-            max_len_b = options["max_len_b"]
-            if limit is not None and max_len_b > limit - 1:
-                raise HubError(f"max_len_b={max_len_b} is beyond the model's {limit - 1} "
-                               f"positions; give max_len_b <= {limit - 1}")
-            worker = SequenceGenerator(
-                list(self.models), self.tgt_dict, beam_size=options["beam"],
-                max_len_a=options["max_len_a"], max_len_b=max_len_b, min_len=options["min_len"],
-                normalize_scores=not options["unnormalized"], len_penalty=options["lenpen"],
-                unk_penalty=options["unkpen"], temperature=options["temperature"],
-                no_repeat_ngram_size=options["no_repeat_ngram_size"], search_strategy=search)
+        generator = None
+        if options["seed"] is not None:
+            generator = torch.Generator(device=self.device).manual_seed(int(options["seed"]))
+        try:
+            worker = build_generator(list(self.models), options, self.tgt_dict, generator,
+                                     score_reference=score_reference)
+        except GenerationSettingError as e:
+            raise HubError(str(e)) from None
 
         results: List[Optional[List[Dict[str, Any]]]] = [None] * len(prompts)
         pad = self.src_dict.pad()

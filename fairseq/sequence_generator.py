@@ -287,6 +287,81 @@ class SequenceGenerator(torch.nn.Module):
         return finalized
 
 
+class GenerationSettingError(ValueError):
+    """A generation setting that is out of range or does not apply to language models."""
+
+
+def _get(cfg: Any, key: str, default: Any) -> Any:
+    if isinstance(cfg, dict):
+        value = cfg.get(key, default)
+    else:
+        value = getattr(cfg, key, default)
+    return default if value is None else value
+
+
+def build_generator(models: Sequence[torch.nn.Module], gen_cfg: Any, tgt_dict: Any,
+                    generator: Optional[torch.Generator] = None,
+                    score_reference: Optional[bool] = None) -> Any:
+    """The generator fairseq's generation settings describe (``cfg.generation``, a legacy
+    namespace or a dict): a :class:`SequenceGenerator`, or with ``score_reference`` a
+    :class:`~fairseq.sequence_scorer.SequenceScorer`.
+
+    Raises:
+        GenerationSettingError: for settings out of range, beyond the models' positions, or
+            of translation-only features.
+    """
+    if score_reference if score_reference is not None else bool(_get(gen_cfg, "score_reference", False)):
+        from fairseq.sequence_scorer import SequenceScorer
+
+        return SequenceScorer(tgt_dict)
+    unsupported = {
+        "diverse_beam_groups": float(_get(gen_cfg, "diverse_beam_groups", -1)) > 0,
+        "diversity_rate": float(_get(gen_cfg, "diversity_rate", -1.0)) > 0,
+        "lm_path": _get(gen_cfg, "lm_path", None) is not None,
+        "match_source_len": bool(_get(gen_cfg, "match_source_len", False)),
+        "constraints": _get(gen_cfg, "constraints", None) is not None,
+    }
+    for key, given in unsupported.items():
+        if given:
+            raise GenerationSettingError(f"generation.{key}={_get(gen_cfg, key, None)!r} is not "
+                                         "supported for language models; leave it unset")
+    beam = int(_get(gen_cfg, "beam", 5))
+    if beam < 1:
+        raise GenerationSettingError(f"generation.beam={beam}: give at least 1 (--beam)")
+    sampling = bool(_get(gen_cfg, "sampling", False))
+    topk, topp = int(_get(gen_cfg, "sampling_topk", -1)), float(_get(gen_cfg, "sampling_topp", -1.0))
+    if (topk > 0 or topp > 0) and not sampling:
+        raise GenerationSettingError(
+            f"generation.sampling_topk={topk} / sampling_topp={topp} only apply when sampling: "
+            "add --sampling (generation.sampling=true)")
+    temperature = float(_get(gen_cfg, "temperature", 1.0))
+    if temperature <= 0:
+        raise GenerationSettingError(f"generation.temperature={temperature}: give a value > 0")
+    ensemble = EnsembleModel(models)
+    limit = ensemble.max_decoder_positions()
+    max_len_b = int(_get(gen_cfg, "max_len_b", 200))
+    if max_len_b < 0 or max_len_b > limit - 1:
+        raise GenerationSettingError(
+            f"generation.max_len_b={max_len_b} is beyond the model's {limit - 1} generated "
+            f"positions (model.max_target_positions={limit}); give --max-len-b {limit - 1} or less")
+    min_len = int(_get(gen_cfg, "min_len", 1))
+    if min_len < 0:
+        raise GenerationSettingError(f"generation.min_len={min_len}: give 0 or more")
+    ngram = int(_get(gen_cfg, "no_repeat_ngram_size", 0))
+    if ngram < 0:
+        raise GenerationSettingError(f"generation.no_repeat_ngram_size={ngram}: give 0 (off) or more")
+    try:
+        search = build_search(sampling, topk, topp, tgt_dict, generator)
+    except ValueError as e:
+        raise GenerationSettingError(f"generation: {e}") from None
+    return SequenceGenerator(
+        ensemble, tgt_dict, beam_size=beam, max_len_a=float(_get(gen_cfg, "max_len_a", 0)),
+        max_len_b=max_len_b, min_len=min_len,
+        normalize_scores=not bool(_get(gen_cfg, "unnormalized", False)),
+        len_penalty=float(_get(gen_cfg, "lenpen", 1.0)), unk_penalty=float(_get(gen_cfg, "unkpen", 0.0)),
+        temperature=temperature, no_repeat_ngram_size=ngram, search_strategy=search)
+
+
 def build_search(sampling: bool = False, sampling_topk: int = -1, sampling_topp: float = -1.0,
                  tgt_dict: Any = None, generator: Optional[torch.Generator] = None) -> Search:
     """The search strategy of fairseq's generation flags."""
@@ -295,4 +370,4 @@ def build_search(sampling: bool = False, sampling_topk: int = -1, sampling_topp:
     return BeamSearch(tgt_dict)
 
 
-__all__ = ["EnsembleModel", "SequenceGenerator", "build_search"]
+__all__ = ["EnsembleModel", "GenerationSettingError", "SequenceGenerator", "build_generator", "build_search"]

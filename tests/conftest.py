@@ -65,3 +65,19 @@ def read_json_log(path: str) -> List[dict]:
 def train_losses(path: str) -> List[float]:
     """Per-update training losses (``log_interval=1``), in update order."""
     return [r["loss"] for r in read_json_log(path) if "update" in r and "loss" in r]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(data_bin, tmp_path_factory) -> Path:
+    """A 1-layer transformer_lm trained 30 updates on ``data_bin``: its save directory
+    (``checkpoint_last.pt``, ``checkpoint_best.pt``)."""
+    from fairseq_cli import train
+
+    save_dir = tmp_path_factory.mktemp("tiny_ckpt")
+    train.cli_main([data_bin, "--task", "language_modeling", "--arch", "transformer_lm",
+                    "--decoder-layers", "1", "--decoder-embed-dim", "32", "--decoder-ffn-embed-dim", "64",
+                    "--decoder-attention-heads", "2", "--tokens-per-sample", "32", "--max-tokens", "512",
+                    "--optimizer", "adam", "--lr", "0.005", "--max-update", "30", "--save-dir", str(save_dir),
+                    "--no-epoch-checkpoints", "--log-format", "none", "--seed", "1",
+                    "--share-decoder-input-output-embed"])
+    return save_dir

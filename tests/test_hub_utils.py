@@ -9,24 +9,10 @@ from fairseq.hub_utils import GeneratorHubInterface, HubError
 
 
 @pytest.fixture(scope="module")
-def trained(data_bin, tmp_path_factory) -> Path:
-    from fairseq_cli import train
-
-    save_dir = tmp_path_factory.mktemp("hub_ckpt")
-    train.cli_main([data_bin, "--task", "language_modeling", "--arch", "transformer_lm",
-                    "--decoder-layers", "1", "--decoder-embed-dim", "32", "--decoder-ffn-embed-dim", "64",
-                    "--decoder-attention-heads", "2", "--tokens-per-sample", "32", "--max-tokens", "512",
-                    "--optimizer", "adam", "--lr", "0.005", "--max-update", "30", "--save-dir", str(save_dir),
-                    "--no-epoch-checkpoints", "--log-format", "none", "--seed", "1",
-                    "--share-decoder-input-output-embed"])
-    return save_dir
-
-
-@pytest.fixture(scope="module")
-def lm(trained, data_bin) -> GeneratorHubInterface:
+def lm(tiny_checkpoint, data_bin) -> GeneratorHubInterface:
     from fairseq.models.transformer_lm import TransformerLanguageModel
 
-    return TransformerLanguageModel.from_pretrained(str(trained), "checkpoint_last.pt",
+    return TransformerLanguageModel.from_pretrained(str(tiny_checkpoint), "checkpoint_last.pt",
                                                     data_name_or_path=data_bin)
 
 
@@ -85,7 +71,9 @@ def test_bad_calls_are_clear_errors(lm, tmp_path):
         TransformerLanguageModel.from_pretrained("transformer_lm.gpt2.small")
     with pytest.raises(HubError, match="does not exist"):
         TransformerLanguageModel.from_pretrained(str(tmp_path), "model.pt")
-    with pytest.raises(HubError, match="did you mean 'sampling_topk'"):
+    with pytest.raises(HubError, match="add --sampling"):
+        lm.sample("the", sampling_topk=3)
+    with pytest.raises(HubError, match="did you mean .sampling_topk."):
         lm.sample("the", sampling_topkk=3)
     with pytest.raises(HubError, match="max_len_b"):
         lm.sample("the", max_len_b=100000)

@@ -1,0 +1,138 @@
+"""``fairseq-interactive``: continue prompts read from stdin (or ``--input FILE``), one per line.
+
+    echo "the function returns" | fairseq-interactive DATA --task language_modeling \\
+        --path checkpoints/checkpoint_best.pt --beam 1 --sampling --sampling-topk 10 --seed 1
+
+For each prompt it prints fairseq's lines: ``S-id`` the prompt as encoded, ``W-id`` the seconds
+spent, then for each of the ``--nbest`` hypotheses ``H-id``, ``D-id`` and ``P-id`` (scores in
+base 2). Prompts are read ``--buffer-size`` at a time and generated in batches of
+``--batch-size``; text goes through the checkpoint's tokenizer and BPE (or those named by flags).
+"""
+import logging
+import sys
+import time
+from argparse import ArgumentParser, Namespace
+from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Union
+
+import torch
+
+from fairseq_cli.generate import (Printer, build_encoders, explicit_overrides, generation_settings,
+                                  load_ensemble, parse)
+
+logger = logging.getLogger("fairseq_cli.interactive")
+
+
+def buffered_read(source: str, buffer_size: int) -> Iterator[List[str]]:
+    """Lines of ``source`` (``-``: stdin), ``buffer_size`` at a time."""
+    stream: TextIO = sys.stdin if source == "-" else open(source, encoding="utf-8")
+    try:
+        buffer: List[str] = []
+        for line in stream:
+            buffer.append(line.strip())
+            if len(buffer) >= buffer_size:
+                yield buffer
+                buffer = []
+        if buffer:
+            yield buffer
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+
+
+def interact(parser: ArgumentParser, args: Namespace, argv: Sequence[str]) -> Dict[str, float]:
+    import os
+
+    from fairseq.dataclass.overrides import ConfigError
+    from fairseq.sequence_generator import GenerationSettingError, build_generator
+
+    buffer_size = max(int(getattr(args, "buffer_size", 0) or 0), 1)
+    batch_size = args.batch_size or buffer_size
+    if batch_size > buffer_size and getattr(args, "buffer_size", 0):
+        raise ConfigError(f"dataset.batch_size={batch_size} is larger than interactive.buffer_size="
+                          f"{buffer_size}: a batch cannot hold more prompts than are read at once; "
+                          "raise --buffer-size or lower --batch-size")
+    if args.input != "-" and not os.path.isfile(args.input):
+        raise ConfigError(f"interactive.input={args.input!r}: no such file (give a file, or - for stdin)")
+    models, cfg, task = load_ensemble(args, explicit_overrides(parser, args, argv))
+    use_cuda = torch.cuda.is_available() and not args.cpu
+    device = torch.device("cuda" if use_cuda else "cpu")
+    for model in models:
+        model.to(device)
+    if args.seed is not None:
+        torch.manual_seed(int(args.seed))
+    src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
+    try:
+        generator = build_generator(models, generation_settings(args), tgt_dict)
+    except GenerationSettingError as e:
+        raise ConfigError(str(e)) from None
+    bpe, tokenizer = build_encoders(cfg, args)
+    printer = Printer(args, tgt_dict, bpe, tokenizer, sys.stdout)
+    bos = src_dict.bos() if cfg.task.get("add_bos_token", False) else src_dict.eos()
+    positions = min(m.max_positions() for m in models)
+
+    def encode(line: str) -> torch.Tensor:
+        if tokenizer is not None:
+            line = tokenizer.encode(line)
+        if bpe is not None:
+            line = bpe.encode(line)
+        tokens = src_dict.encode_line(line, add_if_not_exist=False, append_eos=False).long()
+        if len(tokens) + 1 > positions:
+            raise ConfigError(f"a prompt of {len(tokens)} tokens does not fit the model's {positions} "
+                              f"positions (the first holds BOS): shorten it ({line[:40]!r}...)")
+        return tokens
+
+    logger.info("NOTE: hypothesis and token scores are output in base 2")
+    logger.info("Type the input sentence and press return:")
+    start_id, total = 0, 0.0
+    for lines in buffered_read(args.input, buffer_size):
+        prompts = [encode(line) for line in lines]
+        for first in range(0, len(prompts), batch_size):
+            chunk = prompts[first:first + batch_size]
+            width = max(len(p) for p in chunk) + 1
+            src = torch.full((len(chunk), width), src_dict.pad(), dtype=torch.long)
+            for row, prompt in enumerate(chunk):
+                src[row, 0] = bos
+                src[row, 1:len(prompt) + 1] = prompt
+            src = src.to(device)
+            sample = {"net_input": {"src_tokens": src,
+                                    "src_lengths": torch.tensor([len(p) + 1 for p in chunk], device=device)}}
+            began = time.perf_counter()
+            with torch.no_grad():
+                hypos = generator.generate(models, sample, prefix_tokens=src[:, 1:], bos_token=bos)
+            seconds = time.perf_counter() - began
+            total += seconds
+            for row, prompt in enumerate(chunk):
+                sid = start_id + first + row
+                print(f"S-{sid}\t{printer.string(prompt)}")
+                print(f"W-{sid}\t{seconds / len(chunk):.3f}\tseconds")
+                printer.hypotheses(sid, hypos[row])
+        start_id += len(prompts)
+    logger.info("Total time: %.3f seconds; translation time: %.3f", total, total)
+    return {"sentences": start_id, "seconds": total}
+
+
+def main(args: Union[Namespace, List[str], None] = None) -> Dict[str, float]:
+    """Run interactive generation from a legacy namespace or command-line arguments."""
+    from fairseq.logging.progress_bar import setup_logging
+    from fairseq_cli.generate import _identity_argv, _namespace_argv
+    from fairseq_cli.train import run_with_clear_errors
+
+    setup_logging()
+    if args is None or isinstance(args, (list, tuple)):
+        argv = list(sys.argv[1:] if args is None else args)
+        parser, parsed = parse(argv, interactive=True)
+        return run_with_clear_errors(interact, parser, parsed, argv)
+    for name, default in (("buffer_size", 0), ("input", "-")):
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    parser, _ = parse(_identity_argv(args), interactive=True)
+    return interact(parser, args, _namespace_argv(parser, args))
+
+
+def cli_main(argv: Optional[List[str]] = None) -> None:
+    """``fairseq-interactive``."""
+    main(argv)
+
+
+if __name__ == "__main__":
+    cli_main()
