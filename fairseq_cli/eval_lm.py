@@ -228,6 +228,14 @@ def overrides_from_config(cfg: DictConfig) -> Dict[str, Any]:
     return overrides
 
 
+def progress_settings(overrides: Dict[str, Any]) -> Dict[str, Any]:
+    """The progress-bar settings of an evaluation: those given now, else the defaults (never the
+    training run's ``log_format``, which would print an evaluation the way that run logged)."""
+    return {"log_format": overrides.get("log_format"),
+            "log_interval": int(overrides.get("log_interval", 100)),
+            "no_progress_bar": bool(overrides.get("no_progress_bar", False))}
+
+
 def model_overrides(text: str) -> Dict[str, Any]:
     """``--model-overrides`` parsed as a Python dict literal.
 
@@ -310,8 +318,7 @@ def evaluate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
         data_buffer_size=int(cfg.dataset.get("data_buffer_size", 10)),
         context_window=context_window,
     )
-    itr = progress_bar(itr, log_format=cfg.common.log_format, log_interval=cfg.common.log_interval,
-                       no_progress_bar=bool(cfg.common.no_progress_bar))
+    itr = progress_bar(itr, **progress_settings(overrides))
     try:
         results = eval_lm(
             models=[model], source_dictionary=task.source_dictionary, batch_iterator=itr,
