@@ -56,8 +56,11 @@ def find_offsets(filename: str, num_chunks: int) -> List[int]:
 def read_lines_in_range(filename: str, start: int, end: int) -> Iterator[str]:
     """Yield the decoded lines of ``filename`` that start in bytes ``[start, end)``.
 
-    ``start`` must be a line start (as returned by :func:`find_offsets`). Lines are
-    read one at a time, so memory does not grow with the file.
+    ``start`` must be the start of a ``\\n``-terminated line (as returned by
+    :func:`find_offsets`). Lines end as in Python's text mode, which fairseq reads with:
+    at ``\\n``, ``\\r\\n`` or a lone ``\\r`` (so a ``\\r`` inside a line starts a new
+    sentence, as in fairseq). Lines are read one at a time, so memory does not grow with
+    the file.
 
     Raises:
         ValueError: if a line is not valid UTF-8 (the message names the file and the
@@ -77,7 +80,11 @@ def read_lines_in_range(filename: str, start: int, end: int) -> Iterator[str]:
                     f"{filename}: the line starting at byte {position} is not valid UTF-8 ({err.reason} at "
                     f"byte {position + err.start}); re-encode the file as UTF-8"
                 ) from None
-            yield line
+            if "\r" in line:
+                # bytes.splitlines splits at \n, \r\n and \r only: text mode's universal newlines
+                yield from (piece.decode("utf-8") for piece in raw_line.splitlines())
+            else:
+                yield line
             position += len(raw_line)
 
 
@@ -115,7 +122,9 @@ def binarize_file(
     num_sequences = num_tokens = 0
     try:
         for line in read_lines_in_range(filename, start_offset, end_offset):
-            ids = dictionary.encode_line(line, line_tokenizer=tokenize_line, append_eos=append_eos)
+            ids = dictionary.encode_line(
+                line, line_tokenizer=tokenize_line, add_if_not_exist=False, append_eos=append_eos
+            )
             builder.add_item(ids)
             num_sequences += 1
             num_tokens += len(ids)

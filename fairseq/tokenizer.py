@@ -1,7 +1,12 @@
 """Whitespace tokenization used to build dictionaries and binarize text."""
+import re
 from typing import List
 
-__all__ = ["tokenize_line"]
+__all__ = ["SPACE_NORMALIZER", "tokenize_line"]
+
+# Any run of whitespace (fairseq's name; tokenize_line gives the same tokens as
+# collapsing such runs to one space and splitting).
+SPACE_NORMALIZER = re.compile(r"\s+")
 
 
 def tokenize_line(line: str) -> List[str]:

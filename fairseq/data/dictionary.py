@@ -8,20 +8,28 @@ from __future__ import annotations
 import os
 from collections import Counter
 from multiprocessing import Pool
-from typing import IO, Callable, Dict, Iterable, List, Optional, Union
+from typing import IO, Any, Callable, Dict, Iterable, List, Optional, Union
 
 import torch
 
+from fairseq.data import data_utils
+from fairseq.data.errors import DataError
 from fairseq.tokenizer import tokenize_line
 
-from fairseq.data.errors import DataError
-
-__all__ = ["Dictionary"]
+__all__ = ["Dictionary", "DuplicateSymbolError"]
 
 # Appended to a dict.txt line to replace an existing entry instead of failing on a duplicate.
 OVERWRITE_FLAG = "#fairseq:overwrite"
 # Filler symbols added by ``finalize`` so the vocabulary size is a multiple of a factor.
 PADDING_SYMBOL_TEMPLATE = "madeupword{:04d}"
+
+
+class DuplicateSymbolError(DataError, RuntimeError):
+    """A ``dict.txt`` lists a symbol twice without the ``#fairseq:overwrite`` flag.
+
+    A :class:`DataError` (reported as a one-line user error) and, as in fairseq, a
+    ``RuntimeError``.
+    """
 
 
 class Dictionary:
@@ -66,10 +74,15 @@ class Dictionary:
         return isinstance(other, Dictionary) and self.indices == other.indices
 
     def __getitem__(self, idx: int) -> str:
-        """Return the symbol with id ``idx``, or the unk symbol if out of range."""
-        if 0 <= idx < len(self.symbols):
+        """Return the symbol with id ``idx``, or the unk symbol for an id beyond the vocabulary."""
+        idx = int(idx)
+        if idx < len(self.symbols):
             return self.symbols[idx]
         return self.unk_word
+
+    def get_count(self, idx: int) -> int:
+        """How many times the symbol with id ``idx`` was counted."""
+        return self.count[idx]
 
     def __len__(self) -> int:
         return len(self.symbols)
@@ -114,14 +127,16 @@ class Dictionary:
         Args:
             word: the symbol to add.
             n: how many occurrences to count.
-            overwrite: if the word exists, replace its count by ``n`` instead of adding.
+            overwrite: give ``word`` a new id even if it is present (fairseq's
+                ``#fairseq:overwrite``: the new entry replaces the old one for lookups,
+                the old id keeps printing the symbol).
 
         Returns:
             The id of ``word``.
         """
         existing = self.indices.get(word)
-        if existing is not None:
-            self.count[existing] = n if overwrite else self.count[existing] + n
+        if existing is not None and not overwrite:
+            self.count[existing] += n
             return existing
         new_index = len(self.symbols)
         self.indices[word] = new_index
@@ -131,8 +146,8 @@ class Dictionary:
 
     def update(self, other: "Dictionary") -> None:
         """Add every symbol of ``other`` (with its count) to this dictionary."""
-        for word, n in zip(other.symbols, other.count):
-            self.add_symbol(word, n)
+        for word in other.symbols:
+            self.add_symbol(word, other.count[other.indices[word]])
 
     def finalize(self, threshold: int = -1, nwords: int = -1, padding_factor: int = 8) -> None:
         """Sort, prune and pad the vocabulary in place; ids of non-special symbols change.
@@ -159,6 +174,12 @@ class Dictionary:
         self.indices = {word: i for i, word in enumerate(self.symbols)}
         self.pad_to_multiple_(padding_factor)
 
+    def dummy_sentence(self, length: int) -> torch.Tensor:
+        """A random sentence of ``length`` ids of ordinary symbols, ending with eos."""
+        sentence = torch.Tensor(length).uniform_(self.nspecial + 1, len(self)).long()
+        sentence[-1] = self.eos()
+        return sentence
+
     def pad_to_multiple_(self, padding_factor: int) -> None:
         """Append zero-count filler symbols until ``len(self) % padding_factor == 0``."""
         if padding_factor <= 1:
@@ -174,23 +195,22 @@ class Dictionary:
         self,
         line: str,
         line_tokenizer: Callable[[str], List[str]] = tokenize_line,
-        add_if_not_exist: bool = False,
+        add_if_not_exist: bool = True,
+        consumer: Optional[Callable[[str, int], None]] = None,
         append_eos: bool = True,
         reverse_order: bool = False,
-        *,
-        consumer: Optional[Callable[[str, int], None]] = None,
     ) -> torch.IntTensor:
-        """Turn one line of text into a tensor of ids.
+        """Turn one line of text into a tensor of ids (fairseq's argument order and defaults).
 
         Args:
             line: the text to encode.
             line_tokenizer: splits the line into symbols.
-            add_if_not_exist: add unseen symbols to the dictionary instead of mapping
-                them to :meth:`unk`.
-            append_eos: end the sequence with :meth:`eos`.
-            reverse_order: reverse the symbols (not the eos) before encoding.
+            add_if_not_exist: add unseen symbols to the dictionary (the default, as in
+                fairseq) instead of mapping them to :meth:`unk`.
             consumer: called as ``consumer(word, id)`` for every symbol; used to count
                 words replaced by unk.
+            append_eos: end the sequence with :meth:`eos`.
+            reverse_order: reverse the symbols (not the eos) before encoding.
 
         Returns:
             A 1-D ``torch.IntTensor`` of ids, of length ``len(tokens) + append_eos``.
@@ -210,31 +230,54 @@ class Dictionary:
             ids.append(self.eos_index)
         return torch.tensor(ids, dtype=torch.int32)
 
+    def unk_string(self, escape: bool = False) -> str:
+        """The unk symbol, or ``<<unk>>`` with ``escape`` (to tell it from a literal one)."""
+        return f"<{self.unk_word}>" if escape else self.unk_word
+
     def string(
         self,
-        tensor: torch.Tensor,
+        tensor: Any,
         bpe_symbol: Optional[str] = None,
+        escape_unk: bool = False,
         extra_symbols_to_ignore: Optional[Iterable[int]] = None,
+        unk_string: Optional[str] = None,
+        include_eos: bool = False,
+        separator: str = " ",
     ) -> str:
-        """Turn a tensor of ids back into text, dropping pad and eos.
+        """Turn a tensor of ids back into text, dropping bos and eos (fairseq's rules).
 
         Args:
-            tensor: a 1-D tensor of ids, or a 2-D tensor whose rows become lines.
-            bpe_symbol: how to undo sub-word splitting: ``"sentencepiece"`` (``▁`` marks
-                word starts), ``"subword_nmt"`` (same as ``"@@ "``), or any literal
-                continuation marker to delete (e.g. ``"@@ "``); None leaves tokens as is.
+            tensor: a 1-D tensor (or sequence) of ids, or a 2-D tensor whose rows become lines.
+            bpe_symbol: how to undo sub-word splitting (see
+                :func:`fairseq.data.data_utils.post_process`), e.g. ``"sentencepiece"``,
+                ``"subword_nmt"``; None leaves tokens as they are.
+            escape_unk: print unk as ``<<unk>>``.
             extra_symbols_to_ignore: further ids to drop.
+            unk_string: print unk as this instead.
+            include_eos: keep eos symbols.
+            separator: put between symbols.
 
         Returns:
             The decoded text; for a 2-D tensor, one line per row joined by ``"\\n"``.
         """
         if torch.is_tensor(tensor) and tensor.dim() == 2:
-            return "\n".join(self.string(row, bpe_symbol, extra_symbols_to_ignore) for row in tensor)
-        ignored = {self.pad_index, self.eos_index}
-        ignored.update(int(i) for i in extra_symbols_to_ignore or ())
-        ids = tensor.tolist() if torch.is_tensor(tensor) else list(tensor)
-        text = " ".join(self[int(i)] for i in ids if int(i) not in ignored)
-        return _remove_bpe(text, bpe_symbol)
+            return "\n".join(
+                self.string(row, bpe_symbol, escape_unk, extra_symbols_to_ignore, include_eos=include_eos)
+                for row in tensor
+            )
+        ignored = {int(i) for i in extra_symbols_to_ignore or ()}
+        if not include_eos:
+            ignored.add(self.eos())
+        ignored.add(self.bos())
+        ids = tensor.tolist() if torch.is_tensor(tensor) else [int(i) for i in tensor]
+
+        def token_string(idx: int) -> str:
+            if idx == self.unk():
+                return unk_string if unk_string is not None else self.unk_string(escape_unk)
+            return self[idx]
+
+        text = separator.join(token_string(idx) for idx in ids if idx not in ignored)
+        return data_utils.post_process(text, bpe_symbol)
 
     # --------------------------------------------------------------------- I/O
 
@@ -297,8 +340,8 @@ class Dictionary:
 
         source_name = getattr(path_or_file, "name", "<dictionary stream>")
         for line_number, raw_line in enumerate(path_or_file, start=1):
-            line = raw_line.rstrip("\r\n")
-            if not line.strip():
+            line = raw_line.rstrip()
+            if not line:
                 continue
             overwrite = False
             if line.endswith(" " + OVERWRITE_FLAG):
@@ -318,9 +361,9 @@ class Dictionary:
                     f"{raw_line.rstrip()!r}; each line must be '<symbol> <count>'"
                 ) from None
             if word in self.indices and not overwrite:
-                raise DataError(
-                    f"{source_name}, line {line_number}: duplicate symbol {word!r}; remove the line or "
-                    f"append ' {OVERWRITE_FLAG}' to it to replace the earlier entry"
+                raise DuplicateSymbolError(
+                    f"Duplicate word found when loading Dictionary: {word!r} ({source_name}, line {line_number}); "
+                    f"remove the line, or append ' {OVERWRITE_FLAG}' to it to give the word a new id"
                 )
             self.add_symbol(word, n=count, overwrite=overwrite)
 
@@ -362,7 +405,7 @@ class Dictionary:
         else:
             counters = [_count_words_in_range(*args) for args in ranges]
         for counter in counters:
-            for word, n in counter.items():
+            for word, n in sorted(counter.items()):
                 dict.add_symbol(word, n)
 
 
@@ -380,15 +423,3 @@ def _count_words_in_range(
     if num_lines:
         counter[eos_word] += num_lines
     return counter
-
-
-def _remove_bpe(text: str, bpe_symbol: Optional[str]) -> str:
-    """Undo sub-word segmentation marked by ``bpe_symbol`` (see :meth:`Dictionary.string`)."""
-    if bpe_symbol is None or bpe_symbol == "none":
-        return text
-    if bpe_symbol == "sentencepiece":
-        return text.replace(" ", "").replace("\u2581", " ").strip()
-    if bpe_symbol == "subword_nmt":
-        bpe_symbol = "@@ "
-    # A trailing space lets a marker at the very end of the text be removed too.
-    return (text + " ").replace(bpe_symbol, "").rstrip()

@@ -1,164 +1,218 @@
 """Language-model samples (input and next-token target) built from token blocks."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-from fairseq.data.data_utils import collate_tokens
+from fairseq.data import data_utils
 from fairseq.data.dictionary import Dictionary
+from fairseq.data.fairseq_dataset import FairseqDataset
 
-__all__ = ["MonolingualDataset", "TARGET_KINDS"]
+__all__ = ["MonolingualDataset", "TARGET_KINDS", "collate"]
 
 # "future": the next token (language modelling); "self": the input itself;
 # "past": the previous token.
-TARGET_KINDS = ("future", "self", "past")
+TARGET_KINDS = ("self", "future", "past")
+
+Target = Union[torch.Tensor, List[torch.Tensor], None]
 
 
-class MonolingualDataset(torch.utils.data.Dataset):
-    """Pairs each block's input with its target for language modelling.
+def collate(
+    samples: List[Dict[str, Any]],
+    pad_idx: int,
+    eos_idx: int,
+    fixed_pad_length: Optional[int] = None,
+    pad_to_bsz: Optional[int] = None,
+) -> Dict[str, Any]:
+    """Merge language-model samples into a right-padded mini-batch.
 
-    Wraps a dataset whose items are ``(source, future_target, past_target)`` triples,
-    as :class:`~fairseq.data.TokenBlockDataset` returns with ``include_targets=True``.
+    Returns:
+        ``{}`` for no samples (a dummy batch), else ``{"id": LongTensor (B,),
+        "nsentences": B, "ntokens": source tokens in the batch, "net_input":
+        {"src_tokens": (B, T), "src_lengths": LongTensor (B,)}, "target": (B, T), a list
+        of such tensors for several targets, or ``src_tokens`` when samples have none}``.
+    """
+    if len(samples) == 0:
+        return {}
+
+    def merge(values: List[torch.Tensor]) -> torch.Tensor:
+        return data_utils.collate_tokens(
+            values, pad_idx, eos_idx, left_pad=False, pad_to_length=fixed_pad_length, pad_to_bsz=pad_to_bsz
+        )
+
+    src_tokens = merge([sample["source"] for sample in samples])
+    first_target = samples[0]["target"]
+    if first_target is None:
+        target: Any = src_tokens
+    elif isinstance(first_target, list):
+        target = [merge([sample["target"][k] for sample in samples]) for k in range(len(first_target))]
+    else:
+        target = merge([sample["target"] for sample in samples])
+    return {
+        "id": torch.LongTensor([int(sample["id"]) for sample in samples]),
+        "nsentences": len(samples),
+        "ntokens": sum(len(sample["source"]) for sample in samples),
+        "net_input": {
+            "src_tokens": src_tokens,
+            "src_lengths": torch.LongTensor([sample["source"].numel() for sample in samples]),
+        },
+        "target": target,
+    }
+
+
+class MonolingualDataset(FairseqDataset):
+    """Pairs each block's input with its target(s) for language modelling.
+
+    With ``targets``, the wrapped items are ``(source, future_target, past_target)``
+    triples, as :class:`~fairseq.data.TokenBlockDataset` returns with
+    ``include_targets=True``; without, items are plain token tensors and the batch target
+    is the input itself.
 
     Args:
-        dataset: the triples.
+        dataset: the triples (or tensors when ``targets`` is None).
         sizes: length of every item, shape (N,).
         src_vocab: dictionary of the input (gives pad, eos, bos).
         tgt_vocab: dictionary of the target; ids it does not cover become its unk.
             Defaults to ``src_vocab``.
-        add_eos_for_other_targets: with a ``"self"`` or ``"past"`` target, end the
-            source with eos when it does not already (the target follows suit, and a
-            ``"future"`` target would get a pad).
+        add_eos_for_other_targets: with a ``"self"`` or ``"past"`` target, end the source
+            with eos when it does not already (the future target gets a pad there, the
+            past target the former last token).
         shuffle: randomise the order of equal-size items in :meth:`ordered_indices`.
-        targets: which target to train on: a list holding one of ``"future"``
-            (default), ``"self"``, ``"past"``. Several targets are not supported.
-        add_bos_token: prepend bos to the source, and pad to the target so both keep
-            the same length (the bos position predicts nothing).
-        seed: seed of the shuffle in :meth:`ordered_indices`; None uses numpy's global
-            RNG, which callers seed with :func:`~fairseq.data.data_utils.numpy_seed`.
+        targets: target kinds, each ``"self"``, ``"future"`` or ``"past"``; several give
+            a list of targets. None or empty: no target (see above).
+        add_bos_token: prepend bos to the source and to the target(s).
+        fixed_pad_length: pad every batch to at least this length.
+        pad_to_bsz: pad every batch to at least this many rows.
+        src_lang_idx, tgt_lang_idx: accepted for fairseq compatibility (multilingual LMs).
+        seed: if given, :meth:`ordered_indices` shuffles under ``numpy_seed(seed)`` (the
+            order fairseq gets from ``get_batch_iterator(seed=...)``); None uses numpy's
+            global RNG as the caller seeded it.
 
     Raises:
         ValueError: on an unknown target kind.
-        NotImplementedError: if more than one target is requested.
     """
-
-    supports_prefetch = False
 
     def __init__(
         self,
-        dataset: Sequence[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-        sizes: np.ndarray,
+        dataset: Sequence[Any],
+        sizes: Union[np.ndarray, Sequence[int]],
         src_vocab: Dictionary,
         tgt_vocab: Optional[Dictionary] = None,
         add_eos_for_other_targets: bool = False,
         shuffle: bool = False,
         targets: Optional[List[str]] = None,
         add_bos_token: bool = False,
+        fixed_pad_length: Optional[int] = None,
+        pad_to_bsz: Optional[int] = None,
+        src_lang_idx: Optional[int] = None,
+        tgt_lang_idx: Optional[int] = None,
+        *,
         seed: Optional[int] = None,
     ) -> None:
         super().__init__()
-        targets = ["future"] if targets is None else list(targets)
-        unknown = [kind for kind in targets if kind not in TARGET_KINDS]
-        if unknown:
-            raise ValueError(f"unknown target kind(s) {unknown}; choose from {list(TARGET_KINDS)}")
-        if len(targets) != 1:
-            raise NotImplementedError(
-                f"MonolingualDataset supports exactly one target kind, got {targets}; pass e.g. targets=['future']"
-            )
+        if targets is not None:
+            unknown = [kind for kind in targets if kind not in TARGET_KINDS]
+            if unknown:
+                raise ValueError(f"unknown target kind(s) {unknown}; targets must be among {list(TARGET_KINDS)}")
+            targets = list(targets) or None
         self.dataset = dataset
+        self.sizes = np.array(sizes)
         self.vocab = src_vocab
-        self.tgt_vocab = tgt_vocab if tgt_vocab is not None else src_vocab
+        self.tgt_vocab = tgt_vocab or src_vocab
         self.add_eos_for_other_targets = add_eos_for_other_targets
         self.shuffle = shuffle
         self.targets = targets
         self.add_bos_token = add_bos_token
+        self.fixed_pad_length = fixed_pad_length
+        self.pad_to_bsz = pad_to_bsz
+        self.src_lang_idx = src_lang_idx
+        self.tgt_lang_idx = tgt_lang_idx
         self.seed = seed
-        self._sizes = np.asarray(sizes, dtype=np.int64) + (1 if add_bos_token else 0)
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
-        """Return ``{"id": index, "source": LongTensor (T,), "target": LongTensor (T,)}``."""
-        source, future_target, past_target = self.dataset[index]
-        source, target = self._make_source_target(source.long(), future_target.long(), past_target.long())
-        if self.add_bos_token:
-            source = torch.cat([source.new_tensor([self.vocab.bos()]), source])
-            target = torch.cat([target.new_tensor([self.tgt_vocab.pad()]), target])
+        """Return ``{"id": index, "source": LongTensor (T,), "target": tensor, list or None}``."""
+        target: Target
+        if self.targets is not None:
+            source, future_target, past_target = self.dataset[index]
+            source, target = self._make_source_target(source, future_target, past_target)
+        else:
+            source, target = self.dataset[index], None
+        source, target = self._maybe_add_bos(source, target)
         return {"id": index, "source": source, "target": target}
 
     def _make_source_target(
         self, source: torch.Tensor, future_target: torch.Tensor, past_target: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        kind = self.targets[0]
+    ) -> Tuple[torch.Tensor, Target]:
+        assert self.targets is not None
         eos = self.vocab.eos()
-        if self.add_eos_for_other_targets and kind in ("self", "past") and (len(source) == 0 or source[-1] != eos):
-            # The token before the appended eos is the source's former last token.
-            previous = source[-1:] if len(source) else source.new_tensor([self.vocab.pad()])
-            past_target = torch.cat([past_target, previous])
-            source = torch.cat([source, source.new_tensor([eos])])
-            future_target = torch.cat([future_target, future_target.new_tensor([self.vocab.pad()])])
-        target = {"future": future_target, "self": source, "past": past_target}[kind]
-        return source, self._map_to_target_vocab(target)
+        wants_eos = self.add_eos_for_other_targets and ("self" in self.targets or "past" in self.targets)
+        if wants_eos and (len(source) == 0 or int(source[-1]) != eos):
+            source = torch.cat([source, source.new([eos])])
+            if "future" in self.targets:
+                future_target = torch.cat([future_target, future_target.new([self.vocab.pad()])])
+            if "past" in self.targets:
+                # x[t-2] for the appended position is the former last source token.
+                before_eos = source[-2:-1] if len(source) > 1 else source.new([self.vocab.pad()])
+                past_target = torch.cat([past_target.new([self.vocab.pad()]), past_target[1:], before_eos])
+        chosen = [{"self": source, "future": future_target, "past": past_target}[kind] for kind in self.targets]
+        target: Target = chosen[0] if len(chosen) == 1 else chosen
+        return source, self._filter_vocab(target)
 
-    def _map_to_target_vocab(self, target: torch.Tensor) -> torch.Tensor:
-        if len(self.tgt_vocab) >= len(self.vocab):
+    def _maybe_add_bos(self, source: torch.Tensor, target: Target) -> Tuple[torch.Tensor, Target]:
+        if not self.add_bos_token:
+            return source, target
+        source = torch.cat([source.new([self.vocab.bos()]), source])
+        if isinstance(target, list):
+            target = [torch.cat([t.new([self.tgt_vocab.bos()]), t]) for t in target]
+        elif target is not None:
+            target = torch.cat([target.new([self.tgt_vocab.bos()]), target])
+        return source, target
+
+    def _filter_vocab(self, target: Target) -> Target:
+        """Map ids beyond the target vocabulary to its unk."""
+        if len(self.tgt_vocab) == len(self.vocab) or target is None:
             return target
+        if isinstance(target, list):
+            return [self._filter_vocab(t) for t in target]  # type: ignore[misc]
         return target.masked_fill(target >= len(self.tgt_vocab), self.tgt_vocab.unk())
 
     def collater(self, samples: List[Dict[str, Any]]) -> Dict[str, Any]:
-        """Merge samples into a right-padded mini-batch.
-
-        Returns:
-            ``{}`` for no samples (a dummy batch), else ``{"id": LongTensor (B,),
-            "nsentences": B, "ntokens": non-pad target tokens, "net_input":
-            {"src_tokens": LongTensor (B, T), "src_lengths": LongTensor (B,)},
-            "target": LongTensor (B, T)}``.
-        """
-        if len(samples) == 0:
-            return {}
-        pad = self.vocab.pad()
-        src_tokens = collate_tokens([sample["source"] for sample in samples], pad)  # (B, T)
-        target = collate_tokens([sample["target"] for sample in samples], self.tgt_vocab.pad())  # (B, T)
-        return {
-            "id": torch.tensor([int(sample["id"]) for sample in samples], dtype=torch.long),
-            "nsentences": len(samples),
-            "ntokens": int(target.ne(self.tgt_vocab.pad()).sum()),
-            "net_input": {
-                "src_tokens": src_tokens,
-                "src_lengths": torch.tensor([sample["source"].numel() for sample in samples], dtype=torch.long),
-            },
-            "target": target,
-        }
-
-    @property
-    def sizes(self) -> np.ndarray:
-        """Source length of every item, shape (N,)."""
-        return self._sizes
+        """Merge samples into a right-padded mini-batch (see :func:`collate`)."""
+        return collate(samples, self.vocab.pad(), self.vocab.eos(), self.fixed_pad_length, self.pad_to_bsz)
 
     def num_tokens(self, index: int) -> int:
         """Number of tokens of item ``index`` (what ``max_tokens`` counts)."""
-        return int(self._sizes[index])
+        return int(self.sizes[index])
 
     def num_tokens_vec(self, indices: np.ndarray) -> np.ndarray:
         """Number of tokens of each item in ``indices``."""
-        return self._sizes[np.asarray(indices, dtype=np.int64)]
+        return self.sizes[np.asarray(indices, dtype=np.int64)]
 
     def size(self, index: int) -> int:
         """Length of item ``index``, used to filter by maximum positions."""
-        return int(self._sizes[index])
+        return int(self.sizes[index])
 
     def ordered_indices(self) -> np.ndarray:
-        """Item ids sorted by size (stable); shuffled among equal sizes when ``shuffle``."""
+        """Item ids sorted by size (stable); in random order among equal sizes with ``shuffle``."""
         if self.shuffle:
-            rng = np.random if self.seed is None else np.random.RandomState(self.seed)
-            tie_breaker = rng.permutation(len(self))
+            with data_utils.numpy_seed(self.seed):
+                tie_breaker = np.random.permutation(len(self))
         else:
             tie_breaker = np.arange(len(self))
         # lexsort sorts by its last key first: size, then the tie breaker.
-        return np.lexsort((tie_breaker, self._sizes))
+        return np.lexsort([tie_breaker, self.sizes])
+
+    @property
+    def supports_prefetch(self) -> bool:
+        return getattr(self.dataset, "supports_prefetch", False)
+
+    def prefetch(self, indices: Sequence[int]) -> None:
+        self.dataset.prefetch(indices)  # type: ignore[attr-defined]
 
     def set_epoch(self, epoch: int) -> None:
         """Forward the epoch to the wrapped dataset if it uses it."""
