@@ -182,6 +182,8 @@ def distributed_main(i: int, main: Callable[..., Any], cfg: Any, kwargs: Dict[st
         kwargs: ``start_rank`` (for processes this module started) and
             ``after_distributed_init_fn`` (``cfg -> cfg``) are consumed here.
     """
+    if isinstance(cfg, _ConfigPayload):
+        cfg = cfg.restore()
     dt = cfg.distributed_training
     _set(dt, "device_id", i)
     if _use_cuda(cfg):
@@ -225,8 +227,30 @@ def call_main(cfg: Any, main: Callable[..., Any], **kwargs: Any) -> Any:
     world_size = int(_get(dt, "distributed_world_size", 1))
     nprocs = min(torch.cuda.device_count(), world_size) if _use_cuda(cfg) else world_size
     kwargs["start_rank"] = int(_get(dt, "distributed_rank", 0))
-    torch.multiprocessing.spawn(fn=distributed_main, args=(main, cfg, kwargs), nprocs=nprocs, join=True)
+    payload = _ConfigPayload(cfg) if _is_omegaconf(cfg) else cfg
+    torch.multiprocessing.spawn(fn=distributed_main, args=(main, payload, kwargs), nprocs=nprocs, join=True)
     return None
+
+
+def _is_omegaconf(cfg: Any) -> bool:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.is_config(cfg)
+
+
+class _ConfigPayload:
+    """A DictConfig sent to spawned processes as plain data (its choice enums, created at run
+    time, cannot be pickled); restored there as a DictConfig with the same values."""
+
+    def __init__(self, cfg: Any):
+        from omegaconf import OmegaConf
+
+        self.data = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
+
+    def restore(self) -> Any:
+        from omegaconf import OmegaConf
+
+        return OmegaConf.create(self.data)
 
 
 # -- groups, ranks and sizes ---------------------------------------------------------------------
