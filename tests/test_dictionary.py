@@ -57,25 +57,46 @@ def test_finalize_threshold_nwords_and_padding_symbols():
 
 def test_encode_line_and_string_roundtrip():
     dictionary = build("the cat sat".split())
-    ids = dictionary.encode_line("the  cat sat on\n")
+    ids = dictionary.encode_line("the  cat sat on\n", add_if_not_exist=False)
     assert ids.dtype == torch.int32
     assert ids.tolist() == [4, 5, 6, dictionary.unk(), dictionary.eos()]
     assert dictionary.string(ids) == "the cat sat <unk>"
     assert dictionary.encode_line("the cat", append_eos=False, reverse_order=True).tolist() == [5, 4]
+    seen = []
+    dictionary.encode_line("cat dog", tokenize_line, False, lambda w, i: seen.append((w, i)))
+    assert seen == [("cat", 5), ("dog", dictionary.unk())]  # fairseq's positional order: consumer 4th
 
 
 def test_encode_line_can_grow_the_dictionary():
     dictionary = Dictionary()
-    ids = dictionary.encode_line("new words", add_if_not_exist=True)
+    ids = dictionary.encode_line("new words")  # adding is the default, as in fairseq
     assert ids.tolist() == [4, 5, 2]
     assert dictionary.symbols[4:] == ["new", "words"]
 
 
-def test_string_drops_pad_and_handles_bpe_and_batches():
+def test_string_drops_bos_and_eos_and_handles_bpe_and_batches():
     dictionary = build(["hel@@", "lo", "world"])
-    batch = torch.tensor([[4, 5, 6, 2], [6, 2, 1, 1]])
-    assert dictionary.string(batch, bpe_symbol="@@ ") == "hello world\nworld"
+    batch = torch.tensor([[0, 4, 5, 6, 2], [6, 2, 3, 2, 2]])
+    assert dictionary.string(batch, bpe_symbol="@@ ") == "hello world\nworld <unk>"
     assert dictionary.string(torch.tensor([4, 5]), extra_symbols_to_ignore=[5]) == "hel@@"
+    # fairseq keeps pad symbols; eos only when asked; unk can be escaped or replaced
+    assert dictionary.string(torch.tensor([6, 1, 2])) == "world <pad>"
+    assert dictionary.string(torch.tensor([6, 2]), include_eos=True) == "world </s>"
+    assert dictionary.string(torch.tensor([3, 6]), escape_unk=True, separator="|") == "<<unk>>|world"
+    assert dictionary.string([3], unk_string="UNK") == "UNK"
+    assert dictionary.string(torch.tensor([4, 5]), bpe_symbol="subword_nmt") == "hello"
+
+
+def test_get_count_update_and_dummy_sentence():
+    dictionary = build(["a", "b", "a"])
+    assert dictionary.get_count(dictionary.index("a")) == 2
+    other = build(["b", "c"])
+    dictionary.update(other)
+    assert dictionary.get_count(dictionary.index("b")) == 2 and dictionary.get_count(dictionary.index("c")) == 1
+    sentence = dictionary.dummy_sentence(6)
+    assert sentence.shape == (6,) and int(sentence[-1]) == dictionary.eos()
+    assert all(dictionary.nspecial + 1 <= int(t) < len(dictionary) for t in sentence[:-1])
+    assert dictionary[-1] == "c" and dictionary[len(dictionary)] == dictionary.unk_word
 
 
 def test_save_load_roundtrip(tmp_path):
@@ -101,10 +122,22 @@ def test_load_reports_malformed_line_with_file_and_line_number(tmp_path):
 
 
 def test_load_rejects_duplicates_unless_overwrite_flag():
-    with pytest.raises(ValueError, match="duplicate symbol 'a'"):
+    from fairseq.data.errors import DataError
+
+    with pytest.raises(RuntimeError, match="Duplicate word found when loading Dictionary: 'a'.*line 2.*overwrite"):
         Dictionary.load(io.StringIO("a 1\na 2\n"))
-    dictionary = Dictionary.load(io.StringIO("a 1\na 7 #fairseq:overwrite\n"))
-    assert dictionary.count[dictionary.index("a")] == 7
+    with pytest.raises(DataError):  # also reported as a user's data error
+        Dictionary.load(io.StringIO("<unk> 5\n"))
+    # overwrite gives the symbol a new id (as for Camembert's <unk>, <s>, </s>); the old id stays
+    dictionary = Dictionary.load(io.StringIO("a 1\n<unk> 9 #fairseq:overwrite\na 7 #fairseq:overwrite\nb 1\n"))
+    assert dictionary.index("<unk>") == 5 and dictionary.index("zzz") == 3
+    assert dictionary.index("a") == 6 and dictionary.get_count(6) == 7 and dictionary[4] == "a"
+    assert dictionary.index("b") == 7
+
+
+def test_symbol_may_be_a_space_and_trailing_blanks_are_ignored():
+    dictionary = Dictionary.load(io.StringIO("  999\na 5  \n"))
+    assert dictionary.index(" ") == 4 and dictionary.index("a") == 5 and dictionary.get_count(5) == 5
 
 
 def test_load_missing_file_names_the_path(tmp_path):
@@ -121,4 +154,17 @@ def test_add_file_to_dictionary_counts_words_and_eos(tmp_path, num_workers):
     counts = dict(zip(dictionary.symbols, dictionary.count))
     assert counts["a"] == 1 and counts["b"] == 2 and counts["c"] == 3
     assert counts["</s>"] == 1 + 4  # its initial count, plus one per line
-    assert dictionary.symbols[4:] == ["a", "b", "c"]  # first-occurrence order, whatever the workers
+    assert dictionary.symbols[4:] == ["a", "b", "c"]  # sorted merge (fairseq's), whatever the workers
+
+
+def test_add_file_to_dictionary_counts_are_independent_of_workers(tmp_path):
+    path = tmp_path / "corpus.txt"
+    lines = [" ".join(chr(97 + (i * j) % 26) for j in range(i % 7 + 1)) for i in range(300)]
+    path.write_text("\n".join(lines) + "\n")
+    results = []
+    for workers in (1, 4):
+        dictionary = Dictionary()
+        Dictionary.add_file_to_dictionary(str(path), dictionary, tokenize_line, workers)
+        dictionary.finalize(padding_factor=8)
+        results.append((dictionary.symbols, dictionary.count))
+    assert results[0] == results[1]

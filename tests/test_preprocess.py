@@ -120,3 +120,34 @@ def test_bad_input_data_is_a_one_line_error(corpus, capsys):
         with pytest.raises(PreprocessError, match=r"latin1\.txt: the line starting at byte 0 is not valid UTF-8"):
             main(args)
         assert not list((corpus / "enc").glob("*.bin")), "no partial dataset may be left behind"
+
+
+FAIRSEQ_0_12 = __import__("pathlib").Path(__file__).parent / "fixtures" / "fairseq_0_12"
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_outputs_are_byte_identical_to_fairseq_0_12(tmp_path, workers):
+    """The command of tests/fixtures/fairseq_0_12/README.md gives fairseq's exact files."""
+    text = FAIRSEQ_0_12 / "text"
+    cli_main([
+        "--only-source", "--trainpref", str(text / "train.txt"), "--validpref", str(text / "valid.txt"),
+        "--testpref", str(text / "test.txt"), "--destdir", str(tmp_path), "--nwordssrc", "1000",
+        "--workers", workers,
+    ])
+    for split in ("train", "valid", "test"):
+        for suffix in (".bin", ".idx"):
+            name = split + suffix
+            assert (tmp_path / name).read_bytes() == (FAIRSEQ_0_12 / "data-bin" / name).read_bytes(), name
+    assert (tmp_path / "dict.txt").read_bytes() == (FAIRSEQ_0_12 / "data-bin" / "dict.txt").read_bytes()
+
+
+def test_carriage_returns_end_lines_as_in_fairseq(tmp_path):
+    """fairseq reads text files in text mode: \\r, \\r\\n and \\n all end a line."""
+    (tmp_path / "train.txt").write_bytes(b"a b\r\nc\rd e\n\nf\r")
+    for workers in ("1", "3"):
+        destdir = tmp_path / f"bin{workers}"
+        cli_main(["--only-source", "--trainpref", str(tmp_path / "train.txt"), "--destdir", str(destdir),
+                  "--workers", workers])
+        dictionary = Dictionary.load(str(destdir / "dict.txt"))
+        train = MMapIndexedDataset(str(destdir / "train"))
+        assert [dictionary.string(train[i]) for i in range(len(train))] == ["a b", "c", "d e", "", "f"]
