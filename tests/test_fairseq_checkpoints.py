@@ -312,3 +312,18 @@ def test_verify_checkpoint_directory(tmp_path):
 
     verify_checkpoint_directory(str(tmp_path / "new" / "dir"))
     assert (tmp_path / "new" / "dir").is_dir() and not list((tmp_path / "new" / "dir").iterdir())
+
+
+def test_fairseq_presets_are_registered_with_fairseqs_values():
+    from fairseq.models import MODEL_REGISTRY
+
+    tiny = MODEL_REGISTRY.get("transformer_lm_gpt2_tiny").default_config()
+    assert (tiny.decoder_embed_dim, tiny.decoder_ffn_embed_dim, tiny.decoder_layers,
+            tiny.decoder_attention_heads, tiny.activation_fn) == (64, 64, 2, 1, "gelu")
+    gpt3 = MODEL_REGISTRY.get("transformer_lm_gpt3_xl").default_config()
+    assert (gpt3.decoder_embed_dim, gpt3.decoder_ffn_embed_dim, gpt3.decoder_layers,
+            gpt3.decoder_attention_heads) == (2048, 8192, 24, 32)
+    assert gpt3.decoder_learned_pos and gpt3.share_decoder_input_output_embed and gpt3.dropout == 0.0
+    for name in ("gpt3_small", "gpt3_medium", "gpt3_large", "gpt3_2_7", "gpt3_6_7", "gpt3_13",
+                 "gpt3_175", "gpt2_big_wide", "gpt2_bigger"):
+        assert f"transformer_lm_{name}" in MODEL_REGISTRY
