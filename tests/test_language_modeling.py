@@ -84,14 +84,13 @@ def test_none_mode_cuts_the_stream_into_equal_blocks_and_the_source_continues_it
     ]
 
 
-def test_complete_mode_packs_whole_sentences_and_splits_longer_ones(corpus):
+def test_complete_mode_packs_whole_sentences_and_keeps_longer_ones_whole(corpus):
     task = make_task(corpus, "task.sample_break_mode=complete", "task.tokens_per_sample=8")
     assert targets(task) == [
         "the cat sat </s>",  # the next sentence (6 tokens) does not fit
         "the dog ran far away </s> the </s>",
         "</s> a b c d e </s>",  # the empty line is a sentence like any other here
-        "b c d e c d e d",  # an 11-token sentence is split into 8 + 3
-        "e e </s>",
+        "b c d e c d e d e e </s>",  # an 11-token sentence stays whole, as in fairseq
     ]
 
 
