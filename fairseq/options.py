@@ -8,7 +8,7 @@ import argparse
 import difflib
 import sys
 from argparse import ArgumentParser, Namespace
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from fairseq.dataclass.configs import GENERIC_GROUPS
 from fairseq.dataclass.utils import gen_parser_from_dataclass
@@ -23,17 +23,22 @@ COMPONENT_FLAGS = {
 }
 
 
-def default_choices() -> dict:
-    """The component choices of ``config/config.yaml``: both doors default to the same job."""
-    from omegaconf import OmegaConf
+# fairseq 0.12's argparse defaults for the component choices of ``fairseq-train``. The Hydra
+# door picks its components in config/config.yaml instead; docs/training.md ("Defaults of the
+# two doors") lists where the two differ and why. None means the flag has no default: training
+# without it stops with an error naming the flag, as fairseq does.
+LEGACY_DEFAULT_CHOICES: Dict[str, Optional[str]] = {
+    "task": "language_modeling",  # fairseq: translation; language modeling is this package's task
+    "model": None,  # --arch is required
+    "criterion": "cross_entropy",
+    "optimizer": None,  # --optimizer is required
+    "lr_scheduler": "fixed",
+}
 
-    from fairseq.dataclass.initialize import config_dir
 
-    choices = {}
-    for entry in OmegaConf.load(f"{config_dir()}/config.yaml").get("defaults", []):
-        if isinstance(entry, dict) or OmegaConf.is_dict(entry):
-            choices.update({str(k): str(v) for k, v in entry.items()})
-    return choices
+def default_choices() -> Dict[str, Optional[str]]:
+    """The legacy door's component defaults: fairseq 0.12's (``--lr-scheduler fixed``, ...)."""
+    return dict(LEGACY_DEFAULT_CHOICES)
 
 
 class FairseqArgumentParser(ArgumentParser):
@@ -107,13 +112,16 @@ def get_parser(desc: str, default_task: Optional[str] = "language_modeling",
 
 
 def add_component_choices(parser: ArgumentParser, groups: Sequence[str]) -> None:
+    """Add ``--arch``, ``--criterion``, ... with fairseq 0.12's defaults (:func:`default_choices`)."""
     registries = _registries()
+    defaults = default_choices()
     for group in groups:
         flag, dest = COMPONENT_FLAGS[group]
         choices = registries[group].choices()
-        default = default_choices().get(group)
+        default = defaults.get(group)
+        shown = f"default: {default}" if default is not None else "required for training"
         kwargs = dict(dest=dest, choices=choices, metavar=group.upper(), default=default,
-                      help=f"{group} (default: {default}; one of: {', '.join(choices)})")
+                      help=f"{group} ({shown}; one of: {', '.join(choices)})")
         aliases = ["-a"] if group == "model" else []
         parser.add_argument(flag, *aliases, **kwargs)
 

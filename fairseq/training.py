@@ -3,6 +3,7 @@
 ``run_training(cfg)`` takes the one resolved :class:`~fairseq.dataclass.configs.FairseqConfig`
 (a DictConfig), whichever door built it.
 """
+import itertools
 import logging
 import math
 import random
@@ -55,10 +56,27 @@ def reduce_stats(task: Any, criterion: Any, logging_outputs: List[Dict[str, Any]
     return task.reduce_metrics([merged], criterion) if merged else {}
 
 
+def metric_stats(stats: Dict[str, float]) -> Dict[str, float]:
+    """``loss`` (and ``nll_loss`` when it differs by construction) and ``ppl``, rounded as fairseq.
+
+    As fairseq's criterions do, ``nll_loss`` is shown only when the loss is not averaged over
+    target tokens (``sample_size != ntokens``: sentence averaging, label smoothing).
+    """
+    out: Dict[str, float] = {}
+    if "loss" in stats:
+        out["loss"] = round(stats["loss"], 3)
+    if "nll_loss" in stats and stats.get("sample_size") != stats.get("ntokens"):
+        out["nll_loss"] = round(stats["nll_loss"], 3)
+    if "ppl" in stats:
+        out["ppl"] = round(stats["ppl"], 2) if math.isfinite(stats["ppl"]) else stats["ppl"]
+    return out
+
+
 class IntervalStats:
     """Collects per-update outputs (device tensors) and reduces them once per log interval."""
 
-    def __init__(self) -> None:
+    def __init__(self, train_wall: Optional[StopwatchMeter] = None) -> None:
+        self.train_wall = train_wall
         self.reset()
 
     def reset(self) -> None:
@@ -66,6 +84,7 @@ class IntervalStats:
         self.gnorms: List[torch.Tensor] = []
         self.updates = 0
         self.start = time.perf_counter()
+        self.train_wall_at_start = self.train_wall.elapsed_time if self.train_wall is not None else 0.0
         self.last_lr = 0.0
         self.loss_scale = None
 
@@ -76,30 +95,53 @@ class IntervalStats:
         self.last_lr = step_output["lr"]
         self.loss_scale = step_output.get("loss_scale")
 
-    def reduce(self, task: Any, criterion: Any, train_wall: float, start_time: float) -> Dict[str, float]:
+    def reduce(self, task: Any, criterion: Any, num_updates: int, start_time: float,
+               clip_norm: float = 0.0) -> Dict[str, Any]:
+        """fairseq's record, in its order: ``loss, [nll_loss,] ppl, wps, ups, wpb, bsz,
+        num_updates, lr, gnorm, [clip,] [loss_scale,] train_wall, [gb_free,] wall``."""
         stats = reduce_stats(task, criterion, self.logging_outputs)
         elapsed = max(time.perf_counter() - self.start, 1e-9)
-        out = {k: stats[k] for k in ("loss", "nll_loss", "ppl") if k in stats}
+        updates = max(self.updates, 1)
+        out: Dict[str, Any] = metric_stats(stats)
         ntokens = stats.get("ntokens", 0.0)
         out["wps"] = round(ntokens / elapsed, 1)
         out["ups"] = round(self.updates / elapsed, 2)
-        out["wpb"] = round(ntokens / max(self.updates, 1), 1)
-        out["bsz"] = round(stats.get("nsentences", 0) / max(self.updates, 1), 1)
-        if self.gnorms:
-            out["gnorm"] = float(torch.stack(self.gnorms).mean().item())
+        out["wpb"] = round(ntokens / updates, 1)
+        out["bsz"] = round(stats.get("nsentences", 0) / updates, 1)
+        out["num_updates"] = num_updates
         out["lr"] = self.last_lr
+        if self.gnorms:
+            gnorms = torch.stack(self.gnorms).float()
+            out["gnorm"] = round(float(gnorms.mean().item()), 3)
+            if clip_norm > 0:
+                out["clip"] = round(100.0 * float((gnorms > clip_norm).float().mean().item()), 1)
         if self.loss_scale is not None:
-            out["loss_scale"] = float(self.loss_scale)
-        out["train_wall"] = round(train_wall, 1)
-        out["wall"] = round(time.perf_counter() - start_time, 1)
+            out["loss_scale"] = round(float(self.loss_scale), 4)
+        wall_now = self.train_wall.elapsed_time if self.train_wall is not None else 0.0
+        out["train_wall"] = round(wall_now - self.train_wall_at_start, 0)
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            out["gb_free"] = round(torch.cuda.mem_get_info()[0] / 1024 ** 3, 1)
+        out["wall"] = round(time.perf_counter() - start_time, 0)
         return out
 
 
+def valid_subsets(cfg: DictConfig) -> List[str]:
+    """The subsets ``dataset.valid_subset`` names (comma-separated), in order."""
+    return [s.strip() for s in str(cfg.dataset.valid_subset).split(",") if s.strip()]
+
+
 def validate(cfg: DictConfig, trainer: Trainer, task: Any, epoch: int, subsets: List[str],
-             writers: Optional[MetricWriters] = None) -> List[Optional[float]]:
-    """Validate on each subset; return the ``best_checkpoint_metric`` of each."""
+             writers: Optional[MetricWriters] = None, best: Optional[float] = None) -> List[Optional[float]]:
+    """Validate on each subset; return the ``best_checkpoint_metric`` of each.
+
+    Each subset's record (``valid``, ``valid1``, ...) carries ``loss``, ``ppl``, ``wps``,
+    ``wpb``, ``bsz`` and ``num_updates``; the first one also ``best_<metric>`` once a best
+    value exists (``best`` before this validation), as in fairseq.
+    """
     values: List[Optional[float]] = []
-    for subset in subsets:
+    metric = cfg.checkpoint.best_checkpoint_metric
+    for index, subset in enumerate(subsets):
+        logger.info('begin validation on "%s" subset', subset)
         itr = task.get_batch_iterator(
             task.dataset(subset),
             max_tokens=cfg.dataset.max_tokens_valid,
@@ -117,18 +159,30 @@ def validate(cfg: DictConfig, trainer: Trainer, task: Any, epoch: int, subsets: 
                                    epoch=epoch, prefix=f"valid on '{subset}' subset",
                                    no_progress_bar=cfg.common.no_progress_bar)
         logs = []
+        batches = 0
+        start = time.perf_counter()
         for sample in progress:
             log = trainer.valid_step(sample)
             if log is not None:
                 logs.append(log)
+                batches += 1
         progress.close()
+        elapsed = max(time.perf_counter() - start, 1e-9)
+        # every process counts its own batches; the record shows this one's averages
         stats = reduce_stats(task, trainer.criterion, logs)
-        metric = cfg.checkpoint.best_checkpoint_metric
         value = stats.get(metric)
         if stats and value is None:
             raise KeyError(f"checkpoint.best_checkpoint_metric={metric!r} is not a validation "
                            f"metric; choose one of {sorted(stats)}")
-        shown = {k: stats[k] for k in ("loss", "nll_loss", "ppl") if k in stats}
+        shown: Dict[str, Any] = metric_stats(stats)
+        ntokens = stats.get("ntokens", 0.0)
+        shown["wps"] = round(ntokens / elapsed, 1)
+        shown["wpb"] = round(ntokens / max(batches, 1), 1)
+        shown["bsz"] = round(stats.get("nsentences", 0) / max(batches, 1), 1)
+        shown["num_updates"] = trainer.get_num_updates()
+        if index == 0 and best is not None and value is not None:
+            pick = max if cfg.checkpoint.maximize_best_checkpoint_metric else min
+            shown[f"best_{metric}"] = round(pick(best, value), 3)
         if distributed_utils.is_master():
             progress.print(shown, tag=subset, step=trainer.get_num_updates())
             if writers is not None:
@@ -163,9 +217,10 @@ def train_epoch(cfg: DictConfig, trainer: Trainer, task: Any, epoch_itr: Any,
     log_interval = max(int(cfg.common.log_interval), 1)
     max_update = cfg.optimization.max_update or math.inf
     stop_seconds = float(cfg.optimization.stop_time_hours) * 3600 or math.inf
-    subsets = [s for s in str(cfg.dataset.valid_subset).split(",") if s]
-    interval, epoch_stats = IntervalStats(), IntervalStats()
+    subsets = valid_subsets(cfg)
     train_wall: StopwatchMeter = state["train_wall"]
+    interval, epoch_stats = IntervalStats(train_wall), IntervalStats(train_wall)
+    clip_norm = float(cfg.optimization.clip_norm or 0.0)
     writers: MetricWriters = state["writers"]
     master = distributed_utils.is_master()
     valid_losses: List[Optional[float]] = [None]
@@ -180,7 +235,7 @@ def train_epoch(cfg: DictConfig, trainer: Trainer, task: Any, epoch_itr: Any,
         epoch_stats.add(out)
         num_updates = trainer.get_num_updates()
         if num_updates % log_interval == 0:
-            stats = interval.reduce(task, trainer.criterion, train_wall.elapsed_time, state["start_time"])
+            stats = interval.reduce(task, trainer.criterion, num_updates, state["start_time"], clip_norm)
             _check_finite(stats, num_updates)
             if master:
                 progress.log(stats, tag="train_inner", step=num_updates)
@@ -192,8 +247,6 @@ def train_epoch(cfg: DictConfig, trainer: Trainer, task: Any, epoch_itr: Any,
             reason = f"reached optimization.max_update={cfg.optimization.max_update}"
         elif train_wall.elapsed_time >= stop_seconds:
             reason = f"trained for optimization.stop_time_hours={cfg.optimization.stop_time_hours}"
-        elif out["lr"] <= cfg.optimization.stop_min_lr:
-            reason = f"lr {out['lr']:g} reached optimization.stop_min_lr={cfg.optimization.stop_min_lr}"
         valid_losses, patience_stop = validate_and_save(
             cfg, trainer, task, epoch_itr, subsets, end_of_epoch, reason is not None, state, epoch_stats)
         if patience_stop and reason is None:
@@ -204,7 +257,9 @@ def train_epoch(cfg: DictConfig, trainer: Trainer, task: Any, epoch_itr: Any,
             should_stop = True
             break
     if epoch_stats.updates:
-        stats = epoch_stats.reduce(task, trainer.criterion, train_wall.elapsed_time, state["start_time"])
+        logger.info("end of epoch %d (average epoch stats below)", epoch_itr.epoch)
+        stats = epoch_stats.reduce(task, trainer.criterion, trainer.get_num_updates(), state["start_time"],
+                                   clip_norm)
         if master:
             progress.print(stats, tag="train", step=trainer.get_num_updates())
             writers.log("train", stats, trainer.get_num_updates())
@@ -230,7 +285,7 @@ def validate_and_save(cfg: DictConfig, trainer: Trainer, task: Any, epoch_itr: A
         _check_finite(reduce_stats(task, trainer.criterion, epoch_stats.logging_outputs[-1:]), num_updates)
     improved = False
     if do_validate:
-        valid_losses = validate(cfg, trainer, task, epoch, subsets, state["writers"])
+        valid_losses = validate(cfg, trainer, task, epoch, subsets, state["writers"], best=state.get("best"))
         value = valid_losses[0]
         if value is not None:
             improved = checkpoint_utils.is_better(value, state.get("best"), cfg)
@@ -246,20 +301,80 @@ def validate_and_save(cfg: DictConfig, trainer: Trainer, task: Any, epoch_itr: A
     return valid_losses, patience > 0 and state.get("num_bad_validations", 0) >= patience
 
 
+REQUIRED_COMPONENTS = {"model": ("--arch", "transformer_lm"), "optimizer": ("--optimizer", "adam")}
+
+
+def require_components(cfg: DictConfig) -> None:
+    """Stop with one line when no model or optimizer is chosen.
+
+    ``fairseq-train``, like fairseq 0.12, has no default ``--arch`` or ``--optimizer``; the
+    Hydra door picks both in ``config/config.yaml``, so only a deleted group (``~optimizer``)
+    gets here.
+
+    Raises:
+        ConfigError: naming the flag, the Hydra key and an example.
+    """
+    from fairseq.dataclass.overrides import ConfigError
+
+    for group, (flag, example) in REQUIRED_COMPONENTS.items():
+        if cfg.get(group) is None:
+            raise ConfigError(f"{group}: none chosen, and training needs one; give {flag} NAME to "
+                              f"fairseq-train (e.g. {flag} {example}; it has no default, as in fairseq) "
+                              f"or {group}=NAME to fairseq-hydra-train")
+
+
+def load_valid_datasets(cfg: DictConfig, task: Any) -> None:
+    """Load the validation subsets, after checking that none in the data directory is ignored.
+
+    With ``dataset.combine_valid_subsets`` the splits ``valid``, ``valid1``, ``valid2``, ... are
+    loaded as one ``valid`` subset (fairseq's ``--combine-val``); otherwise each subset named in
+    ``dataset.valid_subset`` is loaded on its own.
+
+    Raises:
+        ConfigError: a ``valid1``-like split in the data directory would be silently ignored.
+    """
+    from fairseq.data.data_utils import raise_if_valid_subsets_unintentionally_ignored
+
+    raise_if_valid_subsets_unintentionally_ignored(cfg)
+    if cfg.dataset.disable_validation:
+        return
+    if cfg.dataset.combine_valid_subsets:
+        load_combined_split(task, "valid")
+        return
+    for subset in valid_subsets(cfg):
+        task.load_dataset(subset, epoch=1, combine=False)
+
+
+def load_combined_split(task: Any, split: str) -> None:
+    """Load ``split``, ``split1``, ``split2``, ... (up to the first missing one) as ``split``."""
+    from fairseq.data.concat_dataset import ConcatDataset
+
+    parts = []
+    for k in itertools.count():
+        name = split if k == 0 else f"{split}{k}"
+        try:
+            task.load_dataset(name, epoch=1, combine=False)
+        except FileNotFoundError:
+            if k == 0:
+                raise
+            break
+        parts.append(task.datasets.pop(name))
+    task.datasets[split] = parts[0] if len(parts) == 1 else ConcatDataset(parts)
+    logger.info("combined %d %s subsets: %d samples", len(parts), split, len(task.datasets[split]))
+
+
 def run_training(cfg: DictConfig) -> Dict[str, Any]:
     """Train as ``cfg`` says, resuming from ``checkpoint.restore_file`` when it exists.
 
     Returns:
         ``{"num_updates", "epoch", "best"}`` at the end.
     """
+    require_components(cfg)
     set_seed(cfg.common.seed)
     if distributed_utils.is_master():
         logger.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     task = tasks.setup_task(cfg.task)
-    subsets = [s for s in str(cfg.dataset.valid_subset).split(",") if s]
-    if not cfg.dataset.disable_validation:
-        for subset in subsets:
-            task.load_dataset(subset, epoch=1)
+    load_valid_datasets(cfg, task)
     model = task.build_model(cfg.model)
     criterion = task.build_criterion(cfg.criterion)
     nparams = sum(p.numel() for p in model.parameters())
@@ -279,12 +394,17 @@ def run_training(cfg: DictConfig) -> Dict[str, Any]:
     if trainer.get_num_updates() >= max_update:
         logger.info("already at update %d >= optimization.max_update=%d: nothing to do",
                     trainer.get_num_updates(), cfg.optimization.max_update)
+    lr = trainer.get_lr()
     try:
         while epoch_itr.next_epoch_idx <= max_epoch and trainer.get_num_updates() < max_update:
+            if lr <= cfg.optimization.stop_min_lr and trainer.get_num_updates() > 0:
+                logger.info("stopping: the lr %g is at or below optimization.stop_min_lr=%g",
+                            lr, cfg.optimization.stop_min_lr)
+                break
             valid_losses, should_stop = train_epoch(cfg, trainer, task, epoch_itr, state)
             if should_stop:
                 break
-            trainer.lr_step(epoch_itr.epoch, valid_losses[0])
+            lr = trainer.lr_step(epoch_itr.epoch, valid_losses[0])
             epoch_itr = get_train_iterator(cfg, task, epoch_itr.next_epoch_idx)
     finally:
         writers.close()

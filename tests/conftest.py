@@ -52,13 +52,29 @@ def data_bin(tmp_path_factory) -> str:
     return str(dest)
 
 
+def _number(value):
+    """A json log value as a number when it is one (fairseq writes ``"10.172"``, ``"512"``)."""
+    if isinstance(value, str):
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+    return value
+
+
 def read_json_log(path: str) -> List[dict]:
-    """The JSON records of a training log file."""
+    """The JSON records of a training log file (``... | train_inner | {...}`` lines), numbers parsed."""
     records = []
     for line in Path(path).read_text().splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            records.append(json.loads(line))
+        start = line.find("{")
+        if start < 0 or not line.rstrip().endswith("}") or (start and not line[:start].endswith("| ")):
+            continue
+        try:
+            record = json.loads(line[start:])
+        except json.JSONDecodeError:
+            continue
+        records.append({k: _number(v) for k, v in record.items()})
     return records
 
 

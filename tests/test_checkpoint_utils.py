@@ -135,14 +135,14 @@ def test_resets_and_finetune(data_bin, tmp_path):
     train(data_bin, tmp_path / "ft", "--max-update", "2", "--log-file", log,
           "--finetune-from-model", tmp_path / "base" / "checkpoint_last.pt")
     records = [r for r in read_json_log(log) if "update" in r]
-    assert [r["update"] for r in records] == [1, 2]
+    assert [r["num_updates"] for r in records] == [1, 2]
     # restore + reset_optimizer/lr_scheduler/dataloader: same weights, optimizer state rebuilt
     log = tmp_path / "reset.log"
     train(data_bin, tmp_path / "reset", "--max-update", "6", "--log-file", log,
           "--restore-file", tmp_path / "base" / "checkpoint_last.pt", "--reset-optimizer",
           "--reset-lr-scheduler", "--reset-dataloader")
     records = [r for r in read_json_log(log) if "update" in r]
-    assert [r["update"] for r in records] == [5, 6]
+    assert [r["num_updates"] for r in records] == [5, 6]
     state = torch.load(tmp_path / "reset" / "checkpoint_last.pt", weights_only=True)
     assert state["extra_state"]["train_iterator"]["iterations_in_epoch"] == 2
     assert base["extra_state"]["train_iterator"]["iterations_in_epoch"] == 4

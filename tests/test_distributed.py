@@ -16,7 +16,7 @@ ARGS = ["--arch", "transformer_lm", "--decoder-layers", "1", "--decoder-embed-di
 
 
 def _records(log):
-    return {r["update"]: r for r in read_json_log(log) if "update" in r}
+    return {r["num_updates"]: r for r in read_json_log(log) if "update" in r}
 
 
 @pytest.mark.parametrize("ddp_backend", ["pytorch_ddp", "no_c10d"])

@@ -22,7 +22,7 @@ def losses_by_update(log_file):
     out = {}
     for record in read_json_log(log_file):
         if "update" in record and "loss" in record:
-            out[record["update"]] = record["loss"]
+            out[record["num_updates"]] = record["loss"]
     return out
 
 
@@ -157,6 +157,6 @@ def test_fp16_overflow_is_skipped_and_the_scale_lowered(data_bin, tmp_path, plug
     assert result.returncode == 0, result.stderr
     assert "gradient overflow at update 3: update skipped, loss scale lowered to 32" in result.stdout
     records = [r for r in read_json_log(log) if "update" in r]
-    assert [r["update"] for r in records] == [1, 2, 3, 4, 5]  # 6 steps, one skipped
+    assert [r["num_updates"] for r in records] == [1, 2, 3, 4, 5]  # 6 steps, one skipped
     assert [r["loss_scale"] for r in records] == [64, 64, 32, 32, 32]
     assert all(r["loss"] == r["loss"] for r in records)  # finite throughout

@@ -29,12 +29,25 @@ def test_validation_intervals_and_several_subsets(data_bin, tmp_path):
 
 def test_stop_conditions(data_bin, tmp_path):
     records = train(data_bin, tmp_path, "t", "--stop-time-hours", "1e-9")
-    assert [r["update"] for r in records if "update" in r] == [1]
-    records = train(data_bin, tmp_path, "m", "--stop-min-lr", "0.002", "--max-update", "20")
-    # warmup to 0.003 over 3 updates: the lr after update 1 is 0.001 <= 0.002
-    assert [r["update"] for r in records if "update" in r] == [1]
+    assert [r["num_updates"] for r in records if "update" in r] == [1]
     records = train(data_bin, tmp_path, "e", "--max-epoch", "1")
     assert {r["epoch"] for r in records} == {1}
+
+
+def test_stop_min_lr_is_checked_between_epochs_as_in_fairseq(data_bin, tmp_path):
+    # fixed schedule: epoch 1 at 0.003, epoch 2 annealed to 0.0003 <= stop_min_lr, so the run
+    # stops after epoch 2 (the lr check reads the lr of the epoch just finished)
+    records = train(data_bin, tmp_path, "m", "--lr-scheduler", "fixed", "--force-anneal", "2",
+                    "--stop-min-lr", "0.0005", "--max-epoch", "4", "--max-tokens", "1024", "--no-save")
+    inner = [r for r in records if "update" in r]
+    assert {r["epoch"] for r in records} == {1, 2}
+    assert {r["lr"] for r in inner if r["epoch"] == 2} == {0.0003}
+    assert [r["lr"] for r in inner if r["epoch"] == 1][-1] == 0.003
+
+
+def test_legacy_default_schedule_is_fixed_with_its_warmup(data_bin, tmp_path):
+    records = train(data_bin, tmp_path, "f", "--max-update", "5")  # no --lr-scheduler
+    assert [r["lr"] for r in records if "update" in r] == [0.002, 0.003, 0.003, 0.003, 0.003]
 
 
 def test_update_freq_per_epoch(data_bin, tmp_path):

@@ -266,3 +266,46 @@ def _squeeze_spaces(text: str) -> str:
     while "  " in text:
         text = text.replace("  ", " ")
     return text.strip()
+
+
+def _extra_valid_splits(data: str) -> set:
+    """Splits like ``valid1``, ``valid2`` (fairseq's ``valid*[0-9].*`` file names) in the data dirs."""
+    import os
+    import re
+
+    found = set()
+    for directory in (p for p in str(data).split(":") if p):
+        if not os.path.isdir(directory):
+            continue
+        for name in os.listdir(directory):
+            if re.match(r"valid*[0-9].*", name):
+                found.add(os.path.splitext(name)[0])
+    return found
+
+
+def raise_if_valid_subsets_unintentionally_ignored(train_cfg: Any) -> None:
+    """Stop when the data directory has validation splits (``valid1``, ...) the run would skip.
+
+    Nothing is checked with ``dataset.ignore_unused_valid_subsets``,
+    ``dataset.combine_valid_subsets`` or ``dataset.disable_validation`` set, or without
+    ``task.data``; otherwise every split named like ``valid1`` must be in ``dataset.valid_subset``.
+
+    Raises:
+        ConfigError: (a ValueError) naming the ignored splits and the three ways out.
+    """
+    from fairseq.dataclass.overrides import ConfigError
+
+    dataset = train_cfg.dataset
+    task = getattr(train_cfg, "task", None)
+    data = getattr(task, "data", None) if task is not None else None
+    if dataset.ignore_unused_valid_subsets or dataset.combine_valid_subsets or dataset.disable_validation \
+            or not data:
+        return
+    named = {s.strip() for s in str(dataset.valid_subset).split(",")}
+    ignored = sorted(_extra_valid_splits(data) - named)
+    if ignored:
+        raise ConfigError(
+            f"dataset.valid_subset={dataset.valid_subset!r} leaves the validation splits {ignored} of "
+            f"{data} unused; validate on them with --valid-subset {','.join([dataset.valid_subset, *ignored])}, "
+            "merge them into one with --combine-valid-subsets, or skip them with "
+            "--ignore-unused-valid-subsets")

@@ -182,6 +182,15 @@ class DatasetConfig(FairseqDataclass):
     valid_subset: str = field(
         default="valid", metadata={"help": "comma-separated splits to validate on"}
     )
+    combine_valid_subsets: Optional[bool] = field(
+        default=None,
+        metadata={"help": "validate on valid, valid1, valid2, ... merged into one 'valid' subset",
+                  "argparse_alias": ("--combine-val",)},
+    )
+    ignore_unused_valid_subsets: Optional[bool] = field(
+        default=False,
+        metadata={"help": "do not stop when the data has valid1-like splits that valid_subset leaves out"},
+    )
     validate_interval: int = field(default=1, metadata={"help": "validate every N epochs"})
     validate_interval_updates: int = field(
         default=0, metadata={"help": "also validate every N updates (0: off)"}

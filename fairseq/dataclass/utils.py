@@ -267,6 +267,8 @@ def convert_namespace_to_omegaconf(args: Namespace) -> DictConfig:
         name = getattr(args, attr, None)
         if name is not None:
             choices.append(f"{group}={name}")
+        elif hasattr(args, attr):
+            choices.append(f"~{group}")  # a flag without a default, not given: no component
     cfg = compose_config(choices)
     for group, dc in GENERIC_GROUPS.items():
         for key, value in _node_values_from_namespace(dc, args).items():

@@ -1,16 +1,29 @@
-"""Progress bars and log lines in four formats: none, simple, json and tqdm.
+"""Progress bars and log lines in four formats: none, simple, json and tqdm, shaped as fairseq's.
 
-* ``json``: one JSON object per line on stdout (and in ``log_file``), for machines.
-* ``simple``: ``epoch 001:     10 / 100 loss=5.12, ppl=34.7, ...`` lines, for people and files.
-* ``tqdm``: a live bar on a terminal; the default when stderr is a terminal. Off a terminal it
-  falls back to ``simple`` so log files never fill with bar redraws.
-* ``none``: only the end-of-epoch summaries.
+Every line goes through the logging module under the name of its record (``train_inner``,
+``train``, ``valid`` or the validation subset), so with the usual
+``time | level | name | message`` format a line reads as fairseq 0.12 writes it:
+
+* ``json``: ``... | INFO | train_inner | {"epoch": 1, "update": 0.008, "loss": "10.172", ...}``:
+  ``epoch`` is an int, ``update`` the fractional epoch (a float, 3 decimals) and every other
+  value a string written with ``{:g}``; end-of-epoch and validation records prefix their keys
+  with the record name (``train_loss``, ``valid_loss``).
+* ``simple``: ``epoch 001:      3 / 131 loss=10.146, ppl=1133.28, ...`` every log interval and
+  ``epoch 001 | valid on 'valid' subset | loss 6.285 | ppl 77.97 | ...`` for summaries.
+* ``tqdm``: a live bar on a terminal (the default there); summaries as in ``simple``. Off a
+  terminal it falls back to ``simple`` so log files never fill with bar redraws.
+* ``none``: no per-interval lines; summaries as in ``simple``.
+
+The values arrive already rounded as fairseq's meters round them (``loss`` to 3 decimals,
+``ppl`` to 2, ...); the lr is not rounded, so ``{:g}`` shows six significant digits and a warmup
+from 1e-07 stays visible.
 """
 import json
 import logging
 import numbers
 import shutil
 import sys
+from collections import OrderedDict
 from typing import Any, Dict, Iterable, Iterator, Optional
 
 logger = logging.getLogger("fairseq.progress")
@@ -20,12 +33,20 @@ def default_log_format() -> str:
     return "tqdm" if sys.stderr.isatty() else "simple"
 
 
-def _format_value(value: Any, digits: int) -> Any:
-    if isinstance(value, bool) or not isinstance(value, numbers.Number):
-        return value
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    return round(float(value), digits)
+def format_stat(value: Any) -> Any:
+    """A number as fairseq writes it (``"{:g}"``: ``0.0003``, ``1153.47``, ``512``); else as is."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, numbers.Number):
+        return "{:g}".format(value)
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def format_stats(stats: Dict[str, Any]) -> "OrderedDict[str, str]":
+    """Every value as the string fairseq's simple and tqdm formats print."""
+    return OrderedDict((key, str(format_stat(value))) for key, value in stats.items())
 
 
 class BaseProgressBar:
@@ -33,6 +54,7 @@ class BaseProgressBar:
                  log_interval: int = 100, total: Optional[int] = None):
         self.iterable = iterable
         self.n = getattr(iterable, "n", 0)
+        self.i = self.n - 1
         self.epoch = epoch
         self.log_interval = log_interval
         self.total = total if total is not None else len(iterable) if hasattr(iterable, "__len__") else None
@@ -54,60 +76,59 @@ class BaseProgressBar:
         """Log intermediate stats (every ``log_interval`` updates)."""
 
     def print(self, stats: Dict[str, Any], tag: Optional[str] = None, step: Optional[int] = None) -> None:
-        """Log an end-of-epoch or validation summary."""
+        """Log an end-of-epoch or validation summary: ``prefix | key value | key value``."""
+        pipes = " | ".join(f"{key} {value.strip()}" for key, value in format_stats(stats).items())
+        self._emit(f"{self.prefix} | {pipes}" if self.prefix else pipes, tag)
 
     def close(self) -> None:
         pass
 
-    def _str_pairs(self, stats: Dict[str, Any], digits: int = 3) -> str:
-        return ", ".join(f"{k}={_format_value(v, digits)}" for k, v in stats.items())
+    def _due(self, step: Optional[int]) -> bool:
+        step = step or (self.i + 1 if self.i >= 0 else 0)
+        return step > 0 and bool(self.log_interval) and step % self.log_interval == 0
 
-    def _emit(self, text: str) -> None:
-        logger.info(text)
+    @staticmethod
+    def _emit(text: str, tag: Optional[str]) -> None:
+        (logging.getLogger(tag) if tag else logger).info(text)
 
 
 class NoopProgressBar(BaseProgressBar):
-    """No per-update lines; end-of-epoch and validation summaries only."""
-
-    def print(self, stats, tag=None, step=None) -> None:
-        parts = [p for p in (self.prefix, tag, self._str_pairs(stats)) if p]
-        self._emit(" | ".join(parts))
+    """No per-interval lines; end-of-epoch and validation summaries only."""
 
 
 class SimpleProgressBar(BaseProgressBar):
     def log(self, stats, tag=None, step=None) -> None:
-        position = getattr(self, "i", self.n) + 1
-        total = f" / {self.total}" if self.total else ""
-        self._emit(f"{self.prefix}: {position:6d}{total} {self._str_pairs(stats)}")
-
-    def print(self, stats, tag=None, step=None) -> None:
-        self._emit(f"{self.prefix} | {tag + ' | ' if tag else ''}{self._str_pairs(stats)}")
+        if not self._due(step):
+            return
+        commas = ", ".join(f"{key}={value.strip()}" for key, value in format_stats(stats).items())
+        total = self.total if self.total is not None else 0
+        self._emit(f"{self.prefix}:  {self.i + 1:5d} / {total:d} {commas}", tag)
 
 
 class JsonProgressBar(BaseProgressBar):
-    """One JSON object per line; end-of-epoch keys are prefixed with the tag (``valid_loss``)."""
+    """One JSON object per record, after the usual ``time | level | name |`` prefix."""
+
+    def _record(self, stats: Dict[str, Any], update: Optional[float] = None) -> str:
+        record: Dict[str, Any] = OrderedDict()
+        if self.epoch is not None:
+            record["epoch"] = self.epoch
+        if update is not None:
+            record["update"] = round(update, 3)
+        record.update((key, format_stat(value)) for key, value in stats.items())
+        return json.dumps(record)
 
     def log(self, stats, tag=None, step=None) -> None:
-        record: Dict[str, Any] = {}
-        if self.epoch is not None:
-            record["epoch"] = self.epoch
-        if step is not None:
-            record["update"] = step
-        record.update({k: _format_value(v, 6) for k, v in stats.items()})
-        self._emit(json.dumps(record))
+        if not self._due(step):
+            return
+        update = None
+        if self.epoch is not None and self.total:
+            update = self.epoch - 1 + (self.i + 1) / float(self.total)
+        self._emit(self._record(stats, update), tag)
 
     def print(self, stats, tag=None, step=None) -> None:
-        record: Dict[str, Any] = {}
-        if self.epoch is not None:
-            record["epoch"] = self.epoch
-        prefix = f"{tag}_" if tag else ""
-        record.update({prefix + k: _format_value(v, 6) for k, v in stats.items()})
-        if step is not None:
-            record[prefix + "num_updates"] = step
-        self._emit(json.dumps(record))
-
-    def _emit(self, text: str) -> None:
-        logging.getLogger("fairseq.json").info(text)
+        if tag is not None:
+            stats = OrderedDict((f"{tag}_{key}", value) for key, value in stats.items())
+        self._emit(self._record(stats), tag)
 
 
 class TqdmProgressBar(BaseProgressBar):
@@ -130,11 +151,8 @@ class TqdmProgressBar(BaseProgressBar):
 
     def log(self, stats, tag=None, step=None) -> None:
         # a bar line has room for a few numbers: the ones a person watches
-        shown = {k: _format_value(stats[k], 3) for k in self.POSTFIX_KEYS if k in stats}
+        shown = format_stats({k: stats[k] for k in self.POSTFIX_KEYS if k in stats})
         self.bar.set_postfix(shown, refresh=False)
-
-    def print(self, stats, tag=None, step=None) -> None:
-        self._emit(f"{self.prefix} | {tag + ' | ' if tag else ''}{self._str_pairs(stats)}")
 
     def close(self) -> None:
         self.bar.close()
@@ -159,34 +177,28 @@ def progress_bar(iterable: Iterable, log_format: Optional[str] = None, log_inter
 
 
 def setup_logging(log_file: Optional[str] = None, level: int = logging.INFO) -> None:
-    """Human log lines to stdout as ``time | level | name | message``; JSON records bare.
+    """Log lines to stdout as ``time | level | name | message`` (fairseq's format), every record
+    kind included (``| train_inner | {...}`` in json format).
 
     A console handler already on the root logger (Hydra installs one) is kept rather than
-    doubled. ``log_file`` receives both kinds of lines as well.
+    doubled. ``log_file`` receives the same lines.
     """
     human = logging.Formatter("%(asctime)s | %(levelname)s | %(name)s | %(message)s",
                               datefmt="%Y-%m-%d %H:%M:%S")
-    bare = logging.Formatter("%(message)s")
     root = logging.getLogger()
-    json_logger = logging.getLogger("fairseq.json")
-    json_logger.propagate = False
-    for lg in (root, json_logger):
-        for handler in list(lg.handlers):
-            if getattr(handler, "_fairseq", False):
-                lg.removeHandler(handler)
-                handler.close()
+    for handler in list(root.handlers):
+        if getattr(handler, "_fairseq", False):
+            root.removeHandler(handler)
+            handler.close()
 
-    def add(lg: logging.Logger, handler: logging.Handler, fmt: logging.Formatter) -> None:
+    def add(handler: logging.Handler) -> None:
         handler._fairseq = True  # type: ignore[attr-defined]
-        handler.setFormatter(fmt)
-        lg.addHandler(handler)
+        handler.setFormatter(human)
+        root.addHandler(handler)
 
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
                for h in root.handlers):
-        add(root, logging.StreamHandler(sys.stdout), human)
-    add(json_logger, logging.StreamHandler(sys.stdout), bare)
+        add(logging.StreamHandler(sys.stdout))
     if log_file:
-        add(root, logging.FileHandler(log_file), human)
-        add(json_logger, logging.FileHandler(log_file), bare)
+        add(logging.FileHandler(log_file))
     root.setLevel(level)
-    json_logger.setLevel(level)
