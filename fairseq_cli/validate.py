@@ -165,7 +165,9 @@ def main(cfg: Union[DictConfig, Namespace], override_args: Optional[Namespace] =
         cfg = convert_namespace_to_omegaconf(cfg)
     setup_logging()
     if override_args is not None:
-        overrides = {k: v for k, v in vars(override_args).items() if k not in NOT_OVERRIDES}
+        # a None can only be a default that slipped through: a flag given always has a value
+        overrides = {k: v for k, v in vars(override_args).items()
+                     if k not in NOT_OVERRIDES and v is not None}
     else:
         overrides = overrides_from_config(cfg)
     data = None if OmegaConf.is_missing(cfg.task, "data") else cfg.task.data
