@@ -52,7 +52,8 @@ def test_rerunning_a_finished_command_resumes_and_does_nothing(data_bin, tmp_pat
 def test_checkpoint_names_and_contents(data_bin, tmp_path):
     train(tiny_args(data_bin, str(tmp_path / "ck"), str(tmp_path / "log"), 6))
     names = sorted(os.listdir(tmp_path / "ck"))
-    assert names == ["checkpoint_1_3.pt", "checkpoint_1_6.pt", "checkpoint_best.pt", "checkpoint_last.pt"]
+    assert names == ["checkpoint_1_3.pt", "checkpoint_1_6.pt", "checkpoint_best.pt", "checkpoint_last.pt",
+                     "config.json"]
     state = torch.load(tmp_path / "ck" / "checkpoint_last.pt", weights_only=True)
     cfg = state["cfg"]
     assert cfg["model"]["decoder_layers"] == 2 and cfg["optimizer"]["lr"] == [0.003]
