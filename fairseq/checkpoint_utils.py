@@ -346,6 +346,8 @@ def _upgrade_state(state: Dict[str, Any], path: str) -> None:
     if isinstance(extra, dict) and "train_iterator" not in extra and "epoch" in extra:
         extra["train_iterator"] = {"epoch": max(int(extra["epoch"]), 1),
                                    "iterations_in_epoch": extra.get("batch_offset", 0)}
+    if isinstance(extra, dict) and "epoch" not in extra and isinstance(extra.get("train_iterator"), dict):
+        extra["epoch"] = extra["train_iterator"].get("epoch")  # fairseq 0.12 keeps it only there
     history = state.get("optimizer_history")
     if "num_updates" not in state and isinstance(history, list) and history and isinstance(history[-1], dict):
         state["num_updates"] = int(history[-1].get("num_updates", 0))  # fairseq keeps it there
