@@ -315,7 +315,7 @@ def test_task_is_built_from_a_dataclass_without_data_and_batches_with_a_context_
     stream = ListDataset([torch.arange(4, 14)])  # one sentence of 10 tokens: 4 .. 13
     blocks = TokenBlockDataset(stream, stream.sizes, 4, pad=dictionary.pad(), eos=dictionary.eos(),
                                break_mode="none", include_targets=True)
-    dataset = MonolingualDataset(blocks, blocks.sizes, dictionary)
+    dataset = MonolingualDataset(blocks, blocks.sizes, dictionary, targets=["future"])
     task = LanguageModelingTask(LanguageModelingConfig(tokens_per_sample=4), dictionary)
     assert task.targets == ["future"] and task.target_dictionary is dictionary
     batches = list(task.eval_lm_dataloader(dataset=dataset, batch_size=1, context_window=2, num_workers=0))
@@ -339,7 +339,7 @@ def test_eval_lm_dataloader_without_context_keeps_the_blocks_and_refuses_a_negat
     dictionary = small_dictionary()
     stream = ListDataset([torch.arange(4, 14)])
     blocks = TokenBlockDataset(stream, stream.sizes, 4, pad=1, eos=2, break_mode="none", include_targets=True)
-    dataset = MonolingualDataset(blocks, blocks.sizes, dictionary)
+    dataset = MonolingualDataset(blocks, blocks.sizes, dictionary, targets=["future"])
     task = LanguageModelingTask(LanguageModelingConfig(tokens_per_sample=4), dictionary, targets=["future"])
     batches = list(task.eval_lm_dataloader(dataset=dataset, max_tokens=8, num_workers=0))
     targets = sorted(row for b in batches for row in b["target"].tolist())
@@ -360,3 +360,19 @@ def test_setup_task_takes_a_namespace_or_a_dictconfig(corpus):
         assert isinstance(task, LanguageModelingTask)
         assert task.cfg.tokens_per_sample == 8
         assert len(task.source_dictionary) == len(from_namespace.source_dictionary)
+
+
+def test_context_window_batches_of_plain_token_items_follow_fairseq():
+    """fairseq's own example: items without targets are their own targets."""
+    from fairseq.data import MonolingualDataset
+    from fairseq.tasks.language_modeling import LanguageModelingTask
+
+    dictionary = small_dictionary()
+    items = ListDataset([torch.tensor([4, 5, 6, 7]), torch.tensor([8, 9, 10, 11]), torch.tensor([12, 13])])
+    dataset = MonolingualDataset(items, sizes=[4, 4, 2], src_vocab=dictionary)
+    task = LanguageModelingTask(LanguageModelingConfig(tokens_per_sample=4), dictionary)
+    loader = task.eval_lm_dataloader(dataset=dataset, batch_size=1, context_window=2, num_workers=0)
+    rows = [(b["net_input"]["src_tokens"][0].tolist(), b["target"][0].tolist()) for b in loader]
+    assert rows == [([4, 5, 6, 7, 1, 1], [4, 5, 6, 7, 1, 1]),
+                    ([6, 7, 8, 9, 10, 11], [1, 1, 8, 9, 10, 11]),
+                    ([10, 11, 12, 13], [1, 1, 12, 13])]
