@@ -37,7 +37,50 @@ def test_batch_by_size_prefers_the_required_multiple():
 def test_batch_by_size_max_sentences_and_default():
     batches = batch_by_size(np.arange(5), max_sentences=2)
     assert [b.tolist() for b in batches] == [[0, 1], [2, 3], [4]]
-    assert [b.tolist() for b in batch_by_size(np.arange(3))] == [[0], [1], [2]]
+    # no bound at all: one batch (fairseq); the multiple then applies to it too
+    assert [b.tolist() for b in batch_by_size(np.arange(3))] == [[0, 1, 2]]
+    batches = batch_by_size(np.arange(7), max_sentences=5, required_batch_size_multiple=2)
+    assert [b.tolist() for b in batches] == [[0, 1, 2, 3], [4, 5], [6]]  # 3 > 2 is cut to 2
+
+
+def reference_batches(lengths, max_tokens, max_sentences, multiple):
+    """fairseq's rule spelled out: the longest fitting run, cut to a multiple when longer."""
+    batches, start = [], 0
+    while start < len(lengths):
+        count = 0
+        while start + count < len(lengths):
+            grown = count + 1
+            cost = max(lengths[start : start + grown]) * grown
+            if (max_tokens > 0 and cost > max_tokens) or (max_sentences > 0 and grown > max_sentences):
+                break
+            count = grown
+        if count > multiple:
+            count -= count % multiple
+        batches.append(list(range(start, start + count)))
+        start += count
+    return batches
+
+
+def test_batch_by_size_fn_and_vec_follow_fairseqs_rule():
+    from fairseq.data.data_utils_fast import batch_by_size_fn, batch_by_size_vec
+
+    rng = np.random.RandomState(0)
+    for _ in range(300):
+        size = rng.randint(1, 14)
+        max_tokens, max_sentences, multiple = rng.randint(0, 12), rng.randint(0, 6), rng.randint(1, 5)
+        lengths = rng.randint(0, max(max_tokens, 1) + 1, size=size)
+        if max_tokens == 0:
+            lengths = rng.randint(0, 9, size=size)
+        expected = reference_batches(lengths.tolist(), max_tokens, max_sentences, multiple)
+        vec = batch_by_size_vec(np.arange(size), lengths, max_tokens, max_sentences, multiple)
+        fn = batch_by_size_fn(np.arange(size), lambda i: lengths[i], max_tokens, max_sentences, multiple)
+        assert [b.tolist() for b in vec] == expected == [b.tolist() for b in fn]
+
+
+def test_batch_by_size_with_fixed_shapes():
+    lengths = [2, 2, 2, 6, 6, 2]
+    batches = batch_by_size(np.arange(6), num_tokens_fn=lambda i: lengths[i], fixed_shapes=[(1, 8), (4, 2)])
+    assert [b.tolist() for b in batches] == [[0, 1, 2], [3], [4], [5]]
 
 
 def test_batch_by_size_rejects_sample_larger_than_max_tokens():
@@ -157,7 +200,7 @@ def test_mid_epoch_resume_continues_with_the_exact_next_batch():
     itr = interrupted.next_epoch_itr()
     consumed = [next(itr).tolist() for _ in range(3)]
     state = interrupted.state_dict()
-    assert state == {"epoch": 2, "iterations_in_epoch": 3, "shuffle": True}
+    assert state == {"version": 2, "epoch": 2, "iterations_in_epoch": 3, "shuffle": True}
 
     resumed = make_iterator(seed=9)
     resumed.load_state_dict(state)
@@ -182,16 +225,21 @@ def test_state_at_end_of_epoch_resumes_with_the_next_epoch():
     resumed.load_state_dict(state)
     assert as_lists(resumed.next_epoch_itr()) == second_epoch and resumed.epoch == 2
 
-    # A state saved as "all batches consumed" also moves on to the next epoch.
+    # An old (unversioned) state saved as "all batches consumed" moves on to the next epoch;
+    # a version-2 state beyond the epoch means the data changed: a clear error.
     finished = make_iterator(seed=4)
     finished.load_state_dict({"epoch": 1, "iterations_in_epoch": 7, "shuffle": True})
     assert finished.next_epoch_idx == 2
+    from fairseq.data.errors import DataError
+
+    with pytest.raises(DataError, match="cannot resume epoch 1 at batch 9.*--reset-dataloader"):
+        make_iterator(seed=4).load_state_dict({"version": 2, "epoch": 1, "iterations_in_epoch": 9})
 
 
 def test_batch_sampler_may_be_a_function_of_the_epoch():
     calls = []
 
-    def sampler(epoch):
+    def sampler(dataset, epoch):  # fairseq's signature
         calls.append(epoch)
         return [np.array([epoch])]
 
@@ -205,3 +253,45 @@ def test_workers_and_buffer_give_the_same_batches():
     expected = as_lists(make_iterator(seed=3).next_epoch_itr())
     assert as_lists(make_iterator(seed=3, num_workers=2).next_epoch_itr()) == expected
     assert as_lists(make_iterator(seed=3, buffer_size=2).next_epoch_itr()) == expected
+
+
+def test_skip_remainder_batch_sharding_and_buffering():
+    from fairseq.data import BufferedIterator, ListDataset, ShardedIterator
+
+    dataset = ListDataset(list(range(7)))
+    batches = [[0, 1], [2, 3], [4, 5], [6]]
+    itr = EpochBatchIterator(dataset, dataset.collater, batches, skip_remainder_batch=True)
+    epoch = itr.next_epoch_itr(shuffle=False)
+    assert len(epoch) == 3 and list(epoch) == [[0, 1], [2, 3], [4, 5]]
+    # resuming inside the epoch still drops only the last batch
+    resumed = EpochBatchIterator(dataset, dataset.collater, batches, skip_remainder_batch=True)
+    resumed.load_state_dict({"version": 2, "epoch": 1, "iterations_in_epoch": 1, "shuffle": False})
+    assert list(resumed.next_epoch_itr()) == [[2, 3], [4, 5]]
+
+    assert list(ShardedIterator(range(5), num_shards=2, shard_id=1, fill_value=-1)) == [1, 3, -1]
+    with pytest.raises(ValueError, match="shard_id"):
+        ShardedIterator(range(5), num_shards=2, shard_id=2)
+    buffered = BufferedIterator(2, list(range(10)))
+    counting = CountingIterator(buffered).take(4)
+    assert list(counting) == [0, 1, 2, 3] and len(buffered) == 4
+
+
+def test_shuffle_matches_fairseqs_seeded_order():
+    batches = [[i] for i in range(10)]
+    itr = EpochBatchIterator(Squares(), collate, batches, seed=5)
+    order = [int(b[0]) for b in itr.next_epoch_itr()]
+    with numpy_seed(5 + 1):  # fairseq: np.random.shuffle under numpy_seed(seed + epoch)
+        expected = list(range(10))
+        np.random.shuffle(expected)
+    assert order == [v * v for v in expected]
+
+
+def test_grouped_shuffling_keeps_groups_of_num_shards_together():
+    batches = [[i] for i in range(9)]
+    itr = EpochBatchIterator(Squares(), collate, batches, num_shards=2, shard_id=0, grouped_shuffling=True)
+    other = EpochBatchIterator(Squares(), collate, batches, num_shards=2, shard_id=1, grouped_shuffling=True)
+    mine = [int(b[0]) if len(b) else None for b in itr.next_epoch_itr()]
+    theirs = [int(b[0]) if len(b) else None for b in other.next_epoch_itr()]
+    assert sorted(v for v in mine + theirs if v is not None) == [i * i for i in range(9)]  # nothing dropped
+    pairs = [(a, b) for a, b in zip(mine, theirs) if a is not None and b is not None]
+    assert all({int(a ** 0.5), int(b ** 0.5)} in ({2 * k, 2 * k + 1} for k in range(4)) for a, b in pairs)
