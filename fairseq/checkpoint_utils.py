@@ -292,6 +292,31 @@ def _torch_load(path: str) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def load_ema_from_checkpoint(fpath: str) -> Dict[str, Any]:
+    """A checkpoint whose ``model`` is the exponential moving average of its weights.
+
+    Reads ``extra_state["ema"]`` (fairseq's EMA copy of the parameters) and returns
+    ``{"model": OrderedDict of those tensors, ...}`` with the checkpoint's other entries, so that
+    it loads like any checkpoint.
+
+    Raises:
+        CheckpointError: when the file cannot be read or holds no EMA weights.
+    """
+    from collections import OrderedDict
+
+    with PathManager.open(fpath, "rb") as f:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            state = torch.load(f, map_location="cpu", weights_only=True)
+    ema = (state.get("extra_state") or {}).get("ema") if isinstance(state, dict) else None
+    if not isinstance(ema, dict):
+        raise CheckpointError(f"{fpath} holds no EMA weights (extra_state['ema']); it was not "
+                              "trained with an exponential moving average")
+    state = dict(state)
+    state["model"] = OrderedDict((k, v.float() if torch.is_tensor(v) and v.is_floating_point() else v)
+                                 for k, v in ema.items())
+    return state
+
+
 def load_checkpoint_to_cpu(path: str, arg_overrides: Optional[Dict[str, Any]] = None,
                            load_on_all_ranks: bool = False) -> Dict[str, Any]:
     """Read a checkpoint safely (weights only) onto the CPU and upgrade old layouts.

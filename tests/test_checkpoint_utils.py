@@ -146,3 +146,15 @@ def test_resets_and_finetune(data_bin, tmp_path):
     state = torch.load(tmp_path / "reset" / "checkpoint_last.pt", weights_only=True)
     assert state["extra_state"]["train_iterator"]["iterations_in_epoch"] == 2
     assert base["extra_state"]["train_iterator"]["iterations_in_epoch"] == 4
+
+
+def test_load_ema_from_checkpoint_puts_the_average_weights_in_model(tmp_path):
+    from fairseq.checkpoint_utils import CheckpointError, load_ema_from_checkpoint
+
+    path = tmp_path / "ema.pt"
+    torch.save({"model": {"w": torch.zeros(2)}, "extra_state": {"ema": {"w": torch.ones(2)}}}, path)
+    state = load_ema_from_checkpoint(str(path))
+    assert torch.equal(state["model"]["w"], torch.ones(2))
+    torch.save({"model": {"w": torch.zeros(2)}}, path)
+    with pytest.raises(CheckpointError, match="holds no EMA weights"):
+        load_ema_from_checkpoint(str(path))
