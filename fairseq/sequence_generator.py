@@ -287,6 +287,11 @@ class SequenceGenerator(torch.nn.Module):
         return finalized
 
 
+# fairseq's default --max-len-b; left at it, it is fitted to the model's positions, while a
+# value given beyond them is an error
+DEFAULT_MAX_LEN_B = 200
+
+
 class GenerationSettingError(ValueError):
     """A generation setting that is out of range or does not apply to language models."""
 
@@ -339,7 +344,9 @@ def build_generator(models: Sequence[torch.nn.Module], gen_cfg: Any, tgt_dict: A
         raise GenerationSettingError(f"generation.temperature={temperature}: give a value > 0")
     ensemble = EnsembleModel(models)
     limit = ensemble.max_decoder_positions()
-    max_len_b = int(_get(gen_cfg, "max_len_b", 200))
+    max_len_b = int(_get(gen_cfg, "max_len_b", DEFAULT_MAX_LEN_B))
+    if max_len_b == DEFAULT_MAX_LEN_B and max_len_b > limit - 1:
+        max_len_b = limit - 1  # the default, not a request: fit it to the model
     if max_len_b < 0 or max_len_b > limit - 1:
         raise GenerationSettingError(
             f"generation.max_len_b={max_len_b} is beyond the model's {limit - 1} generated "

@@ -11,6 +11,10 @@ TINY_HYDRA = ["task.tokens_per_sample=32", "model.decoder_layers=1", "model.deco
               "model.decoder_attention_heads=2", "dataset.max_tokens=256", "dataset.num_workers=0"]
 
 
+# fairseq-train has no default model or optimizer (as in fairseq 0.12)
+ARCH = ["--arch", "transformer_lm", "--optimizer", "adam"]
+
+
 def cli(module, args, cwd):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
@@ -26,13 +30,13 @@ def copy_data(data_bin, tmp_path):
 def test_corrupt_index_and_dictionary_are_named(data_bin, tmp_path):
     data = copy_data(data_bin, tmp_path)
     (data / "train.idx").write_bytes((data / "train.idx").read_bytes()[:50])
-    result = cli("fairseq_cli.train", [str(data), "--max-update", "1", "--num-workers", "0"], tmp_path)
+    result = cli("fairseq_cli.train", [str(data), *ARCH, "--max-update", "1", "--num-workers", "0"], tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"{data / 'train.idx'} is not a fairseq mmap index" in result.stderr
     assert "rerun fairseq-preprocess" in result.stderr
     with open(data / "dict.txt", "a") as f:
         f.write("a-line-without-count\n")
-    result = cli("fairseq_cli.train", [str(data), "--max-update", "1"], tmp_path)
+    result = cli("fairseq_cli.train", [str(data), *ARCH, "--max-update", "1"], tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "dict.txt, line" in result.stderr
 
@@ -41,7 +45,7 @@ def test_missing_split_lists_what_exists(data_bin, tmp_path):
     data = copy_data(data_bin, tmp_path)
     os.remove(data / "valid.bin")
     os.remove(data / "valid.idx")
-    result = cli("fairseq_cli.train", [str(data), "--max-update", "1"], tmp_path)
+    result = cli("fairseq_cli.train", [str(data), *ARCH, "--max-update", "1"], tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "split 'valid' not found" in result.stderr and "test" in result.stderr
 

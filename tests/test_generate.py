@@ -64,14 +64,27 @@ def test_sampling_is_reproducible_with_a_seed(tiny_checkpoint, data_bin, capsys,
 def test_generate_continues_every_sentence_of_a_split(tiny_checkpoint, data_bin, capsys):
     generate.main([data_bin, "--task", "language_modeling", "--path", str(tiny_checkpoint / "checkpoint_last.pt"),
                    "--gen-subset", "valid", "--sample-break-mode", "eos", "--tokens-per-sample", "128",
-                   "--beam", "3", "--max-len-b", "5", "--batch-size", "8"])
+                   "--beam", "3", "--max-len-b", "5", "--batch-size", "8",
+                   "--skip-invalid-size-inputs-valid-test"])
     out = parse_output(capsys.readouterr().out)
     assert len(out) > 5
     for entry in out.values():
-        prompt = entry["S"]
-        hyp = entry["H"][0][1]
-        assert hyp.startswith(prompt)
+        prompt = entry["S"].split()
+        hyp = entry["H"][0][1].split()
+        # the sentence is the prompt; with max_len_b=5, at most 5 tokens are generated in all
+        assert hyp == prompt[:5] or (hyp[:len(prompt)] == prompt and len(hyp) <= 5)
         assert entry["T"] is not None
+
+
+def test_sentences_longer_than_the_model_are_named_not_a_traceback(tiny_checkpoint, data_bin):
+    proc = subprocess.run([sys.executable, "-m", "fairseq_cli.generate", data_bin, "--path",
+                           str(tiny_checkpoint / "checkpoint_last.pt"), "--gen-subset", "valid",
+                           "--sample-break-mode", "eos", "--tokens-per-sample", "128", "--max-len-b", "5",
+                           "--batch-size", "4"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "longer than the maximum size" in proc.stderr and "--skip-invalid-size-inputs-valid-test" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_generate_accepts_fairseqs_namespace(tiny_checkpoint, data_bin, capsys):
@@ -81,7 +94,8 @@ def test_generate_accepts_fairseqs_namespace(tiny_checkpoint, data_bin, capsys):
     args = options.parse_args_and_arch(parser, [
         data_bin, "--path", str(tiny_checkpoint / "checkpoint_last.pt"), "--beam", "3", "--batch-size", "64",
         "--max-len-b", "5", "--gen-subset", "valid", "--no-progress-bar", "--num-workers", "0",
-        "--task", "language_modeling", "--sample-break-mode", "eos", "--tokens-per-sample", "128"])
+        "--task", "language_modeling", "--sample-break-mode", "eos", "--tokens-per-sample", "128",
+        "--skip-invalid-size-inputs-valid-test"])
     generate.main(args)
     assert len(parse_output(capsys.readouterr().out)) > 5
     args.buffer_size, args.input, args.batch_size = 0, "-", None
@@ -96,6 +110,7 @@ def test_generate_accepts_fairseqs_namespace(tiny_checkpoint, data_bin, capsys):
 
 @pytest.mark.parametrize("flags, message", [
     (["--max-len-b", "100000"], "max_len_b=100000 is beyond"),
+    (["--max-len-b", "32"], "give --max-len-b 31 or less"),
     (["--sampling-topk", "5"], "add --sampling"),
     (["--sampling", "--sampling-topp", "1.5"], "sampling_topp=1.5"),
     (["--temperature", "0"], "temperature=0"),

@@ -101,8 +101,7 @@ def test_complete_mode_sources_restart_at_each_sentence(corpus):
         "</s> the cat sat",
         "</s> the dog ran far away </s> the",
         "</s> </s> a b c d e",
-        "</s> b c d e c d e",
-        "d e e",  # the rest of the split sentence continues from its own tokens
+        "</s> b c d e c d e d e e",  # the long sentence stays whole, its source too
     ]
 
 
@@ -125,23 +124,36 @@ def test_eos_mode_gives_one_sentence_per_sample(corpus):
         ("</s> the", "the </s>"),
         ("</s>", "</s>"),  # the empty line
         ("</s> a b c d e", "a b c d e </s>"),
-        ("</s> b c d e c", "b c d e c d"),  # 11 tokens: split 6 + 5
-        ("d e d e e", "e d e e </s>"),
+        # 11 tokens: longer than tokens_per_sample, kept whole as in fairseq; batching drops
+        # it in training and refuses it elsewhere (see the test below)
+        ("</s> b c d e c d e d e e", "b c d e c d e d e e </s>"),
     ]
 
 
 @pytest.mark.parametrize("mode", ["none", "complete", "complete_doc", "eos"])
-def test_every_mode_shifts_the_target_by_one_and_fits_tokens_per_sample(corpus, mode):
+def test_every_mode_shifts_the_target_by_one_and_batches_fit_tokens_per_sample(corpus, mode):
+    from fairseq.data.errors import DataError
+
     task = make_task(corpus, f"task.sample_break_mode={mode}", "task.tokens_per_sample=4")
     task.load_dataset("train")
     dataset = task.dataset("train")
-    assert dataset.sizes.max() <= 4 == task.max_positions()
+    if mode == "none":
+        assert dataset.sizes.max() <= 4 == task.max_positions()
     for i in range(len(dataset)):
         source, target = dataset[i]["source"], dataset[i]["target"]
         assert source.shape == target.shape
         assert torch.equal(source[1:], target[:-1])  # position t predicts the token after t
     batch = dataset.collater([dataset[i] for i in range(len(dataset))])
     assert batch["ntokens"] == int(dataset.sizes.sum())
+    # a sentence longer than tokens_per_sample stays one sample (fairseq's rule); training
+    # skips it, validation refuses it unless told to skip
+    kwargs = dict(max_tokens=64, max_positions=task.max_positions())
+    kept = [i for b in task.get_batch_iterator(dataset, ignore_invalid_inputs=True, **kwargs)
+            .next_epoch_itr(shuffle=False) for i in b["id"].tolist()]
+    assert sorted(kept) == [i for i in range(len(dataset)) if dataset.sizes[i] <= 4]
+    if dataset.sizes.max() > 4:
+        with pytest.raises(DataError, match="skip-invalid-size-inputs-valid-test"):
+            task.get_batch_iterator(dataset, ignore_invalid_inputs=False, **kwargs)
 
 
 def test_valid_and_test_splits_load_the_same_way(corpus):
@@ -168,15 +180,16 @@ def test_output_dictionary_size_below_the_special_symbols_is_refused(corpus):
         make_task(corpus, "task.output_dictionary_size=2")
 
 
-def test_add_bos_token_starts_every_sample_with_bos_within_tokens_per_sample(corpus):
+def test_add_bos_token_starts_every_sample_with_bos(corpus):
     task = make_task(corpus, "task.sample_break_mode=eos", "task.tokens_per_sample=5", "task.add_bos_token=true")
+    # as in fairseq, source and target both start with <s> (eval-lm leaves that first score out)
     assert samples(task)[:2] == [
-        ("<s> </s> the cat sat", "<pad> the cat sat </s>"),
-        ("<s> </s> the dog ran", "<pad> the dog ran far"),  # 4 corpus tokens + bos = 5
+        ("<s> </s> the cat sat", "<s> the cat sat </s>"),
+        ("<s> </s> the dog ran far away", "<s> the dog ran far away </s>"),
     ]
     task.load_dataset("train")
     batch = task.dataset("train").collater([task.dataset("train")[0]])
-    assert batch["ntokens"] == 4  # the bos position predicts nothing
+    assert batch["ntokens"] == 5  # fairseq counts the source tokens
 
 
 # -- shortening ----------------------------------------------------------------------------------
@@ -184,7 +197,7 @@ def test_truncate_shortens_only_the_listed_splits(corpus):
     task = make_task(corpus, "task.sample_break_mode=eos", "task.tokens_per_sample=3",
                      "task.shorten_method=truncate", "task.shorten_data_split_list=train")
     assert targets(task) == ["the cat sat", "the dog ran", "the </s>", "</s>", "a b c", "b c d"]
-    assert targets(task, "valid") == ["the dog sat", "</s>"]  # not listed: split, not truncated
+    assert targets(task, "valid") == ["the dog sat </s>"]  # not listed: not truncated
 
 
 def test_empty_split_list_shortens_every_split(corpus):

@@ -7,6 +7,8 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, 
 import numpy as np
 import torch
 
+from fairseq.data.errors import DataError
+
 __all__ = ["batch_by_size", "collate_tokens", "collect_filtered", "filter_by_size", "numpy_seed", "post_process"]
 
 
@@ -87,7 +89,7 @@ def filter_by_size(
         and the dropped ids as a list.
 
     Raises:
-        ValueError: with ``raise_exception``, if any sample is too long (the message
+        DataError: with ``raise_exception``, if any sample is too long (the message
             names the first offenders, their size and the limit).
     """
     indices = np.asarray(indices, dtype=np.int64)
@@ -99,7 +101,7 @@ def filter_by_size(
     ignored = indices[too_long].tolist()
     if ignored and raise_exception:
         examples = ", ".join(f"sample {i} (size {np.asarray(sizes)[i].tolist()})" for i in ignored[:5])
-        raise ValueError(
+        raise DataError(
             f"{len(ignored)} samples are longer than the maximum size {limits.tolist()}: {examples}; "
             f"raise --max-positions/--tokens-per-sample or allow skipping with --skip-invalid-size-inputs-valid-test"
         )

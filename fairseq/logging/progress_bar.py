@@ -152,7 +152,7 @@ class TqdmProgressBar(BaseProgressBar):
     def log(self, stats, tag=None, step=None) -> None:
         # a bar line has room for a few numbers: the ones a person watches
         shown = format_stats({k: stats[k] for k in self.POSTFIX_KEYS if k in stats})
-        self.bar.set_postfix(shown, refresh=False)
+        self.bar.set_postfix(shown, refresh=True)  # once a log interval: cheap, and always seen
 
     def close(self) -> None:
         self.bar.close()

@@ -64,7 +64,10 @@ class FairseqTask:
         from fairseq.data import data_utils, iterators
 
         if max_tokens is None and max_sentences is None:
-            raise ValueError("give dataset.max_tokens (--max-tokens) or dataset.batch_size (--batch-size)")
+            from fairseq.dataclass.overrides import ConfigError
+
+            raise ConfigError("batches need a size: give dataset.max_tokens (--max-tokens) or "
+                              "dataset.batch_size (--batch-size)")
         indices = dataset.ordered_indices()
         if max_positions is not None:
             indices, ignored = data_utils.filter_by_size(
