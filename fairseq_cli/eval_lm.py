@@ -276,7 +276,14 @@ def evaluate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
     overrides = dict(overrides)
     overrides.update(model_overrides(overrides.pop("model_overrides", "{}")))
     logger.info("loading model(s) from %s", path)
-    model, task, cfg = checkpoint_utils.load_model_for_inference(path, overrides=overrides, data=data)
+    import os
+
+    arg_overrides = dict(overrides)
+    if data is not None:
+        arg_overrides["data"] = data
+    # an ensemble: a.pt:b.pt (fairseq's separator); probabilities are averaged
+    models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+        str(path).split(os.pathsep), arg_overrides=arg_overrides)
     context_window = int(cfg.eval_lm.context_window)
     tokens_per_sample = int(cfg.task.tokens_per_sample)
     if context_window < 0:
@@ -287,7 +294,8 @@ def evaluate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
             f"eval_lm.context_window={context_window} leaves no new tokens in blocks of "
             f"task.tokens_per_sample={tokens_per_sample} (each block scores tokens_per_sample - "
             f"context_window tokens): give a --context-window below {tokens_per_sample}")
-    positions = model.max_positions()
+    limits = [m.max_positions() for m in models if m.max_positions() is not None]
+    positions = min(limits) if limits else None
     if positions is not None and tokens_per_sample > positions:
         raise ConfigError(
             f"task.tokens_per_sample={tokens_per_sample} exceeds the {positions} positions of the "
@@ -300,8 +308,9 @@ def evaluate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
 
     use_cuda = torch.cuda.is_available() and not cfg.common.cpu
     device = torch.device("cuda" if use_cuda else "cpu")
-    model.to(device)
-    logger.info("num. model params: %s", f"{sum(p.numel() for p in model.parameters()):,}")
+    for model in models:
+        model.to(device)
+        logger.info("num. model params: %s", f"{sum(p.numel() for p in model.parameters()):,}")
     split = str(cfg.dataset.gen_subset)
     task.load_dataset(split)
     dataset = task.dataset(split)
@@ -321,7 +330,7 @@ def evaluate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
     itr = progress_bar(itr, **progress_settings(overrides))
     try:
         results = eval_lm(
-            models=[model], source_dictionary=task.source_dictionary, batch_iterator=itr,
+            models=models, source_dictionary=task.source_dictionary, batch_iterator=itr,
             post_process=cfg.common_eval.post_process, output_word_probs=bool(cfg.eval_lm.output_word_probs),
             output_word_stats=bool(cfg.eval_lm.output_word_stats), target_dictionary=task.target_dictionary,
             softmax_batch=int(cfg.eval_lm.softmax_batch),

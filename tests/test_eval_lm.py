@@ -142,3 +142,27 @@ def test_missing_checkpoint_is_named(data_bin, tmp_path):
     result = run_cli([data_bin, "--path", str(tmp_path / "nope.pt")], tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "nope.pt" in result.stderr and "does not exist" in result.stderr
+
+
+def test_an_ensemble_averages_the_models_probabilities(checkpoint, tiny_checkpoint, data_bin):
+    from fairseq.checkpoint_utils import load_model_for_inference
+    from fairseq_cli import eval_lm
+
+    other = str(tiny_checkpoint / "checkpoint_last.pt")
+    results = eval_lm.main([data_bin, "--path", f"{checkpoint}{os.pathsep}{other}", "--num-workers", "0"])
+    first, task, _ = load_model_for_inference(checkpoint, data=data_bin)
+    second, _, _ = load_model_for_inference(other, data=data_bin)
+    task.load_dataset("test")
+    dataset = task.dataset("test")
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            source, target = dataset[i]["source"].unsqueeze(0), dataset[i]["target"]
+            probs = [m.get_normalized_probs(m(source), log_probs=False)[0].gather(1, target.unsqueeze(1))
+                     for m in (first, second)]
+            total += -torch.log2((probs[0] + probs[1]) / 2).sum().item()
+            count += target.numel()
+    assert results["ntokens"] == count
+    assert results["loss"] == pytest.approx(total / count, abs=1e-4)
+    single = eval_lm.main([data_bin, "--path", checkpoint, "--num-workers", "0"])
+    assert results["loss"] != pytest.approx(single["loss"], abs=1e-4)
