@@ -170,7 +170,8 @@ class DatasetConfig(FairseqDataclass):
         default=None, metadata={"help": "maximum number of tokens in a batch"}
     )
     batch_size: Optional[int] = field(
-        default=None, metadata={"help": "maximum number of sentences in a batch"}
+        default=None, metadata={"help": "maximum number of sentences in a batch",
+                                "argparse_alias": ("--max-sentences",)}
     )
     required_batch_size_multiple: int = field(
         default=8, metadata={"help": "round batch sizes down to a multiple of this"}
@@ -202,7 +203,8 @@ class DatasetConfig(FairseqDataclass):
     )
     batch_size_valid: Optional[int] = field(
         default=II("dataset.batch_size"),
-        metadata={"help": "maximum sentences in a validation batch (default: --batch-size)"},
+        metadata={"help": "maximum sentences in a validation batch (default: --batch-size)",
+                  "argparse_alias": ("--max-sentences-valid",)},
     )
     gen_subset: str = field(default="test", metadata={"help": "split to evaluate or generate on"})
 
