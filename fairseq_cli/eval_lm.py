@@ -328,6 +328,7 @@ def evaluate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
         context_window=context_window,
     )
     itr = progress_bar(itr, **progress_settings(overrides))
+    results_file = _results_handler(cfg.common_eval.get("results_path"), split)
     try:
         results = eval_lm(
             models=models, source_dictionary=task.source_dictionary, batch_iterator=itr,
@@ -336,10 +337,34 @@ def evaluate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
             softmax_batch=int(cfg.eval_lm.softmax_batch),
             remove_bos_token=bool(cfg.task.get("add_bos_token", False)), device=device,
         )
+        logger.info("Loss (base 2): %.4f, Perplexity: %.2f", results["loss"], results["perplexity"])
     finally:
         itr.close()
-    logger.info("Loss (base 2): %.4f, Perplexity: %.2f", results["loss"], results["perplexity"])
+        if results_file is not None:
+            logger.removeHandler(results_file)
+            results_file.close()
     return results
+
+
+def _results_handler(results_path: Optional[str], split: str) -> Optional[logging.Handler]:
+    """With ``--results-path DIR``, everything this command reports (word probabilities and
+    statistics, the summary) also goes to ``DIR/eval_lm-SPLIT.txt``, one record a line."""
+    if not results_path:
+        return None
+    import os
+
+    from fairseq.dataclass.overrides import ConfigError
+
+    try:
+        os.makedirs(results_path, exist_ok=True)
+        handler = logging.FileHandler(os.path.join(results_path, f"eval_lm-{split}.txt"), mode="w",
+                                      encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"common_eval.results_path={results_path!r} cannot be written: "
+                          f"{e.strerror}; give a writable directory (--results-path)") from None
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    return handler
 
 
 def _parse(argv: Optional[List[str]]) -> Tuple[ArgumentParser, Namespace]:

@@ -166,3 +166,18 @@ def test_an_ensemble_averages_the_models_probabilities(checkpoint, tiny_checkpoi
     assert results["loss"] == pytest.approx(total / count, abs=1e-4)
     single = eval_lm.main([data_bin, "--path", checkpoint, "--num-workers", "0"])
     assert results["loss"] != pytest.approx(single["loss"], abs=1e-4)
+
+
+def test_results_path_receives_word_probabilities_and_the_summary(checkpoint, data_bin, tmp_path):
+    from fairseq_cli import eval_lm
+
+    out = tmp_path / "results"
+    results = eval_lm.main([data_bin, "--path", checkpoint, "--num-workers", "0", "--output-word-probs",
+                            "--results-path", str(out)])
+    lines = (out / "eval_lm-test.txt").read_text(encoding="utf-8").splitlines()
+    assert lines[-1] == f"Loss (base 2): {results['loss']:.4f}, Perplexity: {results['perplexity']:.2f}"
+    assert any(line.startswith("Evaluated ") and "tokens/s" in line for line in lines)
+    word_lines = [line for line in lines if line.split(" ", 1)[0].isdigit()]
+    assert word_lines and "[" in word_lines[0]
+    bad = run_cli([data_bin, "--path", checkpoint, "--results-path", "/proc/no/such/dir"], tmp_path)
+    assert bad.returncode == 2 and "results_path" in bad.stderr and "Traceback" not in bad.stderr
