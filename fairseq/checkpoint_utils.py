@@ -422,12 +422,13 @@ def namespace_to_config_dict(args: argparse.Namespace) -> Tuple[Dict[str, Any], 
 
     names = {"task": values.get("task"), "model": values.get("arch"),
              "criterion": values.get("criterion"), "optimizer": values.get("optimizer"),
-             "lr_scheduler": values.get("lr_scheduler")}
+             "lr_scheduler": values.get("lr_scheduler"), "bpe": values.get("bpe"),
+             "tokenizer": values.get("tokenizer")}
     model_cls = _model_class(names["model"])
     if model_cls is not None and hasattr(model_cls, "upgrade_legacy_args"):
         model_cls.upgrade_legacy_args(values)
     namespace = argparse.Namespace(**values)
-    used = {"arch", "task", "criterion", "optimizer", "lr_scheduler", "_name"}
+    used = {"arch", "task", "criterion", "optimizer", "lr_scheduler", "bpe", "tokenizer", "_name"}
     cfg: Dict[str, Any] = {}
     for group, dc_type in GENERIC_GROUPS.items():
         node = dc_type.namespace_values(namespace)

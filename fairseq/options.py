@@ -10,7 +10,7 @@ import sys
 from argparse import ArgumentParser, Namespace
 from typing import Dict, List, Optional, Sequence
 
-from fairseq.dataclass.configs import GENERIC_GROUPS
+from fairseq.dataclass.configs import GENERIC_GROUPS, OPTIONAL_COMPONENT_GROUPS
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 
 # legacy flag -> (registry group, namespace attribute)
@@ -20,6 +20,8 @@ COMPONENT_FLAGS = {
     "criterion": ("--criterion", "criterion"),
     "optimizer": ("--optimizer", "optimizer"),
     "lr_scheduler": ("--lr-scheduler", "lr_scheduler"),
+    "bpe": ("--bpe", "bpe"),
+    "tokenizer": ("--tokenizer", "tokenizer"),
 }
 
 
@@ -33,6 +35,8 @@ LEGACY_DEFAULT_CHOICES: Dict[str, Optional[str]] = {
     "criterion": "cross_entropy",
     "optimizer": None,  # --optimizer is required
     "lr_scheduler": "fixed",
+    "bpe": None,  # optional: no subword model
+    "tokenizer": None,  # optional: no word tokenizer
 }
 
 
@@ -108,6 +112,8 @@ def get_parser(desc: str, default_task: Optional[str] = "language_modeling",
     choices = registries["task"].choices()
     parser.add_argument("--task", metavar="TASK", default=default_task, choices=choices,
                         help=f"task (default: {default_task}; one of: {', '.join(choices)})")
+    # as in fairseq, every command names its subword model and tokenizer (default: none)
+    add_component_choices(parser, OPTIONAL_COMPONENT_GROUPS)
     return parser
 
 
@@ -119,7 +125,10 @@ def add_component_choices(parser: ArgumentParser, groups: Sequence[str]) -> None
         flag, dest = COMPONENT_FLAGS[group]
         choices = registries[group].choices()
         default = defaults.get(group)
-        shown = f"default: {default}" if default is not None else "required for training"
+        if default is not None:
+            shown = f"default: {default}"
+        else:
+            shown = "default: none" if group in OPTIONAL_COMPONENT_GROUPS else "required for training"
         kwargs = dict(dest=dest, choices=choices, metavar=group.upper(), default=default,
                       help=f"{group} ({shown}; one of: {', '.join(choices)})")
         aliases = ["-a"] if group == "model" else []

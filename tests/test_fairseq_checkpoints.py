@@ -60,8 +60,13 @@ def test_fairseq_config_is_typed_and_unknown_keys_make_one_warning(caplog):
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     message = warnings[0].getMessage()
-    for key in ("generation (whole node)", "model.character_embeddings", "common.aim_repo"):
+    for key in ("generation.beam_mt", "model.character_embeddings", "common.aim_repo"):
         assert key in message
+    # fairseq's generation, interactive, bpe and tokenizer nodes are kept, not dropped
+    for node in ("generation (whole node)", "interactive", "bpe", "tokenizer"):
+        assert node not in message
+    assert cfg.generation.beam == 5 and cfg.generation.max_len_b == 200
+    assert cfg.interactive.input == "-" and cfg.bpe is None and cfg.tokenizer is None
     assert list(cfg.optimizer.adam_betas) == [0.9, 0.98]  # from the string '(0.9, 0.98)'
     assert list(cfg.optimization.lr) == [0.003]
     assert cfg.common.log_format == "json" and cfg.common.seed == 3

@@ -453,11 +453,15 @@ class FairseqConfig(FairseqDataclass):
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     common_eval: CommonEvalConfig = field(default_factory=CommonEvalConfig)
     eval_lm: EvalLMConfig = field(default_factory=EvalLMConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    interactive: InteractiveConfig = field(default_factory=InteractiveConfig)
     task: Any = None
     model: Any = None
     criterion: Any = None
     optimizer: Any = None
     lr_scheduler: Any = None
+    bpe: Any = None
+    tokenizer: Any = None
 
 
 # Generic groups in the order they appear on the command line and in --help.
@@ -469,12 +473,17 @@ GENERIC_GROUPS = {
     "checkpoint": CheckpointConfig,
     "common_eval": CommonEvalConfig,
     "eval_lm": EvalLMConfig,
+    "generation": GenerationConfig,
+    "interactive": InteractiveConfig,
 }
 # Component groups: each holds the config of one registered component, chosen by name.
-COMPONENT_GROUPS = ("task", "model", "criterion", "optimizer", "lr_scheduler")
+# ``bpe`` and ``tokenizer`` are optional: no choice leaves the node ``None``.
+COMPONENT_GROUPS = ("task", "model", "criterion", "optimizer", "lr_scheduler", "bpe", "tokenizer")
+# Component groups that may be left empty (fairseq's ``--bpe``/``--tokenizer`` default to none).
+OPTIONAL_COMPONENT_GROUPS = ("bpe", "tokenizer")
 
 __all__ = [
     "ChoiceEnum", "FairseqDataclass", "FairseqConfig", "CommonConfig", "DistributedTrainingConfig",
     "DatasetConfig", "OptimizationConfig", "CheckpointConfig", "CommonEvalConfig", "EvalLMConfig", "GenerationConfig", "InteractiveConfig", "GENERIC_GROUPS",
-    "COMPONENT_GROUPS", "interpolation_target", "field_default",
+    "COMPONENT_GROUPS", "OPTIONAL_COMPONENT_GROUPS", "interpolation_target", "field_default",
 ]

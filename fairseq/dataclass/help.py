@@ -11,7 +11,8 @@ from fairseq.dataclass.configs import COMPONENT_GROUPS, GENERIC_GROUPS, field_de
 from fairseq.dataclass.utils import describe_type, flag_name
 
 LEGACY_SELECTOR = {"task": "--task", "model": "--arch", "criterion": "--criterion",
-                   "optimizer": "--optimizer", "lr_scheduler": "--lr-scheduler"}
+                   "optimizer": "--optimizer", "lr_scheduler": "--lr-scheduler", "bpe": "--bpe",
+                   "tokenizer": "--tokenizer"}
 
 
 def _default_text(dc_instance, f: dataclasses.Field) -> str:

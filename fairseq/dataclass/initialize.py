@@ -37,6 +37,7 @@ def config_dir() -> str:
 def import_components() -> None:
     """Import every built-in component family so that all registries are filled."""
     import fairseq.criterions  # noqa: F401
+    import fairseq.data.encoders  # noqa: F401
     import fairseq.models  # noqa: F401
     import fairseq.optim  # noqa: F401
     import fairseq.optim.lr_scheduler  # noqa: F401

@@ -15,8 +15,8 @@ from typing import Any, Callable, List, Optional, Tuple, Union
 
 from omegaconf import DictConfig, OmegaConf
 
-from fairseq.dataclass.configs import (COMPONENT_GROUPS, GENERIC_GROUPS, FairseqDataclass,
-                                       field_default, interpolation_target)
+from fairseq.dataclass.configs import (COMPONENT_GROUPS, GENERIC_GROUPS, OPTIONAL_COMPONENT_GROUPS,
+                                       FairseqDataclass, field_default, interpolation_target)
 
 
 # -- value parsing shared by both doors ---------------------------------------------------------
@@ -249,7 +249,8 @@ def _node_values_from_namespace(dc: type, args: Namespace) -> dict:
 
 
 LEGACY_CHOICE_ATTRS = {"task": "task", "model": "arch", "criterion": "criterion",
-                       "optimizer": "optimizer", "lr_scheduler": "lr_scheduler"}
+                       "optimizer": "optimizer", "lr_scheduler": "lr_scheduler",
+                       "bpe": "bpe", "tokenizer": "tokenizer"}
 
 
 def convert_namespace_to_omegaconf(args: Namespace) -> DictConfig:
@@ -267,7 +268,7 @@ def convert_namespace_to_omegaconf(args: Namespace) -> DictConfig:
         name = getattr(args, attr, None)
         if name is not None:
             choices.append(f"{group}={name}")
-        elif hasattr(args, attr):
+        elif hasattr(args, attr) and group not in OPTIONAL_COMPONENT_GROUPS:
             choices.append(f"~{group}")  # a flag without a default, not given: no component
     cfg = compose_config(choices)
     for group, dc in GENERIC_GROUPS.items():

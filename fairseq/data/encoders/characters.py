@@ -6,14 +6,17 @@ import re
 from typing import Dict
 
 from fairseq.data.encoders import register_bpe
+from fairseq.dataclass import FairseqDataclass
 
 SPACE = " "
 SPACE_ESCAPE = "\u2581"
 _WHITESPACE = re.compile(r"\s+")
 
 
-@register_bpe("characters")
+@register_bpe("characters", dataclass=FairseqDataclass)
 class Characters:
+    """One symbol per character; spaces become ``▁`` (no settings)."""
+
     def __init__(self, *unused):
         pass
 
@@ -42,8 +45,10 @@ def best_utf8_decode(data: bytes) -> str:
     return data.decode("utf-8", errors="ignore")
 
 
-@register_bpe("bytes")
+@register_bpe("bytes", dataclass=FairseqDataclass)
 class Bytes:
+    """One symbol per UTF-8 byte, written as a printable character (no settings)."""
+
     def __init__(self, *unused):
         pass
 

@@ -2,12 +2,15 @@
 import re
 
 from fairseq.data.encoders import register_tokenizer
+from fairseq.dataclass import FairseqDataclass
 
 _WHITESPACE = re.compile(r"\s+")
 
 
-@register_tokenizer("space")
+@register_tokenizer("space", dataclass=FairseqDataclass)
 class SpaceTokenizer:
+    """Runs of whitespace become one space; decoding keeps the text (no settings)."""
+
     def __init__(self, *unused):
         pass
 
