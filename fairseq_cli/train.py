@@ -43,7 +43,26 @@ def prepare_config(cfg: DictConfig, launch_dir: Optional[str] = None, door: str 
     restore = cfg.checkpoint.restore_file
     if os.path.dirname(restore):
         cfg.checkpoint.restore_file = _absolute(restore, base)
+    anchor_encoder_files(cfg, base)
     return cfg
+
+
+def anchor_encoder_files(cfg: DictConfig, base: str) -> None:
+    """Make the relative file paths of ``cfg.bpe`` / ``cfg.tokenizer`` absolute.
+
+    The checkpoint records these nodes, and the evaluation commands and the hub rebuild the
+    BPE from them wherever they are started. Only values naming an existing file under ``base``
+    change (URLs and unset values stay as they are).
+    """
+    for group in ("bpe", "tokenizer"):
+        node = cfg.get(group)
+        if node is None:
+            continue
+        for key, value in node.items():
+            if (isinstance(value, str) and value and "://" not in value
+                    and not os.path.isabs(os.path.expanduser(value))
+                    and os.path.isfile(os.path.join(base, os.path.expanduser(value)))):
+                node[key] = _absolute(value, base)
 
 
 def main(cfg: DictConfig, launch_dir: Optional[str] = None, door: str = "hydra") -> Dict[str, Any]:
