@@ -137,9 +137,12 @@ def validate(cfg: DictConfig, trainer: Trainer, task: Any, epoch: int, subsets: 
     Each subset's record (``valid``, ``valid1``, ...) carries ``loss``, ``ppl``, ``wps``,
     ``wpb``, ``bsz`` and ``num_updates``; the first one also ``best_<metric>`` once a best
     value exists (``best`` before this validation), as in fairseq.
+    ``dataset.max_valid_steps`` (``--nval``) caps the batches of each subset (fairseq 0.12
+    evaluates one more than it asks for; this evaluates exactly that many).
     """
     values: List[Optional[float]] = []
     metric = cfg.checkpoint.best_checkpoint_metric
+    max_steps = cfg.dataset.get("max_valid_steps")
     for index, subset in enumerate(subsets):
         logger.info('begin validation on "%s" subset', subset)
         itr = task.get_batch_iterator(
@@ -161,7 +164,9 @@ def validate(cfg: DictConfig, trainer: Trainer, task: Any, epoch: int, subsets: 
         logs = []
         batches = 0
         start = time.perf_counter()
-        for sample in progress:
+        for step, sample in enumerate(progress):
+            if max_steps is not None and step >= max_steps:
+                break
             log = trainer.valid_step(sample)
             if log is not None:
                 logs.append(log)

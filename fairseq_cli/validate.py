@@ -61,6 +61,8 @@ def validate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
              subsets: Optional[str] = None) -> Dict[str, Dict[str, float]]:
     """Validate the checkpoint at ``path`` on each subset; log and return the stats per subset.
 
+    ``dataset.max_valid_steps`` (``--nval``) caps the batches of each subset.
+
     Args:
         path: the checkpoint.
         data: a data directory replacing the checkpoint's ``task.data`` (None: keep it).
@@ -117,8 +119,11 @@ def validate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
         ).next_epoch_itr(shuffle=False)
         progress = progress_bar(itr, prefix=f"valid on '{subset}' subset", **progress_settings(overrides))
         logs = []
+        max_steps = cfg.dataset.get("max_valid_steps")
         with torch.no_grad():
-            for sample in progress:
+            for step, sample in enumerate(progress):
+                if max_steps is not None and step >= max_steps:
+                    break
                 if not sample:
                     continue
                 sample = _to_device(sample, device)
@@ -176,6 +181,13 @@ def main(cfg: Union[DictConfig, Namespace], override_args: Optional[Namespace] =
 
 def cli_main(argv: Optional[List[str]] = None) -> None:
     """``fairseq-validate``: errors a user can cause end with one line, no traceback."""
+    # everything it runs, plugin import included, ends a user error with one line
+    from fairseq_cli.train import run_with_clear_errors
+
+    run_with_clear_errors(_cli_main, argv)
+
+
+def _cli_main(argv: Optional[List[str]] = None) -> None:
     from fairseq import options
     from fairseq.logging.progress_bar import setup_logging
     from fairseq_cli.eval_lm import overrides_from_argv

@@ -161,16 +161,16 @@ class DistributedTrainingConfig(FairseqDataclass):
 @dataclass
 class DatasetConfig(FairseqDataclass):
     num_workers: int = field(
-        default=1, metadata={"help": "data-loading worker processes (0 loads in the main process)"}
+        default=1, metadata={"help": "data-loading worker processes (0 loads in the main process)", "min": 0}
     )
     skip_invalid_size_inputs_valid_test: bool = field(
         default=False, metadata={"help": "drop validation/test samples longer than the model allows"}
     )
     max_tokens: Optional[int] = field(
-        default=None, metadata={"help": "maximum number of tokens in a batch"}
+        default=None, metadata={"help": "maximum number of tokens in a batch", "min": 1}
     )
     batch_size: Optional[int] = field(
-        default=None, metadata={"help": "maximum number of sentences in a batch",
+        default=None, metadata={"help": "maximum number of sentences in a batch", "min": 1,
                                 "argparse_alias": ("--max-sentences",)}
     )
     required_batch_size_multiple: int = field(
@@ -206,26 +206,34 @@ class DatasetConfig(FairseqDataclass):
         metadata={"help": "maximum sentences in a validation batch (default: --batch-size)",
                   "argparse_alias": ("--max-sentences-valid",)},
     )
+    max_valid_steps: Optional[int] = field(
+        default=None,
+        metadata={"help": "validate on at most this many batches of each subset (None: all)",
+                  "argparse_alias": ("--nval",)},
+    )
     gen_subset: str = field(default="test", metadata={"help": "split to evaluate or generate on"})
 
 
 @dataclass
 class OptimizationConfig(FairseqDataclass):
     max_epoch: int = field(default=0, metadata={"help": "stop after this many epochs (0: no limit)"})
-    max_update: int = field(default=0, metadata={"help": "stop after this many updates (0: no limit)"})
+    max_update: int = field(default=0, metadata={"help": "stop after this many updates (0: no limit)",
+                                                 "min": 0})
     clip_norm: float = field(
-        default=0.0, metadata={"help": "clip the gradient norm to this value (0: no clipping)"}
+        default=0.0, metadata={"help": "clip the gradient norm to this value (0: no clipping)", "min": 0}
     )
     sentence_avg: bool = field(
         default=False, metadata={"help": "normalize the loss by sentences instead of tokens"}
     )
     update_freq: List[int] = field(
         default_factory=lambda: [1],
-        metadata={"help": "accumulate gradients over N batches before each update (per epoch)"},
+        metadata={"help": "accumulate gradients over N batches before each update (per epoch)",
+                  "min": 1, "nonempty": True},
     )
     lr: List[float] = field(
         default_factory=lambda: [0.25],
-        metadata={"help": "learning rate (per epoch for lr_scheduler=fixed); the schedulers and "
+        metadata={"nonempty": True, "min": 0,
+                  "help": "learning rate (per epoch for lr_scheduler=fixed); the schedulers and "
                   "optimizers read it from here"},
     )
     stop_time_hours: float = field(
@@ -256,7 +264,7 @@ class CheckpointConfig(FairseqDataclass):
     reset_meters: bool = field(default=False, metadata={"help": "do not restore the meters"})
     save_interval: int = field(default=1, metadata={"help": "save a checkpoint every N epochs"})
     save_interval_updates: int = field(
-        default=0, metadata={"help": "also save a checkpoint every N updates (0: off)"}
+        default=0, metadata={"help": "also save a checkpoint every N updates (0: off)", "min": 0}
     )
     keep_interval_updates: int = field(
         default=-1, metadata={"help": "keep only the last N update checkpoints (-1: all)"}
