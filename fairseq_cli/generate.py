@@ -239,30 +239,62 @@ def main(args: Union[Namespace, DictConfig, List[str], None] = None) -> Dict[str
         argv = list(sys.argv[1:] if args is None else args)
         parser, parsed = parse(argv)
         return run_with_clear_errors(generate, parser, parsed, argv)
+    parser, args, argv = from_config_or_namespace(args)
+    return generate(parser, args, argv)
+
+
+def from_config_or_namespace(args: Union[Namespace, DictConfig], interactive: bool = False
+                             ) -> Tuple[ArgumentParser, Namespace, List[str]]:
+    """``(parser, namespace, argv)`` for a legacy namespace or a composed config.
+
+    A config (``fairseq-hydra-generate``, ``fairseq-hydra-interactive``) is flattened to the
+    namespace the command works from; in both cases the values that differ from the parser's
+    defaults are treated as given on the command line, so they win over the checkpoint's.
+    """
+    from fairseq.dataclass.overrides import ConfigError
+
     if isinstance(args, DictConfig):
         args = config_as_namespace(args)
-    parser, _ = parse(_identity_argv(args))
-    return generate(parser, args, _namespace_argv(parser, args))
+    if not getattr(args, "path", None):
+        raise ConfigError("the checkpoint is required: common_eval.path=CHECKPOINT (--path in the "
+                          "legacy door; a.pt:b.pt for an ensemble)")
+    if interactive:
+        for name, default in (("buffer_size", 0), ("input", "-")):
+            if not hasattr(args, name):
+                setattr(args, name, default)
+    parser, _ = parse(_identity_argv(args), interactive=interactive)
+    return parser, args, _namespace_argv(parser, args)
 
 
 def _identity_argv(args: Namespace) -> List[str]:
-    """The arguments that pick the parser's flags for ``args``: data, task and path."""
+    """The arguments that pick the parser's flags for ``args``: data, task, BPE, tokenizer, path."""
     argv = [str(args.data)] if getattr(args, "data", None) else []
-    if getattr(args, "task", None):
-        argv += ["--task", str(args.task)]
+    for name in ("task", "bpe", "tokenizer"):
+        if getattr(args, name, None):
+            argv += [f"--{name}", str(getattr(args, name))]
     return argv + ["--path", str(args.path)]
 
 
 def config_as_namespace(cfg: DictConfig) -> Namespace:
-    """A composed config flattened to the legacy namespace the command works from."""
+    """A composed config flattened to the legacy namespace the command works from.
+
+    Each field becomes an attribute (the first group holding a name wins, in the config's
+    order); values left at ``???`` are left out; ``bpe`` and ``tokenizer`` also give the chosen
+    name, as ``--bpe``/``--tokenizer`` would.
+    """
     from omegaconf import OmegaConf
 
     flat: Dict[str, Any] = {}
     for group, node in cfg.items():
-        if OmegaConf.is_dict(node):
-            for key, value in node.items():
-                if key != "_name":
-                    flat.setdefault(key, value)
+        if not OmegaConf.is_dict(node):
+            continue
+        values = OmegaConf.to_container(node, resolve=True, throw_on_missing=False)
+        for key, value in values.items():
+            if key != "_name" and value != "???":
+                flat.setdefault(key, value)
+    for group in ("bpe", "tokenizer"):
+        node = cfg.get(group)
+        flat[group] = node.get("_name") if node is not None else None
     flat["path"] = cfg.common_eval.path
     return Namespace(**flat)
 
@@ -280,6 +312,13 @@ def _namespace_argv(parser: ArgumentParser, args: Namespace) -> List[str]:
 
 def cli_main(argv: Optional[List[str]] = None) -> None:
     """``fairseq-generate``."""
+    # everything it runs, plugin import included, ends a user error with one line
+    from fairseq_cli.train import run_with_clear_errors
+
+    run_with_clear_errors(_cli_main, argv)
+
+
+def _cli_main(argv: Optional[List[str]] = None) -> None:
     main(argv)
 
 

@@ -15,6 +15,7 @@ from argparse import ArgumentParser, Namespace
 from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Union
 
 import torch
+from omegaconf import DictConfig
 
 from fairseq_cli.generate import (Printer, build_encoders, explicit_overrides, generation_settings,
                                   load_ensemble, parse)
@@ -111,10 +112,11 @@ def interact(parser: ArgumentParser, args: Namespace, argv: Sequence[str]) -> Di
     return {"sentences": start_id, "seconds": total}
 
 
-def main(args: Union[Namespace, List[str], None] = None) -> Dict[str, float]:
-    """Run interactive generation from a legacy namespace or command-line arguments."""
+def main(args: Union[Namespace, DictConfig, List[str], None] = None) -> Dict[str, float]:
+    """Run interactive generation from a legacy namespace, a composed config
+    (``fairseq-hydra-interactive``) or command-line arguments (``None``: ``sys.argv[1:]``)."""
     from fairseq.logging.progress_bar import setup_logging
-    from fairseq_cli.generate import _identity_argv, _namespace_argv
+    from fairseq_cli.generate import from_config_or_namespace
     from fairseq_cli.train import run_with_clear_errors
 
     setup_logging()
@@ -122,15 +124,19 @@ def main(args: Union[Namespace, List[str], None] = None) -> Dict[str, float]:
         argv = list(sys.argv[1:] if args is None else args)
         parser, parsed = parse(argv, interactive=True)
         return run_with_clear_errors(interact, parser, parsed, argv)
-    for name, default in (("buffer_size", 0), ("input", "-")):
-        if not hasattr(args, name):
-            setattr(args, name, default)
-    parser, _ = parse(_identity_argv(args), interactive=True)
-    return interact(parser, args, _namespace_argv(parser, args))
+    parser, args, argv = from_config_or_namespace(args, interactive=True)
+    return interact(parser, args, argv)
 
 
 def cli_main(argv: Optional[List[str]] = None) -> None:
     """``fairseq-interactive``."""
+    # everything it runs, plugin import included, ends a user error with one line
+    from fairseq_cli.train import run_with_clear_errors
+
+    run_with_clear_errors(_cli_main, argv)
+
+
+def _cli_main(argv: Optional[List[str]] = None) -> None:
     main(argv)
 
 

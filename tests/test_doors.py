@@ -211,3 +211,18 @@ def test_unquoted_comma_values_outside_multirun_mean_one_value():
     assert rewritten[1:] == ["model.adaptive_softmax_cutoff='10000,50000'", "optimization.update_freq=[1,2]"]
     with pytest.raises(ConfigError, match="--multirun"):
         check_overrides(["task.data=x", "optimization.max_update=1,2"])
+
+
+def test_doors_give_equal_bpe_and_tokenizer_nodes(data_bin):
+    hydra = hydra_config([f"task.data={data_bin}", "model=transformer_lm", "optimizer=adam",
+                          "lr_scheduler=fixed", "bpe=gpt2", "bpe.gpt2_encoder_json=bpe/encoder.json",
+                          "bpe.gpt2_vocab_bpe=bpe/vocab.bpe", "tokenizer=space"])
+    legacy = legacy_config([data_bin, "--arch", "transformer_lm", "--optimizer", "adam", "--bpe", "gpt2",
+                            "--gpt2-encoder-json", "bpe/encoder.json", "--gpt2-vocab-bpe", "bpe/vocab.bpe",
+                            "--tokenizer", "space"])
+    for cfg in (hydra, legacy):
+        assert OmegaConf.to_container(cfg.bpe) == {"_name": "gpt2", "gpt2_encoder_json": "bpe/encoder.json",
+                                                   "gpt2_vocab_bpe": "bpe/vocab.bpe"}
+        assert OmegaConf.to_container(cfg.tokenizer) == {"_name": "space"}
+    plain = legacy_config([data_bin, "--arch", "transformer_lm", "--optimizer", "adam"])
+    assert plain.bpe is None and plain.tokenizer is None and plain.generation.beam == 5
