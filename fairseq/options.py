@@ -46,7 +46,7 @@ def default_choices() -> Dict[str, Optional[str]]:
 
 
 class FairseqArgumentParser(ArgumentParser):
-    """An ArgumentParser whose errors suggest the closest real flag and never show a traceback."""
+    """An ArgumentParser whose errors are one line that suggests the closest real flag."""
 
     def error(self, message: str):  # type: ignore[override]
         if message.startswith("unrecognized arguments:"):
@@ -64,9 +64,10 @@ class FairseqArgumentParser(ArgumentParser):
                 if match:
                     hints.append(f"{name}: did you mean {match[0]}?")
             if hints:
-                message += "\n  " + "\n  ".join(hints)
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n")
+                message += "; " + "; ".join(hints)
+        # one line, as every user error (docs/design.md, Errors): the usage is --help's to show
+        message = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _registries():

@@ -413,6 +413,13 @@ def main(cfg: Union[DictConfig, Namespace, List[str], None] = None, **unused_kwa
 
 def cli_main(argv: Optional[List[str]] = None) -> None:
     """``fairseq-eval-lm``."""
+    # everything it runs, plugin import included, ends a user error with one line
+    from fairseq_cli.train import run_with_clear_errors
+
+    run_with_clear_errors(_cli_main, argv)
+
+
+def _cli_main(argv: Optional[List[str]] = None) -> None:
     main(argv)
 
 

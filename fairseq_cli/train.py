@@ -31,8 +31,9 @@ def prepare_config(cfg: DictConfig, launch_dir: Optional[str] = None, door: str 
     started from means Hydra's run directory never moves them: rerunning the same command
     finds ``checkpoint_last.pt`` and resumes.
     """
-    from fairseq.dataclass.overrides import check_missing
+    from fairseq.dataclass.overrides import check_missing, check_values
 
+    check_values(cfg)
     check_missing(cfg, door=door)
     base = launch_dir or os.getcwd()
     cfg.checkpoint.save_dir = _absolute(cfg.checkpoint.save_dir, base)
@@ -111,6 +112,11 @@ def run_with_clear_errors(fn, *args: Any, **kwargs: Any) -> Any:
 
 def cli_main(argv: Optional[List[str]] = None) -> None:
     """``fairseq-train``: legacy flags in, the shared training loop out."""
+    # everything it runs, plugin import included, ends a user error with one line
+    run_with_clear_errors(_cli_main, argv)
+
+
+def _cli_main(argv: Optional[List[str]] = None) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     from fairseq import options

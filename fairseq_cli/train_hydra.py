@@ -59,6 +59,13 @@ def _flag_value(flags: List[str], *names: str) -> Optional[str]:
 
 def cli_main(argv: Optional[List[str]] = None) -> None:
     """``fairseq-hydra-train``."""
+    # everything it runs, plugin import included, ends a user error with one line
+    from fairseq_cli.train import run_with_clear_errors
+
+    run_with_clear_errors(_cli_main, argv)
+
+
+def _cli_main(argv: Optional[List[str]] = None) -> None:
     from fairseq.dataclass.overrides import ConfigError, check_overrides
     from fairseq.registry import UnknownChoiceError
 

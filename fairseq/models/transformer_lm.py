@@ -22,15 +22,20 @@ class TransformerLanguageModelConfig(FairseqDataclass):
     activation_fn: ACTIVATION_FN_CHOICES = field(  # type: ignore[valid-type]
         default="relu", metadata={"help": "activation function of the feed-forward networks"}
     )
-    dropout: float = field(default=0.1, metadata={"help": "dropout on embeddings and residuals"})
-    attention_dropout: float = field(default=0.0, metadata={"help": "dropout on attention weights"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout on embeddings and residuals",
+                                                             "min": 0, "max": 1})
+    attention_dropout: float = field(default=0.0, metadata={"help": "dropout on attention weights",
+                                                                       "min": 0, "max": 1})
     activation_dropout: float = field(
-        default=0.0, metadata={"help": "dropout after the activation of the feed-forward networks"}
+        default=0.0, metadata={"help": "dropout after the activation of the feed-forward networks",
+                                "min": 0, "max": 1}
     )
     relu_dropout: float = field(
-        default=0.0, metadata={"help": "old name of activation_dropout, used when that one is 0"}
+        default=0.0, metadata={"help": "old name of activation_dropout, used when that one is 0",
+                                "min": 0, "max": 1}
     )
-    decoder_embed_dim: int = field(default=512, metadata={"help": "model (hidden) dimension"})
+    decoder_embed_dim: int = field(default=512, metadata={"help": "model (hidden) dimension",
+                                                                  "min": 1})
     decoder_output_dim: int = field(
         default=512, metadata={"help": "dimension of the features fed to the output layer"}
     )
@@ -38,8 +43,9 @@ class TransformerLanguageModelConfig(FairseqDataclass):
     decoder_ffn_embed_dim: int = field(
         default=2048, metadata={"help": "hidden dimension of the feed-forward networks"}
     )
-    decoder_layers: int = field(default=6, metadata={"help": "number of decoder layers"})
-    decoder_attention_heads: int = field(default=8, metadata={"help": "number of attention heads"})
+    decoder_layers: int = field(default=6, metadata={"help": "number of decoder layers", "min": 0})
+    decoder_attention_heads: int = field(default=8, metadata={"help": "number of attention heads",
+                                                                       "min": 1})
     decoder_normalize_before: bool = field(
         default=True,
         metadata={"help": "apply LayerNorm before each block (pre-norm; as every transformer_lm "
@@ -53,7 +59,7 @@ class TransformerLanguageModelConfig(FairseqDataclass):
         metadata={"help": "comma-separated vocabulary cutoffs of an adaptive softmax, e.g. 10000,50000"},
     )
     adaptive_softmax_dropout: float = field(
-        default=0.0, metadata={"help": "dropout inside the adaptive softmax tails"}
+        default=0.0, metadata={"help": "dropout inside the adaptive softmax tails", "min": 0, "max": 1}
     )
     adaptive_softmax_factor: float = field(
         default=4, metadata={"help": "each adaptive softmax tail shrinks the dimension by this factor"}
@@ -109,6 +115,24 @@ class TransformerLanguageModelConfig(FairseqDataclass):
         default=II("task.tokens_per_sample"),
         metadata={"help": f"longest sequence the model accepts (unset: {DEFAULT_MAX_TARGET_POSITIONS})"},
     )
+
+    @classmethod
+    def check_config(cls, node: Any, prefix: str = "model") -> None:
+        """Checks relating several fields, called by ``check_values`` before a run starts.
+
+        Raises:
+            ConfigError: ``decoder_embed_dim`` not divisible by ``decoder_attention_heads`` (each
+                head gets ``decoder_embed_dim / heads`` dimensions).
+        """
+        from fairseq.dataclass.overrides import ConfigError
+
+        dim, heads = node.get("decoder_embed_dim"), node.get("decoder_attention_heads")
+        if isinstance(dim, int) and isinstance(heads, int) and heads > 0 and dim % heads:
+            fits = [h for h in range(1, min(dim, 64) + 1) if dim % h == 0]
+            raise ConfigError(f"{prefix}.decoder_embed_dim={dim} is not divisible by "
+                              f"{prefix}.decoder_attention_heads={heads} (--decoder-attention-heads): "
+                              f"each head gets decoder_embed_dim / heads dimensions; accepted heads for "
+                              f"{dim}: {', '.join(map(str, fits))}")
 
 
 @register_model("transformer_lm", dataclass=TransformerLanguageModelConfig)

@@ -6,6 +6,7 @@ import torch
 from omegaconf import II
 
 from fairseq.dataclass import FairseqDataclass
+from fairseq.dataclass.overrides import ConfigError
 from fairseq.dataclass.utils import parse_sequence
 from fairseq.optim import register_optimizer
 from fairseq.optim.fairseq_optimizer import FairseqOptimizer, check_non_negative, fast_path, first_lr
@@ -15,7 +16,8 @@ from fairseq.optim.fairseq_optimizer import FairseqOptimizer, check_non_negative
 class FairseqAdamConfig(FairseqDataclass):
     adam_betas: List[float] = field(
         default_factory=lambda: [0.9, 0.999],
-        metadata={"help": "betas for Adam; a list [0.9,0.98] or the string '(0.9, 0.98)'"},
+        metadata={"help": "betas for Adam; a list [0.9,0.98] or the string '(0.9, 0.98)'",
+                  "len": 2, "min": 0, "below": 1},
     )
     adam_eps: float = field(default=1e-8, metadata={"help": "epsilon for Adam"})
     weight_decay: float = field(default=0.0, metadata={"help": "decoupled weight decay"})
@@ -36,14 +38,14 @@ def parse_betas(value: Any) -> List[float]:
         The two betas as floats.
 
     Raises:
-        ValueError: naming ``optimizer.adam_betas`` when the value is not two numbers in [0, 1).
+        ConfigError: naming ``optimizer.adam_betas`` when the value is not two numbers in [0, 1).
     """
     try:
         betas = parse_sequence(value, float)
     except ValueError as e:
-        raise ValueError(f"optimizer.adam_betas={value!r}: {e}; write e.g. [0.9,0.98]") from e
+        raise ConfigError(f"optimizer.adam_betas={value!r}: {e}; write e.g. [0.9,0.98]") from e
     if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
-        raise ValueError(f"optimizer.adam_betas={value!r}: need two values in [0, 1), e.g. [0.9,0.98]")
+        raise ConfigError(f"optimizer.adam_betas={value!r}: need two values in [0, 1), e.g. [0.9,0.98]")
     return betas
 
 

@@ -3,6 +3,8 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from fairseq.dataclass.overrides import ConfigError
+
 
 def first_lr(lr: Any) -> float:
     """The first value of a per-epoch lr list (``optimization.lr``), or the value itself."""
@@ -10,7 +12,7 @@ def first_lr(lr: Any) -> float:
         return float(lr)
     values = list(lr)
     if not values:
-        raise ValueError("optimization.lr is an empty list; give at least one value, e.g. [0.0005]")
+        raise ConfigError("optimization.lr is an empty list; give at least one value, e.g. [0.0005]")
     return float(values[0])
 
 
@@ -63,12 +65,12 @@ def check_non_negative(cfg: Any, *keys: str) -> None:
     """Raise unless every ``optimizer.<key>`` of ``cfg`` is a number >= 0.
 
     Raises:
-        ValueError: naming the first offending key and its value.
+        ConfigError: naming the first offending key and its value.
     """
     for key in keys:
         value = float(getattr(cfg, key))
         if not value >= 0.0:  # also catches NaN
-            raise ValueError(f"optimizer.{key}={value}: must be >= 0")
+            raise ConfigError(f"optimizer.{key}={value}: must be >= 0")
 
 
 def fast_path(params: List[torch.nn.Parameter]) -> Dict[str, bool]:

@@ -6,6 +6,7 @@ from typing import Any, List, Tuple
 from omegaconf import II
 
 from fairseq.dataclass import FairseqDataclass
+from fairseq.dataclass.overrides import ConfigError
 from fairseq.optim.lr_scheduler import register_lr_scheduler
 from fairseq.optim.lr_scheduler.fairseq_lr_scheduler import FairseqLRScheduler
 
@@ -55,7 +56,7 @@ class CosineLRSchedule(FairseqLRScheduler):
     optimizer holds ``init``. The lr depends only on the update count.
 
     Raises:
-        ValueError: naming the key, for a list of lrs, ``lr <= min_lr``, ``t_mult < 1``, a
+        ConfigError: naming the key, for a list of lrs, ``lr <= min_lr``, ``t_mult < 1``, a
             non-positive ``lr_shrink`` or negative ``warmup_updates``, or no period (neither
             ``lr_period_updates`` nor ``optimization.max_update`` beyond the warmup).
     """
@@ -64,27 +65,27 @@ class CosineLRSchedule(FairseqLRScheduler):
         super().__init__(cfg, optimizer)
         lrs = [cfg.lr] if isinstance(cfg.lr, (int, float)) else [float(v) for v in cfg.lr]
         if len(lrs) != 1:
-            raise ValueError(f"lr_scheduler=cosine takes one lr (the peak), got optimization.lr={lrs}; "
+            raise ConfigError(f"lr_scheduler=cosine takes one lr (the peak), got optimization.lr={lrs}; "
                              "use lr_scheduler=fixed for per-epoch lr lists")
         self.max_lr = float(lrs[0])
         self.min_lr = float(cfg.min_lr)
         if not self.max_lr > self.min_lr >= 0.0:
-            raise ValueError(
+            raise ConfigError(
                 f"optimization.lr={lrs} with lr_scheduler.min_lr={self.min_lr}: cosine anneals from "
                 "lr (the peak, --lr) down to min_lr (the floor, --min-lr), so need lr > min_lr >= 0, "
                 "e.g. --lr 1e-3 --min-lr 1e-6")
         self.warmup_updates = int(cfg.warmup_updates)
         if self.warmup_updates < 0:
-            raise ValueError(f"lr_scheduler.warmup_updates={self.warmup_updates}: must be >= 0")
+            raise ConfigError(f"lr_scheduler.warmup_updates={self.warmup_updates}: must be >= 0")
         init = float(cfg.warmup_init_lr)
         self.warmup_init_lr = self.min_lr if init < 0 else init
         self.t_mult = float(cfg.t_mult)
         if not self.t_mult >= 1.0:
-            raise ValueError(f"lr_scheduler.t_mult={self.t_mult}: must be >= 1 (each restart period "
+            raise ConfigError(f"lr_scheduler.t_mult={self.t_mult}: must be >= 1 (each restart period "
                              "is t_mult times the previous; 1 keeps them equal)")
         self.lr_shrink = float(cfg.lr_shrink)
         if not self.lr_shrink > 0.0:
-            raise ValueError(f"lr_scheduler.lr_shrink={self.lr_shrink}: must be > 0 (1 keeps every "
+            raise ConfigError(f"lr_scheduler.lr_shrink={self.lr_shrink}: must be > 0 (1 keeps every "
                              "cycle's peak and floor)")
         self.period = self._first_period(cfg)
         self.optimizer.set_lr(self.warmup_init_lr)
@@ -95,7 +96,7 @@ class CosineLRSchedule(FairseqLRScheduler):
             return period
         max_update = int(cfg.max_update or 0)
         if max_update - self.warmup_updates <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"lr_scheduler.lr_period_updates={cfg.lr_period_updates} asks for one cosine cycle over "
                 f"optimization.max_update={max_update} minus lr_scheduler.warmup_updates="
                 f"{self.warmup_updates}, which leaves no updates; set --max-update above the warmup "

@@ -5,6 +5,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import II
 
 from fairseq.dataclass import FairseqDataclass
+from fairseq.dataclass.overrides import ConfigError
 from fairseq.optim.lr_scheduler import register_lr_scheduler
 from fairseq.optim.lr_scheduler.fairseq_lr_scheduler import FairseqLRScheduler
 
@@ -43,7 +44,7 @@ class FixedLRSchedule(FairseqLRScheduler):
     part of :meth:`state_dict`, with fairseq's ``lr`` key.
 
     Raises:
-        ValueError: naming the key, for an empty or negative lr list, a negative
+        ConfigError: naming the key, for an empty or negative lr list, a negative
             ``warmup_updates``, a non-positive ``lr_shrink`` or ``force_anneal``.
     """
 
@@ -51,18 +52,18 @@ class FixedLRSchedule(FairseqLRScheduler):
         super().__init__(cfg, optimizer)
         self.lrs = [float(cfg.lr)] if isinstance(cfg.lr, (int, float)) else [float(v) for v in cfg.lr]
         if not self.lrs or min(self.lrs) < 0.0:
-            raise ValueError(f"optimization.lr={self.lrs}: lr_scheduler=fixed needs one or more lrs "
+            raise ConfigError(f"optimization.lr={self.lrs}: lr_scheduler=fixed needs one or more lrs "
                              ">= 0, one per epoch, e.g. [0.25] or [1.0,0.5,0.25]")
         self.force_anneal: Optional[int] = None if cfg.force_anneal is None else int(cfg.force_anneal)
         if self.force_anneal is not None and self.force_anneal < 1:
-            raise ValueError(f"lr_scheduler.force_anneal={self.force_anneal}: must be an epoch "
+            raise ConfigError(f"lr_scheduler.force_anneal={self.force_anneal}: must be an epoch "
                              "number >= 1, or None to never anneal")
         self.lr_shrink = float(cfg.lr_shrink)
         if not self.lr_shrink > 0.0:
-            raise ValueError(f"lr_scheduler.lr_shrink={self.lr_shrink}: must be > 0 (e.g. 0.1)")
+            raise ConfigError(f"lr_scheduler.lr_shrink={self.lr_shrink}: must be > 0 (e.g. 0.1)")
         self.warmup_updates = int(cfg.warmup_updates)
         if self.warmup_updates < 0:
-            raise ValueError(f"lr_scheduler.warmup_updates={self.warmup_updates}: must be >= 0")
+            raise ConfigError(f"lr_scheduler.warmup_updates={self.warmup_updates}: must be >= 0")
         self.epoch = 1
         self.num_updates = 0
         self.optimizer.set_lr(self.lr_at(self.epoch, 0))

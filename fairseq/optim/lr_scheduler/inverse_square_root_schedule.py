@@ -5,6 +5,7 @@ from typing import Any, List
 from omegaconf import II
 
 from fairseq.dataclass import FairseqDataclass
+from fairseq.dataclass.overrides import ConfigError
 from fairseq.optim.fairseq_optimizer import first_lr
 from fairseq.optim.lr_scheduler import register_lr_scheduler
 from fairseq.optim.lr_scheduler.fairseq_lr_scheduler import FairseqLRScheduler
@@ -32,7 +33,7 @@ class InverseSquareRootSchedule(FairseqLRScheduler):
         super().__init__(cfg, optimizer)
         lr = list(cfg.lr) if not isinstance(cfg.lr, (int, float)) else [cfg.lr]
         if len(lr) > 1:
-            raise ValueError(
+            raise ConfigError(
                 f"lr_scheduler=inverse_sqrt takes one lr, got optimization.lr={lr}; "
                 "use lr_scheduler=fixed for per-epoch lr lists")
         self.peak_lr = first_lr(lr)

@@ -5,6 +5,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import II
 
 from fairseq.dataclass import FairseqDataclass
+from fairseq.dataclass.overrides import ConfigError
 from fairseq.optim.lr_scheduler import register_lr_scheduler
 from fairseq.optim.lr_scheduler.fairseq_lr_scheduler import FairseqLRScheduler
 
@@ -50,7 +51,7 @@ class PolynomialDecayLRSchedule(FairseqLRScheduler):
     :meth:`state_dict`, so resuming inside an epoch does not re-anchor it a second time.
 
     Raises:
-        ValueError: naming the key, for a list of lrs, ``total_num_update <= 0``, a negative
+        ConfigError: naming the key, for a list of lrs, ``total_num_update <= 0``, a negative
             ``warmup_updates`` or ``end_learning_rate``, a non-positive ``power`` or
             ``force_anneal``.
     """
@@ -59,27 +60,27 @@ class PolynomialDecayLRSchedule(FairseqLRScheduler):
         super().__init__(cfg, optimizer)
         lrs = [cfg.lr] if isinstance(cfg.lr, (int, float)) else [float(v) for v in cfg.lr]
         if len(lrs) != 1:
-            raise ValueError(f"lr_scheduler=polynomial_decay takes one lr (the peak), got "
+            raise ConfigError(f"lr_scheduler=polynomial_decay takes one lr (the peak), got "
                              f"optimization.lr={lrs}; use lr_scheduler=fixed for per-epoch lr lists")
         self.base_lr = self.peak_lr = float(lrs[0])
         self.warmup_updates = int(cfg.warmup_updates)
         if self.warmup_updates < 0:
-            raise ValueError(f"lr_scheduler.warmup_updates={self.warmup_updates}: must be >= 0")
+            raise ConfigError(f"lr_scheduler.warmup_updates={self.warmup_updates}: must be >= 0")
         self.total_num_update = float(cfg.total_num_update or 0)
         if not self.total_num_update > 0:
-            raise ValueError(
+            raise ConfigError(
                 f"lr_scheduler.total_num_update={cfg.total_num_update}: must be > 0; set "
                 "--total-num-update (or --max-update, which it follows by default) to the length "
                 "of the run")
         self.end_learning_rate = float(cfg.end_learning_rate)
         if not self.end_learning_rate >= 0.0:
-            raise ValueError(f"lr_scheduler.end_learning_rate={self.end_learning_rate}: must be >= 0")
+            raise ConfigError(f"lr_scheduler.end_learning_rate={self.end_learning_rate}: must be >= 0")
         self.power = float(cfg.power)
         if not self.power > 0.0:
-            raise ValueError(f"lr_scheduler.power={self.power}: must be > 0 (1 decays linearly)")
+            raise ConfigError(f"lr_scheduler.power={self.power}: must be > 0 (1 decays linearly)")
         self.force_anneal: Optional[int] = None if cfg.force_anneal is None else int(cfg.force_anneal)
         if self.force_anneal is not None and self.force_anneal < 1:
-            raise ValueError(f"lr_scheduler.force_anneal={self.force_anneal}: must be an epoch "
+            raise ConfigError(f"lr_scheduler.force_anneal={self.force_anneal}: must be an epoch "
                              "number >= 1, or None to never re-anchor the decay")
         self.warmup_factor = 1.0 / self.warmup_updates if self.warmup_updates > 0 else 1.0
         self.epoch = 1  # the last epoch entered: a resumed epoch is not re-anchored twice
