@@ -139,6 +139,9 @@ def _validate(args: argparse.Namespace) -> List[Tuple[str, str, str]]:
         raise PreprocessError(f"--workers must be >= 1, got {args.workers}")
     if args.padding_factor < 1:
         raise PreprocessError(f"--padding-factor must be >= 1, got {args.padding_factor}")
+    if args.nwordssrc < -1:
+        raise PreprocessError(f"--nwordssrc {args.nwordssrc}: give -1 (keep every word) or the number "
+                              "of words to keep (>= 0)")
     if args.srcdict is None and not args.trainpref:
         raise PreprocessError("--trainpref is required to build a dictionary (or pass --srcdict to reuse one)")
     if args.srcdict is not None and not os.path.isfile(args.srcdict):
@@ -149,6 +152,9 @@ def _validate(args: argparse.Namespace) -> List[Tuple[str, str, str]]:
     if args.srcdict is None:  # every train file feeds the dictionary
         needed.extend(("--trainpref", "train", _input_file(args, prefix)) for prefix in args.trainpref.split(","))
     for flag, _, path in needed:
+        if os.path.isdir(path):
+            raise PreprocessError(f"{flag} {path} is a directory; give the path of a text file without "
+                                  "its language suffix (e.g. --trainpref corpus/train.txt)")
         if not os.path.isfile(path):
             raise PreprocessError(_describe_missing(path, flag))
     return planned
