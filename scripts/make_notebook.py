@@ -84,9 +84,11 @@ print(sorted(os.listdir(data_dir)))"""),
 ## 2. Config
 
 `compose_config` composes `config/` exactly as `fairseq-hydra-train` does, outside any Hydra app.
-The overrides are the command line's `key=value` arguments; the result is the typed `FairseqConfig`
-(an OmegaConf `DictConfig`: assigning a value of the wrong type, or a key that does not exist, fails).
-`OmegaConf.to_yaml(cfg)` shows all of it; every field is documented in `docs/components.md`."""),
+The overrides are the command line's `key=value` arguments; `check=True` checks them as that command
+does (a misspelt key names the closest real one, a value out of range says what is accepted).
+The result is the typed `FairseqConfig` (an OmegaConf `DictConfig`: assigning a value of the wrong
+type, or a key that does not exist, fails). `OmegaConf.to_yaml(cfg)` shows all of it; every field
+is documented in `docs/components.md`."""),
     ("code", """\
 overrides = [
     f"task.data={data_dir}", "task.tokens_per_sample=64",
@@ -98,7 +100,7 @@ overrides = [
     "optimization.lr=[0.005]", "optimization.clip_norm=1.0", f"optimization.max_update={MAX_UPDATES}",
     "dataset.max_tokens=1024", f"common.seed={SEED}", f"checkpoint.save_dir={save_dir}",
 ]
-cfg = compose_config(overrides)
+cfg = compose_config(overrides, check=True)
 print(OmegaConf.to_yaml(cfg.model))"""),
     ("markdown", """\
 ## 3. Task, model, criterion

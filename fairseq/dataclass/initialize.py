@@ -95,7 +95,8 @@ def hydra_init(cfg_name: str = "fairseq_config") -> None:
 
 
 def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
-                   config_path: Optional[str] = None, user_config_dir: Optional[str] = None) -> DictConfig:
+                   config_path: Optional[str] = None, user_config_dir: Optional[str] = None,
+                   check: bool = False) -> DictConfig:
     """Compose the run config as the Hydra door does, outside any Hydra app.
 
     Args:
@@ -104,12 +105,29 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
         config_path: a directory replacing ``config/`` as the primary tree.
         user_config_dir: a user's config directory (``--config-dir``); its configs are found
             first and the built-in tree stays on the search path, as in the Hydra door.
+        check: first check the overrides as ``fairseq-hydra-train`` does
+            (:func:`fairseq.dataclass.overrides.check_overrides`): one-line errors naming the
+            closest real key or the expected type, legacy string sequences such as
+            ``optimizer.adam_betas='(0.9, 0.98)'`` accepted, values checked against their
+            bounds. Required values (``task.data``) may still be left unset.
+
+    Raises:
+        fairseq.dataclass.overrides.ConfigError: with ``check``, a bad override or value.
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     hydra_init()
     overrides = list(overrides)
+    if check:
+        from fairseq.dataclass.overrides import check_overrides
+
+        if config_path is not None:
+            raise ValueError("compose_config(check=True) checks against the built-in tree (and "
+                             "user_config_dir); it cannot with config_path")
+
+        overrides = check_overrides(overrides, config_name=config_name, user_config_dir=user_config_dir,
+                                    check_required=False)
     if user_config_dir is not None:
         directory = os.path.abspath(user_config_dir)
         overrides.append(f"hydra.searchpath=[file://{os.path.abspath(config_path or config_dir())}]")
