@@ -81,6 +81,11 @@ def get_preprocessing_parser() -> argparse.ArgumentParser:
         "--dataset-impl", metavar="FORMAT", choices=list(SUPPORTED_IMPLS), default="mmap",
         help="output dataset implementation",
     )
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="replace the data-bin already in --destdir: every split is rebuilt with the new dictionary "
+             "and the old splits this run does not write are deleted (without it, such a destdir is refused)",
+    )
     parser.add_argument("--log-format", default=None, help="accepted for compatibility; ignored")
     parser.add_argument("--log-interval", type=int, default=100, help="accepted for compatibility; ignored")
     return parser
@@ -209,23 +214,73 @@ def _binarize_split(
     return stats
 
 
+def _is_data_bin_file(name: str) -> bool:
+    """A dictionary (``dict.txt``, ``dict.<lang>.txt``) or a binarized split (``.bin``/``.idx``)."""
+    return (name.endswith((".bin", ".idx"))
+            or (name.startswith("dict.") and name.endswith(".txt") and name.count(".") <= 2))
+
+
+def existing_data_bin(destdir: str) -> List[str]:
+    """The dictionaries and binarized splits already in ``destdir``, sorted."""
+    if not os.path.isdir(destdir):
+        return []
+    return sorted(name for name in os.listdir(destdir)
+                  if _is_data_bin_file(name) and os.path.isfile(os.path.join(destdir, name)))
+
+
+def _check_destdir(args: argparse.Namespace) -> None:
+    """Refuse to write into a destdir that already holds a data-bin, unless ``--overwrite``."""
+    if os.path.exists(args.destdir) and not os.path.isdir(args.destdir):
+        raise PreprocessError(f"--destdir {args.destdir} exists and is not a directory")
+    found = existing_data_bin(args.destdir)
+    if found and not getattr(args, "overwrite", False):
+        shown = ", ".join(found[:6]) + (f", ... ({len(found)} files)" if len(found) > 6 else "")
+        raise PreprocessError(
+            f"--destdir {args.destdir} already holds a data-bin ({shown}); splits binarized with "
+            "another dictionary would be mixed with this run's. Choose another --destdir, or pass "
+            "--overwrite to rebuild it (every old split this run does not write is deleted)")
+
+
+def _clear_data_bin(destdir: str) -> None:
+    """Delete the old dictionaries and splits (``--overwrite``): none may outlive the new dictionary."""
+    for name in existing_data_bin(destdir):
+        os.remove(os.path.join(destdir, name))
+        logger.info("--overwrite: removed %s", os.path.join(destdir, name))
+
+
 def _run(args: argparse.Namespace, planned: List[Tuple[str, str, str]]) -> None:
-    """Build and save the dictionary, then binarize every planned split."""
+    """Build and save the dictionary, then binarize every planned split.
+
+    With ``--overwrite`` the old data-bin files are deleted after the dictionary is built (it may
+    be read from ``--srcdict`` in the destdir itself) and before anything is written. A run that
+    fails midway deletes what it wrote, so the destdir never holds a partial data-bin and the
+    same command can be rerun once the input is fixed.
+    """
     dictionary = _build_dictionary(args)
     dict_path = _dict_path(args)
-    dictionary.save(dict_path)
-    logger.info("wrote dictionary of %d types to %s", len(dictionary), dict_path)
-    if args.dict_only:
-        return
-    for _, split_name, input_file in planned:
-        out_prefix = _output_prefix(args, split_name)
-        stats = _binarize_split(args, dictionary, input_file, out_prefix)
-        replaced_percent = 100.0 * sum(stats["replaced"].values()) / max(stats["ntok"], 1)
-        logger.info(
-            "[%s] %s: %d types; %s: %d sents, %d tokens, %.1f%% replaced by %s",
-            split_name, os.path.basename(dict_path), len(dictionary), split_name,
-            stats["nseq"], stats["ntok"], replaced_percent, dictionary.unk_word,
-        )
+    if getattr(args, "overwrite", False):
+        _clear_data_bin(args.destdir)
+    written = [dict_path]
+    try:
+        dictionary.save(dict_path)
+        logger.info("wrote dictionary of %d types to %s", len(dictionary), dict_path)
+        if args.dict_only:
+            return
+        for _, split_name, input_file in planned:
+            out_prefix = _output_prefix(args, split_name)
+            written += [data_file_path(out_prefix), index_file_path(out_prefix)]
+            stats = _binarize_split(args, dictionary, input_file, out_prefix)
+            replaced_percent = 100.0 * sum(stats["replaced"].values()) / max(stats["ntok"], 1)
+            logger.info(
+                "[%s] %s: %d types; %s: %d sents, %d tokens, %.1f%% replaced by %s",
+                split_name, os.path.basename(dict_path), len(dictionary), split_name,
+                stats["nseq"], stats["ntok"], replaced_percent, dictionary.unk_word,
+            )
+    except BaseException:
+        for path in written:
+            if os.path.exists(path):
+                os.remove(path)
+        raise
     logger.info("wrote preprocessed data to %s", args.destdir)
 
 
@@ -233,10 +288,12 @@ def main(args: argparse.Namespace) -> None:
     """Run preprocessing as described by parsed ``args``.
 
     Raises:
-        PreprocessError: on invalid arguments or missing inputs (checked before anything
-            is written), or on malformed input data (invalid UTF-8, a bad ``--srcdict``).
+        PreprocessError: on invalid arguments or missing inputs, or a destdir that already
+            holds a data-bin without ``--overwrite`` (checked before anything is written), or on
+            malformed input data (invalid UTF-8, a bad ``--srcdict``).
     """
     planned = _validate(args)
+    _check_destdir(args)
     os.makedirs(args.destdir, exist_ok=True)
     log_handler = logging.FileHandler(os.path.join(args.destdir, "preprocess.log"), mode="w", encoding="utf-8")
     log_handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)s | %(name)s | %(message)s",

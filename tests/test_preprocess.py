@@ -151,3 +151,47 @@ def test_carriage_returns_end_lines_as_in_fairseq(tmp_path):
         dictionary = Dictionary.load(str(destdir / "dict.txt"))
         train = MMapIndexedDataset(str(destdir / "train"))
         assert [dictionary.string(train[i]) for i in range(len(train))] == ["a b", "c", "d e", "", "f"]
+
+
+def test_an_existing_data_bin_is_refused_without_overwrite(corpus, capsys):
+    destdir = corpus / "bin"
+    run(corpus, destdir, "--workers", "1")
+    before = {p.name: p.read_bytes() for p in destdir.iterdir()}
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["--only-source", "--trainpref", str(corpus / "valid.txt"), "--destdir", str(destdir)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert f"--destdir {destdir} already holds a data-bin (dict.txt, train.bin" in err
+    assert "--overwrite" in err and "another --destdir" in err
+    assert {p.name: p.read_bytes() for p in destdir.iterdir()} == before  # nothing touched, log included
+
+
+def test_overwrite_rebuilds_every_split_and_removes_stale_ones(corpus):
+    destdir = corpus / "bin"
+    (corpus / "test.txt").write_text("the mat\n", encoding="utf-8")
+    run(corpus, destdir, "--workers", "1", "--testpref", str(corpus / "test.txt"))
+    assert {"valid1.bin", "test.bin", "test.idx"} <= {p.name for p in destdir.iterdir()}
+    old = Dictionary.load(str(destdir / "dict.txt"))
+
+    # a new training text gives another dictionary; only train and valid are written this time
+    (corpus / "train2.txt").write_text("dog bird dog fish\n" * 5, encoding="utf-8")
+    cli_main(["--only-source", "--trainpref", str(corpus / "train2.txt"), "--validpref",
+              str(corpus / "valid.txt"), "--destdir", str(destdir), "--overwrite"])
+    names = {p.name for p in destdir.iterdir()}
+    assert names == {"dict.txt", "train.bin", "train.idx", "valid.bin", "valid.idx", "preprocess.log"}
+    new = Dictionary.load(str(destdir / "dict.txt"))
+    assert new.symbols != old.symbols
+    assert new.string(MMapIndexedDataset(str(destdir / "train"))[0]) == "dog bird dog fish"
+    assert new.string(MMapIndexedDataset(str(destdir / "valid"))[0]) == "<unk> dog <unk>"
+
+
+def test_overwrite_with_the_destdirs_own_dictionary(corpus):
+    """--srcdict may name the dict.txt being replaced: it is read before anything is deleted."""
+    destdir = corpus / "bin"
+    run(corpus, destdir, "--workers", "1")
+    kept = (destdir / "dict.txt").read_bytes()
+    cli_main(["--only-source", "--srcdict", str(destdir / "dict.txt"), "--testpref",
+              str(corpus / "valid2.txt"), "--destdir", str(destdir), "--overwrite"])
+    assert (destdir / "dict.txt").read_bytes() == kept
+    assert {p.name for p in destdir.iterdir()} == {"dict.txt", "test.bin", "test.idx", "preprocess.log"}
