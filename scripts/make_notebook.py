@@ -75,6 +75,7 @@ tokens = write_demo_corpus(text_dir, max_topics=CORPUS_TOPICS)
 print("tokens per split:", tokens)
 preprocess.cli_main([
     "--only-source", "--destdir", data_dir, "--workers", "1",
+    "--overwrite",  # rebuild data-bin/ when the notebook runs again in the same WORK_DIR
     "--trainpref", os.path.join(text_dir, "train.txt"),
     "--validpref", os.path.join(text_dir, "valid.txt"),
     "--testpref", os.path.join(text_dir, "test.txt"),
