@@ -141,7 +141,7 @@ def test_bad_data_files(data_bin, tmp_path, capsys):
                          "--srcdict", str(empty_train / "dict.txt"), "--destdir", str(tmp_path / "empty_bin")])
     for suffix in ("bin", "idx"):
         shutil.copy(tmp_path / "empty_bin" / f"train.{suffix}", empty_train / f"train.{suffix}")
-    for data, key in [(empty_dict, "dict.txt"), (short_dict, "train.bin"), (empty_train, "'train'")]:
+    for data, key in [(empty_dict, "dict.txt"), (short_dict, "holds token id"), (empty_train, "'train'")]:
         code, err = in_process(train.cli_main, [str(data), *TINY_LEGACY, "--save-dir", str(tmp_path / "ck")],
                                capsys)
         one_line(code, err, 2, key)

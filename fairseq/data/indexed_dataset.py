@@ -331,7 +331,7 @@ class MMapIndexedDataset(torch.utils.data.Dataset):
 
     Raises:
         FileNotFoundError: if a file is missing.
-        ValueError: if the index is corrupt or does not match the ``.bin`` size.
+        DataError: if the index is corrupt or does not match the ``.bin`` size.
     """
 
     supports_prefetch = False
@@ -349,7 +349,7 @@ class MMapIndexedDataset(torch.utils.data.Dataset):
         expected_bytes = int(np.sum(sizes, dtype=np.int64)) * dtype.itemsize
         actual_bytes = os.path.getsize(data_file)
         if actual_bytes != expected_bytes:
-            raise ValueError(
+            raise DataError(
                 f"{data_file} has {actual_bytes} bytes but its index announces {expected_bytes} "
                 f"(corrupt or truncated); rerun fairseq-preprocess"
             )
@@ -410,6 +410,28 @@ class MMapIndexedDataset(torch.utils.data.Dataset):
     def size(self, i: int) -> int:
         """Length of sequence ``i``."""
         return int(self.sizes[i])
+
+    def check_token_ids(self, vocab_size: int, dictionary_path: str = "the dictionary") -> None:
+        """Check that every token id is below ``vocab_size`` (the dictionary's length).
+
+        Cheap: nothing is read when the stored dtype cannot hold an id >= ``vocab_size``;
+        otherwise one vectorised max over the memory-mapped tokens.
+
+        Raises:
+            DataError: naming the ``.bin``, its largest id and the dictionary: the data was
+                binarized with another dictionary.
+        """
+        self._ensure_open()
+        if not len(self._tokens):
+            return
+        if self._dtype.kind == "u" and np.iinfo(self._dtype).max < vocab_size:
+            return
+        largest = int(self._tokens.max())
+        if largest >= vocab_size or (self._dtype.kind == "i" and int(self._tokens.min()) < 0):
+            raise DataError(
+                f"{data_file_path(self.prefix)} holds token id {largest} but {dictionary_path} has "
+                f"{vocab_size} symbols (ids 0-{vocab_size - 1}): the data was binarized with another "
+                "dictionary; use that dict.txt, or rerun fairseq-preprocess with --srcdict of this one")
 
     @staticmethod
     def exists(prefix: str) -> bool:

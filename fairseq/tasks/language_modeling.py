@@ -20,10 +20,12 @@ from argparse import Namespace
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Iterator, List, Optional
 
+import numpy as np
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from fairseq.data.dictionary import Dictionary
+from fairseq.data.errors import DataError
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.dataclass.configs import GENERIC_GROUPS, field_default, interpolation_target
 from fairseq.dataclass.constants import DATASET_IMPL_CHOICES
@@ -240,6 +242,10 @@ class LanguageModelingTask(FairseqTask):
                 "--destdir of fairseq-preprocess"
             )
         dictionary = Dictionary.load(dict_path)
+        if len(dictionary) <= dictionary.nspecial:
+            raise DataError(f"{dict_path} is empty (no symbols besides the {dictionary.nspecial} special "
+                            "ones): point task.data at the --destdir of a fairseq-preprocess run that "
+                            "saw text, or rerun fairseq-preprocess")
         output_dictionary = cls.build_output_dictionary(cfg, dictionary)
         logger.info("dictionary: %d types (output: %d)", len(dictionary), len(output_dictionary))
         return cls(cfg, dictionary, output_dictionary)
@@ -303,6 +309,11 @@ class LanguageModelingTask(FairseqTask):
                 f"split {split!r} not found: {prefix}.bin/.idx do not exist "
                 f"(splits present in {data_path}: {[p[:-4] for p in present] or 'none'})"
             )
+        if hasattr(sentences, "check_token_ids"):
+            sentences.check_token_ids(len(self.dictionary), os.path.join(self.data_paths(self.cfg)[0], "dict.txt"))
+        if split == self.cfg.train_subset and int(np.sum(sentences.sizes, dtype=np.int64)) == 0:
+            raise DataError(f"split {split!r} has no tokens: {prefix}.bin/.idx hold {len(sentences)} "
+                            "sentences and no token; binarize a non-empty text with fairseq-preprocess")
         sentences = maybe_shorten_dataset(
             sentences, split, self.cfg.shorten_data_split_list, str(self.cfg.shorten_method),
             self.block_size, self.cfg.seed, epoch=epoch,
