@@ -340,6 +340,9 @@ def load_checkpoint_to_cpu(path: str, arg_overrides: Optional[Dict[str, Any]] = 
     """
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): its write never completed; "
+                              "use another checkpoint (e.g. checkpoint_last.pt or an earlier one)")
     try:
         state = _torch_load(path)
     except Exception as e:  # noqa: BLE001 -- any unpickling failure becomes one clear message
