@@ -347,7 +347,7 @@ def load_checkpoint_to_cpu(path: str, arg_overrides: Optional[Dict[str, Any]] = 
         state = _torch_load(path)
     except Exception as e:  # noqa: BLE001 -- any unpickling failure becomes one clear message
         raise CheckpointError(
-            f"cannot load checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}. "
+            f"cannot load checkpoint {path}: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}. "
             "It is truncated, corrupt, or holds objects other than tensors and plain containers "
             "(refused: loading it could run code)") from None
     if not isinstance(state, dict) or "model" not in state:
