@@ -186,6 +186,8 @@ def _save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Op
         return
 
     snapshot = trainer.state_dict()
+    if ckpt.get("no_save_optimizer_state", False):
+        snapshot.pop("optimizer", None)
     snapshot["cfg"] = plain_config(cfg)
     snapshot["version"] = CHECKPOINT_VERSION
     snapshot["extra_state"] = {

@@ -20,20 +20,20 @@ from typing import Any, Dict, List
 
 import numpy as np
 import pytest
+import torch
 from conftest import read_json_log
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "fairseq_0_12"
 CKPT = str(FIXTURES / "checkpoint_last.pt")
 DATA = str(FIXTURES / "data-bin")
 
-# the fixture README's fairseq-train command (less --no-save-optimizer-state, which only
-# changes what the checkpoint holds); fairseq's --arch transformer_lm is post-norm, and
+# the fixture README's fairseq-train command; fairseq's --arch transformer_lm is post-norm, and
 # loading batches in the main process changes nothing but the time
 FIXTURE_FLAGS = [
     "--task", "language_modeling", "--tokens-per-sample", "32", "--max-tokens", "512",
     "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "0.003",
     "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "10", "--max-update", "40",
-    "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", "1", "--seed", "3",
+    "--no-epoch-checkpoints", "--no-save-optimizer-state", "--log-format", "json", "--log-interval", "1", "--seed", "3",
     "--cpu", "--arch", "transformer_lm", "--decoder-layers", "2", "--decoder-embed-dim", "32",
     "--decoder-input-dim", "32", "--decoder-output-dim", "32", "--decoder-ffn-embed-dim", "64",
     "--decoder-attention-heads", "2", "--share-decoder-input-output-embed",
@@ -136,6 +136,8 @@ def test_fairseq_mains_batching_reproduces_its_training_batches(monkeypatch, tmp
     # the same batches in the same order: the losses move together, update by update
     assert np.abs(mine - fairseqs).max() < 0.3
     assert np.corrcoef(np.diff(mine)[10:], np.diff(fairseqs)[10:])[0, 1] > 0.95
+    saved = torch.load(tmp_path / "ck" / "checkpoint_last.pt", weights_only=True)
+    assert "optimizer" not in saved and saved["model"]  # --no-save-optimizer-state
 
 
 def test_nval_caps_the_validation_batches():

@@ -284,6 +284,11 @@ class CheckpointConfig(FairseqDataclass):
     no_last_checkpoints: bool = field(
         default=False, metadata={"help": "do not write checkpoint_last.pt"}
     )
+    no_save_optimizer_state: bool = field(
+        default=False,
+        metadata={"help": "leave the optimizer state out of checkpoints (a resumed run starts "
+                  "the optimizer afresh)"},
+    )
     finetune_from_model: Optional[str] = field(
         default=None,
         metadata={"help": "start from this checkpoint's model weights only (fresh optimizer, "
