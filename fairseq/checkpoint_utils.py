@@ -13,6 +13,7 @@ so loading never runs code from the file.
 import argparse
 import ast
 import dataclasses
+import errno
 import logging
 import os
 import random
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from fairseq.dataclass.overrides import ConfigError
 from fairseq.file_io import PathManager
 
 logger = logging.getLogger(__name__)
@@ -48,9 +50,12 @@ def _atomic_write(path: str, write: Any) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            raise CheckpointError(f"no space left on device while writing {path}; free space there "
+                                  "or give another checkpoint.save_dir (--save-dir)") from None
         raise
     _fsync_dir(directory)
 
@@ -238,21 +243,31 @@ def _torch_persistent_save(obj: Any, f: Any) -> None:
     torch.save(obj, f)
 
 
+class SaveDirError(ConfigError, OSError):
+    """``checkpoint.save_dir`` cannot be created or written: a user error (exit code 2), and
+    the ``OSError`` fairseq raises there."""
+
+
 def verify_checkpoint_directory(save_dir: str) -> None:
-    """Create ``save_dir`` if needed and check that a file can be written in it.
+    """Create ``save_dir`` if needed and check, by writing and removing a probe file, that
+    checkpoints can be written in it; called at start-up, before any training time is spent.
 
     Raises:
-        OSError: the directory cannot be created or written (logged with its name first).
+        SaveDirError: the directory cannot be created or written (a name too long, a read-only
+            file system, a path through a file, no permission), naming it and why.
     """
-    os.makedirs(save_dir, exist_ok=True)
-    probe = os.path.join(save_dir, "dummy")
+    probe = os.path.join(save_dir, f".write_probe.{os.getpid()}")
     try:
+        os.makedirs(save_dir, exist_ok=True)
         with open(probe, "w"):
             pass
-    except OSError:
-        logger.warning("Unable to access checkpoint save directory: %s", save_dir)
-        raise
-    os.remove(probe)
+        os.remove(probe)
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+        if isinstance(e, FileExistsError) and os.path.exists(save_dir) and not os.path.isdir(save_dir):
+            why = "it exists and is not a directory"
+        raise SaveDirError(f"checkpoint.save_dir={save_dir!r} (--save-dir) cannot be written: {why}; "
+                           "give a writable directory (each path component under 256 bytes)") from None
 
 
 def _prune(save_dir: str, ckpt: Any) -> None:

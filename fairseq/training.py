@@ -375,6 +375,8 @@ def run_training(cfg: DictConfig) -> Dict[str, Any]:
         ``{"num_updates", "epoch", "best"}`` at the end.
     """
     require_components(cfg)
+    if distributed_utils.is_master():  # a save_dir that cannot be written stops before training
+        checkpoint_utils.verify_checkpoint_directory(cfg.checkpoint.save_dir)
     set_seed(cfg.common.seed)
     if distributed_utils.is_master():
         logger.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))

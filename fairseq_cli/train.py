@@ -75,8 +75,10 @@ def main(cfg: DictConfig, launch_dir: Optional[str] = None, door: str = "hydra")
     cfg = prepare_config(cfg, launch_dir, door)
     distributed_utils.init_from_env(cfg)
     master = distributed_utils.is_master()
-    if master:
-        os.makedirs(cfg.checkpoint.save_dir, exist_ok=True)
+    if master:  # an unusable save_dir stops here, before any training time is spent
+        from fairseq.checkpoint_utils import verify_checkpoint_directory
+
+        verify_checkpoint_directory(cfg.checkpoint.save_dir)
     # only the first process writes logs; the others report warnings and errors
     setup_logging(cfg.common.log_file if master else None,
                   level=logging.INFO if master else logging.WARNING)

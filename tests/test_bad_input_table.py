@@ -192,13 +192,13 @@ def test_unusable_save_dir_stops_before_training(data_bin, tmp_path, capsys):
 
 
 def read_only_dir(tmp_path):
-    """A directory no file can be created in: chmod for a normal user; a read-only mount for root."""
+    """A directory no file can be created in: chmod for a normal user; a file system that refuses new entries for root."""
     if os.geteuid() != 0:
         path = tmp_path / "read_only"
         path.mkdir()
         path.chmod(0o500)
         return str(path)
-    return "/proc/self"
+    return "/sys/fairseq_read_only"  # sysfs refuses new entries, even to root
 
 
 def test_full_disk_while_saving_is_named(data_bin, tmp_path, capsys, monkeypatch):
