@@ -38,13 +38,38 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not fit; the message says which and why."""
 
 
+def _umask() -> int:
+    """The process's umask (read from /proc where possible: setting it is not thread-safe)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _temp_prefix(path: str) -> str:
+    """``.tmp_<name>.<pid>.``: a temporary file names the process writing it, so start-up
+    cleanup (:func:`remove_partial_writes`) never deletes one a live process still writes."""
+    return f".tmp_{os.path.basename(path)}.{os.getpid()}."
+
+
+_TEMP_NAME = re.compile(r"\.tmp_checkpoint.*?\.(\d+)\.[A-Za-z0-9_]+")
+
+
 def _atomic_write(path: str, write: Any) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it over
-    ``path``: readers see the old file or the complete new one, never a partial write."""
+    ``path``: readers see the old file or the complete new one, never a partial write. The file
+    gets the mode the umask gives (0644 by default), as ``open`` would, not mkstemp's 0600."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path), dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), dir=directory)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -72,6 +97,41 @@ def atomic_copy(src: str, dst: str) -> None:
             shutil.copyfileobj(inp, out, 1 << 24)
 
     _atomic_write(dst, copy)
+
+
+# link() failures that mean "this filesystem cannot hard-link here": fall back to a copy
+_NO_LINK_ERRNOS = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP,
+                   errno.ENOSYS, errno.EACCES}
+
+
+def atomic_link(src: str, dst: str) -> str:
+    """Make ``dst`` name the same file as ``src``, atomically: a hard link to a temporary name,
+    renamed over ``dst``. Where hard links are impossible (another filesystem, EPERM, ...) ``dst``
+    becomes an atomic copy instead.
+
+    The names stay independent: every later write of either goes to a new file renamed over it,
+    so rewriting one never changes the other's content.
+
+    Returns:
+        ``"link"`` or ``"copy"``.
+    """
+    directory = os.path.dirname(os.path.abspath(dst))
+    tmp = os.path.join(directory, _temp_prefix(dst) + next(tempfile._get_candidate_names()))
+    try:
+        os.link(src, tmp)
+    except (OSError, AttributeError, NotImplementedError) as e:
+        if isinstance(e, OSError) and e.errno not in _NO_LINK_ERRNOS:
+            raise
+        atomic_copy(src, dst)
+        return "copy"
+    try:
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        raise
+    _fsync_dir(directory)
+    return "link"
 
 
 def _fsync_dir(directory: str) -> None:
@@ -186,7 +246,10 @@ def _save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Op
     if val_loss is not None and ckpt.keep_best_checkpoints > 0:
         names.append(f"checkpoint.best_{ckpt.best_checkpoint_metric}_{val_loss:.4f}.pt")
     if not ckpt.no_last_checkpoints:
-        names.append("checkpoint_last.pt")
+        # written first, the others linked to it: a kill between two of these writes never
+        # leaves checkpoint_last.pt older than another complete checkpoint, so a rerun resumes
+        # from the newest state
+        names.insert(0, "checkpoint_last.pt")
     if not names:
         return
 
@@ -207,8 +270,8 @@ def _save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Op
     save_dir = ckpt.save_dir
     first = os.path.join(save_dir, names[0])
     atomic_save(snapshot, first)
-    for name in names[1:]:
-        atomic_copy(first, os.path.join(save_dir, name))
+    for name in names[1:]:  # one file, many names (a copy where links are impossible)
+        atomic_link(first, os.path.join(save_dir, name))
     save_run_config(cfg, save_dir)
     logger.info("saved %s (epoch %d @ %d updates%s)", ", ".join(names), epoch, updates,
                 f", valid {ckpt.best_checkpoint_metric} {val_loss:.3f}" if val_loss is not None else "")
@@ -228,6 +291,8 @@ def torch_persistent_save(obj: Any, filename: str, async_write: bool = False) ->
     """``torch.save`` ``obj`` to ``filename``: atomically (temporary file, fsync, rename), or
     through ``PathManager.opena`` with ``async_write`` (fairseq's signature)."""
     if async_write:
+        if os.path.isfile(filename) and os.stat(filename).st_nlink > 1:
+            os.unlink(filename)  # written in place: never through a hard link into another name
         with PathManager.opena(filename, "wb") as f:
             _torch_persistent_save(obj, f)
     else:
@@ -643,14 +708,33 @@ def load_model_ensemble(filenames: Sequence[str], arg_overrides: Optional[Dict[s
     return models, cfg
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, owned by someone else
+        return True
+    return True
+
+
 def remove_partial_writes(save_dir: str) -> None:
-    """Delete temporary files left by a save that was killed midway (never a real checkpoint)."""
+    """Delete temporary files left by a save that was killed midway (never a real checkpoint).
+
+    Training calls it holding the save_dir lock (:mod:`fairseq.save_dir_lock`), so no other run
+    writes there; a temporary file whose name carries the PID of a live process other than this
+    one is kept all the same.
+    """
     from fairseq.distributed_utils import is_master
 
     if not is_master() or not os.path.isdir(save_dir):
         return
     for name in os.listdir(save_dir):
         if name.startswith(".tmp_checkpoint"):
+            m = _TEMP_NAME.fullmatch(name)
+            if m and int(m.group(1)) != os.getpid() and _pid_alive(int(m.group(1))):
+                logger.warning("kept %s: process %s, which writes it, is alive", name, m.group(1))
+                continue
             os.remove(os.path.join(save_dir, name))
             logger.warning("removed %s, left by a save that was interrupted", name)
 
