@@ -32,8 +32,7 @@ def fairseq_config_from_log():
 def fixture_train_argv():
     readme = (FIXTURES / "README.md").read_text()
     command = readme.split("## checkpoint_last.pt, train.log")[1].split("```")[1]
-    # --no-save-optimizer-state is not part of this package's flags
-    return [a for a in shlex.split(command.replace("\\\n", " "))[1:] if a != "--no-save-optimizer-state"]
+    return shlex.split(command.replace("\\\n", " "))[1:]
 
 
 # Where this package's values deliberately differ from fairseq 0.12's for the same flags.
