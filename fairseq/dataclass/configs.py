@@ -281,6 +281,11 @@ class CheckpointConfig(FairseqDataclass):
         metadata={"help": "stop after N validations without improvement of best_checkpoint_metric"},
     )
     no_save: bool = field(default=False, metadata={"help": "do not save checkpoints"})
+    save_on_interrupt: bool = field(
+        default=False,
+        metadata={"help": "on Ctrl-C (SIGINT), save checkpoint_last.pt at the current update "
+                          "(resumable exactly, mid-epoch) before stopping"},
+    )
     no_last_checkpoints: bool = field(
         default=False, metadata={"help": "do not write checkpoint_last.pt"}
     )
