@@ -6,7 +6,10 @@
 import itertools
 import logging
 import math
+import os
 import random
+import signal
+import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -21,6 +24,66 @@ from fairseq.logging.writers import MetricWriters
 from fairseq.trainer import Trainer
 
 logger = logging.getLogger("fairseq.train")
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped training; ``message`` says where the last checkpoint is."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InterruptRequest:
+    """While active, the first SIGINT only asks the loop to stop after the current update.
+
+    A second Ctrl-C raises ``KeyboardInterrupt`` at once (the previous handler is back). Installed
+    only in the main thread of a single-process run: with many processes each would stop at
+    its own update and the others would wait for it forever, so there Ctrl-C interrupts at once.
+    """
+
+    def __init__(self, active: bool, save: bool) -> None:
+        self.requested = False
+        self.save = save
+        self._previous: Any = None
+        self._active = (active and threading.current_thread() is threading.main_thread()
+                        and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+
+    def __enter__(self) -> "InterruptRequest":
+        if self._active:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)
+        logger.warning("Ctrl-C: stopping after the current update%s; press Ctrl-C again to stop at once",
+                       " and saving checkpoint_last.pt" if self.save else "")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._active and signal.getsignal(signal.SIGINT) == self._handle:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def interrupt_message(cfg: DictConfig, num_updates: Optional[int], last: Optional[Tuple[str, int]],
+                      saved_now: bool) -> str:
+    """The one line printed when Ctrl-C stops training."""
+    where = f" at update {num_updates}" if num_updates is not None else ""
+    if last is not None and saved_now:
+        return (f"interrupted (Ctrl-C){where}: saved {last[0]} first; rerun the same command to "
+                "resume from it")
+    why = ""
+    if not saved_now:
+        if cfg.checkpoint.no_save:
+            why = " (checkpoint.no_save=true)"
+        elif cfg.checkpoint.no_last_checkpoints and cfg.checkpoint.save_on_interrupt:
+            why = " (checkpoint.no_last_checkpoints=true)"
+        else:
+            why = " (checkpoint.save_on_interrupt=true / --save-on-interrupt saves one on Ctrl-C)"
+    if last is not None:
+        return (f"interrupted (Ctrl-C){where}; nothing saved now{why}: the last checkpoint is "
+                f"{last[0]} (update {last[1]}); rerun the same command to resume from it")
+    return f"interrupted (Ctrl-C){where}; no checkpoint was written{why}"
 
 
 def set_seed(seed: int) -> None:
@@ -247,6 +310,19 @@ def train_epoch(cfg: DictConfig, trainer: Trainer, task: Any, epoch_itr: Any,
                 writers.log("train_inner", stats, num_updates)
             interval.reset()
         end_of_epoch = not grouped.has_next()
+        interrupt: Optional[InterruptRequest] = state.get("interrupt")
+        if interrupt is not None and interrupt.requested:
+            if interrupt.save and not cfg.checkpoint.no_save and not cfg.checkpoint.no_last_checkpoints:
+                # at this update, without validating: the position in the epoch is saved as by
+                # every save, so the rerun continues with the next batch
+                checkpoint_utils.save_checkpoint(cfg, trainer, epoch_itr, None, end_of_epoch, state, False)
+                if distributed_utils.is_master():
+                    state["last_checkpoint"] = (os.path.join(cfg.checkpoint.save_dir, "checkpoint_last.pt"),
+                                                num_updates)
+                    state["saved_on_interrupt"] = True
+            state["interrupted"] = True
+            should_stop = True
+            break
         reason = None
         if num_updates >= max_update:
             reason = f"reached optimization.max_update={cfg.optimization.max_update}"
@@ -302,6 +378,8 @@ def validate_and_save(cfg: DictConfig, trainer: Trainer, task: Any, epoch_itr: A
     if do_save:
         checkpoint_utils.save_checkpoint(cfg, trainer, epoch_itr, valid_losses[0], end_of_epoch,
                                          state, improved)
+        if not ck.no_save and not ck.no_last_checkpoints:
+            state["last_checkpoint"] = (os.path.join(ck.save_dir, "checkpoint_last.pt"), num_updates)
     patience = int(ck.patience)
     return valid_losses, patience > 0 and state.get("num_bad_validations", 0) >= patience
 
@@ -371,9 +449,36 @@ def load_combined_split(task: Any, split: str) -> None:
 def run_training(cfg: DictConfig) -> Dict[str, Any]:
     """Train as ``cfg`` says, resuming from ``checkpoint.restore_file`` when it exists.
 
+    Ctrl-C (SIGINT) stops after the current update (with ``checkpoint.save_on_interrupt``
+    saving ``checkpoint_last.pt`` there first); a second Ctrl-C stops at once.
+
     Returns:
         ``{"num_updates", "epoch", "best"}`` at the end.
+
+    Raises:
+        TrainingInterrupted: after Ctrl-C; its message says where the last checkpoint is.
     """
+    progress: Dict[str, Any] = {}
+    interrupt = InterruptRequest(distributed_utils.get_world_size() == 1,
+                                 bool(cfg.checkpoint.get("save_on_interrupt", False)))
+    try:
+        with interrupt:
+            result = _run_training(cfg, interrupt, progress)
+    except TrainingInterrupted:
+        raise
+    except KeyboardInterrupt:  # a second Ctrl-C, one before training, or one with many processes
+        trainer, state = progress.get("trainer"), progress.get("state") or {}
+        raise TrainingInterrupted(interrupt_message(
+            cfg, trainer.get_num_updates() if trainer is not None else None,
+            state.get("last_checkpoint"), False)) from None
+    state = progress["state"]
+    if state.get("interrupted"):
+        raise TrainingInterrupted(interrupt_message(cfg, result["num_updates"], state.get("last_checkpoint"),
+                                                    bool(state.get("saved_on_interrupt"))))
+    return result
+
+
+def _run_training(cfg: DictConfig, interrupt: InterruptRequest, progress: Dict[str, Any]) -> Dict[str, Any]:
     require_components(cfg)
     if distributed_utils.is_master():  # a save_dir that cannot be written stops before training
         checkpoint_utils.verify_checkpoint_directory(cfg.checkpoint.save_dir)
@@ -387,12 +492,16 @@ def run_training(cfg: DictConfig) -> Dict[str, Any]:
     nparams = sum(p.numel() for p in model.parameters())
     logger.info("model %s: %d parameters; criterion %s", cfg.model._name, nparams, cfg.criterion._name)
     trainer = Trainer(cfg, task, model, criterion)
+    progress["trainer"] = trainer
     extra_state, epoch_itr = checkpoint_utils.load_checkpoint(cfg, trainer)
     writers = MetricWriters(cfg.common) if distributed_utils.is_master() else MetricWriters(None)
     state = {"best": extra_state.get("best"),
              "num_bad_validations": extra_state.get("num_bad_validations", 0),
              "train_wall": StopwatchMeter(extra_state.get("train_wall", 0.0)),
-             "start_time": time.perf_counter(), "writers": writers}
+             "start_time": time.perf_counter(), "writers": writers, "interrupt": interrupt}
+    if extra_state and cfg.checkpoint.restore_file == "checkpoint_last.pt":
+        state["last_checkpoint"] = (checkpoint_utils.checkpoint_path_to_restore(cfg), trainer.get_num_updates())
+    progress["state"] = state
     max_epoch = cfg.optimization.max_epoch or math.inf
     max_update = cfg.optimization.max_update or math.inf
     logger.info("training on %s x %d with max_tokens=%s, batch_size=%s, update_freq=%s", trainer.device,

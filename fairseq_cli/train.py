@@ -4,6 +4,7 @@
 The flags are converted to the same DictConfig the Hydra door composes (see
 ``fairseq_cli/train_hydra.py``), then :func:`main` runs the shared training loop.
 """
+import contextlib
 import logging
 import os
 import sys
@@ -70,7 +71,6 @@ def main(cfg: DictConfig, launch_dir: Optional[str] = None, door: str = "hydra")
     """Run training for a composed config (both doors end here)."""
     from fairseq import distributed_utils
     from fairseq.logging.progress_bar import setup_logging
-    from fairseq.training import run_training
 
     cfg = prepare_config(cfg, launch_dir, door)
     distributed_utils.init_from_env(cfg)
@@ -82,6 +82,20 @@ def main(cfg: DictConfig, launch_dir: Optional[str] = None, door: str = "hydra")
     # only the first process writes logs; the others report warnings and errors
     setup_logging(cfg.common.log_file if master else None,
                   level=logging.INFO if master else logging.WARNING)
+    # only the first process writes checkpoints, so only it locks save_dir, for the whole run:
+    # a second run into the same save_dir stops here (start-up cleanup runs under the lock)
+    with contextlib.ExitStack() as held:
+        if master:
+            from fairseq.save_dir_lock import save_dir_lock
+
+            held.enter_context(save_dir_lock(cfg.checkpoint.save_dir))
+        return _run(cfg)
+
+
+def _run(cfg: DictConfig) -> Dict[str, Any]:
+    from fairseq import distributed_utils
+    from fairseq.training import run_training
+
     if distributed_utils.get_world_size() == 1:
         return run_training(cfg)
     import torch.distributed as dist
@@ -98,7 +112,11 @@ def main(cfg: DictConfig, launch_dir: Optional[str] = None, door: str = "hydra")
 
 
 def run_with_clear_errors(fn, *args: Any, **kwargs: Any) -> Any:
-    """Run ``fn``; an error in what the user gave ends the process with one line, no traceback."""
+    """Run ``fn``; an error in what the user gave ends the process with one line, no traceback.
+
+    Exit codes: 2 for an error in the input, 1 for a run that failed, 130 (128 + SIGINT, as a
+    shell reports Ctrl-C) for Ctrl-C; training then says where its last checkpoint is.
+    """
     from fairseq.checkpoint_utils import CheckpointError
     from fairseq.data.errors import DataError
     from fairseq.dataclass.overrides import ConfigError
@@ -110,6 +128,9 @@ def run_with_clear_errors(fn, *args: Any, **kwargs: Any) -> Any:
             FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1 if isinstance(e, (CheckpointError, FloatingPointError)) else 2)
+    except KeyboardInterrupt as e:
+        print(getattr(e, "message", None) or "interrupted (Ctrl-C)", file=sys.stderr)
+        sys.exit(130)
 
 
 def cli_main(argv: Optional[List[str]] = None) -> None:
