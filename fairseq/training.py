@@ -65,24 +65,28 @@ class InterruptRequest:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def interrupt_message(cfg: DictConfig, num_updates: Optional[int], last: Optional[Tuple[str, int]],
+def interrupt_message(cfg: DictConfig, num_updates: Optional[int], last: Optional[Tuple[str, Optional[int]]],
                       saved_now: bool) -> str:
     """The one line printed when Ctrl-C stops training."""
     where = f" at update {num_updates}" if num_updates is not None else ""
     if last is not None and saved_now:
         return (f"interrupted (Ctrl-C){where}: saved {last[0]} first; rerun the same command to "
                 "resume from it")
-    why = ""
-    if not saved_now:
-        if cfg.checkpoint.no_save:
-            why = " (checkpoint.no_save=true)"
-        elif cfg.checkpoint.no_last_checkpoints and cfg.checkpoint.save_on_interrupt:
-            why = " (checkpoint.no_last_checkpoints=true)"
-        else:
-            why = " (checkpoint.save_on_interrupt=true / --save-on-interrupt saves one on Ctrl-C)"
+    ck = cfg.checkpoint
+    if ck.no_save:
+        why = " (checkpoint.no_save=true)"
+    elif ck.save_on_interrupt and ck.no_last_checkpoints:
+        why = " (checkpoint.no_last_checkpoints=true)"
+    elif ck.save_on_interrupt:
+        why = " (stopped at once: a second Ctrl-C, or several processes)"
+    else:
+        why = " (checkpoint.save_on_interrupt=true / --save-on-interrupt saves one on Ctrl-C)"
+    if last is None and os.path.isfile(os.path.join(ck.save_dir, "checkpoint_last.pt")):
+        last = (os.path.join(ck.save_dir, "checkpoint_last.pt"), None)
     if last is not None:
+        at = f" (update {last[1]})" if last[1] is not None else ""
         return (f"interrupted (Ctrl-C){where}; nothing saved now{why}: the last checkpoint is "
-                f"{last[0]} (update {last[1]}); rerun the same command to resume from it")
+                f"{last[0]}{at}; rerun the same command to resume from it")
     return f"interrupted (Ctrl-C){where}; no checkpoint was written{why}"
 
 

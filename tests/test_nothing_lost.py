@@ -231,3 +231,22 @@ def test_save_on_interrupt_saves_the_current_update_and_the_rerun_resumes_exactl
     assert f"@ {stopped_at} updates)" in open(log).read()
     # mid-epoch position, RNG and optimizer restored: every loss equals the uninterrupted run's
     assert losses_by_update(log) == reference[1]
+
+
+def test_first_ctrl_c_asks_to_stop_and_a_second_one_stops_at_once():
+    from fairseq.training import InterruptRequest
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with InterruptRequest(active=True, save=False) as interrupt:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)  # the handler runs at the next bytecode
+        assert interrupt.requested
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with InterruptRequest(active=False, save=False) as interrupt:  # several processes: at once
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        assert not interrupt.requested
