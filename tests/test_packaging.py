@@ -24,7 +24,8 @@ def test_config_tree_has_one_yaml_per_default_and_each_only_extends_its_schema()
     defaults = OmegaConf.to_container(OmegaConf.load(tree / "config.yaml"))["defaults"]
     choices = {k: v for d in defaults if isinstance(d, dict) for k, v in d.items()}
     assert choices == {"task": "language_modeling", "model": "transformer_lm",
-                       "criterion": "cross_entropy", "optimizer": "adam", "lr_scheduler": "inverse_sqrt"}
+                       "criterion": "cross_entropy", "optimizer": "adam", "lr_scheduler": "inverse_sqrt",
+                       "bpe": None, "tokenizer": None}  # optional groups: none chosen
     for group_file in tree.glob("*/*.yaml"):
         group, name = group_file.parent.name, group_file.stem
         node = OmegaConf.to_container(OmegaConf.load(group_file))
