@@ -266,6 +266,8 @@ def _save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Op
         "num_bad_validations": state.get("num_bad_validations", 0),
         "train_wall": state["train_wall"].elapsed_time if "train_wall" in state else 0.0,
         "rng": get_rng_state(),
+        # the names this save gives the file (restore_save_names completes a save killed midway)
+        "saved_as": list(names),
     }
     save_dir = ckpt.save_dir
     first = os.path.join(save_dir, names[0])
@@ -737,6 +739,55 @@ def remove_partial_writes(save_dir: str) -> None:
                 continue
             os.remove(os.path.join(save_dir, name))
             logger.warning("removed %s, left by a save that was interrupted", name)
+
+
+def restore_save_names(path: str, extra_state: Dict[str, Any], ckpt: Any = None) -> List[str]:
+    """Give the checkpoint ``path`` (``checkpoint_last.pt``, written first by every save) the
+    other names its save meant to give it and did not, because the run was killed between them.
+
+    A name that is missing, or is another file than ``path`` (an older ``checkpoint_best.pt``),
+    becomes a hard link to ``path`` (a copy where links are impossible); then the usual
+    retention rules of ``ckpt`` (the ``checkpoint`` config) apply. Call it on the first
+    process, holding the save_dir lock.
+
+    Returns:
+        The names linked (or copied) now.
+    """
+    names = [n for n in extra_state.get("saved_as") or [] if isinstance(n, str) and n != os.path.basename(path)
+             and re.fullmatch(r"checkpoint[\w.\-]*\.pt", n)]
+    if not names or os.path.basename(path) != "checkpoint_last.pt":
+        return []
+    save_dir = os.path.dirname(os.path.abspath(path))
+    own = os.stat(path)
+    done = []
+    for name in names:
+        target = os.path.join(save_dir, name)
+        try:
+            other = os.stat(target)
+        except FileNotFoundError:
+            other = None
+        if other is not None and (other.st_ino, other.st_dev) == (own.st_ino, own.st_dev):
+            continue
+        if other is not None and other.st_size == own.st_size and _same_bytes(path, target):
+            continue  # the copy made where links are impossible
+        atomic_link(path, target)
+        done.append(name)
+    if done:
+        logger.warning("completed the save that was interrupted: %s now %s %s", ", ".join(done),
+                       "is" if len(done) == 1 else "are", os.path.basename(path))
+        if ckpt is not None:
+            _prune(save_dir, ckpt)
+    return done
+
+
+def _same_bytes(a: str, b: str) -> bool:
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(1 << 20), fb.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
 
 
 def checkpoint_path_to_restore(cfg: DictConfig) -> str:

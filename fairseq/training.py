@@ -504,7 +504,11 @@ def _run_training(cfg: DictConfig, interrupt: InterruptRequest, progress: Dict[s
              "train_wall": StopwatchMeter(extra_state.get("train_wall", 0.0)),
              "start_time": time.perf_counter(), "writers": writers, "interrupt": interrupt}
     if extra_state and cfg.checkpoint.restore_file == "checkpoint_last.pt":
-        state["last_checkpoint"] = (checkpoint_utils.checkpoint_path_to_restore(cfg), trainer.get_num_updates())
+        restored = checkpoint_utils.checkpoint_path_to_restore(cfg)
+        state["last_checkpoint"] = (restored, trainer.get_num_updates())
+        if distributed_utils.is_master() and not cfg.checkpoint.no_save:
+            # a run killed between the files of one save: give the file its other names now
+            checkpoint_utils.restore_save_names(restored, extra_state, cfg.checkpoint)
     progress["state"] = state
     max_epoch = cfg.optimization.max_epoch or math.inf
     max_update = cfg.optimization.max_update or math.inf

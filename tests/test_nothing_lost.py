@@ -180,14 +180,16 @@ def test_kill_between_the_writes_of_one_save_resumes_from_the_newest(data_bin, t
     assert result.returncode == -signal.SIGKILL, result.stderr
     written = {n: updates_of(save_dir / n) for n in os.listdir(save_dir) if n.endswith(".pt")}
     assert written["checkpoint_last.pt"] == max(written.values()) == 8, written
+    assert "checkpoint_1_8.pt" not in written  # the kill came before this name
     lock = (save_dir / ".lock").read_text()
     assert re.fullmatch(r"pid=\d+ host=\S+\n", lock), lock  # left by the killed run, unlocked
 
     result = run_script(train_code(command), tmp_path)
     assert result.returncode == 0, result.stderr
     assert re.search(r"loaded checkpoint \S*checkpoint_last\.pt \(epoch 1 @ 8 updates\)", open(log).read())
+    assert "completed the save that was interrupted: checkpoint_1_8.pt" in open(log).read()
     assert losses_by_update(log) == reference[1]
-    assert updates_of(save_dir / "checkpoint_last.pt") == 12
+    assert updates_of(save_dir / "checkpoint_last.pt") == 12 and updates_of(save_dir / "checkpoint_1_8.pt") == 8
 
 
 def interrupt_after_first_update(command, tmp_path, log):
