@@ -94,14 +94,14 @@ def test_eval_time_flags_win_over_the_checkpoint_config(data_bin, tmp_path, monk
 
     train(tiny_args(data_bin, str(tmp_path / "ck"), str(tmp_path / "log"), 2))
     seen = {}
-    real = checkpoint_utils.load_model_for_inference
+    real = checkpoint_utils.load_model_ensemble_and_task
 
-    def spy(path, overrides=None, data=None):
-        model, task, cfg = real(path, overrides=overrides, data=data)
+    def spy(filenames, *args, **kwargs):
+        models, cfg, task = real(filenames, *args, **kwargs)
         seen["cfg"] = cfg
-        return model, task, cfg
+        return models, cfg, task
 
-    monkeypatch.setattr(checkpoint_utils, "load_model_for_inference", spy)
+    monkeypatch.setattr(checkpoint_utils, "load_model_ensemble_and_task", spy)
     path = str(tmp_path / "ck" / "checkpoint_last.pt")
     eval_lm.main([data_bin, "--path", path, "--tokens-per-sample", "16", "--num-workers", "1",
                   "--gen-subset", "valid"])
