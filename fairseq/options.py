@@ -102,14 +102,16 @@ def _resolve_default_task(default_task: Optional[str]) -> str:
 
 
 def get_parser(desc: str, default_task: Optional[str] = "language_modeling",
-               input_args: Optional[Sequence[str]] = None) -> ArgumentParser:
+               input_args: Optional[Sequence[str]] = None, train: bool = True) -> ArgumentParser:
     """The common flags plus ``--task`` (defaulting to ``default_task`` if it is registered,
-    else to ``language_modeling``)."""
+    else to ``language_modeling``). ``train=False`` leaves out the training-only flags (loss
+    scaling, TensorBoard, ...), for the evaluation commands."""
     _preload_user_dir(input_args if input_args is not None else sys.argv[1:])
     registries = _registries()
     default_task = _resolve_default_task(default_task)
     parser = FairseqArgumentParser(description=desc, allow_abbrev=False, add_help=False)
-    gen_parser_from_dataclass(parser.add_argument_group("common"), GENERIC_GROUPS["common"])
+    gen_parser_from_dataclass(parser.add_argument_group("common"), GENERIC_GROUPS["common"],
+                              skip_scopes=() if train else ("train",))
     choices = registries["task"].choices()
     parser.add_argument("--task", metavar="TASK", default=default_task, choices=choices,
                         help=f"task (default: {default_task}; one of: {', '.join(choices)})")
@@ -151,7 +153,7 @@ def get_training_parser(default_task: str = "language_modeling",
 def get_eval_lm_parser(default_task: str = "language_modeling",
                        input_args: Optional[Sequence[str]] = None) -> ArgumentParser:
     """The parser of ``fairseq-eval-lm``."""
-    parser = get_parser("Evaluate a language model", default_task, input_args)
+    parser = get_parser("Evaluate a language model", default_task, input_args, train=False)
     add_dataset_args(parser, gen=True)
     add_eval_lm_args(parser)
     return parser
@@ -216,8 +218,8 @@ def get_preprocessing_parser(default_task: str = "translation",
 def get_validation_parser(default_task: Optional[str] = None,
                           input_args: Optional[Sequence[str]] = None) -> ArgumentParser:
     """The flags of ``fairseq-validate``: dataset, distributed and evaluation (``--path``, ...)."""
-    parser = get_parser("Validation", default_task, input_args)
-    add_dataset_args(parser, train=True)
+    parser = get_parser("Validation", default_task, input_args, train=False)
+    add_dataset_args(parser)  # splits and validation flags, not training cadence
     add_distributed_training_args(parser, default_world_size=1)
     add_common_eval_args(parser.add_argument_group("Evaluation"))
     return parser
@@ -226,7 +228,7 @@ def get_validation_parser(default_task: Optional[str] = None,
 def get_generation_parser(interactive: bool = False, default_task: str = "translation",
                           input_args: Optional[Sequence[str]] = None) -> ArgumentParser:
     """The flags of ``fairseq-generate`` (with ``interactive``, of ``fairseq-interactive``)."""
-    parser = get_parser("Generation", default_task, input_args)
+    parser = get_parser("Generation", default_task, input_args, train=False)
     add_dataset_args(parser, gen=True)
     add_distributed_training_args(parser, default_world_size=1)
     add_generation_args(parser)
@@ -260,13 +262,13 @@ def add_preprocess_args(parser: ArgumentParser) -> argparse._ArgumentGroup:
 
 def add_dataset_args(parser: ArgumentParser, train: bool = False,
                      gen: bool = False) -> argparse._ArgumentGroup:
-    """Add the ``dataset`` group (batching, splits, validation cadence).
-
-    ``train`` and ``gen`` are accepted as in fairseq; every dataset flag is added either way.
+    """Add the ``dataset`` group: batching and splits; with ``train``, the training and
+    validation flags too (as fairseq, fields of scope ``train`` and ``valid``); with ``gen``
+    only, neither (``fairseq-eval-lm``, ``fairseq-generate``).
     """
-    del train, gen
     group = parser.add_argument_group("dataset")
-    gen_parser_from_dataclass(group, GENERIC_GROUPS["dataset"])
+    skip = () if train else ("train", "valid") if gen else ("train",)
+    gen_parser_from_dataclass(group, GENERIC_GROUPS["dataset"], skip_scopes=skip)
     return group
 
 

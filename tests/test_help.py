@@ -44,3 +44,23 @@ def test_help_lists_every_member_and_field(module, style):
                 assert key in text, (name, key)
                 if f.metadata.get("help"):
                     assert f.metadata["help"] in text, (name, f.name)
+
+
+def test_evaluation_commands_show_only_what_applies_to_them():
+    from fairseq import options
+
+    def flags(parser):
+        return {s for a in parser._actions for s in a.option_strings}
+
+    eval_lm = flags(options.get_eval_lm_parser())
+    generate = flags(options.get_generation_parser())
+    validate = flags(options.get_validation_parser())
+    train = flags(options.get_training_parser())
+    for training_only in ("--tensorboard-logdir", "--fp16-init-scale", "--validate-interval",
+                          "--train-subset", "--disable-validation"):
+        assert training_only in train
+        assert training_only not in eval_lm | generate | validate
+    assert "--valid-subset" in validate and "--valid-subset" not in eval_lm | generate
+    assert {"--path", "--context-window", "--gen-subset", "--max-sentences", "--cpu"} <= eval_lm
+    help_text = options.get_eval_lm_parser().format_help()
+    assert "train on the CPU" not in help_text and "run on the CPU" in help_text

@@ -89,32 +89,32 @@ class CommonConfig(FairseqDataclass):
         default=None, metadata={"help": "also write the log lines to this file"}
     )
     tensorboard_logdir: Optional[str] = field(
-        default=None, metadata={"help": "write TensorBoard event files under this directory"}
+        default=None, metadata={"scope": "train", "help": "write TensorBoard event files under this directory"}
     )
     seed: int = field(default=1, metadata={"help": "random seed for model init and data order"})
-    cpu: bool = field(default=False, metadata={"help": "train on the CPU even if a GPU is present"})
+    cpu: bool = field(default=False, metadata={"help": "run on the CPU even if a GPU is present"})
     fp16: bool = field(
         default=False,
         metadata={"help": "mixed precision (float16 autocast + loss scaling) on a GPU; "
                   "on a machine without one, a warning and full float32"},
     )
     bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast (GPU or CPU)"})
-    fp16_init_scale: int = field(default=2**7, metadata={"help": "initial fp16 loss scale"})
+    fp16_init_scale: int = field(default=2**7, metadata={"scope": "train", "help": "initial fp16 loss scale"})
     fp16_scale_window: Optional[int] = field(
         default=None,
-        metadata={"help": "updates without overflow before the loss scale doubles "
+        metadata={"scope": "train", "help": "updates without overflow before the loss scale doubles "
                   "(default: 2**14 / world size / update_freq)"},
     )
     fp16_scale_tolerance: float = field(
         default=0.0,
-        metadata={"help": "fraction of updates since the last rescale that may overflow before "
+        metadata={"scope": "train", "help": "fraction of updates since the last rescale that may overflow before "
                   "the scale is lowered"},
     )
     threshold_loss_scale: Optional[float] = field(
-        default=None, metadata={"help": "never let the loss scale grow above this"}
+        default=None, metadata={"scope": "train", "help": "never let the loss scale grow above this"}
     )
     min_loss_scale: float = field(
-        default=1e-4, metadata={"help": "stop training when the loss scale falls below this"}
+        default=1e-4, metadata={"scope": "train", "help": "stop training when the loss scale falls below this"}
     )
     amp: bool = field(
         default=False,
@@ -123,12 +123,12 @@ class CommonConfig(FairseqDataclass):
     )
     memory_efficient_fp16: bool = field(
         default=False,
-        metadata={"help": "accepted for fairseq command lines; the same as fp16 here (parameters "
+        metadata={"scope": "train", "help": "accepted for fairseq command lines; the same as fp16 here (parameters "
                   "and optimizer state stay float32 under autocast)"},
     )
     wandb_project: Optional[str] = field(
         default=None,
-        metadata={"help": "also log to this Weights & Biases project (needs the wandb package)"},
+        metadata={"scope": "train", "help": "also log to this Weights & Biases project (needs the wandb package)"},
     )
     user_dir: Optional[str] = field(
         default=None, metadata={"help": "a directory of extra components (tasks, models, ...)"}
@@ -179,36 +179,36 @@ class DatasetConfig(FairseqDataclass):
     dataset_impl: Optional[DATASET_IMPL_CHOICES] = field(  # type: ignore[valid-type]
         default=None, metadata={"help": "storage format of the binarized data (default: detect)"}
     )
-    train_subset: str = field(default="train", metadata={"help": "split to train on"})
+    train_subset: str = field(default="train", metadata={"scope": "train", "help": "split to train on"})
     valid_subset: str = field(
-        default="valid", metadata={"help": "comma-separated splits to validate on"}
+        default="valid", metadata={"scope": "valid", "help": "comma-separated splits to validate on"}
     )
     combine_valid_subsets: Optional[bool] = field(
         default=None,
-        metadata={"help": "validate on valid, valid1, valid2, ... merged into one 'valid' subset",
+        metadata={"scope": "train", "help": "validate on valid, valid1, valid2, ... merged into one 'valid' subset",
                   "argparse_alias": ("--combine-val",)},
     )
     ignore_unused_valid_subsets: Optional[bool] = field(
         default=False,
-        metadata={"help": "do not stop when the data has valid1-like splits that valid_subset leaves out"},
+        metadata={"scope": "train", "help": "do not stop when the data has valid1-like splits that valid_subset leaves out"},
     )
-    validate_interval: int = field(default=1, metadata={"help": "validate every N epochs"})
+    validate_interval: int = field(default=1, metadata={"scope": "train", "help": "validate every N epochs"})
     validate_interval_updates: int = field(
-        default=0, metadata={"help": "also validate every N updates (0: off)"}
+        default=0, metadata={"scope": "train", "help": "also validate every N updates (0: off)"}
     )
-    disable_validation: bool = field(default=False, metadata={"help": "never validate"})
+    disable_validation: bool = field(default=False, metadata={"scope": "train", "help": "never validate"})
     max_tokens_valid: Optional[int] = field(
         default=II("dataset.max_tokens"),
-        metadata={"help": "maximum tokens in a validation batch (default: --max-tokens)"},
+        metadata={"scope": "valid", "help": "maximum tokens in a validation batch (default: --max-tokens)"},
     )
     batch_size_valid: Optional[int] = field(
         default=II("dataset.batch_size"),
-        metadata={"help": "maximum sentences in a validation batch (default: --batch-size)",
+        metadata={"scope": "valid", "help": "maximum sentences in a validation batch (default: --batch-size)",
                   "argparse_alias": ("--max-sentences-valid",)},
     )
     max_valid_steps: Optional[int] = field(
         default=None,
-        metadata={"help": "validate on at most this many batches of each subset (None: all)",
+        metadata={"scope": "valid", "help": "validate on at most this many batches of each subset (None: all)",
                   "argparse_alias": ("--nval",)},
     )
     gen_subset: str = field(default="test", metadata={"help": "split to evaluate or generate on"})

@@ -11,7 +11,7 @@ import dataclasses
 import enum
 import typing
 from argparse import ArgumentParser, Namespace
-from typing import Any, Callable, List, Optional, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -139,7 +139,8 @@ def _prefixed_flag(name: str, with_prefix: Optional[str]) -> str:
 def gen_parser_from_dataclass(parser: Union[ArgumentParser, argparse._ArgumentGroup],
                               dataclass_instance: Union[FairseqDataclass, type],
                               delete_default: bool = False,
-                              with_prefix: Optional[str] = None) -> None:
+                              with_prefix: Optional[str] = None,
+                              skip_scopes: Sequence[str] = ()) -> None:
     """Add one ``--flag`` per field of ``dataclass_instance`` to ``parser``.
 
     Args:
@@ -152,6 +153,9 @@ def gen_parser_from_dataclass(parser: Union[ArgumentParser, argparse._ArgumentGr
             at the top): nested fields are prefixed with the path of fields leading to them
             (``encoder.arch.num_layers`` -> ``--encoder-arch-num-layers``, dest
             ``encoder_arch_num_layers``), and the help text with that path.
+        skip_scopes: leave out fields whose ``metadata["scope"]`` is one of these: ``"train"``
+            (read only by training) or ``"valid"`` (by training's and fairseq-validate's
+            validation), so each command's ``--help`` shows what applies to it.
 
     A field whose default interpolates another key gets a flag defaulting to ``None`` (meaning
     "follow the interpolation"), unless its flag would repeat the flag of the key it follows
@@ -171,14 +175,14 @@ def gen_parser_from_dataclass(parser: Union[ArgumentParser, argparse._ArgumentGr
         instance = None
     prefix_label = (with_prefix or "").lstrip("-")
     for f in dataclasses.fields(dataclass_instance):
-        if f.name.startswith("_"):
+        if f.name.startswith("_") or f.metadata.get("scope") in skip_scopes:
             continue
         default = getattr(instance, f.name) if instance is not None else field_default(f)
         tp = field_python_type(f)
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             nested = default if dataclasses.is_dataclass(default) else tp()
             nested_prefix = None if with_prefix is None else _prefixed_flag(f.name, with_prefix)
-            gen_parser_from_dataclass(container, nested, delete_default, nested_prefix)
+            gen_parser_from_dataclass(container, nested, delete_default, nested_prefix, skip_scopes)
             continue
         target = interpolation_target(f.default if instance is None else default)
         if target is not None and target.rsplit(".", 1)[-1] == f.name:
