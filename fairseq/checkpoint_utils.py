@@ -4,7 +4,9 @@ A checkpoint is a dict of tensors and plain containers only:
 
 * ``cfg``: the full resolved run config (plain dicts, enums as strings);
 * ``model``, ``optimizer``, ``lr_scheduler``, ``num_updates`` (the trainer's state);
-* ``extra_state``: epoch, data-iterator position, best validation metric, RNG states.
+* ``extra_state``: epoch, data-iterator position, best validation metric, RNG states;
+* ``integrity``: the SHA-256 of all the tensors above, checked when the file is read
+  (:mod:`fairseq.checkpoint_integrity`): flipped bytes are refused, not loaded.
 
 It is written to a temporary file in the same directory, fsynced and renamed, so a kill during a
 save leaves the previous checkpoint intact; it is read with ``torch.load(weights_only=True)``,
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from fairseq.checkpoint_integrity import verify_integrity, with_integrity
 from fairseq.dataclass.overrides import ConfigError
 from fairseq.file_io import PathManager
 
@@ -271,6 +274,7 @@ def _save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Op
     }
     save_dir = ckpt.save_dir
     first = os.path.join(save_dir, names[0])
+    snapshot = with_integrity(snapshot)  # SHA-256 of its tensors, checked when it is read
     atomic_save(snapshot, first)
     for name in names[1:]:  # one file, many names (a copy where links are impossible)
         atomic_link(first, os.path.join(save_dir, name))
@@ -291,7 +295,10 @@ def save_run_config(cfg: Any, save_dir: str) -> None:
 
 def torch_persistent_save(obj: Any, filename: str, async_write: bool = False) -> None:
     """``torch.save`` ``obj`` to ``filename``: atomically (temporary file, fsync, rename), or
-    through ``PathManager.opena`` with ``async_write`` (fairseq's signature)."""
+    through ``PathManager.opena`` with ``async_write`` (fairseq's signature). A checkpoint dict
+    (one with a ``model`` entry) gets the SHA-256 of its tensors (:mod:`fairseq.checkpoint_integrity`)."""
+    if isinstance(obj, dict) and "model" in obj:
+        obj = with_integrity(obj)
     if async_write:
         if os.path.isfile(filename) and os.stat(filename).st_nlink > 1:
             os.unlink(filename)  # written in place: never through a hard link into another name
@@ -391,6 +398,7 @@ def load_ema_from_checkpoint(fpath: str) -> Dict[str, Any]:
     with PathManager.open(fpath, "rb") as f:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             state = torch.load(f, map_location="cpu", weights_only=True)
+    verify_integrity(state, fpath)
     ema = (state.get("extra_state") or {}).get("ema") if isinstance(state, dict) else None
     if not isinstance(ema, dict):
         raise CheckpointError(f"{fpath} holds no EMA weights (extra_state['ema']); it was not "
@@ -420,7 +428,9 @@ def load_checkpoint_to_cpu(path: str, arg_overrides: Optional[Dict[str, Any]] = 
 
     Raises:
         CheckpointError: the file is missing, truncated, holds objects other than tensors,
-            containers and a Namespace, or is no fairseq checkpoint.
+            containers and a Namespace, is no fairseq checkpoint, or its tensors do not match
+            the SHA-256 stored when it was written (a checkpoint without one, such as
+            fairseq's, loads with a warning).
     """
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -436,6 +446,7 @@ def load_checkpoint_to_cpu(path: str, arg_overrides: Optional[Dict[str, Any]] = 
             "(refused: loading it could run code)") from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not a fairseq checkpoint (no 'model' entry)")
+    verify_integrity(state, path)  # before anything reads it: flipped bytes are refused
     _upgrade_state(state, path)
     if arg_overrides:
         for node in state["cfg"].values():
