@@ -21,6 +21,7 @@ import os
 import random
 import re
 import shutil
+import sys
 import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -39,6 +40,12 @@ CHECKPOINT_VERSION = 1
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not fit; the message says which and why."""
+
+
+class PluginRequiredError(ConfigError):
+    """A checkpoint whose components come from a plugin (``--user-dir``) that was not given:
+    a user error (exit code 2). The ``common.user_dir`` a checkpoint records is never imported
+    (that would run code named by the file), so the user must pass it explicitly."""
 
 
 def _umask() -> int:
@@ -565,6 +572,7 @@ def _check_supported(saved: Dict[str, Any], path: str) -> None:
     from fairseq.tasks import TASK_REGISTRY
 
     import_components()
+    _check_plugins(saved, path)
     for group, registry in (("model", MODEL_REGISTRY), ("task", TASK_REGISTRY)):
         node = saved.get(group)
         name = node.get("_name") if isinstance(node, dict) else None
@@ -582,6 +590,26 @@ def _check_supported(saved: Dict[str, Any], path: str) -> None:
                               f"{', '.join(unsupported)}")
 
 
+def _check_plugins(saved: Dict[str, Any], path: str) -> None:
+    """A checkpoint trained with ``--user-dir`` whose model, task or criterion is not registered
+    now: say which ``--user-dir`` to pass (it is never imported from the checkpoint)."""
+    from fairseq.registry import ALL_REGISTRIES
+
+    user_dir = (saved.get("common") or {}).get("user_dir") if isinstance(saved.get("common"), dict) else None
+    if not user_dir or os.path.basename(os.path.normpath(str(user_dir))) in sys.modules:
+        return  # no plugin, or one of its name imported: the usual "not supported" errors follow
+    for group in ("model", "task", "criterion"):
+        node = saved.get(group)
+        name = node.get("_name") if isinstance(node, dict) else None
+        registry = ALL_REGISTRIES.get(group)
+        if name and registry is not None and str(name) not in registry:
+            raise PluginRequiredError(
+                f"{path} holds the {group} {str(name)!r}, which no imported plugin registers; it was "
+                f"trained with --user-dir {user_dir}: pass that plugin directory explicitly "
+                "(--user-dir DIR, common.user_dir=DIR, or from_pretrained(..., user_dir=DIR)). "
+                "A checkpoint's own user_dir is never imported: that would run code named by the file")
+
+
 def config_from_checkpoint(state: Dict[str, Any], path: str = "the checkpoint") -> DictConfig:
     """The typed run config of a loaded checkpoint (see ``fairseq.dataclass.json_io``).
 
@@ -591,15 +619,16 @@ def config_from_checkpoint(state: Dict[str, Any], path: str = "the checkpoint") 
     Raises:
         CheckpointError: the checkpoint's model or task is not supported, or one of their
             values cannot be read.
+        PluginRequiredError: it was trained with a ``--user-dir`` plugin that is not imported
+            and its model, task or criterion is not registered (the checkpoint's own
+            ``common.user_dir`` is never imported).
     """
     from fairseq.dataclass.json_io import ConfigValueError, config_from_dict
-    from fairseq.dataclass.initialize import import_user_module
 
     saved = state["cfg"]
+    # the checkpoint's common.user_dir is not imported (it would run code the file names): its
+    # plugins must already be imported, from the user's --user-dir
     _check_supported(saved, path)
-    user_dir = (saved.get("common") or {}).get("user_dir")
-    if user_dir and os.path.isdir(user_dir):
-        import_user_module(user_dir)  # the checkpoint's components may come from a plugin
     saved = {group: dict(node) if isinstance(node, dict) else node for group, node in saved.items()}
     model = saved["model"]
     if model.get("max_target_positions") is None:
@@ -667,6 +696,8 @@ def load_model_ensemble_and_task(filenames: Sequence[str], arg_overrides: Option
         filenames: checkpoint paths (an ensemble: one model each).
         arg_overrides: ``{key: value}`` set on every config node with that key (``data`` sets
             the task's data directory); eval-time settings win over the checkpoint's.
+            ``user_dir`` is the caller's plugin directory, imported first; the ``user_dir`` a
+            checkpoint records is never imported.
         task: a set-up task to build the models with (default: the first checkpoint's task).
         strict: the state dict must match the model key for key.
         suffix: inserted before ``.pt`` of every filename (fairseq's checkpoint suffix).
@@ -677,7 +708,9 @@ def load_model_ensemble_and_task(filenames: Sequence[str], arg_overrides: Option
         ``(models, cfg, task)``: models in eval mode, the first checkpoint's config, the task.
 
     Raises:
-        CheckpointError: a missing, unsafe or unsupported checkpoint (one line, nothing loaded).
+        CheckpointError: a missing, unsafe, corrupt (SHA-256 mismatch) or unsupported
+            checkpoint (one line, nothing loaded).
+        PluginRequiredError: its components come from a ``--user-dir`` plugin not given.
     """
     from fairseq import tasks
     from fairseq.dataclass.utils import overwrite_args_by_name
@@ -687,6 +720,10 @@ def load_model_ensemble_and_task(filenames: Sequence[str], arg_overrides: Option
                               "are not supported; give one file per model")
     overrides = dict(arg_overrides or {})
     data = overrides.pop("data", None)
+    if overrides.get("user_dir"):  # the caller's plugin directory (never the checkpoint's)
+        from fairseq.dataclass.initialize import import_user_module
+
+        import_user_module(str(overrides["user_dir"]))
     models = []
     cfg = None
     for i, filename in enumerate(filenames):

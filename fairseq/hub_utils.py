@@ -55,7 +55,10 @@ def from_pretrained(model_name_or_path: str, checkpoint_file: str = "model.pt",
             unless absolute (``"."``: the model directory itself).
         **kwargs: config overrides (``bpe="gpt2"``, ``gpt2_encoder_json=...``,
             ``tokens_per_sample=...``); BPE files found in the model directory (``encoder.json``,
-            ``vocab.bpe``, ``spm.model``, ...) are used when not given.
+            ``vocab.bpe``, ``spm.model``, ...) are used when not given. ``user_dir=DIR``
+            imports that plugin directory first (relative to the current directory); the
+            ``user_dir`` the checkpoint records is never imported, so a model directory's own
+            code never runs unless named here.
 
     Returns:
         ``{"args": cfg, "cfg": cfg, "task": task, "models": [model, ...]}``.

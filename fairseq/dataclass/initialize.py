@@ -48,7 +48,15 @@ def import_user_module(user_dir: Optional[str]) -> None:
     """Import a directory of user components (``common.user_dir`` / ``--user-dir``).
 
     It is imported as a package named after the directory, before any config is composed, so
-    its registrations are visible to both doors.
+    its registrations are visible to both doors. The same directory imported again is a no-op.
+    Only directories the user names are imported (``--user-dir``, ``common.user_dir=``,
+    ``from_pretrained(..., user_dir=...)``), never the ``common.user_dir`` a checkpoint records.
+
+    Raises:
+        FileNotFoundError: no such directory, or no ``__init__.py`` in it.
+        fairseq.dataclass.overrides.ConfigError: its name is already another module's (a
+            directory named ``json`` or ``fairseq``): importing it would do nothing, or shadow
+            that module.
     """
     if not user_dir:
         return
@@ -56,15 +64,45 @@ def import_user_module(user_dir: Optional[str]) -> None:
     if not path.is_dir():
         raise FileNotFoundError(f"common.user_dir={user_dir!r}: no such directory")
     name = path.name
-    if name in sys.modules:
-        return
     init = path / "__init__.py"
+    if name in sys.modules:
+        if _module_is_dir(sys.modules[name], path):
+            return
+        _name_taken(user_dir, name, getattr(sys.modules[name], "__file__", None) or "built in")
     if not init.is_file():
         raise FileNotFoundError(f"common.user_dir={user_dir!r} has no __init__.py to import")
+    try:  # a top-level name: finds, imports nothing
+        spec = importlib.util.find_spec(name) if "." not in name else None
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.origin is not None and (
+            not spec.has_location or Path(spec.origin).resolve() != init.resolve()):
+        _name_taken(user_dir, name, spec.origin)
     spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(path)])
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)  # a failed import is retried, not taken as done
+        raise
+
+
+def _module_is_dir(module, path: Path) -> bool:
+    """Whether the imported ``module`` is the package of directory ``path``."""
+    locations = list(getattr(module, "__path__", None) or [])
+    try:
+        return any(Path(p).resolve() == path for p in locations)
+    except (OSError, TypeError):
+        return False
+
+
+def _name_taken(user_dir: str, name: str, where: str) -> None:
+    from fairseq.dataclass.overrides import ConfigError
+
+    raise ConfigError(f"common.user_dir={user_dir!r}: its directory name {name!r} is already the name of "
+                      f"the module {where}; a plugin is imported under its directory's name, so "
+                      "rename the directory to something unique")
 
 
 _stored: set = set()
