@@ -15,7 +15,7 @@ Loading recomputes the digest before anything else reads the state.
 import hashlib
 import logging
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
@@ -27,12 +27,22 @@ COVERS = "tensors"
 
 def tensor_digest(state: Dict[str, Any]) -> str:
     """The SHA-256 (hex) of the tensors of ``state``, its ``integrity`` entry left out."""
+    return _digests(state)[0]
+
+
+def _digests(state: Dict[str, Any]) -> Tuple[str, str]:
+    """``(tensors, layout)``: the SHA-256 of the tensors (key path, dtype, shape, bytes) and
+    that of their key paths, dtypes and shapes only (what an edit changes, and flipped bytes
+    in the payload do not)."""
     h = hashlib.sha256()
+    layout = hashlib.sha256()
 
     def visit(obj: Any, path: str) -> None:
         if isinstance(obj, torch.Tensor):
             t = obj.detach()
-            h.update(f"{path}\0{t.dtype}\0{tuple(t.shape)}\n".encode())
+            line = f"{path}\0{t.dtype}\0{tuple(t.shape)}\n".encode()
+            h.update(line)
+            layout.update(line)
             if t.layout != torch.strided or t.is_quantized:
                 h.update(repr(t).encode())  # never in this package's checkpoints
                 return
@@ -51,13 +61,14 @@ def tensor_digest(state: Dict[str, Any]) -> str:
                 visit(value, f"{path}/{i}")
 
     visit(state, "")
-    return h.hexdigest()
+    return h.hexdigest(), layout.hexdigest()
 
 
 def with_integrity(state: Dict[str, Any]) -> Dict[str, Any]:
     """``state`` (a shallow copy) with the digest of its tensors under ``integrity``."""
     state = {k: v for k, v in state.items() if k != INTEGRITY_KEY}
-    state[INTEGRITY_KEY] = {"sha256": tensor_digest(state), "covers": COVERS}
+    tensors, layout = _digests(state)
+    state[INTEGRITY_KEY] = {"sha256": tensors, "covers": COVERS, "layout_sha256": layout}
     return state
 
 
@@ -86,13 +97,17 @@ def _other_checkpoints(path: str) -> str:
 def verify_integrity(state: Any, path: str) -> Optional[bool]:
     """Check the digest a checkpoint was written with against its tensors.
 
+    The entry is removed from ``state`` once checked: a state loaded, edited and saved again
+    (``torch.save``) carries no stale digest.
+
     Returns:
         ``True`` when it matches, ``None`` when the checkpoint carries none (fairseq 0.12's,
         older versions of this package's): one warning says it loads unverified.
 
     Raises:
-        fairseq.checkpoint_utils.CheckpointError: the tensors do not match the stored digest,
-            or the ``integrity`` entry is malformed.
+        fairseq.checkpoint_utils.CheckpointError: the tensors do not match the stored digest
+            (flipped bytes; or tensors added, removed or reshaped by a script that saved it
+            with plain ``torch.save``), or the ``integrity`` entry is malformed.
     """
     from fairseq.checkpoint_utils import CheckpointError
 
@@ -106,9 +121,18 @@ def verify_integrity(state: Any, path: str) -> Optional[bool]:
         raise CheckpointError(f"{path} is corrupt: its '{INTEGRITY_KEY}' entry is not the "
                               "{'sha256': ..., 'covers': 'tensors'} this package writes; use "
                               "another checkpoint" + _other_checkpoints(path))
-    if tensor_digest(state) != expected:
+    tensors, layout = _digests(state)
+    if tensors != expected and entry.get("layout_sha256") not in (None, layout):
+        raise CheckpointError(
+            f"{path} was changed after it was written: its tensors are no longer those (names, "
+            "dtypes, shapes) its SHA-256 was stored for. A script that edits a checkpoint must "
+            "save it with fairseq.checkpoint_utils.torch_persistent_save (which stores a new "
+            f"digest) or drop its '{INTEGRITY_KEY}' entry; else use another checkpoint"
+            + _other_checkpoints(path))
+    if tensors != expected:
         raise CheckpointError(
             f"{path} is corrupt: its tensors do not match the SHA-256 stored when it was written; "
             "use another checkpoint (checkpoint_last.pt / checkpoint_best.pt / an interval one)"
             + _other_checkpoints(path))
+    del state[INTEGRITY_KEY]
     return True

@@ -157,13 +157,22 @@ def test_every_loader_verifies_and_saves_carry_the_digest(corrupt_run, tiny_chec
     for load in (checkpoint_utils.load_checkpoint_to_cpu, checkpoint_utils.load_ema_from_checkpoint):
         with pytest.raises(checkpoint_utils.CheckpointError, match="is corrupt: its tensors do not match"):
             load(path)
+    stored = torch.load(tiny_checkpoint / "checkpoint_last.pt", weights_only=True)["integrity"]
     good = checkpoint_utils.load_checkpoint_to_cpu(str(tiny_checkpoint / "checkpoint_last.pt"))
-    assert good["integrity"]["sha256"] == tensor_digest(good)
+    assert stored["sha256"] == tensor_digest(good) and "integrity" not in good  # checked, then dropped
+    # a script that drops the optimizer state and saves with torch.save: named as an edit
+    edited = torch.load(tiny_checkpoint / "checkpoint_last.pt", weights_only=True)
+    del edited["optimizer"]
+    torch.save(edited, tmp_path / "edited.pt")
+    with pytest.raises(checkpoint_utils.CheckpointError, match="was changed after it was written.*"
+                       "torch_persistent_save"):
+        checkpoint_utils.load_checkpoint_to_cpu(str(tmp_path / "edited.pt"))
     # fairseq's torch_persistent_save writes the digest too; a file without one loads with a warning
     checkpoint_utils.torch_persistent_save({"model": good["model"], "cfg": good["cfg"]}, str(tmp_path / "p.pt"))
     assert "integrity" in torch.load(tmp_path / "p.pt", weights_only=True)
-    bare = {k: v for k, v in good.items() if k != "integrity"}
-    torch.save(bare, tmp_path / "bare.pt")
+    # loaded through the loader, then saved again: no stale digest left, loads with the warning
+    torch.save(good, tmp_path / "bare.pt")
+    caplog.clear()
     with caplog.at_level(logging.WARNING):
         checkpoint_utils.load_checkpoint_to_cpu(str(tmp_path / "bare.pt"))
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
