@@ -22,9 +22,12 @@ from fairseq.dataclass.initialize import config_dir, hydra_init, import_user_mod
 def hydra_main(cfg: DictConfig) -> Optional[float]:
     from fairseq_cli.train import main, run_with_clear_errors
 
+    from hydra.core.hydra_config import HydraConfig
+
     # relative paths are anchored where the command was started, even if hydra.job.chdir=true
-    launch_dir = hydra.utils.get_original_cwd()
+    launch_dir = hydra.utils.get_original_cwd() if HydraConfig.initialized() else os.getcwd()
     result = run_with_clear_errors(main, cfg, launch_dir=launch_dir, door="hydra")
+    # the best validation loss, for sweepers that minimise what the task function returns
     return result.get("best") if result else None
 
 
@@ -67,6 +70,7 @@ def cli_main(argv: Optional[List[str]] = None) -> None:
 
 def _cli_main(argv: Optional[List[str]] = None) -> None:
     from fairseq.dataclass.overrides import ConfigError, check_overrides
+    from fairseq.dataclass.sweep_plugins import check_plugins
     from fairseq.registry import UnknownChoiceError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -88,6 +92,7 @@ def _cli_main(argv: Optional[List[str]] = None) -> None:
                                             "--config-path", "-cp"))
     if not informational:
         try:
+            check_plugins(overrides)
             overrides = check_overrides(overrides, multirun=multirun, config_name=config_name,
                                         user_config_dir=user_config_dir)
         except (ConfigError, UnknownChoiceError) as e:

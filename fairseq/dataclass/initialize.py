@@ -10,6 +10,7 @@ Layout of what Hydra sees:
   with no YAML file is also stored directly as ``G/NAME``, so presets and user plugins are
   selectable without writing YAML.
 """
+import contextlib
 import importlib.util
 import os
 import sys
@@ -105,7 +106,76 @@ def _name_taken(user_dir: str, name: str, where: str) -> None:
                       "rename the directory to something unique")
 
 
+def yaml_choices(group: str, user_config_dir: Optional[str] = None) -> list:
+    """The names selectable as ``group=NAME`` through a YAML file: ``G/NAME.yaml`` (also
+    nested, ``model/transformer_lm/transformer_lm_gpt.yaml`` is ``transformer_lm/transformer_lm_gpt``)
+    in the user's config directory and in the built-in tree, sorted."""
+    names = set()
+    for root in ([user_config_dir] if user_config_dir else []) + [config_dir()]:
+        base = Path(root) / group
+        if base.is_dir():
+            names.update(p.relative_to(base).with_suffix("").as_posix() for p in base.rglob("*.yaml"))
+            names.update(p.relative_to(base).with_suffix("").as_posix() for p in base.rglob("*.yml"))
+    return sorted(names)
+
+
 _stored: set = set()
+
+
+def _list_fields() -> set:
+    """Dotted paths of the list-valued fields of the top-level config (``optimization.lr``)."""
+    import dataclasses
+    import typing
+
+    from fairseq.dataclass.utils import field_python_type
+
+    paths = set()
+    for group in dataclasses.fields(FairseqConfig):
+        schema = field_python_type(group)
+        if not dataclasses.is_dataclass(schema):
+            continue
+        for f in dataclasses.fields(schema):
+            if typing.get_origin(field_python_type(f)) in (list, tuple):
+                paths.add(f"{group.name}.{f.name}")
+    return paths
+
+
+def wrap_scalars_for_lists(cfg: DictConfig, package: str) -> None:
+    """In a YAML config placed at ``package``, make a number given for a list field a
+    one-element list (``optimization: {lr: 0.001}`` means ``lr: [0.001]``, as ``--lr 0.001``)."""
+    from omegaconf import OmegaConf
+
+    prefix = f"{package}." if package else ""
+    for path in _list_fields():
+        if not path.startswith(prefix):
+            continue
+        node: object = cfg
+        for part in path[len(prefix):].split("."):
+            if not isinstance(node, DictConfig) or part not in node.keys():
+                node = None
+                break
+            node = node._get_node(part)
+        value = node._value() if node is not None and not isinstance(node, DictConfig) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            OmegaConf.update(cfg, path[len(prefix):], [value], merge=False)
+
+
+def _hook_yaml_loading() -> None:
+    """Apply :func:`wrap_scalars_for_lists` to every config Hydra loads, at its package."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    load = ConfigLoaderImpl._load_single_config
+    if getattr(load, "_fairseq_wraps", False):
+        return
+
+    def _load_single_config(self, default, repo):
+        result = load(self, default, repo)
+        if isinstance(result.config, DictConfig) and not result.is_schema_source:
+            wrap_scalars_for_lists(result.config, (default.package or "").replace("_global_", "").strip("."))
+        return result
+
+    _load_single_config._fairseq_wraps = True
+    ConfigLoaderImpl._load_single_config = _load_single_config
 
 
 def hydra_init(cfg_name: str = "fairseq_config") -> None:
@@ -113,6 +183,7 @@ def hydra_init(cfg_name: str = "fairseq_config") -> None:
     from fairseq.registry import ALL_REGISTRIES
 
     import_components()
+    _hook_yaml_loading()
     cs = ConfigStore.instance()
     cs.store(name=cfg_name, node=FairseqConfig)
     tree = Path(config_dir())
@@ -166,12 +237,32 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
 
         overrides = check_overrides(overrides, config_name=config_name, user_config_dir=user_config_dir,
                                     check_required=False)
-    if user_config_dir is not None:
-        directory = os.path.abspath(user_config_dir)
-        overrides.append(f"hydra.searchpath=[file://{os.path.abspath(config_path or config_dir())}]")
-    else:
-        directory = os.path.abspath(config_path or config_dir())
+    directory = os.path.abspath(config_path or config_dir())
     if GlobalHydra.instance().is_initialized():
         return compose(config_name, overrides=overrides)
-    with initialize_config_dir(config_dir=directory, version_base="1.3"):
+    if user_config_dir is None:
+        with initialize_config_dir(config_dir=directory, version_base="1.3"):
+            return compose(config_name, overrides=overrides)
+    with _user_tree(directory, os.path.abspath(user_config_dir)):
         return compose(config_name, overrides=overrides)
+
+
+@contextlib.contextmanager
+def _user_tree(main_dir: str, user_dir: str):
+    """Hydra initialized with the search path ``--config-dir`` gives a run: the built-in tree
+    (where the primary config is looked up first), then the user's directory, then the schemas."""
+    from hydra import version
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.core.global_hydra import GlobalHydra
+
+    version.setbase("1.3")
+    search_path = create_config_search_path(main_dir)
+    search_path.prepend(provider="command-line", path=f"file://{user_dir}",
+                        anchor=SearchPathQuery(provider="schema"))
+    Hydra.create_main_hydra2(task_name="app", config_search_path=search_path)
+    try:
+        yield
+    finally:
+        GlobalHydra.instance().clear()

@@ -105,6 +105,21 @@ def check_missing(cfg: DictConfig, door: str = "hydra") -> None:
         raise ConfigError(missing_message(missing[0], door))
 
 
+def check_choice(group: str, name: str, registry: Any, user_config_dir: Optional[str] = None) -> None:
+    """Accept ``group=name`` when ``name`` is registered or is a YAML file of the group (in the
+    user's ``--config-dir`` or the built-in tree); otherwise raise, naming the closest choice."""
+    from fairseq.dataclass.initialize import yaml_choices
+    from fairseq.registry import UnknownChoiceError, closest
+
+    files = yaml_choices(group, user_config_dir)
+    if name in registry or name in files:
+        return
+    names = sorted(set(registry.choices()) | set(files))
+    hint = closest(name, names)
+    did_you_mean = f" Did you mean {hint!r}?" if hint else ""
+    raise UnknownChoiceError(f"unknown {registry.group} {name!r}.{did_you_mean} Choices: {', '.join(names)}")
+
+
 def check_overrides(overrides: Sequence[str], multirun: bool = False, config_name: str = "config",
                     user_config_dir: Optional[str] = None, check_required: bool = True) -> List[str]:
     """Validate Hydra overrides against the composed config; return them, legacy forms rewritten.
@@ -139,8 +154,8 @@ def check_overrides(overrides: Sequence[str], multirun: bool = False, config_nam
             if not ov.is_sweep_override():
                 name = ov.value()
                 registry = ALL_REGISTRIES.get(key)
-                if registry is not None and str(name) not in registry:
-                    registry.get(str(name))  # raises with the closest name
+                if registry is not None and name is not None and str(name) not in registry:
+                    check_choice(key, str(name), registry, user_config_dir)
                 choices.append(text)
             continue
         values.append((idx, text, ov))
@@ -176,6 +191,9 @@ def check_overrides(overrides: Sequence[str], multirun: bool = False, config_nam
         f = field_of(base, key)
         if ov.is_sweep_override():
             if multirun:
+                if f is not None and _is_sequence_field(f)[0] and ov.is_discrete_sweep():
+                    # `optimization.lr=0.001,0.002`: one job per value, each value a list
+                    rewritten[idx] = _sweep_of_lists(key, ov, _is_sequence_field(f)[1])
                 continue
             # outside --multirun, `key=a,b` can only mean one value: a string or a list
             raw = text.split("=", 1)[1]
@@ -198,10 +216,15 @@ def check_overrides(overrides: Sequence[str], multirun: bool = False, config_nam
                                       f"e.g. {key}=[...]") from e
                 text = f"{'+' if ov.is_add() else ''}{key}={_format_list(items)}"
                 rewritten[idx] = text
+        elif f is not None and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and _is_sequence_field(f)[0]:
+            # a scalar for a list field is a one-element list, as `--lr 0.001` in the legacy door
+            text = f"{'+' if ov.is_add() else ''}{key}=[{value}]"
+            rewritten[idx] = text
         checked.append(text)
 
     if multirun:
-        return rewritten
+        return _sweep_save_dirs(rewritten, parsed)
     try:
         cfg = compose(checked)
     except OmegaConfBaseException as e:
@@ -210,6 +233,57 @@ def check_overrides(overrides: Sequence[str], multirun: bool = False, config_nam
     if check_required:
         check_missing(cfg, door="hydra")
     return rewritten
+
+
+def _sweep_of_lists(key: str, ov: Any, item_type: Any) -> str:
+    """``key=0.001,0.002`` for a list field, as the sweep ``key=choice([0.001],[0.002])``."""
+    cast = {int: int, float: float}.get(item_type, str)
+    choices = []
+    for item in ov.sweep_iterator():
+        if isinstance(item, str):
+            try:
+                item = parse_sequence(item, cast)
+            except ValueError as e:
+                raise ConfigError(f"{key}={item!r}: {e}; each value of the sweep must be a list, "
+                                  f"e.g. {key}=[...],[...]") from e
+        choices.append(_format_list(list(item) if isinstance(item, (list, tuple)) else [item]))
+    return f"{'+' if ov.is_add() else ''}{key}=choice({','.join(choices)})"
+
+
+# where each job of a sweep writes its checkpoints, unless the user names a directory per job
+SWEEP_SAVE_DIR = "${hydra:runtime.output_dir}/checkpoints"
+# what in a save_dir makes it differ between the jobs of a sweep
+_PER_JOB = ("hydra:job.num", "hydra.job.num", "hydra:sweep.subdir", "hydra:runtime.output_dir",
+            "hydra.runtime.output_dir", "hydra:job.override_dirname", "hydra.job.override_dirname")
+
+
+def _sweep_save_dirs(overrides: List[str], parsed: Sequence[Any]) -> List[str]:
+    """Give every job of a ``--multirun`` sweep its own ``checkpoint.save_dir``.
+
+    With no save_dir given, each job writes under its own output directory
+    (``multirun/DATE/TIME/N/checkpoints``). A save_dir given for a sweep of several jobs must
+    differ between them (``${hydra:job.num}`` or a swept value in it): jobs sharing one would
+    resume each other's checkpoints instead of training.
+    """
+    sweeps = [ov for ov in parsed if ov.is_sweep_override() and not ov.key_or_group.startswith("hydra")]
+    jobs = 1
+    for ov in sweeps:
+        jobs *= len(list(ov.sweep_iterator())) if ov.is_discrete_sweep() else 2
+    given = [(text, ov) for text, ov in zip(overrides, parsed)
+             if ov.key_or_group == "checkpoint.save_dir" and not ov.is_delete()]
+    if not given:
+        return list(overrides) + [f"checkpoint.save_dir={SWEEP_SAVE_DIR}"]
+    text, ov = given[-1]
+    if ov.is_sweep_override() or jobs <= 1:
+        return list(overrides)
+    raw = text.split("=", 1)[1]
+    swept = {s.key_or_group for s in sweeps}
+    if any(marker in raw for marker in _PER_JOB) or any("${" + k + "}" in raw for k in swept):
+        return list(overrides)
+    raise ConfigError(f"{text!r} is shared by the {jobs} jobs of this sweep, so each would resume the "
+                      "one before it instead of training: put the job number in it, e.g. "
+                      f"'checkpoint.save_dir={raw.rstrip('/')}/${{hydra:job.num}}' (or leave it unset: each "
+                      "job then writes to its own multirun/DATE/TIME/N/checkpoints)")
 
 
 def _explain(e: ConfigCompositionException) -> str:
