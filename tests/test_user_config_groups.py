@@ -1,0 +1,43 @@
+"""A user's config tree: its groups are chosen on the command line like built-ins."""
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+TINY = ["task.tokens_per_sample=32", "model.decoder_embed_dim=16", "model.decoder_input_dim=16",
+        "model.decoder_output_dim=16", "model.decoder_ffn_embed_dim=32", "model.decoder_attention_heads=2",
+        "dataset.max_tokens=256", "dataset.num_workers=0", "optimization.max_update=1",
+        "checkpoint.save_dir=ck", "hydra.run.dir=out"]
+
+
+def hydra_train(args, cwd):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "fairseq_cli.train_hydra", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=180)
+
+
+def write_tree(tmp_path):
+    configs = tmp_path / "myconf"
+    (configs / "model").mkdir(parents=True)
+    (configs / "model" / "tiny_lm.yaml").write_text(
+        "defaults:\n  - /schema/model/transformer_lm@_here_\n  - _self_\ndecoder_layers: 1\n")
+    return configs
+
+
+def test_user_group_is_chosen_on_the_command_line(data_bin, tmp_path):
+    configs = write_tree(tmp_path)
+    result = hydra_train(["--config-dir", "myconf", "model=tiny_lm", f"task.data={data_bin}", *TINY], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    import torch
+
+    state = torch.load(tmp_path / "ck" / "checkpoint_last.pt", weights_only=True)
+    assert state["cfg"]["model"]["decoder_layers"] == 1
+    assert state["cfg"]["model"]["_name"] == "transformer_lm"
+    # a typo names the user's file among the choices
+    result = hydra_train(["--config-dir", str(configs), "model=tiny_ln", f"task.data={data_bin}"], tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "Did you mean 'tiny_lm'?" in result.stderr and "transformer_lm_gpt" in result.stderr
+    # without the user's tree the name is unknown
+    result = hydra_train(["model=tiny_lm", f"task.data={data_bin}"], tmp_path)
+    assert result.returncode == 2 and "unknown model 'tiny_lm'" in result.stderr
