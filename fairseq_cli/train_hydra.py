@@ -70,6 +70,7 @@ def cli_main(argv: Optional[List[str]] = None) -> None:
 
 def _cli_main(argv: Optional[List[str]] = None) -> None:
     from fairseq.dataclass.overrides import ConfigError, check_overrides
+    from fairseq.dataclass.sweep_plugins import check_plugins
     from fairseq.registry import UnknownChoiceError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -91,6 +92,7 @@ def _cli_main(argv: Optional[List[str]] = None) -> None:
                                             "--config-path", "-cp"))
     if not informational:
         try:
+            check_plugins(overrides)
             overrides = check_overrides(overrides, multirun=multirun, config_name=config_name,
                                         user_config_dir=user_config_dir)
         except (ConfigError, UnknownChoiceError) as e:

@@ -1,0 +1,84 @@
+"""The optional Hydra plugins (fairseq[sweep]) driving real, tiny training jobs: an Optuna sweep
+minimising the validation loss the task function returns, the joblib launcher running two jobs
+in parallel, and the submitit launcher (local executor) whose job's checkpoint loads back."""
+import re
+
+import pytest
+import yaml
+
+from test_bad_input import TINY_HYDRA, cli
+
+FAST = TINY_HYDRA + ["optimization.max_update=3", "common.cpu=true", "lr_scheduler=fixed",
+                     "checkpoint.save_dir=ck/${hydra:job.num}", "hydra.sweep.dir=ms"]
+
+
+def need(module):
+    pytest.importorskip(f"hydra_plugins.{module}", reason="pip install 'fairseq[sweep]'")
+
+
+def valid_loss(log):
+    return float(re.findall(r"valid on 'valid' subset \| loss ([\d.]+)", log.read_text())[-1])
+
+
+def test_optuna_sweep_minimises_the_returned_valid_loss(data_bin, tmp_path):
+    need("hydra_optuna_sweeper")
+    # optimization.lr is a list: Optuna chooses among one-element lists (the grid tries each once)
+    result = cli("fairseq_cli.train_hydra", ["--multirun", f"task.data={data_bin}", *FAST,
+                 "hydra/sweeper=optuna", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=4",
+                 "hydra.sweeper.direction=minimize",
+                 "optimization.lr=choice([0.0001],[0.001],[0.01],[0.1])"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted((tmp_path / "ms").glob("[0-9]*"))
+    assert len(jobs) == 4
+    lrs, losses = [], []
+    for job in jobs:
+        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+        lrs += [o.split("=", 1)[1] for o in overrides if o.startswith("optimization.lr=")]
+        losses.append(valid_loss(job / "train_hydra.log"))
+        assert (tmp_path / "ck" / job.name / "checkpoint_best.pt").is_file()
+    assert sorted(lrs) == ["[0.0001]", "[0.001]", "[0.01]", "[0.1]"]
+    assert len(set(losses)) > 1  # the lr matters, so the sweep has something to choose
+    results = yaml.safe_load((tmp_path / "ms" / "optimization_results.yaml").read_text())
+    assert results["best_value"] == pytest.approx(min(losses), abs=1e-3)
+    assert str(results["best_params"]["optimization.lr"]) == lrs[losses.index(min(losses))]
+
+
+def test_joblib_launcher_runs_two_jobs_in_parallel(data_bin, tmp_path):
+    need("hydra_joblib_launcher")
+    result = cli("fairseq_cli.train_hydra", ["--multirun", f"task.data={data_bin}", *FAST,
+                 "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimization.lr=0.001,0.01"],
+                 tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
+    for num in ("0", "1"):
+        assert (tmp_path / "ck" / num / "checkpoint_last.pt").is_file()
+    assert valid_loss(tmp_path / "ms" / "0" / "train_hydra.log") != valid_loss(
+        tmp_path / "ms" / "1" / "train_hydra.log")
+
+
+def test_submitit_local_job_checkpoint_loads_back(data_bin, tmp_path):
+    need("hydra_submitit_launcher")
+    from fairseq.checkpoint_utils import load_model_ensemble_and_task
+
+    result = cli("fairseq_cli.train_hydra", ["--multirun", f"task.data={data_bin}", *FAST,
+                 "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list((tmp_path / "ms" / ".submitit").glob("*/*_result.pkl"))
+    models, cfg, task = load_model_ensemble_and_task([str(tmp_path / "ck" / "0" / "checkpoint_last.pt")])
+    assert cfg.model.decoder_embed_dim == 16 and len(models) == 1
+
+
+def test_missing_plugin_is_one_line(monkeypatch, tmp_path, capsys):
+    from fairseq.dataclass import sweep_plugins
+    from fairseq_cli import train_hydra
+
+    monkeypatch.setattr(sweep_plugins, "installed", lambda module: False)
+    monkeypatch.chdir(tmp_path)
+    for choice, package in [("hydra/sweeper=optuna", "hydra-optuna-sweeper"),
+                            ("hydra/launcher=submitit_slurm", "hydra-submitit-launcher")]:
+        with pytest.raises(SystemExit) as e:
+            train_hydra.cli_main(["--multirun", "task.data=x", choice])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and len(err.strip().splitlines()) == 1
+        assert package in err and "pip install 'fairseq[sweep]'" in err and "Traceback" not in err
+    assert not (tmp_path / "multirun").exists()
