@@ -31,3 +31,28 @@ def test_config_tree_has_one_yaml_per_default_and_each_only_extends_its_schema()
         node = OmegaConf.to_container(OmegaConf.load(group_file))
         # a shipped YAML never re-declares a dataclass field: it only extends the schema
         assert node == {"defaults": [f"/schema/{group}/{name}@_here_", "_self_"]}, group_file
+    # fairseq 0.12's layout, G/BASE/PRESET.yaml: each extends the preset's schema
+    for preset_file in tree.glob("*/*/*.yaml"):
+        group, name = preset_file.parent.parent.name, preset_file.stem
+        node = OmegaConf.to_container(OmegaConf.load(preset_file))
+        assert node == {"defaults": [f"/schema/{group}/{name}@_here_", "_self_"]}, preset_file
+
+
+def test_preset_config_files_are_up_to_date():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_config_presets", ROOT / "scripts" / "gen_config_presets.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    expected = module.preset_files()
+    shipped = {p.relative_to(ROOT / "config").as_posix(): p.read_text(encoding="utf-8")
+               for p in (ROOT / "config").glob("*/*/*.yaml")}
+    assert shipped == expected, "run: python scripts/gen_config_presets.py"
+    assert "model/transformer_lm/transformer_lm_gpt.yaml" in shipped
+
+
+def test_setup_cfg_ships_the_nested_config_files():
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "setup.cfg")
+    patterns = parser["options.package_data"]["fairseq.config"].replace(",", " ").split()
+    assert "*/*/*.yaml" in patterns

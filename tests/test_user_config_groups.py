@@ -41,3 +41,11 @@ def test_user_group_is_chosen_on_the_command_line(data_bin, tmp_path):
     # without the user's tree the name is unknown
     result = hydra_train(["model=tiny_lm", f"task.data={data_bin}"], tmp_path)
     assert result.returncode == 2 and "unknown model 'tiny_lm'" in result.stderr
+
+
+def test_fairseq_group_path_selects_the_preset():
+    from fairseq.dataclass.initialize import compose_config
+
+    cfg = compose_config(["model=transformer_lm/transformer_lm_gpt", "model.decoder_layers=2"], check=True)
+    assert cfg.model._name == "transformer_lm_gpt"
+    assert cfg.model.decoder_embed_dim == 768 and cfg.model.decoder_layers == 2
