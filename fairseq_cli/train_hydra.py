@@ -15,7 +15,8 @@ if __package__ in (None, ""):  # run as a script from a checkout: python fairseq
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from fairseq.dataclass.initialize import config_dir, hydra_init, import_user_module  # noqa: E402
+from fairseq.dataclass.initialize import (config_dir, hydra_init, import_user_module,  # noqa: E402
+                                          primary_config_name)
 
 
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
@@ -87,6 +88,10 @@ def _cli_main(argv: Optional[List[str]] = None) -> None:
     multirun = "-m" in flags or "--multirun" in flags
     config_name = _flag_value(flags, "--config-name", "-cn") or "config"
     user_config_dir = _flag_value(flags, "--config-dir", "-cd")
+    primary = primary_config_name(config_name, user_config_dir)
+    if primary != config_name:  # an experiment file without defaults: on top of config.yaml
+        flags = [f for i, f in enumerate(flags) if f.split("=", 1)[0] not in ("--config-name", "-cn")
+                 and not (i > 0 and flags[i - 1] in ("--config-name", "-cn"))] + ["--config-name", primary]
     # --config-path replaces the tree Hydra resolves relative to this file: Hydra checks that run
     informational = any(f in flags for f in ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i",
                                             "--config-path", "-cp"))

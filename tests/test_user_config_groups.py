@@ -49,3 +49,38 @@ def test_fairseq_group_path_selects_the_preset():
     cfg = compose_config(["model=transformer_lm/transformer_lm_gpt", "model.decoder_layers=2"], check=True)
     assert cfg.model._name == "transformer_lm_gpt"
     assert cfg.model.decoder_embed_dim == 768 and cfg.model.decoder_layers == 2
+
+
+def test_fairseq_style_experiment_file_and_group_header(data_bin, tmp_path):
+    configs = write_tree(tmp_path)
+    # fairseq 0.12's header, and a group file that extends its schema
+    (configs / "model" / "2_layers.yaml").write_text(
+        "# @package _group_\ndefaults:\n  - /schema/model/transformer_lm@_here_\n  - _self_\ndecoder_layers: 2\n")
+    # an experiment file with no defaults list: values on top of the built-in config.yaml
+    (configs / "wiki103.yaml").write_text(
+        "# @package _group_\noptimization:\n  max_update: 2\nmodel:\n  decoder_embed_dim: 16\n")
+    args = ["--config-dir", str(configs), "--config-name", "wiki103", "model=2_layers", f"task.data={data_bin}",
+            *[a for a in TINY if "max_update" not in a and "decoder_embed_dim" not in a]]
+    result = hydra_train(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    import torch
+
+    state = torch.load(tmp_path / "ck" / "checkpoint_last.pt", weights_only=True)
+    assert state["num_updates"] == 2
+    assert state["cfg"]["model"]["decoder_layers"] == 2 and state["cfg"]["model"]["decoder_embed_dim"] == 16
+    assert state["cfg"]["model"]["_name"] == "transformer_lm"
+
+
+def test_group_file_without_schema_is_one_line(tmp_path):
+    from fairseq.dataclass.initialize import compose_config
+    from fairseq.dataclass.overrides import ConfigError
+
+    configs = write_tree(tmp_path)
+    (configs / "model" / "bare.yaml").write_text("# @package _group_\ndecoder_layers: 2\n")
+    try:
+        compose_config(["model=bare"], user_config_dir=str(configs), check=True)
+    except ConfigError as e:
+        assert "model/bare.yaml extends no model schema" in str(e)
+        assert "defaults: [/schema/model/BASE@_here_, _self_]" in str(e)
+    else:
+        raise AssertionError("an untyped model was accepted")

@@ -178,12 +178,54 @@ def _hook_yaml_loading() -> None:
     ConfigLoaderImpl._load_single_config = _load_single_config
 
 
+def _accept_group_header() -> None:
+    """Read fairseq 0.12's ``# @package _group_`` header (Hydra 1.0) as Hydra 1.3's default
+    package, the config's group, which is what it meant; Hydra 1.3 would take ``_group_`` as a key."""
+    from hydra.plugins.config_source import ConfigSource
+
+    header = ConfigSource._get_header_dict
+    if getattr(header, "_fairseq_wraps", False):
+        return
+
+    def _get_header_dict(config_text):
+        res = header(config_text)
+        if res.get("package") == "_group_":
+            res["package"] = None
+        return res
+
+    _get_header_dict._fairseq_wraps = True
+    ConfigSource._get_header_dict = staticmethod(_get_header_dict)
+
+
+def primary_config_name(config_name: str, user_config_dir: Optional[str]) -> str:
+    """The primary config to compose for ``--config-name NAME``: ``NAME`` itself, or, when the
+    user's ``NAME.yaml`` has no defaults list (an experiment file in fairseq 0.12's style, only
+    values), a stored config composing the built-in ``config`` with ``NAME`` on top."""
+    if not user_config_dir:
+        return config_name
+    path = Path(user_config_dir) / f"{config_name}.yaml"
+    if not path.is_file() or (Path(config_dir()) / f"{config_name}.yaml").is_file():
+        return config_name
+    try:
+        import yaml
+
+        node = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except Exception:  # noqa: BLE001 -- malformed YAML: Hydra's composition reports it
+        return config_name
+    if not isinstance(node, dict) or "defaults" in node:
+        return config_name
+    name = f"_fairseq_experiment_{config_name.replace('/', '_')}"
+    ConfigStore.instance().store(name=name, node={"defaults": ["config", f"/{config_name}", "_self_"]})
+    return name
+
+
 def hydra_init(cfg_name: str = "fairseq_config") -> None:
     """Store the top-level schema and every registered component in Hydra's ConfigStore."""
     from fairseq.registry import ALL_REGISTRIES
 
     import_components()
     _hook_yaml_loading()
+    _accept_group_header()
     cs = ConfigStore.instance()
     cs.store(name=cfg_name, node=FairseqConfig)
     tree = Path(config_dir())
@@ -238,6 +280,7 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
         overrides = check_overrides(overrides, config_name=config_name, user_config_dir=user_config_dir,
                                     check_required=False)
     directory = os.path.abspath(config_path or config_dir())
+    config_name = primary_config_name(config_name, user_config_dir)
     if GlobalHydra.instance().is_initialized():
         return compose(config_name, overrides=overrides)
     if user_config_dir is None:

@@ -120,6 +120,24 @@ def check_choice(group: str, name: str, registry: Any, user_config_dir: Optional
     raise UnknownChoiceError(f"unknown {registry.group} {name!r}.{did_you_mean} Choices: {', '.join(names)}")
 
 
+def check_typed_components(cfg: DictConfig, choices: Sequence[str] = ()) -> None:
+    """Raise :class:`ConfigError` for a chosen component whose YAML extends no schema (a group
+    file without a defaults list): its values would land on an untyped node naming no component."""
+    from fairseq.registry import ALL_REGISTRIES
+
+    chosen = {c.split("=", 1)[0].lstrip("+~"): c.split("=", 1)[1] for c in choices if "=" in c}
+    for group in COMPONENT_GROUPS:
+        node = cfg._get_node(group) if group in cfg else None
+        if not isinstance(node, DictConfig) or node._is_none() or OmegaConf.get_type(node) is not dict:
+            continue
+        name = chosen.get(group, "NAME")
+        raise ConfigError(
+            f"{group}={name}: {group}/{name}.yaml extends no {group} schema, so its values "
+            f"({', '.join(map(str, node.keys()))}) would set no component: start it with "
+            f"`defaults: [/schema/{group}/BASE@_here_, _self_]` (BASE a registered {group}, e.g. "
+            f"{(ALL_REGISTRIES[group].choices() or ['NAME'])[0]}; `fairseq-hydra-train --help` lists them)")
+
+
 def check_overrides(overrides: Sequence[str], multirun: bool = False, config_name: str = "config",
                     user_config_dir: Optional[str] = None, check_required: bool = True) -> List[str]:
     """Validate Hydra overrides against the composed config; return them, legacy forms rewritten.
@@ -171,6 +189,7 @@ def check_overrides(overrides: Sequence[str], multirun: bool = False, config_nam
             raise ConfigError(_explain(e)) from e
 
     base = compose(choices)
+    check_typed_components(base, choices)
     keys = flat_keys(base)
 
     rewritten = list(overrides)
