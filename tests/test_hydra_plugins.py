@@ -1,6 +1,7 @@
 """The optional Hydra plugins (fairseq[sweep]) driving real, tiny training jobs: an Optuna sweep
 minimising the validation loss the task function returns, the joblib launcher running two jobs
 in parallel, and the submitit launcher (local executor) whose job's checkpoint loads back."""
+import os
 import re
 
 import pytest
@@ -82,3 +83,33 @@ def test_missing_plugin_is_one_line(monkeypatch, tmp_path, capsys):
         assert e.value.code == 2 and len(err.strip().splitlines()) == 1
         assert package in err and "pip install 'fairseq[sweep]'" in err and "Traceback" not in err
     assert not (tmp_path / "multirun").exists()
+
+
+def test_slurm_tasks_are_ranks_without_torchrun(monkeypatch):
+    """srun / submitit_slurm with tasks_per_node = GPUs: each task finds its rank in SLURM's env."""
+    pytest.importorskip("submitit", reason="pip install 'fairseq[sweep]'")
+    from omegaconf import OmegaConf
+
+    from fairseq.dataclass.configs import DistributedTrainingConfig
+    from fairseq.distributed import utils as dist_utils
+
+    for key in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.setenv(key, "x")  # recorded, so the export below is undone after the test
+        monkeypatch.delenv(key)
+    slurm = {"SLURM_JOB_ID": "42", "SLURM_NTASKS": "4", "SLURM_PROCID": "3", "SLURM_LOCALID": "1",
+             "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_JOB_NUM_NODES": "2", "SLURM_NODEID": "1",
+             "SUBMITIT_EXECUTOR": "slurm"}
+    for key, value in slurm.items():
+        monkeypatch.setenv(key, value)
+    dt = OmegaConf.structured(DistributedTrainingConfig())
+    dist_utils.infer_init_method(dt)
+    assert dt.distributed_init_method == "env://" and dt.distributed_no_spawn
+    assert (dt.distributed_world_size, dt.distributed_rank, dt.device_id) == (4, 3, 1)
+    assert os.environ["MASTER_ADDR"] == "gpu07" and int(os.environ["MASTER_PORT"]) > 0
+    # one task: nothing changes (the task spawns distributed_world_size processes itself)
+    for key in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        os.environ.pop(key, None)
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    single = OmegaConf.structured(DistributedTrainingConfig())
+    dist_utils.infer_init_method(single)
+    assert single.get("distributed_init_method") is None

@@ -123,6 +123,7 @@ def infer_init_method(cfg: Any, force_distributed: bool = False) -> None:
     dt = _dt_node(cfg)
     if _get(dt, "distributed_init_method") is not None:
         return
+    _export_slurm_env()
     if all(key in os.environ for key in _TORCHRUN_VARS):
         _set(dt, "distributed_init_method", "env://")
         _set(dt, "distributed_world_size", int(os.environ["WORLD_SIZE"]))
@@ -132,6 +133,27 @@ def infer_init_method(cfg: Any, force_distributed: bool = False) -> None:
         _set(dt, "distributed_no_spawn", True)
     elif int(_get(dt, "distributed_world_size", 1)) > 1 or force_distributed:
         _set(dt, "distributed_init_method", f"tcp://localhost:{_free_port()}")
+
+
+def _export_slurm_env() -> None:
+    """Under SLURM with several tasks (``srun``, ``hydra/launcher=submitit_slurm`` with
+    ``tasks_per_node`` = GPUs) and no ``torchrun``, describe the group the way ``torchrun`` would:
+    ``RANK`` (``SLURM_PROCID``), ``WORLD_SIZE`` (``SLURM_NTASKS``), ``LOCAL_RANK``
+    (``SLURM_LOCALID``), ``MASTER_ADDR`` (the job's first node) and a ``MASTER_PORT`` every task
+    derives from the job id. Needs ``submitit`` (``pip install 'fairseq[sweep]'``), which reads
+    the node list; without it, or with one task, nothing changes."""
+    if all(key in os.environ for key in _TORCHRUN_VARS) or "SLURM_PROCID" not in os.environ:
+        return
+    if int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+        return
+    try:
+        from submitit.helpers import TorchDistributedEnvironment
+    except ImportError:
+        logger.warning("SLURM job with %s tasks but submitit is not installed: each task trains "
+                       "alone (pip install 'fairseq[sweep]', or start torchrun)",
+                       os.environ["SLURM_NTASKS"])
+        return
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
 
 
 def _free_port() -> int:
