@@ -87,8 +87,12 @@ def legacy_config(argv: Sequence[str]) -> DictConfig:
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
     argv = _strip_program(argv, ("fairseq-train",))
-    parser = options.get_training_parser(input_args=argv)
-    args = options.parse_args_and_arch(parser, argv)
+    program, sys.argv[0] = sys.argv[0], "fairseq-train"  # its errors name the legacy command
+    try:
+        parser = options.get_training_parser(input_args=argv)
+        args = options.parse_args_and_arch(parser, argv)
+    finally:
+        sys.argv[0] = program
     for flag, dest in (("DATA", "data"), ("--arch", "arch"), ("--optimizer", "optimizer")):
         if getattr(args, dest, None) is None:
             raise ConfigError(f"the legacy command has no {flag}: fairseq-train needs it to train")

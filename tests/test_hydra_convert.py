@@ -77,6 +77,9 @@ def test_cli(tmp_path):
     out = _cli(["--", "fairseq-train", "data-bin/demo", "--optimizer", "adam"], tmp_path)
     assert out.returncode == 2 and "--arch" in out.stderr and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+    out = _cli(["--", "fairseq-train", "d", "--arch", "transformer_lm", "--optimizer", "adam",
+                "--lrr", "1"], tmp_path)
+    assert out.returncode == 2 and out.stderr.startswith("fairseq-train: error:") and "--lr?" in out.stderr
     out = _cli(["--to", "flags", "--", "optimization.lrr=1"], tmp_path)
     assert out.returncode == 2 and "optimization.lr" in out.stderr and "Traceback" not in out.stderr
     out = _cli(["--to", "flags", "--", "optimization.lr=[0.1]"], tmp_path)
