@@ -40,6 +40,11 @@ def _split_argv(argv: List[str]):
     overrides, flags, i = [], [], 0
     while i < len(argv):
         arg = argv[i]
+        if arg in ("--info", "-i") and not (i + 1 < len(argv) and "=" not in argv[i + 1]
+                                            and not argv[i + 1].startswith("-")):
+            flags += [arg, "all"]  # its value is optional: Hydra's default, so no override or flag is taken as it
+            i += 1
+            continue
         if arg in flags_with_value and i + 1 < len(argv) and "=" not in argv[i + 1]:
             flags += [arg, argv[i + 1]]
             i += 2
@@ -92,14 +97,16 @@ def _cli_main(argv: Optional[List[str]] = None) -> None:
     if primary != config_name:  # an experiment file without defaults: on top of config.yaml
         flags = [f for i, f in enumerate(flags) if f.split("=", 1)[0] not in ("--config-name", "-cn")
                  and not (i > 0 and flags[i - 1] in ("--config-name", "-cn"))] + ["--config-name", primary]
-    # --config-path replaces the tree Hydra resolves relative to this file: Hydra checks that run
-    informational = any(f in flags for f in ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i",
-                                            "--config-path", "-cp"))
-    if not informational:
+    # --config-path replaces the tree Hydra resolves relative to this file: Hydra checks that run.
+    # --cfg/--info print what a run would train, so they get the same checks and rewrites
+    # (required values may stay ???)
+    unchecked = any(f in flags for f in ("--help", "-h", "--hydra-help", "--config-path", "-cp"))
+    printing = any(f.split("=", 1)[0] in ("--cfg", "-c", "--info", "-i") for f in flags)
+    if not unchecked:
         try:
             check_plugins(overrides)
             overrides = check_overrides(overrides, multirun=multirun, config_name=config_name,
-                                        user_config_dir=user_config_dir)
+                                        user_config_dir=user_config_dir, check_required=not printing)
         except (ConfigError, UnknownChoiceError) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)

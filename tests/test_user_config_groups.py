@@ -84,3 +84,24 @@ def test_group_file_without_schema_is_one_line(tmp_path):
         assert "defaults: [/schema/model/BASE@_here_, _self_]" in str(e)
     else:
         raise AssertionError("an untyped model was accepted")
+
+
+def test_printing_the_config_checks_and_rewrites_as_a_run(tmp_path):
+    import yaml
+
+    write_tree(tmp_path)
+    # what --cfg job prints is what a run trains: `update_freq=1,2` is the list [1, 2] in both
+    result = hydra_train(["optimization.update_freq=1,2", "optimization.lr=0.5", "--cfg", "job"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = yaml.safe_load(result.stdout)
+    assert printed["optimization"]["update_freq"] == [1, 2] and printed["optimization"]["lr"] == [0.5]
+    assert printed["task"]["data"] == "???"  # required values may stay unset when only printing
+    # the run's one-line errors, not Hydra's
+    result = hydra_train(["optimization.lrr=1", "--cfg", "job", "--resolve"], tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "did you mean 'optimization.lr'" in result.stderr
+    # --info takes no override as its value, and sees the user's groups
+    result = hydra_train(["model=tiny_lm", "--info", "--config-dir", "myconf"], tmp_path)
+    assert result.returncode == 0 and "model/tiny_lm" in result.stdout, result.stderr[-2000:]
+    result = hydra_train(["model=tiny_lx", "--config-dir", "myconf", "--info", "defaults"], tmp_path)
+    assert result.returncode == 2 and "Did you mean 'tiny_lm'?" in result.stderr

@@ -114,7 +114,8 @@ def check_choice(group: str, name: str, registry: Any, user_config_dir: Optional
     files = yaml_choices(group, user_config_dir)
     if name in registry or name in files:
         return
-    names = sorted(set(registry.choices()) | set(files))
+    # G/BASE/PRESET.yaml is also accepted, but listed once, as PRESET
+    names = sorted(set(registry.choices()) | {f for f in files if f.rsplit("/", 1)[-1] not in registry})
     hint = closest(name, names)
     did_you_mean = f" Did you mean {hint!r}?" if hint else ""
     raise UnknownChoiceError(f"unknown {registry.group} {name!r}.{did_you_mean} Choices: {', '.join(names)}")
