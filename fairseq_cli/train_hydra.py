@@ -16,7 +16,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from fairseq.dataclass.initialize import (config_dir, hydra_init, import_user_module,  # noqa: E402
-                                          primary_config_name)
+                                          primary_config_name, user_dir_in_config)
 
 
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
@@ -93,6 +93,11 @@ def _cli_main(argv: Optional[List[str]] = None) -> None:
     multirun = "-m" in flags or "--multirun" in flags
     config_name = _flag_value(flags, "--config-name", "-cn") or "config"
     user_config_dir = _flag_value(flags, "--config-dir", "-cd")
+    # a common.user_dir set in the user's YAML: its plugins are registered before anything is checked
+    yaml_user_dir = user_dir_in_config(overrides, config_name, user_config_dir)
+    if yaml_user_dir:
+        import_user_module(yaml_user_dir)
+        hydra_init()
     primary = primary_config_name(config_name, user_config_dir)
     if primary != config_name:  # an experiment file without defaults: on top of config.yaml
         flags = [f for i, f in enumerate(flags) if f.split("=", 1)[0] not in ("--config-name", "-cn")

@@ -105,3 +105,44 @@ def test_printing_the_config_checks_and_rewrites_as_a_run(tmp_path):
     assert result.returncode == 0 and "model/tiny_lm" in result.stdout, result.stderr[-2000:]
     result = hydra_train(["model=tiny_lx", "--config-dir", "myconf", "--info", "defaults"], tmp_path)
     assert result.returncode == 2 and "Did you mean 'tiny_lm'?" in result.stderr
+
+
+PLUGIN = '''
+from dataclasses import dataclass, field
+from fairseq.criterions import register_criterion
+from fairseq.criterions.cross_entropy import CrossEntropyCriterion, CrossEntropyCriterionConfig
+
+@dataclass
+class YamlPluginConfig(CrossEntropyCriterionConfig):
+    plugin_strength: float = field(default=0.1, metadata={"help": "a plugin's own field"})
+
+@register_criterion("yaml_plugin_ce", dataclass=YamlPluginConfig)
+class YamlPluginCE(CrossEntropyCriterion):
+    pass
+'''
+
+
+def test_user_dir_set_in_yaml_registers_its_plugins(tmp_path):
+    import yaml
+
+    configs = write_tree(tmp_path)
+    plugin = tmp_path / "yaml_plugins"
+    plugin.mkdir()
+    (plugin / "__init__.py").write_text(PLUGIN)
+    # the YAML chooses the plugin's component itself: it cannot compose before the import
+    (configs / "exp.yaml").write_text(
+        "defaults:\n  - config\n  - override criterion: yaml_plugin_ce\n  - _self_\n"
+        f"common:\n  user_dir: {plugin}\ncriterion:\n  plugin_strength: 0.3\n")
+    result = hydra_train(["--config-dir", "myconf", "--config-name", "exp", "--cfg", "job"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = yaml.safe_load(result.stdout)
+    assert printed["criterion"]["_name"] == "yaml_plugin_ce" and printed["criterion"]["plugin_strength"] == 0.3
+    # the YAML only names the user_dir; the command line chooses its component (a relative path)
+    (configs / "plain.yaml").write_text("common:\n  user_dir: yaml_plugins\n")
+    result = hydra_train(["--config-dir", "myconf", "--config-name", "plain", "criterion=yaml_plugin_ce",
+                          "criterion.plugin_strength=0.5", "--cfg", "job"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert yaml.safe_load(result.stdout)["criterion"]["plugin_strength"] == 0.5
+    result = hydra_train(["--config-dir", "myconf", "--config-name", "plain", "criterion=yaml_plugin_cf",
+                          "--cfg", "job"], tmp_path)
+    assert result.returncode == 2 and "Did you mean 'yaml_plugin_ce'?" in result.stderr

@@ -219,6 +219,29 @@ def primary_config_name(config_name: str, user_config_dir: Optional[str]) -> str
     return name
 
 
+def user_dir_in_config(overrides: Sequence[str], config_name: str, user_config_dir: Optional[str]) -> Optional[str]:
+    """The ``common.user_dir`` a user's config tree sets in YAML, so its plugins can be imported
+    before the run's config is composed and checked. It is read from the composed config, or, when
+    that cannot compose yet (it chooses one of the plugin's components), from the primary YAML."""
+    if not user_config_dir:
+        return None
+    try:
+        cfg = compose_config([o for o in overrides if not o.lstrip("+~").startswith("hydra")],
+                             config_name=config_name, user_config_dir=user_config_dir)
+        value = cfg.common.user_dir
+    except Exception:  # noqa: BLE001 -- not composable before the plugin is imported
+        value = None
+        path = Path(user_config_dir) / f"{config_name}.yaml"
+        try:
+            import yaml
+
+            node = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+            value = node["common"]["user_dir"]
+        except Exception:  # noqa: BLE001 -- no such key: nothing to import
+            value = None
+    return str(value) if isinstance(value, (str, os.PathLike)) and str(value) else None
+
+
 def hydra_init(cfg_name: str = "fairseq_config") -> None:
     """Store the top-level schema and every registered component in Hydra's ConfigStore."""
     from fairseq.registry import ALL_REGISTRIES
