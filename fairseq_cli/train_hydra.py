@@ -88,7 +88,7 @@ def _cli_main(argv: Optional[List[str]] = None) -> None:
     if "--help" in flags or "-h" in flags:
         from fairseq.dataclass.help import hydra_help
 
-        print(hydra_help())
+        print(hydra_help(_flag_value(flags, "--config-dir", "-cd")))
         return
     multirun = "-m" in flags or "--multirun" in flags
     config_name = _flag_value(flags, "--config-name", "-cn") or "config"

@@ -146,3 +146,11 @@ def test_user_dir_set_in_yaml_registers_its_plugins(tmp_path):
     result = hydra_train(["--config-dir", "myconf", "--config-name", "plain", "criterion=yaml_plugin_cf",
                           "--cfg", "job"], tmp_path)
     assert result.returncode == 2 and "Did you mean 'yaml_plugin_ce'?" in result.stderr
+
+
+def test_help_lists_the_user_group_files(tmp_path):
+    write_tree(tmp_path)
+    result = hydra_train(["--config-dir", "myconf", "--help"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    files = result.stdout.split("== config files (group=NAME) ==", 1)[1]
+    assert "model: " in files and "tiny_lm" in files and "transformer_lm/transformer_lm_gpt" in files

@@ -103,8 +103,24 @@ def generic_help() -> str:
     return "\n".join(lines)
 
 
-def hydra_help() -> str:
-    """``fairseq-hydra-train --help``."""
+def yaml_files_help(user_config_dir: Optional[str] = None) -> str:
+    """The choices that are YAML files (a user's ``--config-dir``, fairseq 0.12's
+    ``G/BASE/PRESET`` paths) rather than registered names, per group."""
+    from fairseq.dataclass.initialize import yaml_choices
+
+    registries = _registries()
+    lines = []
+    for group in COMPONENT_GROUPS:
+        registry = registries.get(group)
+        names = [n for n in yaml_choices(group, user_config_dir) if registry is None or n not in registry]
+        if names:
+            lines.append(f"  {group}: {', '.join(names)}")
+    return "\n".join(lines)
+
+
+def hydra_help(user_config_dir: Optional[str] = None) -> str:
+    """``fairseq-hydra-train --help`` (``--config-dir DIR --help`` also lists DIR's group files)."""
+    files = yaml_files_help(user_config_dir)
     return "\n".join([
         "usage: fairseq-hydra-train [--multirun] [--cfg job] key=value ...",
         "",
@@ -116,7 +132,7 @@ def hydra_help() -> str:
         generic_help(),
         "== components ==",
         text_help(style="hydra"),
-    ])
+    ] + (["== config files (group=NAME) ==", files] if files else []))
 
 
 def markdown_reference() -> str:
