@@ -17,8 +17,8 @@ from typing import IO, Any, List, Optional
 __all__ = ["PathManager"]
 
 
-class _AsyncWriter(io.StringIO):
-    """A text buffer whose content goes to ``path`` in the background once closed."""
+class _AsyncWrite:
+    """A buffer whose content goes to ``path`` in the background once closed."""
 
     def __init__(self, path: str, mode: str, open_kwargs: dict):
         super().__init__()
@@ -28,25 +28,16 @@ class _AsyncWriter(io.StringIO):
 
     def close(self) -> None:
         if not self.closed:
-            data = self.getvalue()
-            PathManager._submit(self._path, self._mode, data, self._open_kwargs)
+            PathManager._submit(self._path, self._mode, self.getvalue(), self._open_kwargs)
         super().close()
 
 
-class _AsyncBinaryWriter(io.BytesIO):
-    """A byte buffer whose content goes to ``path`` in the background once closed."""
+class _AsyncWriter(_AsyncWrite, io.StringIO):
+    """Text mode."""
 
-    def __init__(self, path: str, mode: str, open_kwargs: dict):
-        super().__init__()
-        self._path = path
-        self._mode = mode
-        self._open_kwargs = open_kwargs
 
-    def close(self) -> None:
-        if not self.closed:
-            data = self.getvalue()
-            PathManager._submit(self._path, self._mode, data, self._open_kwargs)
-        super().close()
+class _AsyncBinaryWriter(_AsyncWrite, io.BytesIO):
+    """Binary mode."""
 
 
 class PathManager:

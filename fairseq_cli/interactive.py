@@ -133,11 +133,7 @@ def cli_main(argv: Optional[List[str]] = None) -> None:
     # everything it runs, plugin import included, ends a user error with one line
     from fairseq_cli.train import run_with_clear_errors
 
-    run_with_clear_errors(_cli_main, argv)
-
-
-def _cli_main(argv: Optional[List[str]] = None) -> None:
-    main(argv)
+    run_with_clear_errors(main, argv)
 
 
 if __name__ == "__main__":
