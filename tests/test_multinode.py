@@ -141,3 +141,20 @@ def test_a_batch_script_shell_is_one_process(monkeypatch):
     assert "WORLD_SIZE" not in os.environ and "MASTER_ADDR" not in os.environ
     assert dist_utils.slurm_first_host("gpu[07-08,11],cpu3") == "gpu07"
     assert dist_utils.slurm_first_host("a[1-2]b[003-004]") == "a1b003"
+
+
+def test_srun_tasks_that_do_not_match_distributed_world_size_stop_with_the_fix(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from fairseq.distributed import utils as dist_utils
+
+    for key in _GROUP_VARS + ("SUBMITIT_EXECUTOR",):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in dict(SLURM_JOB_ID="7", SLURM_PROCID="1", SLURM_LOCALID="0", SLURM_STEP_NUM_TASKS="2",
+                           SLURM_STEP_NODELIST="gpu[07-08]", SLURM_STEP_NUM_NODES="2").items():
+        monkeypatch.setenv(key, value)
+    cfg = OmegaConf.create({"distributed_training": {"distributed_world_size": 16, "distributed_backend": None},
+                            "common": {"cpu": True}})
+    with pytest.raises(ValueError, match=r"distributed_world_size=16 but srun started 2 tasks.*torchrun"):
+        dist_utils.init_from_env(cfg)
+    assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["MASTER_ADDR"]) == ("1", "2", "gpu07")

@@ -76,9 +76,15 @@ def init_from_env(cfg: Any) -> bool:
     Returns:
         True when this is a multi-process run.
     """
-    _export_slurm_env()  # srun without torchrun: one SLURM task per process
+    from_slurm = _export_slurm_env()  # srun without torchrun: one SLURM task per process
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     dt = cfg.distributed_training
+    if from_slurm and dt.distributed_world_size > 1 and dt.distributed_world_size != world_size:
+        raise ValueError(
+            f"distributed_training.distributed_world_size={dt.distributed_world_size} but srun started "
+            f"{world_size} tasks (SLURM_STEP_NUM_TASKS), one process each; leave it unset, or start "
+            "one task per GPU (--ntasks-per-node = GPUs per node), or one task per node running "
+            "`torchrun --nproc-per-node GPUS ...`")
     if world_size <= 1:
         if dt.distributed_world_size > 1:
             raise ValueError(
@@ -90,13 +96,25 @@ def init_from_env(cfg: Any) -> bool:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and not cfg.common.cpu
     backend = dt.distributed_backend or ("nccl" if use_cuda else "gloo")
+    device = local_rank
     if use_cuda:
-        torch.cuda.set_device(local_rank)
+        visible = torch.cuda.device_count()
+        if visible == 1:  # e.g. srun --gpus-per-task=1: each task sees only its own GPU
+            device = 0
+        elif local_rank >= visible:
+            raise ValueError(f"LOCAL_RANK={local_rank} but this process sees {visible} GPUs "
+                             f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}); "
+                             "start at most one process per visible GPU on each node")
+        elif from_slurm and int(os.environ.get("LOCAL_WORLD_SIZE", visible)) < visible and local_rank == 0:
+            logger.warning("%d GPUs visible but %s SLURM task(s) per node: the others stay idle "
+                           "(--ntasks-per-node = GPUs, or srun torchrun --nproc-per-node GPUs)",
+                           visible, os.environ.get("LOCAL_WORLD_SIZE"))
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, init_method="env://", world_size=world_size, rank=rank)
     dt.distributed_world_size = world_size
     dt.distributed_rank = rank
-    dt.device_id = local_rank
+    dt.device_id = device
     dt.distributed_backend = backend
     logger.info("process %d of %d (local rank %d, backend %s)", rank, world_size, local_rank, backend)
     return True
@@ -140,9 +158,10 @@ def infer_init_method(cfg: Any, force_distributed: bool = False) -> None:
         _set(dt, "distributed_init_method", f"tcp://localhost:{_free_port()}")
 
 
-def _export_slurm_env() -> None:
+def _export_slurm_env() -> bool:
     """Under ``srun`` with several tasks and no ``torchrun``, describe the group the way
     ``torchrun`` would, from SLURM's variables (each task is one process of the group).
+    Returns whether it did.
 
     ``RANK`` = ``SLURM_PROCID``, ``WORLD_SIZE`` = ``SLURM_STEP_NUM_TASKS`` (the tasks of this
     ``srun`` step), ``LOCAL_RANK`` = ``SLURM_LOCALID``, ``MASTER_ADDR`` = the step's first node
@@ -154,12 +173,12 @@ def _export_slurm_env() -> None:
     submitit (``SUBMITIT_EXECUTOR=slurm``) are steps, so ``SLURM_NTASKS`` counts there.
     """
     if all(key in os.environ for key in _TORCHRUN_VARS) or "SLURM_PROCID" not in os.environ:
-        return
+        return False
     ntasks = os.environ.get("SLURM_STEP_NUM_TASKS")
     if ntasks is None and os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
         ntasks = os.environ.get("SLURM_NTASKS")
     if ntasks is None or int(ntasks) <= 1:
-        return
+        return False
     nodes = os.environ.get("SLURM_STEP_NODELIST") or os.environ.get("SLURM_JOB_NODELIST") or "localhost"
     num_nodes = int(os.environ.get("SLURM_STEP_NUM_NODES") or os.environ.get("SLURM_JOB_NUM_NODES") or 1)
     os.environ.update(RANK=os.environ["SLURM_PROCID"], WORLD_SIZE=ntasks,
@@ -170,6 +189,7 @@ def _export_slurm_env() -> None:
                                                                os.environ.get("SLURM_STEP_ID", "0"))))
     logger.info("SLURM task %s of %s: rendezvous at %s:%s", os.environ["RANK"], ntasks,
                 os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"])
+    return True
 
 
 def slurm_first_host(nodelist: str) -> str:
