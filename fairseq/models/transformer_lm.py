@@ -91,7 +91,15 @@ class TransformerLanguageModelConfig(FairseqDataclass):
         default=False, metadata={"help": "do not scale token embeddings by sqrt(decoder_embed_dim)"}
     )
     checkpoint_activations: bool = field(
-        default=False, metadata={"help": "recompute each layer's activations in backward to save memory"}
+        default=False,
+        metadata={"help": "keep only each layer's input during the forward and recompute the layer "
+                  "in backward (same losses and gradients, dropout masks replayed; less activation "
+                  "memory for about one more forward of compute)"},
+    )
+    offload_activations: bool = field(
+        default=False,
+        metadata={"help": "checkpoint_activations, and keep the saved layer inputs in CPU memory until "
+                  "backward needs them (implies checkpoint_activations; no effect when training on the CPU)"},
     )
     decoder_layerdrop: float = field(
         default=0.0, metadata={"help": "probability of skipping each layer while training (LayerDrop)"}

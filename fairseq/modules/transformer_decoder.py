@@ -11,8 +11,9 @@ Pass the same ``incremental_state`` dict to successive calls, each with only the
 (``"layers.{i}"``), and the pad mask of all positions seen (``"padding_mask"``, (B, S)), from
 which positions continue and pads (e.g. left-padded prompts) are masked out. One dict per model.
 """
+import contextlib
 import math
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, ContextManager, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -117,7 +118,9 @@ class TransformerDecoder(nn.Module):
         self.kept_layers = parse_layers_to_keep(cfg.decoder_layers_to_keep, cfg.decoder_layers)
         self.layers = nn.ModuleList(build_decoder_layer(cfg) for _ in self.kept_layers)
         self.layerdrop = cfg.decoder_layerdrop
-        self.checkpoint_activations = cfg.checkpoint_activations
+        # offload_activations implies checkpointing (as in fairseq 0.12)
+        self.offload_activations = bool(getattr(cfg, "offload_activations", False))
+        self.checkpoint_activations = bool(cfg.checkpoint_activations) or self.offload_activations
         use_final_norm = cfg.decoder_normalize_before and not cfg.no_decoder_final_norm
         self.layer_norm = nn.LayerNorm(embed_dim) if use_final_norm else None
 
@@ -196,8 +199,11 @@ class TransformerDecoder(nn.Module):
                 x = layer(x, attn_mask, cache=incremental_state.setdefault(f"layers.{i}", {}))
             elif self.training and self.layerdrop > 0 and torch.rand(()).item() < self.layerdrop:
                 continue  # LayerDrop: skip the whole block for this batch
-            elif self.training and self.checkpoint_activations:
-                x = checkpoint(layer, x, use_reentrant=False)  # recompute in backward
+            elif self.training and self.checkpoint_activations and torch.is_grad_enabled():
+                # Only the layer's input is saved; its inside is recomputed in backward with the
+                # forward's RNG state restored, so dropout draws the same masks.
+                with self._offload_context(x):
+                    x = checkpoint(layer, x, use_reentrant=False, preserve_rng_state=True)
             else:
                 x = layer(x)
             inner_states.append(x)
@@ -207,6 +213,14 @@ class TransformerDecoder(nn.Module):
         if self.project_out_dim is not None:
             x = self.project_out_dim(x)  # (B, T, output_dim)
         return x, {"attn": [None], "inner_states": inner_states}
+
+    def _offload_context(self, x: Tensor) -> ContextManager[Any]:
+        """Where a checkpointed layer keeps its saved input: in CPU memory with
+        ``offload_activations`` and an accelerator, otherwise where ``x`` is (on a CPU there is
+        nothing to offload to, and copying would only double the memory)."""
+        if self.offload_activations and x.device.type != "cpu":
+            return torch.autograd.graph.save_on_cpu(pin_memory=x.device.type == "cuda")
+        return contextlib.nullcontext()
 
     def output_layer(self, features: Tensor) -> Tensor:
         """(B, T, output_dim) features -> (B, T, V) logits; an adaptive softmax leaves them as they
