@@ -1,0 +1,210 @@
+"""The output projection and its cross entropy as one step: same loss and gradients as the
+plain path, less memory, and the same training curve through the Trainer."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from fairseq.modules.fused_cross_entropy import fused_linear_cross_entropy
+
+PAD = 1
+
+
+class ShapeWatch(TorchDispatchMode):
+    """Records the largest tensor (in elements) any op produces while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def _inputs(N=37, C=8, V=50, bias=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, C, generator=g, dtype=torch.float64)
+    w = torch.randn(V, C, generator=g, dtype=torch.float64) * 0.5
+    b = torch.randn(V, generator=g, dtype=torch.float64) if bias else None
+    t = torch.randint(0, V, (N,), generator=g)
+    t[::5] = PAD  # some ignored positions
+    return x, w, b, t
+
+
+def _grads(fn, x, w, b, t, reduction, weights=None):
+    leaves = [v.clone().requires_grad_() for v in (x, w) + ((b,) if b is not None else ())]
+    loss = fn(leaves, t, reduction)
+    (loss if weights is None else (loss * weights).sum()).backward()
+    return loss.detach(), [v.grad for v in leaves]
+
+
+def _plain(leaves, t, reduction):
+    x, w, *b = leaves
+    logits = F.linear(x, w, b[0] if b else None)
+    return F.cross_entropy(logits.float(), t, ignore_index=PAD, reduction=reduction)
+
+
+def _fused(block_elements):
+    def fn(leaves, t, reduction):
+        x, w, *b = leaves
+        return fused_linear_cross_entropy(x, w, t, bias=b[0] if b else None, ignore_index=PAD,
+                                          reduction=reduction, block_elements=block_elements)
+    return fn
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+@pytest.mark.parametrize("block_elements", [50 * 8, 10**6])  # 8 rows per block (last one 5), or one block
+def test_loss_and_gradients_equal_the_plain_path(bias, reduction, block_elements):
+    x, w, b, t = _inputs(bias=bias)
+    weights = torch.rand(x.size(0), dtype=torch.float64) if reduction == "none" else None
+    ref_loss, ref_grads = _grads(_plain, x, w, b, t, reduction, weights)
+    loss, grads = _grads(_fused(block_elements), x, w, b, t, reduction, weights)
+    torch.testing.assert_close(loss.double(), ref_loss.double(), rtol=1e-6, atol=1e-6)
+    if reduction == "none":
+        assert loss.shape == (x.size(0),) and bool((loss[t.eq(PAD)] == 0).all())
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    assert bool((grads[0][t.eq(PAD)] == 0).all())  # ignored rows get no gradient
+
+
+def test_bf16_autocast_matches_the_plain_path_within_bf16_rounding():
+    x, w, _, t = _inputs(N=64, C=16, V=40)
+    x, w = x.float(), w.float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref_loss, ref_grads = _grads(_plain, x, w, None, t, "sum")
+        loss, grads = _grads(_fused(40 * 16), x, w, None, t, "sum")
+    assert loss.dtype == torch.float32 and grads[0].dtype == torch.float32 and grads[1].dtype == torch.float32
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-2, atol=1e-2)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
+
+
+def test_all_positions_ignored_give_zero_loss_and_zero_gradients():
+    x, w, _, t = _inputs()
+    t.fill_(PAD)
+    loss, grads = _grads(_fused(100), x, w, None, t, "sum")
+    assert float(loss) == 0.0 and all(bool((g == 0).all()) for g in grads)
+
+
+def test_bad_arguments_name_the_problem():
+    x, w, _, t = _inputs()
+    with pytest.raises(ValueError, match="reduction='mean'"):
+        fused_linear_cross_entropy(x, w, t, reduction="mean")
+    with pytest.raises(ValueError, match="target"):
+        fused_linear_cross_entropy(x, w, t[:-1])
+
+
+# -- through the criterion and the trainer -------------------------------------------------------
+
+def _build(data_bin, *overrides):
+    from fairseq import tasks
+    from fairseq.dataclass.initialize import compose_config
+
+    cfg = compose_config([
+        f"task.data={data_bin}", "task.tokens_per_sample=16", "task.sample_break_mode=none",
+        "model.decoder_layers=1", "model.decoder_embed_dim=16", "model.decoder_input_dim=16",
+        "model.decoder_output_dim=16", "model.decoder_ffn_embed_dim=32", "model.decoder_attention_heads=2",
+        "model.dropout=0.1", "dataset.max_tokens=128", "optimizer=adam", "optimization.lr=[0.003]",
+        "optimization.clip_norm=0.5", "lr_scheduler=fixed", "common.seed=3", *overrides])
+    task = tasks.setup_task(cfg.task)
+    task.load_dataset("train")
+    torch.manual_seed(3)
+    model = task.build_model(cfg.model)
+    return cfg, task, model, task.build_criterion(cfg.criterion)
+
+
+def _samples(cfg, task, n):
+    itr = task.get_batch_iterator(task.dataset("train"), max_tokens=cfg.dataset.max_tokens,
+                                  max_positions=16, seed=1).next_epoch_itr(shuffle=False)
+    return [s for s, _ in zip(itr, range(n))]
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_criterion_fused_equals_plain_per_token_and_summed(data_bin, tied):
+    cfg, task, model, criterion = _build(data_bin, f"model.share_decoder_input_output_embed={str(tied).lower()}")
+    from fairseq.criterions.cross_entropy import fusable_output_projection
+
+    assert fusable_output_projection(model) is model.decoder.output_projection
+    sample = _samples(cfg, task, 1)[0]
+    model.eval()
+    results = {}
+    for fused in (True, False):
+        criterion.fused_output_loss = fused
+        with torch.no_grad():
+            summed, size, log = criterion(model, sample)
+            per_token, _, _ = criterion(model, sample, reduce=False)
+        results[fused] = (summed, per_token, size, sorted(log))
+    (s1, p1, n1, k1), (s0, p0, n0, k0) = results[True], results[False]
+    torch.testing.assert_close(s1, s0, rtol=1e-5, atol=1e-4)
+    assert p1.shape == p0.shape == (sample["target"].numel(),)
+    torch.testing.assert_close(p1, p0, rtol=1e-5, atol=1e-5)
+    assert (n1, k1) == (n0, k0)
+
+
+def test_fused_path_never_builds_a_tokens_by_vocabulary_tensor(data_bin):
+    cfg, task, model, criterion = _build(data_bin)
+    sample = _samples(cfg, task, 1)[0]
+    N, V = sample["target"].numel(), len(task.target_dictionary)
+    criterion.block_elements = 16 * V  # 16 of the 128 rows per block (the default holds 2**21 logits)
+    largest = {}
+    for fused in (True, False):
+        criterion.fused_output_loss = fused
+        model.zero_grad(set_to_none=True)
+        with ShapeWatch() as watch:
+            loss, _, _ = criterion(model, sample)
+            loss.backward()
+        largest[fused] = watch.largest
+    assert largest[False] >= N * V  # the plain path holds (N, V) logits
+    assert largest[True] < N * V  # the fused path never does, forward or backward
+
+
+def test_models_the_fused_path_cannot_serve_take_the_plain_path(data_bin):
+    from fairseq.criterions.cross_entropy import fusable_output_projection
+    from fairseq.modules.transformer_decoder import TransformerDecoder
+
+    _, _, adaptive, _ = _build(data_bin, "model.adaptive_softmax_cutoff=20")
+    assert fusable_output_projection(adaptive) is None
+
+    class Scaled(TransformerDecoder):
+        def output_layer(self, features):
+            return 2.0 * super().output_layer(features)
+
+    cfg, task, model, criterion = _build(data_bin)
+    model.decoder.__class__ = Scaled
+    assert fusable_output_projection(model) is None
+    sample = _samples(cfg, task, 1)[0]
+    model.eval()
+    with torch.no_grad():
+        loss, _, _ = criterion(model, sample)
+        logits = model(**sample["net_input"])[0]
+    want = F.cross_entropy(logits.reshape(-1, logits.size(-1)), sample["target"].reshape(-1),
+                           ignore_index=task.target_dictionary.pad(), reduction="sum")
+    torch.testing.assert_close(loss, want)
+
+
+def test_twenty_updates_follow_the_plain_loss_curve(data_bin):
+    """The Trainer with the fused loss (default) and with criterion.fused_output_loss=false:
+    same losses over 20 updates (dropout on, clipping on), within float tolerance."""
+    from fairseq.trainer import Trainer
+
+    curves = {}
+    for fused in ("true", "false"):
+        cfg, task, model, criterion = _build(data_bin, f"criterion.fused_output_loss={fused}")
+        assert criterion.fused_output_loss is (fused == "true")
+        trainer = Trainer(cfg, task, model, criterion)
+        samples = _samples(cfg, task, 20)
+        assert len(samples) == 20
+        torch.manual_seed(7)  # the same dropout masks in both runs
+        losses = []
+        for sample in samples:
+            out = trainer.train_step([sample])
+            losses.append(float(out["logging_outputs"][0]["loss"]) / out["sample_size"])
+        curves[fused] = losses
+    assert curves["true"][-1] < curves["true"][0]  # it learns
+    for a, b in zip(curves["true"], curves["false"]):
+        assert abs(a - b) <= 1e-4 * max(1.0, abs(b)), (curves["true"], curves["false"])
