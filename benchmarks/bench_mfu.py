@@ -1,0 +1,275 @@
+#!/usr/bin/env python3
+"""How far from the hardware's limit: model FLOPs per token, achieved FLOP/s and MFU.
+
+Two ``transformer_lm`` models train on the demo corpus through our ``Trainer`` (the real
+``train_step``: forward, cross-entropy, backward, Adam), with tied input/output embeddings:
+
+* ``demo``: 2 layers x 128, ffn 512, 4 heads, tokens_per_sample 128, max_tokens 2048;
+* ``gpt2_small``: 12 layers x 768, ffn 3072, 12 heads (GPT-2 small's shape; the vocabulary is
+  the demo corpus's), tokens_per_sample 256, max_tokens 1024 (a few updates only).
+
+**FLOPs per token** (counted from the config, the convention of the PaLM paper's appendix B):
+with L layers, width d, ffn width f, context T and output vocabulary V,
+``N = L * (4*d*d + 2*d*f) + d*V`` weights take part in matrix products per token (the
+attention projections q, k, v, out; the two ffn layers; the output layer, counted even when tied
+to the embedding, whose lookup is not a product). A forward costs ``2*N + 4*L*T*d`` FLOPs per
+token (``2*L*T*d`` for q.k, as many for the weighted sum of v, over the whole context: the
+causal mask is applied, not skipped, by the attention kernel); training costs three times that,
+``6*N + 12*L*T*d``. Biases, layer norms, softmax, dropout and the optimizer are not counted.
+
+**Achieved FLOP/s** = FLOPs per token x tokens per second of the median update (``ntokens``
+of the batch / seconds of ``train_step`` with the device synchronised). **MFU** = achieved /
+peak, where the peak is the best of several square matrix products (fp32 2048 x 2048 on a CPU;
+on a GPU in the training dtype, 8192 x 8192), measured in the same run before every round,
+so load from other users of the machine weighs on both. Updates alternate model by model and
+round by round; medians are reported.
+
+The same run also reports, for each model (after training): eval-lm tokens/s
+(``fairseq_cli.eval_lm.eval_lm`` over the valid split, context_window 0) and generation
+tokens/s (``benchmarks/bench_generate.py``'s cached greedy decoding, batch 1 and 8).
+
+    python benchmarks/bench_mfu.py                       # builds the demo corpus in a temp dir
+    python benchmarks/bench_mfu.py --data demo/data-bin --models demo --rounds 5
+    python benchmarks/bench_mfu.py --set common.bf16=true --set common.compile=true   # GPU
+    torchrun --standalone --nproc_per_node 8 benchmarks/bench_mfu.py \\
+        --set distributed_training.ddp_backend=fully_sharded          # per-GPU figures
+
+Under ``torchrun`` every process trains its own batches; figures are per process (per GPU),
+printed by rank 0.
+"""
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from typing import Dict, List
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import torch  # noqa: E402
+
+MODELS = {
+    "demo": dict(layers=2, dim=128, ffn=512, heads=4, tokens_per_sample=128, max_tokens=2048),
+    "gpt2_small": dict(layers=12, dim=768, ffn=3072, heads=12, tokens_per_sample=256, max_tokens=1024),
+}
+
+
+def flops_per_token(layers: int, dim: int, ffn: int, context: int, vocab: int, training: bool = True) -> float:
+    """Model FLOPs per token of a decoder-only transformer (see the module docstring).
+
+    Args:
+        layers, dim, ffn: L, d, f. context: T, the tokens each position attends over.
+        vocab: V, the rows of the output layer. training: forward + backward (x3), else forward.
+
+    Returns:
+        ``6*N + 12*L*T*d`` (training) or ``2*N + 4*L*T*d`` (forward), with
+        ``N = L*(4*d*d + 2*d*f) + d*V``.
+    """
+    n = layers * (4 * dim * dim + 2 * dim * ffn) + dim * vocab
+    forward = 2 * n + 4 * layers * context * dim
+    return 3.0 * forward if training else float(forward)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 5) -> float:
+    """The best FLOP/s of ``repeats`` timed ``size x size`` matrix products (after a warm-up)."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    inner = 1 if device.type == "cpu" else 20
+    torch.mm(a, b)
+    _sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            torch.mm(a, b)
+        _sync(device)
+        best = min(best, (time.perf_counter() - start) / inner)
+    return 2.0 * size ** 3 / best
+
+
+def demo_data(directory: str) -> str:
+    """The demo corpus, preprocessed into ``directory/data-bin``."""
+    from fairseq.data.demo_corpus import write_demo_corpus
+    from fairseq_cli import preprocess
+
+    text, dest = os.path.join(directory, "text"), os.path.join(directory, "data-bin")
+    write_demo_corpus(text)
+    preprocess.cli_main(["--only-source", "--trainpref", f"{text}/train.txt",
+                         "--validpref", f"{text}/valid.txt", "--destdir", dest, "--workers", "1"])
+    return dest
+
+
+class Bench:
+    """One model: its config, task, Trainer and a fixed list of full batches."""
+
+    def __init__(self, name: str, data: str, extra: List[str], steps: int):
+        from fairseq import tasks
+        from fairseq.dataclass.initialize import compose_config
+        from fairseq.trainer import Trainer
+
+        s = MODELS[name]
+        self.name, self.shape = name, s
+        overrides = [
+            f"task.data={data}", f"task.tokens_per_sample={s['tokens_per_sample']}", "task.sample_break_mode=none",
+            f"model.decoder_layers={s['layers']}", f"model.decoder_embed_dim={s['dim']}",
+            f"model.decoder_input_dim={s['dim']}", f"model.decoder_output_dim={s['dim']}",
+            f"model.decoder_ffn_embed_dim={s['ffn']}", f"model.decoder_attention_heads={s['heads']}",
+            "model.share_decoder_input_output_embed=true", f"dataset.max_tokens={s['max_tokens']}",
+            "optimizer=adam", "optimization.lr=[0.0005]", "lr_scheduler.warmup_updates=4000",
+            "common.log_interval=1000", "dataset.num_workers=0",
+        ] + extra
+        self.cfg = compose_config(overrides)
+        from fairseq import distributed_utils
+
+        distributed_utils.init_from_env(self.cfg)
+        self.task = tasks.setup_task(self.cfg.task)
+        self.task.load_dataset("train")
+        self.task.load_dataset("valid")
+        torch.manual_seed(1)
+        model = self.task.build_model(self.cfg.model)
+        self.trainer = Trainer(self.cfg, self.task, model, self.task.build_criterion(self.cfg.criterion))
+        self.device = self.trainer.device
+        self.vocab = len(self.task.target_dictionary)
+        self.params = sum(p.numel() for p in model.parameters())
+        self.flops = flops_per_token(s["layers"], s["dim"], s["ffn"], s["tokens_per_sample"], self.vocab)
+        itr = self.task.get_batch_iterator(
+            self.task.dataset("train"), max_tokens=s["max_tokens"], max_positions=s["tokens_per_sample"],
+            seed=1, num_shards=distributed_utils.get_data_parallel_world_size(),
+            shard_id=distributed_utils.get_data_parallel_rank()).next_epoch_itr(shuffle=True)
+        self.samples = []
+        for sample in itr:  # full batches only: equal work per update
+            if sample and sample["ntokens"] >= 0.9 * s["max_tokens"]:
+                self.samples.append(sample)
+            if len(self.samples) == steps:
+                break
+        self.seconds: List[float] = []
+        self.tokens: List[int] = []
+
+    def step(self, i: int) -> None:
+        """One timed update on batch ``i``."""
+        sample = self.samples[i % len(self.samples)]
+        _sync(self.device)
+        start = time.perf_counter()
+        self.trainer.train_step([sample])
+        _sync(self.device)
+        self.seconds.append(time.perf_counter() - start)
+        self.tokens.append(int(sample["ntokens"]))
+
+    def tokens_per_second(self) -> float:
+        """Of the median update (seconds per token)."""
+        return 1.0 / statistics.median(s / n for s, n in zip(self.seconds, self.tokens))
+
+    def eval_lm_tokens_per_second(self, max_tokens: int) -> float:
+        from fairseq_cli.eval_lm import eval_lm
+
+        model = _unwrap(self.trainer.model).eval()
+        itr = self.task.eval_lm_dataloader(self.task.dataset("valid"), max_tokens=max_tokens,
+                                           max_positions=self.shape["tokens_per_sample"], num_workers=0)
+        batches = list(itr)
+        _sync(self.device)
+        start = time.perf_counter()
+        with torch.no_grad():
+            result = eval_lm([model], self.task.source_dictionary, batches, device=self.device)
+        _sync(self.device)
+        model.train()
+        return result["ntokens"] / (time.perf_counter() - start)
+
+    def generate_tokens_per_second(self, batch: int, new_tokens: int) -> float:
+        from bench_generate import run
+
+        model = _unwrap(self.trainer.model).eval()
+        prompt = 16
+        new = min(new_tokens, self.shape["tokens_per_sample"] - prompt - 1)
+        with torch.no_grad():
+            speed = run(model, self.task.target_dictionary, batch, prompt, new, use_cache=True)
+        model.train()
+        return speed
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+        model = model.module
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="a preprocessed data directory (default: build the demo corpus)")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--steps", type=int, default=3, help="timed updates per model per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--peak-size", type=int, default=None,
+                        help="side of the peak matrix product (default: 2048 on a CPU, 8192 on a GPU)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an extra config override for both models (repeatable), e.g. common.bf16=true")
+    parser.add_argument("--batch-scale", type=int, default=1,
+                        help="multiply every model's max_tokens (a GPU needs larger batches than a CPU)")
+    parser.add_argument("--no-eval", action="store_true", help="skip the eval-lm and generation figures")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = args.data or demo_data(tmp)
+        for shape in MODELS.values():
+            shape["max_tokens"] *= args.batch_scale
+        benches = [Bench(name, data, args.set, args.steps) for name in args.models]
+        device = benches[0].device
+        bf16 = any(s.replace(" ", "") in ("common.bf16=true", "common.bf16=True") for s in args.set)
+        dtype = torch.bfloat16 if bf16 and device.type == "cuda" else torch.float32
+        size = args.peak_size or (8192 if device.type == "cuda" else 2048)
+        for bench in benches:  # warm-up (and compilation, if any) outside the timings
+            bench.step(0)
+            bench.step(1)
+            bench.seconds.clear()
+            bench.tokens.clear()
+        peaks: List[float] = []
+        mfu: Dict[str, List[float]] = {b.name: [] for b in benches}
+        for r in range(args.rounds):
+            peaks.append(matmul_peak(device, dtype, size))
+            marks = {b.name: len(b.seconds) for b in benches}
+            for i in range(args.steps):
+                for bench in (benches if (i + r) % 2 == 0 else benches[::-1]):
+                    bench.step(r * args.steps + i)
+            for b in benches:
+                sec = sum(b.seconds[marks[b.name]:])
+                tok = sum(b.tokens[marks[b.name]:])
+                mfu[b.name].append(b.flops * tok / sec / peaks[-1])
+        from fairseq import distributed_utils
+
+        if distributed_utils.get_global_rank() != 0:
+            return
+        peak = statistics.median(peaks)
+        where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+        print(f"device {device} ({where}), torch {torch.__version__}, dtype {dtype}, world size "
+              f"{distributed_utils.get_world_size()}, overrides {args.set or 'none'}; {args.rounds} rounds x "
+              f"{args.steps} updates per model, load average {os.getloadavg()[0]:.1f} at the end")
+        print(f"peak: {size}x{size} {str(dtype).replace('torch.', '')} matmul, best of 5 per round: median "
+              f"{peak / 1e9:.1f} GFLOP/s (rounds: {', '.join(f'{p / 1e9:.0f}' for p in peaks)})")
+        for b in benches:
+            s = b.shape
+            tps = b.tokens_per_second()
+            print(f"{b.name}: {s['layers']} x {s['dim']}, ffn {s['ffn']}, {s['heads']} heads, T {s['tokens_per_sample']}, "
+                  f"max_tokens {s['max_tokens']}, vocab {b.vocab}, {b.params / 1e6:.2f} M parameters")
+            print(f"  train: {b.flops / 1e6:.2f} MFLOP/token, {tps:.0f} tokens/s (median update), "
+                  f"{b.flops * tps / 1e9:.1f} GFLOP/s, MFU {100 * b.flops * tps / peak:.1f}% "
+                  f"(per round: {', '.join(f'{100 * m:.1f}' for m in mfu[b.name])}%)")
+            if args.no_eval:
+                continue
+            ev = statistics.median(b.eval_lm_tokens_per_second(4 * s["max_tokens"]) for _ in range(args.rounds))
+            fwd = flops_per_token(s["layers"], s["dim"], s["ffn"], s["tokens_per_sample"], b.vocab, training=False)
+            print(f"  eval-lm: {ev:.0f} tokens/s (median of {args.rounds}), {fwd * ev / 1e9:.1f} GFLOP/s, "
+                  f"MFU {100 * fwd * ev / peak:.1f}%")
+            for batch in (1, 8):
+                g = statistics.median(b.generate_tokens_per_second(batch, 100) for _ in range(args.rounds))
+                print(f"  generate (cached, greedy, batch {batch}): {g:.0f} tokens/s (median of {args.rounds})")
+
+
+if __name__ == "__main__":
+    main()
