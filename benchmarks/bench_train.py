@@ -1,14 +1,40 @@
 #!/usr/bin/env python3
-"""Training speed of our Trainer against a plain PyTorch loop of the same model and batches.
+"""Training speed: words/s, model FLOP utilisation (MFU), where the time goes, peak memory.
 
-Both train a transformer_lm (2 layers, embed 128, ffn 512, 4 heads) with Adam on the same
-pre-collated batches of the demo corpus (tokens_per_sample 128, max_tokens 2048), so data loading
-is out of the comparison. The two loops alternate update by update, so both see the same machine load; the
-median update speed is reported (the mean too).
+Variants, all built from the same seed and trained on the same pre-collated batches of the demo
+corpus (tokens_per_sample 128, max_tokens 2048; data loading is out of the comparison):
 
-    python benchmarks/bench_train.py [--data DATA_BIN] [--steps 30] [--rounds 5]
+* ``trainer``: our ``Trainer`` as the training loop drives it (``train_step``, stats collected
+  and reduced at the log interval), with the defaults: the output projection and the cross
+  entropy fused block by block (``criterion.fused_output_loss=true``);
+* ``trainer, plain loss``: the same with ``criterion.fused_output_loss=false`` (logits, then
+  ``F.cross_entropy``: the path before the fused loss existed);
+* ``trainer, compiled``: with ``common.compile=true``, when this checkout has that field;
+* ``plain loop``: ``model(src)``, ``F.cross_entropy``, ``backward``, fused AdamW step,
+  ``zero_grad(set_to_none=True)``: what a hand-written PyTorch loop does.
 
-Prints words per second of each and their ratio (ours / plain); the goal is >= 0.9.
+Two model sizes: the demo shapes (2 layers, embed 128, ffn 512, 4 heads) and 4x the width
+(embed 512, ffn 2048, 8 heads), both with a tied output embedding and the dictionary padded to
+``--vocab`` entries (``madeupword`` symbols, as ``--padding-factor`` does; default 8192).
+
+Speed. Variants alternate update by update (and the order rotates), and every round also times
+a 2048 x 2048 float32 matmul (best of 3), so all see the same load on a shared machine; medians
+are reported. MFU = model FLOP/s / that matmul's FLOP/s. Model FLOPs per token =
+``6 * (layers * (4 C^2 + 2 C F) + C V) + 6 * layers * T * C`` (forward + backward of every
+matmul weight, plus causal attention scores and weighted sums, half of the T x T square).
+
+Breakdown. ``torch.profiler`` over ``--profile-steps`` updates of ``trainer`` (and, at the demo
+shapes, of ``trainer, plain loss``): the self CPU time of every operator, grouped.
+
+Memory. The profiler with ``profile_memory=True`` records every allocation and free of
+PyTorch's CPU allocator; replaying them in time order gives the bytes allocated at every
+instant of one steady-state update (forward, backward, optimizer step; optimizer state already
+exists), relative to its start. The peak of that curve is reported: tensor storage only, not
+the Python heap nor the parameters and optimizer state that live across updates.
+
+    python benchmarks/bench_train.py                     # builds the demo corpus in a temp dir
+    python benchmarks/bench_train.py --data demo/data-bin --steps 8 --rounds 3
+    python benchmarks/bench_train.py --widths 1 --no-profile
 """
 import argparse
 import os
@@ -17,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any, Callable, Dict, List, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -24,17 +51,32 @@ sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-OVERRIDES = [
+BASE = [
     "task.tokens_per_sample=128", "task.sample_break_mode=none",
-    "model.decoder_layers=2", "model.decoder_embed_dim=128", "model.decoder_input_dim=128",
-    "model.decoder_output_dim=128", "model.decoder_ffn_embed_dim=512",
-    "model.decoder_attention_heads=4", "model.share_decoder_input_output_embed=true",
-    "dataset.max_tokens=2048", "optimizer=adam", "optimization.lr=[0.0005]",
-    "lr_scheduler.warmup_updates=4000", "common.log_interval=100",
+    "model.share_decoder_input_output_embed=true", "dataset.max_tokens=2048", "optimizer=adam",
+    "optimization.lr=[0.0005]", "lr_scheduler.warmup_updates=4000", "common.log_interval=100",
+]
+
+# operator name fragments -> the group they are reported in (first match wins)
+GROUPS: List[Tuple[str, Tuple[str, ...]]] = [
+    ("matmuls", ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear",
+                 "aten::baddbmm", "aten::addmm_")),
+    ("log-softmax / cross entropy", ("softmax", "nll_loss", "cross_entropy", "aten::exp",
+                                     "aten::gather", "aten::scatter_add", "FusedLinearCrossEntropy")),
+    ("fill_ / zero_", ("aten::fill_", "aten::zero_")),
+    ("dropout", ("dropout", "bernoulli")),
+    ("layer norm", ("layer_norm",)),
+    ("optimizer (fused AdamW)", ("adam",)),
+    ("attention", ("scaled_dot_product", "flash_attention")),
+    ("gelu / relu", ("gelu", "relu", "threshold_backward")),
+    ("copies / casts", ("aten::copy_", "aten::to", "aten::clone", "aten::contiguous")),
+    ("embedding", ("embedding",)),
+    ("norm / clip", ("norm", "_foreach")),
 ]
 
 
 def demo_data(directory: str) -> str:
+    """Write and preprocess the demo corpus under ``directory``; returns the data-bin path."""
     text = os.path.join(directory, "text")
     dest = os.path.join(directory, "data-bin")
     subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "prepare_demo_corpus.py"), "--out", text],
@@ -46,106 +88,228 @@ def demo_data(directory: str) -> str:
     return dest
 
 
-def build(data: str):
+def width_overrides(width: int) -> List[str]:
+    """Model fields of the demo shapes (width 1) or ``width`` times as wide."""
+    dim, heads = 128 * width, 4 if width == 1 else 8
+    return [f"model.decoder_layers=2", f"model.decoder_embed_dim={dim}", f"model.decoder_input_dim={dim}",
+            f"model.decoder_output_dim={dim}", f"model.decoder_ffn_embed_dim={4 * dim}",
+            f"model.decoder_attention_heads={heads}"]
+
+
+def build(data: str, overrides: List[str], vocab: int):
+    """(cfg, task, model, criterion) from the same seed; the dictionary padded to ``vocab``."""
     from fairseq import tasks
     from fairseq.dataclass.initialize import compose_config
-    from fairseq.trainer import Trainer
 
-    cfg = compose_config([f"task.data={data}"] + OVERRIDES)
+    cfg = compose_config([f"task.data={data}"] + BASE + overrides)
     task = tasks.setup_task(cfg.task)
+    if vocab and len(task.dictionary) < vocab:
+        task.dictionary.pad_to_multiple_(vocab)
     task.load_dataset("train")
     torch.manual_seed(1)
     model = task.build_model(cfg.model)
-    criterion = task.build_criterion(cfg.criterion)
-    return cfg, task, model, criterion, Trainer
+    return cfg, task, model, task.build_criterion(cfg.criterion)
 
 
-def batches(cfg, task, n):
+def has_compile_field() -> bool:
+    from fairseq.dataclass.configs import CommonConfig
+
+    return "compile" in getattr(CommonConfig, "__dataclass_fields__", {})
+
+
+def full_batches(cfg, task, n: int) -> List[Dict[str, Any]]:
     itr = task.get_batch_iterator(task.dataset("train"), max_tokens=cfg.dataset.max_tokens,
                                   max_positions=128, seed=1).next_epoch_itr(shuffle=True)
     out = []
     for sample in itr:
-        if sample and sample["ntokens"] >= 1900:  # full batches only: equal work per step
+        if sample and sample["ntokens"] >= 0.93 * cfg.dataset.max_tokens:  # equal work per step
             out.append(sample)
         if len(out) == n:
             break
     return out
 
 
-def run_ours(trainer, samples, stats):
-    """What the training loop does per update: train_step, collect stats, reduce at log time."""
-    start = time.perf_counter()
-    for sample in samples:
-        stats.add(trainer.train_step([sample]))
-        if trainer.get_num_updates() % trainer.cfg.common.log_interval == 0:
-            stats.reduce(trainer.task, trainer.criterion, 0.0, start)
-            stats.reset()
-    torch.cuda.synchronize() if torch.cuda.is_available() else None
-    return time.perf_counter() - start
+def flops_per_token(cfg: Any, vocab: int) -> float:
+    m = cfg.model
+    L, C, Fd, T = m.decoder_layers, m.decoder_embed_dim, m.decoder_ffn_embed_dim, cfg.task.tokens_per_sample
+    return 6.0 * (L * (4 * C * C + 2 * C * Fd) + C * vocab) + 6.0 * L * T * C
 
 
-def run_plain(model, optimizer, samples, pad, lr):
-    model.train()
-    for group in optimizer.param_groups:  # follow the trainer's schedule: same arithmetic
-        group["lr"] = lr
-    start = time.perf_counter()
-    for sample in samples:
-        logits, _ = model(sample["net_input"]["src_tokens"])
+def matmul_gflops(n: int = 2048, reps: int = 3) -> float:
+    """Best of ``reps`` float32 n x n matmuls, in GFLOP/s."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * n**3 / best / 1e9
+
+
+class TrainerStep:
+    """One update as the training loop makes it: train_step, stats, reduce at the log interval."""
+
+    def __init__(self, trainer):
+        from fairseq.training import IntervalStats
+
+        self.trainer, self.stats = trainer, IntervalStats()
+
+    def __call__(self, sample: Dict[str, Any]) -> None:
+        start = time.perf_counter()
+        self.stats.add(self.trainer.train_step([sample]))
+        if self.trainer.get_num_updates() % self.trainer.cfg.common.log_interval == 0:
+            self.stats.reduce(self.trainer.task, self.trainer.criterion, 0.0, start)
+            self.stats.reset()
+
+
+class PlainStep:
+    """A hand-written PyTorch update of the same model, at the trainer's learning rate."""
+
+    def __init__(self, model, pad: int, lr: float):
+        self.model, self.pad = model, pad
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.999),
+                                           weight_decay=0.0, fused=True)
+
+    def __call__(self, sample: Dict[str, Any]) -> None:
+        self.model.train()
+        logits, _ = self.model(sample["net_input"]["src_tokens"])  # (B, T, V)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), sample["target"].view(-1),
-                               ignore_index=pad, reduction="sum") / sample["ntokens"]
+                               ignore_index=self.pad, reduction="sum") / sample["ntokens"]
         loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    torch.cuda.synchronize() if torch.cuda.is_available() else None
-    return time.perf_counter() - start
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def make_variants(data: str, width: int, vocab: int, with_plain_loss: bool) -> Tuple[Any, Any, Dict[str, Callable]]:
+    from fairseq.trainer import Trainer
+
+    over = width_overrides(width)
+    cfg, task, model, criterion = build(data, over, vocab)
+    trainer = Trainer(cfg, task, model, criterion)
+    variants: Dict[str, Callable] = {"trainer": TrainerStep(trainer)}
+    if with_plain_loss:
+        c2, t2, m2, cr2 = build(data, over + ["criterion.fused_output_loss=false"], vocab)
+        variants["trainer, plain loss"] = TrainerStep(Trainer(c2, t2, m2, cr2))
+    if has_compile_field():
+        c3, t3, m3, cr3 = build(data, over + ["common.compile=true"], vocab)
+        variants["trainer, compiled"] = TrainerStep(Trainer(c3, t3, m3, cr3))
+    _, _, plain_model, _ = build(data, over, vocab)
+    variants["plain loop"] = PlainStep(plain_model.to(trainer.device), task.target_dictionary.pad(),
+                                       trainer.get_lr())
+    return cfg, task, variants
+
+
+def time_variants(variants: Dict[str, Callable], samples: List[Dict[str, Any]], rounds: int):
+    """Seconds per word of every update of every variant, and the matmul GFLOP/s of every round."""
+    names = list(variants)
+    for name in names:  # warm up (allocations, optimizer state, compilation)
+        for sample in samples[:3]:
+            variants[name](sample)
+    per_word: Dict[str, List[float]] = {name: [] for name in names}
+    peaks: List[float] = []
+    k = 0
+    for _ in range(rounds):
+        for sample in samples:
+            peaks.append(matmul_gflops())
+            order = names[k % len(names):] + names[:k % len(names)]  # rotate who goes first
+            k += 1
+            for name in order:
+                start = time.perf_counter()
+                variants[name](sample)
+                per_word[name].append((time.perf_counter() - start) / sample["ntokens"])
+    return per_word, peaks
+
+
+def breakdown(step: Callable, samples: List[Dict[str, Any]]) -> List[Tuple[str, float]]:
+    """Share of self CPU time per operator group over ``samples`` updates of ``step``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for sample in samples:
+            step(sample)
+    totals: Dict[str, float] = {}
+    for event in prof.key_averages():
+        name = event.key
+        if not (name.startswith("aten::") or "FusedLinearCrossEntropy" in name or "Optimizer" in name):
+            continue
+        group = next((g for g, keys in GROUPS if any(k in name.lower() or k in name for k in keys)), "other")
+        totals[group] = totals.get(group, 0.0) + event.self_cpu_time_total
+    whole = sum(totals.values()) or 1.0
+    return sorted(((g, t / whole) for g, t in totals.items()), key=lambda kv: -kv[1])
+
+
+def peak_step_bytes(step: Callable, sample: Dict[str, Any]) -> int:
+    """Peak bytes allocated by PyTorch's CPU allocator during one update, above its start."""
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step(sample)
+    events: List[Tuple[int, int]] = []
+    pending = list(prof.profiler.kineto_results.experimental_event_tree())
+    while pending:
+        node = pending.pop()
+        pending.extend(node.children)
+        if node.tag == _EventType.Allocation and node.extra_fields.device.type == "cpu":
+            events.append((node.start_time_ns, node.extra_fields.alloc_size))  # negative: a free
+    level = peak = 0
+    for _, size in sorted(events):
+        level += size
+        peak = max(peak, level)
+    return peak
+
+
+def report(width: int, cfg, task, variants, per_word, peaks, vocab: int) -> None:
+    fpt = flops_per_token(cfg, vocab)
+    peak = statistics.median(peaks)
+    plain = 1.0 / statistics.median(per_word["plain loop"])
+    m = cfg.model
+    print(f"\n== width x{width}: {m.decoder_layers} layers x {m.decoder_embed_dim}, ffn "
+          f"{m.decoder_ffn_embed_dim}, {m.decoder_attention_heads} heads, vocabulary {vocab}, "
+          f"{fpt / 1e6:.2f} MFLOP/token; fp32 2048^2 matmul peak {peak:.0f} GFLOP/s (median of "
+          f"{len(peaks)}, range {min(peaks):.0f}-{max(peaks):.0f})")
+    print(f"{'variant':24s} {'words/s':>9s} {'GFLOP/s':>8s} {'MFU':>6s} {'vs plain loop':>14s}")
+    for name, values in per_word.items():
+        wps = 1.0 / statistics.median(values)
+        print(f"{name:24s} {wps:9.0f} {wps * fpt / 1e9:8.1f} {wps * fpt / 1e9 / peak:6.3f} {wps / plain:14.3f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="a preprocessed data directory (default: build the demo corpus)")
-    parser.add_argument("--steps", type=int, default=30, help="distinct batches")
-    parser.add_argument("--rounds", type=int, default=4, help="passes over the batches")
+    parser.add_argument("--steps", type=int, default=8, help="distinct batches per round")
+    parser.add_argument("--rounds", type=int, default=3, help="passes over the batches")
+    parser.add_argument("--vocab", type=int, default=8192, help="pad the dictionary to this size")
+    parser.add_argument("--widths", default="1,4", help="model widths, multiples of the demo's 128")
+    parser.add_argument("--profile-steps", type=int, default=5, help="updates in the breakdown")
+    parser.add_argument("--no-profile", action="store_true", help="skip the breakdown and memory")
     args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, common.compile "
+          f"{'available' if has_compile_field() else 'not in this checkout'}")
 
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or demo_data(tmp)
-        cfg, task, model, criterion, Trainer = build(data)
-        trainer = Trainer(cfg, task, model, criterion)
-        torch.manual_seed(1)
-        plain_model = task.build_model(cfg.model)
-        device = trainer.device
-        plain_model.to(device)
-        plain_opt = torch.optim.AdamW(plain_model.parameters(), lr=5e-4, betas=(0.9, 0.999),
-                                      weight_decay=0.0, fused=True)
-        samples = batches(cfg, task, args.steps)
-        from fairseq.trainer import move_to_device
-
-        samples = [move_to_device(s, device) for s in samples]
-        from fairseq.training import IntervalStats
-
-        stats = IntervalStats()
-        pad = task.target_dictionary.pad()
-        run_ours(trainer, samples[:5], stats)  # warm up both
-        run_plain(plain_model, plain_opt, samples[:5], pad, trainer.get_lr())
-        ours, plain = [], []  # seconds per word, one entry per update
-        for r in range(args.rounds):
-            for i, sample in enumerate(samples):
-                n = sample["ntokens"]
-                if (i + r) % 2 == 0:  # alternate who goes first
-                    ours.append(run_ours(trainer, [sample], stats) / n)
-                    plain.append(run_plain(plain_model, plain_opt, [sample], pad, trainer.get_lr()) / n)
-                else:
-                    plain.append(run_plain(plain_model, plain_opt, [sample], pad, trainer.get_lr()) / n)
-                    ours.append(run_ours(trainer, [sample], stats) / n)
-    # medians: a shared machine's bursts of load hit single updates, not the typical one
-    o, p = 1.0 / statistics.median(ours), 1.0 / statistics.median(plain)
-    mo, mp = len(ours) / sum(ours), len(plain) / sum(plain)
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"{args.rounds} passes x {len(samples)} updates of ~{cfg.dataset.max_tokens} tokens, "
-          f"vocabulary {len(task.target_dictionary)}, loops alternating update by update")
-    print(f"trainer     {o:10.0f} words/s (median update; mean {mo:.0f})")
-    print(f"plain loop  {p:10.0f} words/s (median update; mean {mp:.0f})")
-    print(f"ratio trainer/plain = {o / p:.3f}")
+        for width in (int(w) for w in args.widths.split(",")):
+            cfg, task, variants = make_variants(data, width, args.vocab, with_plain_loss=True)
+            vocab = len(task.target_dictionary)
+            samples = full_batches(cfg, task, args.steps)
+            per_word, peaks = time_variants(variants, samples, args.rounds)
+            report(width, cfg, task, variants, per_word, peaks, vocab)
+            if args.no_profile:
+                continue
+            shown = [n for n in ("trainer", "trainer, plain loss") if n in variants]
+            for name in shown:
+                shares = breakdown(variants[name], samples[:args.profile_steps])
+                print(f"-- {name}: share of CPU time over {args.profile_steps} updates (torch.profiler)")
+                for group, share in shares:
+                    print(f"   {group:32s} {100 * share:5.1f}%")
+            if width == 1:
+                sample = samples[0]
+                mem = {n: peak_step_bytes(variants[n], sample) for n in ("trainer, plain loss", "trainer")}
+                before, after = mem["trainer, plain loss"], mem["trainer"]
+                print(f"-- peak memory of one update (tensor storage above the update's start, "
+                      f"{sample['ntokens']} tokens): plain loss {before / 2**20:.1f} MiB, fused "
+                      f"{after / 2**20:.1f} MiB, {100 * (1 - after / before):.0f}% lower")
 
 
 if __name__ == "__main__":
