@@ -239,10 +239,13 @@ def _save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Op
     (for ``patience``), already updated for this validation; ``improved`` says whether
     ``val_loss`` is a new best.
     """
-    from fairseq.distributed_utils import is_master
+    from fairseq.distributed import fully_sharded
+    from fairseq.distributed_utils import get_world_size, is_master
 
     ckpt = cfg.checkpoint
-    if ckpt.no_save or not is_master():
+    # a fully sharded model is saved by all processes together (DCP, or gathered to the first)
+    collective = bool(getattr(trainer, "is_fully_sharded", False)) or fully_sharded.saves_sharded(cfg)
+    if ckpt.no_save or not (is_master() or collective):
         return
     epoch = epoch_itr.epoch
     updates = trainer.get_num_updates()
@@ -263,7 +266,10 @@ def _save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Op
     if not names:
         return
 
-    snapshot = trainer.state_dict()
+    sharded = fully_sharded.saves_sharded(cfg)
+    snapshot = {} if sharded else trainer.state_dict()
+    if not (is_master() or sharded):
+        return
     if ckpt.get("no_save_optimizer_state", False):
         snapshot.pop("optimizer", None)
     snapshot["cfg"] = plain_config(cfg)
@@ -278,9 +284,16 @@ def _save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Op
         "rng": get_rng_state(),
         # the names this save gives the file (restore_save_names completes a save killed midway)
         "saved_as": list(names),
+        # the data position counts batches of one of this many shards (rescaled on resume)
+        "data_shards": get_world_size(),
     }
     save_dir = ckpt.save_dir
     first = os.path.join(save_dir, names[0])
+    if sharded:
+        _save_sharded(cfg, trainer, snapshot, names, val_loss)
+        return
+    if os.path.isdir(first):  # a sharded checkpoint of the same name (save_consolidated changed)
+        fully_sharded.remove_path(first)
     snapshot = with_integrity(snapshot)  # SHA-256 of its tensors, checked when it is read
     atomic_save(snapshot, first)
     for name in names[1:]:  # one file, many names (a copy where links are impossible)
@@ -289,6 +302,27 @@ def _save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Op
     logger.info("saved %s (epoch %d @ %d updates%s)", ", ".join(names), epoch, updates,
                 f", valid {ckpt.best_checkpoint_metric} {val_loss:.3f}" if val_loss is not None else "")
     _prune(save_dir, ckpt)
+
+
+def _save_sharded(cfg: DictConfig, trainer: Any, extra: Dict[str, Any], names: List[str],
+                  val_loss: Optional[float]) -> None:
+    """Write the checkpoints ``names`` as one DCP directory (all processes), the other names
+    as directories of hard links to its files (first process); see :func:`_save_checkpoint`."""
+    from fairseq.distributed import fully_sharded
+    from fairseq.distributed_utils import is_master
+
+    ckpt = cfg.checkpoint
+    first = os.path.join(ckpt.save_dir, names[0])
+    trainer.save_sharded(first, extra, with_optimizer=not ckpt.get("no_save_optimizer_state", False))
+    if not is_master():
+        return
+    for name in names[1:]:
+        fully_sharded.link_dir(first, os.path.join(ckpt.save_dir, name))
+    save_run_config(cfg, ckpt.save_dir)
+    logger.info("saved %s (sharded, epoch %d @ %d updates%s)", ", ".join(names), extra["extra_state"]["epoch"],
+                trainer.get_num_updates(),
+                f", valid {ckpt.best_checkpoint_metric} {val_loss:.3f}" if val_loss is not None else "")
+    _prune(ckpt.save_dir, ckpt)
 
 
 def save_run_config(cfg: Any, save_dir: str) -> None:
@@ -363,10 +397,10 @@ def _prune(save_dir: str, ckpt: Any) -> None:
 
     if ckpt.keep_interval_updates > 0:
         for _, path in matching(r"checkpoint_\d+_(\d+)\.pt")[ckpt.keep_interval_updates:]:
-            os.remove(path)
+            _remove_checkpoint(path)
     if ckpt.keep_last_epochs > 0:
         for _, path in matching(r"checkpoint(\d+)\.pt")[ckpt.keep_last_epochs:]:
-            os.remove(path)
+            _remove_checkpoint(path)
     if ckpt.keep_best_checkpoints > 0:
         metric = re.escape(str(ckpt.best_checkpoint_metric))
         found = []
@@ -376,7 +410,14 @@ def _prune(save_dir: str, ckpt: Any) -> None:
                 found.append((float(m.group(1)), os.path.join(save_dir, name)))
         found.sort(reverse=bool(ckpt.maximize_best_checkpoint_metric))
         for _, path in found[ckpt.keep_best_checkpoints:]:
-            os.remove(path)
+            _remove_checkpoint(path)
+
+
+def _remove_checkpoint(path: str) -> None:
+    """Remove a checkpoint file, or a sharded checkpoint's directory."""
+    from fairseq.distributed.fully_sharded import remove_path
+
+    remove_path(path)
 
 
 # -- loading -----------------------------------------------------------------------------------
@@ -439,6 +480,11 @@ def load_checkpoint_to_cpu(path: str, arg_overrides: Optional[Dict[str, Any]] = 
             the SHA-256 stored when it was written (a checkpoint without one, such as
             fairseq's, loads with a warning).
     """
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, ".metadata")):
+        raise CheckpointError(
+            f"{path} is a sharded checkpoint directory (ddp_backend=fully_sharded); write it as one "
+            f"file with `python -m fairseq.distributed.fully_sharded consolidate {path} OUT.pt`, or "
+            "train with checkpoint.save_consolidated=true (--save-consolidated)")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} does not exist")
     if os.path.getsize(path) == 0:
@@ -785,8 +831,11 @@ def remove_partial_writes(save_dir: str) -> None:
             if m and int(m.group(1)) != os.getpid() and _pid_alive(int(m.group(1))):
                 logger.warning("kept %s: process %s, which writes it, is alive", name, m.group(1))
                 continue
-            os.remove(os.path.join(save_dir, name))
+            _remove_checkpoint(os.path.join(save_dir, name))
             logger.warning("removed %s, left by a save that was interrupted", name)
+    from fairseq.distributed.fully_sharded import recover_old_dirs
+
+    recover_old_dirs(save_dir)
 
 
 def restore_save_names(path: str, extra_state: Dict[str, Any], ckpt: Any = None) -> List[str]:
@@ -806,6 +855,23 @@ def restore_save_names(path: str, extra_state: Dict[str, Any], ckpt: Any = None)
     if not names or os.path.basename(path) != "checkpoint_last.pt":
         return []
     save_dir = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):  # a sharded checkpoint: directories of links to its files
+        from fairseq.distributed import fully_sharded
+
+        done = [n for n in names if not fully_sharded.same_dir(path, os.path.join(save_dir, n))]
+        for name in done:
+            fully_sharded.link_dir(path, os.path.join(save_dir, name))
+    else:
+        done = _restore_file_names(path, save_dir, names)
+    if done:
+        logger.warning("completed the save that was interrupted: %s now %s %s", ", ".join(done),
+                       "is" if len(done) == 1 else "are", os.path.basename(path))
+        if ckpt is not None:
+            _prune(save_dir, ckpt)
+    return done
+
+
+def _restore_file_names(path: str, save_dir: str, names: List[str]) -> List[str]:
     own = os.stat(path)
     done = []
     for name in names:
@@ -820,11 +886,6 @@ def restore_save_names(path: str, extra_state: Dict[str, Any], ckpt: Any = None)
             continue  # the copy made where links are impossible
         atomic_link(path, target)
         done.append(name)
-    if done:
-        logger.warning("completed the save that was interrupted: %s now %s %s", ", ".join(done),
-                       "is" if len(done) == 1 else "are", os.path.basename(path))
-        if ckpt is not None:
-            _prune(save_dir, ckpt)
     return done
 
 
@@ -936,6 +997,8 @@ def _load_run_checkpoint(cfg: DictConfig, trainer: Any) -> Tuple[Dict[str, Any],
                     extra_state.get("epoch"), trainer.get_num_updates())
         if cfg.checkpoint.reset_meters:
             extra_state.pop("train_wall", None)
+    elif os.path.isdir(path):
+        extra_state = _load_sharded_checkpoint(cfg, trainer, path)
     elif explicit:
         raise CheckpointError(f"checkpoint.restore_file={cfg.checkpoint.restore_file!r}: {path} does not exist")
     elif finetune:
@@ -946,7 +1009,7 @@ def _load_run_checkpoint(cfg: DictConfig, trainer: Any) -> Tuple[Dict[str, Any],
         logger.info("no checkpoint found at %s: starting from scratch", path)
 
     if extra_state and not cfg.checkpoint.reset_dataloader:
-        itr_state = extra_state["train_iterator"]
+        itr_state = reshard_data_position(extra_state)
         epoch_itr = get_train_iterator(cfg, trainer.task, epoch=itr_state["epoch"])
         epoch_itr.load_state_dict(itr_state)
     else:
@@ -954,6 +1017,48 @@ def _load_run_checkpoint(cfg: DictConfig, trainer: Any) -> Tuple[Dict[str, Any],
     if extra_state.get("rng") is not None:
         set_rng_state(extra_state["rng"])
     return extra_state, epoch_itr
+
+
+def _load_sharded_checkpoint(cfg: DictConfig, trainer: Any, path: str) -> Dict[str, Any]:
+    """Restore the trainer from the DCP directory ``path`` (any number of processes wrote it);
+    return its extra state."""
+    from fairseq.distributed import fully_sharded
+
+    try:
+        meta = fully_sharded.read_extra(path)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
+    trainer.load_sharded(path, meta, reset_optimizer=cfg.checkpoint.reset_optimizer,
+                         reset_lr_scheduler=cfg.checkpoint.reset_lr_scheduler)
+    extra_state = meta.get("extra_state", {}) or {}
+    logger.info("loaded sharded checkpoint %s (epoch %s @ %d updates, written by %s processes)", path,
+                extra_state.get("epoch"), trainer.get_num_updates(), extra_state.get("data_shards", "?"))
+    if cfg.checkpoint.reset_meters:
+        extra_state.pop("train_wall", None)
+    return extra_state
+
+
+def reshard_data_position(extra_state: Dict[str, Any]) -> Dict[str, Any]:
+    """The saved data position, for this run's number of processes.
+
+    Each process counts the batches of its own shard (shard ``k`` takes batches ``k, k + N,
+    ...``), so a position saved by N processes is ``N / M`` times that count for M processes.
+    When that is not a whole number the run restarts at the batch before it (and says so).
+    """
+    from fairseq.distributed_utils import get_world_size
+
+    itr_state = dict(extra_state["train_iterator"])
+    saved, now = int(extra_state.get("data_shards") or get_world_size()), get_world_size()
+    position = int(itr_state.get("iterations_in_epoch", 0))
+    if saved != now and position > 0:
+        consumed = position * saved
+        itr_state["iterations_in_epoch"] = consumed // now
+        logger.info("data position: %d batches into the epoch on each of %d processes = %d on each of "
+                    "%d now", position, saved, consumed // now, now)
+        if consumed % now:
+            logger.warning("the %d batches consumed by %d processes do not split evenly over %d: "
+                           "resuming %d batches earlier", consumed, saved, now, consumed % now)
+    return itr_state
 
 
 def load_model_for_inference(path: str, overrides: Optional[Dict[str, Any]] = None,

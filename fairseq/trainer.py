@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from fairseq import distributed_utils, optim
+from fairseq.distributed import fully_sharded
 from fairseq.optim import lr_scheduler as lr_scheduler_module
 from fairseq.optim.dynamic_loss_scaler import DynamicLossScaler
 
@@ -59,6 +60,12 @@ class Trainer:
         self.scaler: Optional[DynamicLossScaler] = None
         self._setup_precision(cfg.common, use_cuda)
         self._model = model.to(self.device)
+        # ddp_backend=fully_sharded with several processes: FSDP2 shards the parameters in place
+        # (before self._params is read: the optimizer gets the shards)
+        self.is_fully_sharded = fully_sharded.is_fully_sharded(cfg) and self.world_size > 1
+        if self.is_fully_sharded:
+            fully_sharded.shard_model(self._model, self.device, param_dtype=(
+                torch.bfloat16 if self.autocast_dtype == torch.bfloat16 else None))
         self.criterion = criterion.to(self.device)
         self._wrapped_model: Optional[torch.nn.Module] = None
         self._optimizer = None
@@ -67,6 +74,10 @@ class Trainer:
         self._dummy_batch: Optional[Dict[str, Any]] = None
         self._params = [p for p in self._model.parameters() if p.requires_grad]
         self._params += [p for p in self.criterion.parameters() if p.requires_grad]
+        if self.world_size > 1:
+            per_process = distributed_utils.all_gather_list(fully_sharded.local_parameter_bytes(self._model))
+            logger.info("parameter memory per process (bytes, ddp_backend=%s): %s",
+                        cfg.distributed_training.ddp_backend, per_process)
 
     def _setup_precision(self, common: Any, use_cuda: bool) -> None:
         wants_fp16 = common.fp16 or common.memory_efficient_fp16
@@ -182,6 +193,8 @@ class Trainer:
             elif self._dummy_batch is None:
                 self._dummy_batch = sample
             sample = move_to_device(sample, self.device)
+            if self.is_fully_sharded:  # reduce-scatter the gradients summed over all batches once
+                model.set_requires_gradient_sync(i == len(samples) - 1)
             with self._no_sync(last=i == len(samples) - 1), self._autocast():
                 loss, sample_size, log = self.task.train_step(
                     sample, model, self.criterion, update_num=self._num_updates)
@@ -208,11 +221,12 @@ class Trainer:
         overflow = False
         if grads and total_sample_size > 0:
             # DDP averages gradients over processes; bring them back to a sum, then normalise
-            ddp_mean = self.world_size if self.model is not self._model else 1
+            ddp_mean = self.world_size if self.model is not self._model or self.is_fully_sharded else 1
             coef = ddp_mean / total_sample_size
             if self.scaler is not None:
                 coef /= self.scaler.loss_scale
-            gnorm = torch.nn.utils.get_total_norm(grads) * coef
+            # sharded gradients (DTensors): the norm is all-reduced, the global one on every process
+            gnorm = fully_sharded.replicated_value(torch.nn.utils.get_total_norm(grads)) * coef
             if self.scaler is not None:
                 overflow = not bool(torch.isfinite(gnorm).item())
             if not overflow:
@@ -220,7 +234,7 @@ class Trainer:
                 clip = float(self.cfg.optimization.clip_norm)
                 if clip > 0:
                     scale = scale * torch.clamp(clip / (gnorm + 1e-6), max=1.0)
-                torch._foreach_mul_(grads, scale)
+                torch._foreach_mul_([fully_sharded.local_tensor(g) for g in grads], scale)
                 optimizer.step()
         optimizer.zero_grad()
         if self.scaler is not None:
@@ -246,6 +260,11 @@ class Trainer:
         self._model.eval()
         self.criterion.eval()
         if not sample:
+            if self.is_fully_sharded and self._dummy_batch is not None:
+                # a shard padded with an empty batch still joins the parameter all-gathers
+                with self._autocast():
+                    self.task.valid_step(move_to_device(self._dummy_batch, self.device), self._model,
+                                         self.criterion)
             return None
         sample = move_to_device(sample, self.device)
         with self._autocast():
@@ -254,20 +273,53 @@ class Trainer:
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
-        state = {
-            "model": self._model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "lr_scheduler": self.lr_scheduler.state_dict(),
-            "num_updates": self._num_updates,
-        }
+        """The trainer's whole state; when fully sharded, gathered onto the first process
+        (a collective: every process calls it; the others get no model or optimizer)."""
+        if self.is_fully_sharded:
+            state = fully_sharded.full_state(self._model, self.optimizer.optimizer)
+        else:
+            state = {"model": self._model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        state.update(self.train_state())
+        return state
+
+    def train_state(self) -> Dict[str, Any]:
+        """What the state holds besides the model and optimizer tensors: schedule, update
+        count, loss scaler."""
+        state = {"lr_scheduler": self.lr_scheduler.state_dict(), "num_updates": self._num_updates}
         if self.scaler is not None:
             state["loss_scaler"] = self.scaler.state_dict()
         return state
 
+    def save_sharded(self, path: str, extra: Dict[str, Any], with_optimizer: bool = True) -> None:
+        """Write a ``torch.distributed.checkpoint`` directory (see
+        :mod:`fairseq.distributed.fully_sharded`); every process calls it."""
+        keys = ["model", "optimizer"] if with_optimizer else ["model"]
+        fully_sharded.save_sharded(path, self._model, self.optimizer.optimizer if with_optimizer else None,
+                                   dict(extra, sharded_keys=keys, **self.train_state()))
+
+    def load_sharded(self, path: str, meta: Dict[str, Any], reset_optimizer: bool = False,
+                     reset_lr_scheduler: bool = False) -> None:
+        """Restore from a ``torch.distributed.checkpoint`` directory whose ``extra.pt`` is
+        ``meta``, written by any number of processes; every process calls it."""
+        from fairseq.checkpoint_utils import CheckpointError
+
+        has_optimizer = "optimizer" in meta.get("sharded_keys", ["optimizer"])
+        try:
+            fully_sharded.load_sharded(path, self._model, self.optimizer.optimizer
+                                       if has_optimizer and not reset_optimizer else None)
+        except (RuntimeError, ValueError) as e:
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise CheckpointError(f"the sharded checkpoint {path} does not fit this model or cannot "
+                                  f"be read: {first}") from None
+        self._load_train_state(meta, reset_optimizer, reset_lr_scheduler)
+
     def load_model_weights(self, model_state: Dict[str, Any], source: str) -> None:
         """Load model weights, explaining a mismatch (another vocabulary, other sizes)."""
         try:
-            self._model.load_state_dict(model_state, strict=True)
+            if self.is_fully_sharded:
+                fully_sharded.load_full_model(self._model, model_state)
+            else:
+                self._model.load_state_dict(model_state, strict=True)
         except RuntimeError as e:
             from fairseq.checkpoint_utils import CheckpointError
 
@@ -280,9 +332,18 @@ class Trainer:
     def load_state_dict(self, state: Dict[str, Any], reset_optimizer: bool = False,
                         reset_lr_scheduler: bool = False, source: str = "") -> None:
         self.load_model_weights(state["model"], source)
-        self._num_updates = int(state.get("num_updates", 0))
         if not reset_optimizer and "optimizer" in state:
-            self.optimizer.load_state_dict(state["optimizer"])
+            if self.is_fully_sharded:  # each process keeps its shards of the moments
+                lr = self.get_lr()
+                fully_sharded.load_full_optimizer(self._model, self.optimizer.optimizer, state["optimizer"])
+                self.optimizer.set_lr(lr)
+            else:
+                self.optimizer.load_state_dict(state["optimizer"])
+        self._load_train_state(state, reset_optimizer, reset_lr_scheduler)
+
+    def _load_train_state(self, state: Dict[str, Any], reset_optimizer: bool,
+                          reset_lr_scheduler: bool) -> None:
+        self._num_updates = int(state.get("num_updates", 0))
         if not reset_lr_scheduler and "lr_scheduler" in state:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         if self.scaler is not None and "loss_scaler" in state and not reset_optimizer:

@@ -14,7 +14,7 @@ from omegaconf import II, MISSING as OC_MISSING
 
 from fairseq.dataclass.constants import DATASET_IMPL_CHOICES, LOG_FORMAT_CHOICES, ChoiceEnum
 
-DDP_BACKEND_CHOICES = ChoiceEnum(["pytorch_ddp", "c10d", "no_c10d"], "DDPBackend")
+DDP_BACKEND_CHOICES = ChoiceEnum(["pytorch_ddp", "c10d", "no_c10d", "fully_sharded"], "DDPBackend")
 
 
 def interpolation_target(default: Any) -> Optional[str]:
@@ -150,7 +150,9 @@ class DistributedTrainingConfig(FairseqDataclass):
     ddp_backend: DDP_BACKEND_CHOICES = field(  # type: ignore[valid-type]
         default="pytorch_ddp",
         metadata={"help": "pytorch_ddp: DistributedDataParallel (c10d is an alias); "
-                  "no_c10d: all-reduce gradients once per update without DDP"},
+                  "no_c10d: all-reduce gradients once per update without DDP; "
+                  "fully_sharded: FSDP2, each process keeps 1/N of parameters, gradients "
+                  "and optimizer state (checkpoints: torch.distributed.checkpoint directories)"},
     )
     find_unused_parameters: bool = field(
         default=False,
@@ -293,6 +295,12 @@ class CheckpointConfig(FairseqDataclass):
         default=False,
         metadata={"help": "leave the optimizer state out of checkpoints (a resumed run starts "
                   "the optimizer afresh)"},
+    )
+    save_consolidated: bool = field(
+        default=False,
+        metadata={"help": "with ddp_backend=fully_sharded, gather each checkpoint into one "
+                  "single-file .pt on the first process (what eval tools load) instead of a "
+                  "sharded torch.distributed.checkpoint directory"},
     )
     finetune_from_model: Optional[str] = field(
         default=None,
