@@ -181,3 +181,28 @@ def test_sharded_directory_refused_by_single_file_loader_and_unsafe_metadata(run
     (bad / ".metadata").write_bytes(pickle.dumps(os.system))
     with pytest.raises(ValueError, match="posix.system.*refused unread"):
         check_metadata(str(bad))
+
+
+def test_data_position_is_rescaled_for_another_number_of_processes():
+    from fairseq.checkpoint_utils import reshard_data_position
+
+    itr = {"version": 2, "epoch": 3, "iterations_in_epoch": 8, "shuffle": True}
+    # this process has no process group: 1 process now
+    assert reshard_data_position({"train_iterator": itr, "data_shards": 2})["iterations_in_epoch"] == 16
+    assert reshard_data_position({"train_iterator": itr})["iterations_in_epoch"] == 8  # older saves
+    assert reshard_data_position({"train_iterator": dict(itr, iterations_in_epoch=0),
+                                  "data_shards": 4})["iterations_in_epoch"] == 0
+
+
+def test_start_up_cleans_an_interrupted_directory_save(tmp_path):
+    from fairseq.checkpoint_utils import remove_partial_writes
+
+    old = tmp_path / ".old_checkpoint_last.pt.4242.abc_1"  # killed between the two renames
+    old.mkdir()
+    (old / ".metadata").write_bytes(b"x")
+    partial = tmp_path / ".tmp_checkpoint_1_8.pt.999999999.xyz"  # a dead writer's directory
+    partial.mkdir()
+    (partial / "__0_0.distcp").write_bytes(b"x")
+    remove_partial_writes(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint_last.pt"]
+    assert (tmp_path / "checkpoint_last.pt" / ".metadata").read_bytes() == b"x"
