@@ -25,8 +25,9 @@ so load from other users of the machine weighs on both. Updates alternate model 
 round by round; medians are reported.
 
 The same run also reports, for each model (after training): eval-lm tokens/s
-(``fairseq_cli.eval_lm.eval_lm`` over the valid split, context_window 0) and generation
-tokens/s (``benchmarks/bench_generate.py``'s cached greedy decoding, batch 1 and 8).
+(``fairseq_cli.eval_lm.eval_lm`` over the first 8 batches of max_tokens of the valid split,
+context_window 0) and generation tokens/s (``benchmarks/bench_generate.py``'s cached greedy
+decoding of ``--gen-tokens`` tokens after a 16-token prompt, batch 1 and 8).
 
     python benchmarks/bench_mfu.py                       # builds the demo corpus in a temp dir
     python benchmarks/bench_mfu.py --data demo/data-bin --models demo --rounds 5
@@ -173,7 +174,7 @@ class Bench:
         model = _unwrap(self.trainer.model).eval()
         itr = self.task.eval_lm_dataloader(self.task.dataset("valid"), max_tokens=max_tokens,
                                            max_positions=self.shape["tokens_per_sample"], num_workers=0)
-        batches = list(itr)
+        batches = [b for _, b in zip(range(8), itr)]  # the first 8 batches: a few seconds at most
         _sync(self.device)
         start = time.perf_counter()
         with torch.no_grad():
@@ -212,8 +213,12 @@ def main() -> None:
                         help="an extra config override for both models (repeatable), e.g. common.bf16=true")
     parser.add_argument("--batch-scale", type=int, default=1,
                         help="multiply every model's max_tokens (a GPU needs larger batches than a CPU)")
+    parser.add_argument("--gen-tokens", type=int, default=64, help="tokens each generation adds")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--no-eval", action="store_true", help="skip the eval-lm and generation figures")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or demo_data(tmp)
@@ -262,12 +267,12 @@ def main() -> None:
                   f"(per round: {', '.join(f'{100 * m:.1f}' for m in mfu[b.name])}%)")
             if args.no_eval:
                 continue
-            ev = statistics.median(b.eval_lm_tokens_per_second(4 * s["max_tokens"]) for _ in range(args.rounds))
+            ev = statistics.median(b.eval_lm_tokens_per_second(s["max_tokens"]) for _ in range(args.rounds))
             fwd = flops_per_token(s["layers"], s["dim"], s["ffn"], s["tokens_per_sample"], b.vocab, training=False)
             print(f"  eval-lm: {ev:.0f} tokens/s (median of {args.rounds}), {fwd * ev / 1e9:.1f} GFLOP/s, "
                   f"MFU {100 * fwd * ev / peak:.1f}%")
             for batch in (1, 8):
-                g = statistics.median(b.generate_tokens_per_second(batch, 100) for _ in range(args.rounds))
+                g = statistics.median(b.generate_tokens_per_second(batch, args.gen_tokens) for _ in range(args.rounds))
                 print(f"  generate (cached, greedy, batch {batch}): {g:.0f} tokens/s (median of {args.rounds})")
 
 
