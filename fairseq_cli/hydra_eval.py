@@ -43,7 +43,8 @@ def compose_eval_config(argv: List[str], command: str) -> Optional[DictConfig]:
         ConfigError: unknown keys or components, wrong types, an unsupported Hydra flag, or a
             missing ``common_eval.path``.
     """
-    from fairseq.dataclass.initialize import compose_config, hydra_init, import_user_module
+    from fairseq.dataclass.initialize import (compose_config, hydra_init, import_user_module,
+                                              user_dir_in_config)
     from fairseq.dataclass.overrides import ConfigError, check_overrides
     from fairseq_cli.train_hydra import _flag_value, _split_argv
 
@@ -62,6 +63,12 @@ def compose_eval_config(argv: List[str], command: str) -> Optional[DictConfig]:
                           "another config)")
     config_name = _flag_value(flags, "--config-name", "-cn") or "config"
     user_config_dir = _flag_value(flags, "--config-dir", "-cd")
+    # a common.user_dir set only in the user's YAML: imported before anything is checked, as in
+    # fairseq-hydra-train (found by a first composition, then the registries are stored again)
+    yaml_user_dir = user_dir_in_config(overrides, config_name, user_config_dir)
+    if yaml_user_dir:
+        import_user_module(yaml_user_dir)
+        hydra_init()
     overrides = check_overrides(overrides, config_name=config_name, user_config_dir=user_config_dir,
                                 check_required=False)
     cfg = compose_config(overrides, config_name=config_name, user_config_dir=user_config_dir)

@@ -75,7 +75,7 @@ def cli_main(argv: Optional[List[str]] = None) -> None:
 
 
 def _cli_main(argv: Optional[List[str]] = None) -> None:
-    from fairseq.dataclass.overrides import ConfigError, check_overrides
+    from fairseq.dataclass.overrides import DEFAULT_MAX_TOKENS, ConfigError, check_overrides
     from fairseq.dataclass.sweep_plugins import check_plugins
     from fairseq.registry import UnknownChoiceError
 
@@ -111,7 +111,8 @@ def _cli_main(argv: Optional[List[str]] = None) -> None:
         try:
             check_plugins(overrides)
             overrides = check_overrides(overrides, multirun=multirun, config_name=config_name,
-                                        user_config_dir=user_config_dir, check_required=not printing)
+                                        user_config_dir=user_config_dir, check_required=not printing,
+                                        default_max_tokens=DEFAULT_MAX_TOKENS)
         except (ConfigError, UnknownChoiceError) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)

@@ -68,3 +68,48 @@ def test_hydra_eval_commands_fail_in_one_line():
     with pytest.raises(SystemExit) as e:
         hydra_eval.interactive_main(["generation.beam=2"])
     assert e.value.code == 2
+
+
+PLUGIN_MODEL = '''
+from fairseq.models import register_model
+from fairseq.models.transformer_lm import TransformerLanguageModel, TransformerLanguageModelConfig
+
+@register_model("eval_plugin_lm", dataclass=TransformerLanguageModelConfig)
+class EvalPluginLM(TransformerLanguageModel):
+    pass
+'''
+
+
+def test_hydra_eval_imports_a_user_dir_set_only_in_yaml(tiny_checkpoint, data_bin, tmp_path):
+    """A checkpoint of a plugin model evaluates when the plugin's common.user_dir is set in the
+    user's YAML only (as fairseq-hydra-train reads it), and not without it."""
+    import os
+
+    import torch
+
+    from fairseq.checkpoint_utils import load_checkpoint_to_cpu, torch_persistent_save
+
+    plugin = tmp_path / "eval_plugins"
+    plugin.mkdir()
+    (plugin / "__init__.py").write_text(PLUGIN_MODEL)
+    state = load_checkpoint_to_cpu(str(tiny_checkpoint / "checkpoint_last.pt"))
+    state["cfg"]["model"]["_name"] = "eval_plugin_lm"  # the same weights, held by the plugin's model
+    torch_persistent_save(state, str(tmp_path / "plugin.pt"))
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "exp.yaml").write_text("common:\n  user_dir: eval_plugins\n")
+    base = [f"common_eval.path={tmp_path / 'plugin.pt'}", f"task.data={data_bin}", "task.tokens_per_sample=32",
+            "dataset.max_tokens=1024"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+
+    def hydra_eval_lm(*args):
+        return subprocess.run([sys.executable, str(ROOT / "fairseq_cli" / "hydra_eval.py"), "eval-lm", *args],
+                              capture_output=True, text=True, cwd=tmp_path, env=env, timeout=180)
+
+    proc = hydra_eval_lm("--config-dir", "conf", "--config-name", "exp", *base)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Loss (base 2)" in proc.stdout + proc.stderr
+    # without the YAML the plugin is not imported: one line naming the missing plugin
+    proc = hydra_eval_lm(*base)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "eval_plugin_lm" in proc.stderr.strip().splitlines()[-1]
+    assert torch.load(tmp_path / "plugin.pt", weights_only=True)["cfg"]["model"]["_name"] == "eval_plugin_lm"

@@ -44,6 +44,28 @@ def test_optuna_sweep_minimises_the_returned_valid_loss(data_bin, tmp_path):
     assert str(results["best_params"]["optimization.lr"]) == lrs[losses.index(min(losses))]
 
 
+def test_optuna_interval_on_a_list_field_gives_each_trial_a_one_element_list(data_bin, tmp_path):
+    """Optuna hands each trial a number for `interval(...)`; on the list field optimization.lr it
+    becomes a one-element list, as `optimization.lr=0.001` does on the command line."""
+    need("hydra_optuna_sweeper")
+    import torch
+
+    result = cli("fairseq_cli.train_hydra", ["--multirun", f"task.data={data_bin}", *FAST,
+                 "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.seed=1",
+                 "optimization.lr=interval(0.0001,0.01)"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lrs = []
+    for num in ("0", "1"):
+        overrides = yaml.safe_load((tmp_path / "ms" / num / ".hydra" / "overrides.yaml").read_text())
+        lr = float([o for o in overrides if o.startswith("optimization.lr=")][0].split("=", 1)[1])
+        state = torch.load(tmp_path / "ck" / num / "checkpoint_last.pt", weights_only=True)
+        assert state["cfg"]["optimization"]["lr"] == [lr] and 0.0001 <= lr <= 0.01
+        lrs.append(lr)
+    assert lrs[0] != lrs[1]
+    results = yaml.safe_load((tmp_path / "ms" / "optimization_results.yaml").read_text())
+    assert results["best_params"]["optimization.lr"] in lrs
+
+
 def test_joblib_launcher_runs_two_jobs_in_parallel(data_bin, tmp_path):
     need("hydra_joblib_launcher")
     result = cli("fairseq_cli.train_hydra", ["--multirun", f"task.data={data_bin}", *FAST,

@@ -1,4 +1,7 @@
-"""List fields given one value, and --multirun sweeps: each job trains into its own save_dir."""
+"""List fields given one value, and --multirun sweeps: each job trains into its own save_dir.
+Where a run and a sweep write; the default batch of a bare `fairseq-hydra-train task.data=DIR`."""
+import re
+
 import pytest
 import torch
 
@@ -36,16 +39,24 @@ def test_sweep_save_dir_rules():
 
 def test_two_job_sweep_trains_both_into_separate_dirs(data_bin, tmp_path):
     args = ["-m", f"task.data={data_bin}", *TINY_HYDRA, "optimization.max_update=4",
-            "lr_scheduler.warmup_updates=1", "optimization.lr=0.0001,0.01", "common.log_format=none",
-            "hydra.sweep.dir=sweep"]
+            "lr_scheduler.warmup_updates=1", "optimization.lr=0.0001,0.01", "common.log_format=none"]
     result = cli("fairseq_cli.train_hydra", args, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
+    # the layout docs/training.md ("Where a Hydra run writes") describes: multirun/DATE/TIME/N/
+    sweeps = list(tmp_path.glob("multirun/*/*"))
+    assert len(sweeps) == 1 and re.fullmatch(r"multirun/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d",
+                                             sweeps[0].relative_to(tmp_path).as_posix())
+    sweep = sweeps[0]
+    assert (sweep / "multirun.yaml").is_file()
     losses = []
     for job, lr in (("0", 0.0001), ("1", 0.01)):
-        state = torch.load(tmp_path / "sweep" / job / "checkpoints" / "checkpoint_last.pt", weights_only=True)
+        for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
+            assert (sweep / job / ".hydra" / name).is_file()
+        assert "done training" in (sweep / job / "train_hydra.log").read_text()
+        state = torch.load(sweep / job / "checkpoints" / "checkpoint_last.pt", weights_only=True)
         assert state["num_updates"] == 4  # trained, not resumed from the other job
         assert list(state["cfg"]["optimization"]["lr"]) == [lr]
-        assert state["cfg"]["checkpoint"]["save_dir"] == str(tmp_path / "sweep" / job / "checkpoints")
+        assert state["cfg"]["checkpoint"]["save_dir"] == str(sweep / job / "checkpoints")
         losses.append(state["extra_state"]["best"])
     assert losses[0] != losses[1]
     assert not (tmp_path / "checkpoints").exists()
@@ -71,3 +82,36 @@ def test_scalar_for_list_field_in_yaml(tmp_path):
                                         "optimization:\n  lr: 0.003\n  update_freq: 2\n")
     cfg = compose_config(["task.data=x"], config_name="mine", user_config_dir=str(tmp_path), check=True)
     assert list(cfg.optimization.lr) == [0.003] and list(cfg.optimization.update_freq) == [2]
+
+
+def test_bare_run_trains_with_the_default_batch_and_writes_the_documented_layout(data_bin, tmp_path):
+    """`fairseq-hydra-train task.data=DIR` with no batch size trains (dataset.max_tokens=1024), and
+    writes outputs/DATE/TIME/{.hydra/*.yaml,train_hydra.log} and checkpoints/ in the launch dir."""
+    tiny = [a for a in TINY_HYDRA if not a.startswith("dataset.max_tokens")]
+    result = cli("fairseq_cli.train_hydra", [f"task.data={data_bin}", *tiny, "optimization.max_update=1",
+                                             "common.log_format=none"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = list(tmp_path.glob("outputs/*/*"))
+    assert len(runs) == 1 and re.fullmatch(r"outputs/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d",
+                                           runs[0].relative_to(tmp_path).as_posix())
+    assert sorted(p.name for p in (runs[0] / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+    assert "dataset.max_tokens=1024" in (runs[0] / ".hydra" / "overrides.yaml").read_text()
+    assert "done training" in (runs[0] / "train_hydra.log").read_text()
+    state = torch.load(tmp_path / "checkpoints" / "checkpoint_last.pt", weights_only=True)
+    assert state["cfg"]["dataset"]["max_tokens"] == 1024 and state["num_updates"] == 1
+    assert state["cfg"]["checkpoint"]["save_dir"] == str(tmp_path / "checkpoints")
+
+
+def test_default_batch_only_when_none_is_given(tmp_path):
+    assert check_overrides(["task.data=x"], default_max_tokens=1024)[-1] == "dataset.max_tokens=1024"
+    assert check_overrides(["task.data=x", "dataset.batch_size=4"], default_max_tokens=1024) == [
+        "task.data=x", "dataset.batch_size=4"]
+    # a batch size set in the user's YAML counts as given
+    (tmp_path / "mine.yaml").write_text("defaults:\n  - config\n  - _self_\ndataset:\n  batch_size: 3\n")
+    out = check_overrides(["task.data=x"], config_name="mine", user_config_dir=str(tmp_path),
+                          default_max_tokens=1024)
+    assert out == ["task.data=x"]
+    # under --multirun too (each job composes it), and not without the option (the evaluation commands)
+    assert "dataset.max_tokens=1024" in check_overrides(["task.data=x", "optimization.lr=0.1,0.2"], multirun=True,
+                                                        default_max_tokens=1024)
+    assert check_overrides(["task.data=x"]) == ["task.data=x"]

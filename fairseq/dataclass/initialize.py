@@ -11,6 +11,7 @@ Layout of what Hydra sees:
   selectable without writing YAML.
 """
 import contextlib
+import functools
 import importlib.util
 import os
 import sys
@@ -122,7 +123,8 @@ def yaml_choices(group: str, user_config_dir: Optional[str] = None) -> list:
 _stored: set = set()
 
 
-def _list_fields() -> set:
+@functools.lru_cache(maxsize=None)
+def _list_fields() -> frozenset:
     """Dotted paths of the list-valued fields of the top-level config (``optimization.lr``)."""
     import dataclasses
     import typing
@@ -137,7 +139,7 @@ def _list_fields() -> set:
         for f in dataclasses.fields(schema):
             if typing.get_origin(field_python_type(f)) in (list, tuple):
                 paths.add(f"{group.name}.{f.name}")
-    return paths
+    return frozenset(paths)
 
 
 def wrap_scalars_for_lists(cfg: DictConfig, package: str) -> None:
@@ -176,6 +178,48 @@ def _hook_yaml_loading() -> None:
 
     _load_single_config._fairseq_wraps = True
     ConfigLoaderImpl._load_single_config = _load_single_config
+
+
+def _wrap_override_scalar(override):
+    """``override`` itself, or, for a number given to a list field (``optimization.lr=0.001``),
+    a copy whose value is the one-element list ``[0.001]``."""
+    import dataclasses
+
+    from hydra.core.override_parser.types import ValueType
+
+    value = override._value
+    if (override.value_type != ValueType.ELEMENT or override.is_delete() or override.package is not None
+            or not isinstance(value, (int, float)) or isinstance(value, bool)
+            or override.key_or_group not in _list_fields()):
+        return override
+    return dataclasses.replace(override, _value=[value])
+
+
+def _hook_override_values() -> None:
+    """Apply the number-to-list rule to every override Hydra applies to a job's config, also
+    those a sweeper makes for each job (Optuna's ``optimization.lr=interval(...)`` hands each
+    trial ``optimization.lr=0.0031``, which becomes ``[0.0031]``)."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    apply = ConfigLoaderImpl._apply_overrides_to_config
+    if getattr(apply, "_fairseq_wraps", False):
+        return
+
+    def _apply_overrides_to_config(overrides, cfg):
+        return apply([_wrap_override_scalar(o) for o in overrides], cfg)
+
+    _apply_overrides_to_config._fairseq_wraps = True
+    ConfigLoaderImpl._apply_overrides_to_config = staticmethod(_apply_overrides_to_config)
+
+
+def install_hydra_hooks() -> None:
+    """Hook fairseq's config rules into Hydra's loader (idempotent): numbers for list fields in
+    YAML files and in overrides, and fairseq 0.12's ``# @package _group_`` header. Run when this
+    module is imported, so a launcher's worker process (joblib) that imports the task function
+    composes its job's config by the same rules."""
+    _hook_yaml_loading()
+    _hook_override_values()
+    _accept_group_header()
 
 
 def _accept_group_header() -> None:
@@ -247,8 +291,7 @@ def hydra_init(cfg_name: str = "fairseq_config") -> None:
     from fairseq.registry import ALL_REGISTRIES
 
     import_components()
-    _hook_yaml_loading()
-    _accept_group_header()
+    install_hydra_hooks()
     cs = ConfigStore.instance()
     cs.store(name=cfg_name, node=FairseqConfig)
     tree = Path(config_dir())
@@ -332,3 +375,6 @@ def _user_tree(main_dir: str, user_dir: str):
         yield
     finally:
         GlobalHydra.instance().clear()
+
+
+install_hydra_hooks()

@@ -139,12 +139,20 @@ def check_typed_components(cfg: DictConfig, choices: Sequence[str] = ()) -> None
             f"{(ALL_REGISTRIES[group].choices() or ['NAME'])[0]}; `fairseq-hydra-train --help` lists them)")
 
 
+# the batch size of a training run through the Hydra door that sets none (the seed design's value)
+DEFAULT_MAX_TOKENS = 1024
+
+
 def check_overrides(overrides: Sequence[str], multirun: bool = False, config_name: str = "config",
-                    user_config_dir: Optional[str] = None, check_required: bool = True) -> List[str]:
+                    user_config_dir: Optional[str] = None, check_required: bool = True,
+                    default_max_tokens: Optional[int] = None) -> List[str]:
     """Validate Hydra overrides against the composed config; return them, legacy forms rewritten.
 
     ``check_required=False`` lets ``???`` values stay unset (the evaluation commands take
-    ``task.data`` from the checkpoint when it is not given).
+    ``task.data`` from the checkpoint when it is not given). With ``default_max_tokens``
+    (``fairseq-hydra-train``), a run whose overrides and YAML set neither
+    ``dataset.max_tokens`` nor ``dataset.batch_size`` gets ``dataset.max_tokens=N`` added, so
+    ``task.data=DIR`` alone trains; a batch size given either way is left alone.
 
     Raises:
         ConfigError: an unknown key (naming the closest real one), a value of the wrong type
@@ -195,6 +203,11 @@ def check_overrides(overrides: Sequence[str], multirun: bool = False, config_nam
 
     rewritten = list(overrides)
     checked = list(choices)
+    batch_keys = {"dataset.max_tokens", "dataset.batch_size"}
+    if (default_max_tokens is not None and not batch_keys & {ov.key_or_group for _, _, ov in values}
+            and base.dataset.get("max_tokens") is None and base.dataset.get("batch_size") is None):
+        rewritten.append(f"dataset.max_tokens={default_max_tokens}")
+        checked.append(rewritten[-1])
     for idx, text, ov in values:
         key = ov.key_or_group
         exists = key_exists(base, key)
