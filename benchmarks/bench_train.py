@@ -19,9 +19,10 @@ Two model sizes: the demo shapes (2 layers, embed 128, ffn 512, 4 heads) and 4x 
 
 Speed. Variants alternate update by update (and the order rotates), and every round also times
 a 2048 x 2048 float32 matmul (best of 3), so all see the same load on a shared machine; medians
-are reported. MFU = model FLOP/s / that matmul's FLOP/s. Model FLOPs per token =
-``6 * (layers * (4 C^2 + 2 C F) + C V) + 6 * layers * T * C`` (forward + backward of every
-matmul weight, plus causal attention scores and weighted sums, half of the T x T square).
+are reported. MFU = model FLOP/s / the median of that matmul's FLOP/s. Model FLOPs per token =
+``6 * (layers * (4 C^2 + 2 C F) + C V) + 12 * layers * T * C`` (forward + backward of every
+matmul weight, the output layer counted even when tied, plus attention scores and weighted
+sums over the whole T x T square: the convention of ``bench_mfu.py``).
 
 Breakdown. ``torch.profiler`` over ``--profile-steps`` updates of ``trainer`` (and, at the demo
 shapes, of ``trainer, plain loss``): the self CPU time of every operator, grouped.
@@ -68,7 +69,9 @@ GROUPS: List[Tuple[str, Tuple[str, ...]]] = [
     ("layer norm", ("layer_norm",)),
     ("optimizer (fused AdamW)", ("adam",)),
     ("attention", ("scaled_dot_product", "flash_attention")),
-    ("gelu / relu", ("gelu", "relu", "threshold_backward")),
+    ("gelu / relu", ("gelu", "relu", "threshold_backward", "clamp_min")),
+    ("elementwise (mul, add, sum, where)", ("aten::mul", "aten::add", "aten::sum", "aten::where",
+                                            "aten::div", "aten::sub", "aten::neg")),
     ("copies / casts", ("aten::copy_", "aten::to", "aten::clone", "aten::contiguous")),
     ("embedding", ("embedding",)),
     ("norm / clip", ("norm", "_foreach")),
@@ -132,7 +135,7 @@ def full_batches(cfg, task, n: int) -> List[Dict[str, Any]]:
 def flops_per_token(cfg: Any, vocab: int) -> float:
     m = cfg.model
     L, C, Fd, T = m.decoder_layers, m.decoder_embed_dim, m.decoder_ffn_embed_dim, cfg.task.tokens_per_sample
-    return 6.0 * (L * (4 * C * C + 2 * C * Fd) + C * vocab) + 6.0 * L * T * C
+    return 6.0 * (L * (4 * C * C + 2 * C * Fd) + C * vocab) + 12.0 * L * T * C
 
 
 def matmul_gflops(n: int = 2048, reps: int = 3) -> float:
@@ -221,21 +224,28 @@ def time_variants(variants: Dict[str, Callable], samples: List[Dict[str, Any]], 
 
 
 def breakdown(step: Callable, samples: List[Dict[str, Any]]) -> List[Tuple[str, float]]:
-    """Share of self CPU time per operator group over ``samples`` updates of ``step``."""
+    """Share of self CPU time per operator group over ``samples`` updates of ``step``; the
+    group "other" is followed by its three largest operators."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for sample in samples:
             step(sample)
     totals: Dict[str, float] = {}
+    others: Dict[str, float] = {}
     for event in prof.key_averages():
         name = event.key
         if not (name.startswith("aten::") or "FusedLinearCrossEntropy" in name or "Optimizer" in name):
             continue
         group = next((g for g, keys in GROUPS if any(k in name.lower() or k in name for k in keys)), "other")
         totals[group] = totals.get(group, 0.0) + event.self_cpu_time_total
+        if group == "other":
+            others[name] = event.self_cpu_time_total
     whole = sum(totals.values()) or 1.0
-    return sorted(((g, t / whole) for g, t in totals.items()), key=lambda kv: -kv[1])
+    top = sorted(others, key=lambda k: -others[k])[:3]
+    named = {g: g if g != "other" else f"other ({', '.join(n.replace('aten::', '') for n in top)})"
+             for g in totals}
+    return sorted(((named[g], t / whole) for g, t in totals.items()), key=lambda kv: -kv[1])
 
 
 def peak_step_bytes(step: Callable, sample: Dict[str, Any]) -> int:
@@ -283,7 +293,10 @@ def main() -> None:
     parser.add_argument("--widths", default="1,4", help="model widths, multiples of the demo's 128")
     parser.add_argument("--profile-steps", type=int, default=5, help="updates in the breakdown")
     parser.add_argument("--no-profile", action="store_true", help="skip the breakdown and memory")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, common.compile "
           f"{'available' if has_compile_field() else 'not in this checkout'}")
 
@@ -302,7 +315,7 @@ def main() -> None:
                 shares = breakdown(variants[name], samples[:args.profile_steps])
                 print(f"-- {name}: share of CPU time over {args.profile_steps} updates (torch.profiler)")
                 for group, share in shares:
-                    print(f"   {group:32s} {100 * share:5.1f}%")
+                    print(f"   {group:40s} {100 * share:5.1f}%")
             if width == 1:
                 sample = samples[0]
                 mem = {n: peak_step_bytes(variants[n], sample) for n in ("trainer, plain loss", "trainer")}
