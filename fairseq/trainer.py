@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from fairseq import distributed_utils, optim
+from fairseq import compile_utils, distributed_utils, optim
 from fairseq.distributed import fully_sharded
 from fairseq.optim import lr_scheduler as lr_scheduler_module
 from fairseq.optim.dynamic_loss_scaler import DynamicLossScaler
@@ -104,6 +104,8 @@ class Trainer:
     def model(self) -> torch.nn.Module:
         """The model, wrapped for data-parallel training when there are several processes."""
         if self._wrapped_model is None:
+            if getattr(self.cfg.common, "compile", False):  # in place: the same module and state_dict keys
+                compile_utils.compile_training_forward(self._model)
             dt = self.cfg.distributed_training
             if self.world_size > 1 and str(dt.ddp_backend) in ("pytorch_ddp", "c10d"):
                 device_ids = [self.device.index] if self.device.type == "cuda" else None

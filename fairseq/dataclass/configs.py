@@ -126,6 +126,12 @@ class CommonConfig(FairseqDataclass):
         metadata={"scope": "train", "help": "accepted for fairseq command lines; the same as fp16 here (parameters "
                   "and optimizer state stay float32 under autocast)"},
     )
+    compile: bool = field(
+        default=False,
+        metadata={"scope": "train", "help": "run the model's training forward through torch.compile "
+                  "(backend: $FAIRSEQ_COMPILE_BACKEND, default inductor); validation and generation "
+                  "stay eager; where the compiler is unavailable or fails, a warning and eager training"},
+    )
     wandb_project: Optional[str] = field(
         default=None,
         metadata={"scope": "train", "help": "also log to this Weights & Biases project (needs the wandb package)"},
