@@ -22,48 +22,32 @@ def valid_loss(log):
 
 
 def test_optuna_sweep_minimises_the_returned_valid_loss(data_bin, tmp_path):
+    """4 Optuna trials over `interval(...)` on the list field optimization.lr: Optuna hands each
+    trial a number, which becomes a one-element list (as `optimization.lr=0.001` does); the best
+    trial is the one with the lowest validation loss the task function returned. (The `choice`
+    + grid form of docs/training.md runs in tests/test_docs_commands.py.)"""
     need("hydra_optuna_sweeper")
-    # optimization.lr is a list: Optuna chooses among one-element lists (the grid tries each once)
+    import torch
+
     result = cli("fairseq_cli.train_hydra", ["--multirun", f"task.data={data_bin}", *FAST,
-                 "hydra/sweeper=optuna", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=4",
-                 "hydra.sweeper.direction=minimize",
-                 "optimization.lr=choice([0.0001],[0.001],[0.01],[0.1])"], tmp_path)
+                 "hydra/sweeper=optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.seed=1",
+                 "hydra.sweeper.direction=minimize", "optimization.lr=interval(0.0001,0.1)"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted((tmp_path / "ms").glob("[0-9]*"))
     assert len(jobs) == 4
     lrs, losses = [], []
     for job in jobs:
         overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
-        lrs += [o.split("=", 1)[1] for o in overrides if o.startswith("optimization.lr=")]
+        lr = float([o for o in overrides if o.startswith("optimization.lr=")][0].split("=", 1)[1])
+        state = torch.load(tmp_path / "ck" / job.name / "checkpoint_best.pt", weights_only=True)
+        assert state["cfg"]["optimization"]["lr"] == [lr] and 0.0001 <= lr <= 0.1
+        lrs.append(lr)
         losses.append(valid_loss(job / "train_hydra.log"))
-        assert (tmp_path / "ck" / job.name / "checkpoint_best.pt").is_file()
-    assert sorted(lrs) == ["[0.0001]", "[0.001]", "[0.01]", "[0.1]"]
+    assert len(set(lrs)) == 4
     assert len(set(losses)) > 1  # the lr matters, so the sweep has something to choose
     results = yaml.safe_load((tmp_path / "ms" / "optimization_results.yaml").read_text())
     assert results["best_value"] == pytest.approx(min(losses), abs=1e-3)
-    assert str(results["best_params"]["optimization.lr"]) == lrs[losses.index(min(losses))]
-
-
-def test_optuna_interval_on_a_list_field_gives_each_trial_a_one_element_list(data_bin, tmp_path):
-    """Optuna hands each trial a number for `interval(...)`; on the list field optimization.lr it
-    becomes a one-element list, as `optimization.lr=0.001` does on the command line."""
-    need("hydra_optuna_sweeper")
-    import torch
-
-    result = cli("fairseq_cli.train_hydra", ["--multirun", f"task.data={data_bin}", *FAST,
-                 "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.seed=1",
-                 "optimization.lr=interval(0.0001,0.01)"], tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    lrs = []
-    for num in ("0", "1"):
-        overrides = yaml.safe_load((tmp_path / "ms" / num / ".hydra" / "overrides.yaml").read_text())
-        lr = float([o for o in overrides if o.startswith("optimization.lr=")][0].split("=", 1)[1])
-        state = torch.load(tmp_path / "ck" / num / "checkpoint_last.pt", weights_only=True)
-        assert state["cfg"]["optimization"]["lr"] == [lr] and 0.0001 <= lr <= 0.01
-        lrs.append(lr)
-    assert lrs[0] != lrs[1]
-    results = yaml.safe_load((tmp_path / "ms" / "optimization_results.yaml").read_text())
-    assert results["best_params"]["optimization.lr"] in lrs
+    assert results["best_params"]["optimization.lr"] == pytest.approx(lrs[losses.index(min(losses))])
 
 
 def test_joblib_launcher_runs_two_jobs_in_parallel(data_bin, tmp_path):
