@@ -268,6 +268,19 @@ def test_extractor_reads_blocks_continuations_comments_and_outputs(tmp_path):
     assert classify(DocCommand("x", "shell", "fairseq-eval-lm d --path a.pt  # a.pt:b.pt > ensembles"))[1].kind == "entry"
 
 
+def test_worker_reports_exit_codes_and_errors(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the worker runs in (and returns to) its workdir; restored after
+    def run(kind, text, **extra):
+        return _run_one(dict(asdict(Plan("x.md:1", kind, text)), **extra), str(tmp_path))
+
+    assert run("bash", "echo hi | grep -q hi")["rc"] == 0
+    result = run("bash", "echo 'error: bad value' >&2; exit 3")
+    assert result["rc"] == 3 and "error: bad value" in result["stderr"]
+    assert run("python", "raise SystemExit(2)")["rc"] == 2
+    result = run("python", "import sys\nprint('error: one line', file=sys.stderr)\nraise ValueError('boom')")
+    assert result["rc"] == 1 and "error: one line" in result["stderr"] and "ValueError: boom" in result["stderr"]
+
+
 def test_every_documented_command_is_classified():
     """A command added to the docs is run by the test below or listed here with its reason."""
     problems = [f"{cmd.source}: {cmd.text[:100]!r}: {why}" for cmd in documented_commands()
@@ -352,8 +365,8 @@ def test_documented_commands_run_as_written(data_bin, tmp_path):
     for plan, result in zip(plans, results):
         if plan.expected_error:
             ok = result["rc"] != 0 and plan.expected_error in result["stderr"]
-        else:
-            ok = result["rc"] == 0
+        else:  # and no traceback, even from a job a sweeper or launcher ran
+            ok = result["rc"] == 0 and "Traceback (most recent call last)" not in result["stderr"]
         if not ok:
             added = " ".join(_scale_down(_words(plan.text))) or "-"
             failures.append(f"{plan.source}: exit {result['rc']} ({result['seconds']:.1f} s): {plan.text[:160]!r}\n"
