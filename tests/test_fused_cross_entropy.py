@@ -208,3 +208,32 @@ def test_twenty_updates_follow_the_plain_loss_curve(data_bin):
     assert curves["true"][-1] < curves["true"][0]  # it learns
     for a, b in zip(curves["true"], curves["false"]):
         assert abs(a - b) <= 1e-4 * max(1.0, abs(b)), (curves["true"], curves["false"])
+
+
+class ScalarReads(TorchDispatchMode):
+    """Counts the ops that copy a tensor's value to the host (``.item()``, ``float(t)``, ``bool(t)``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_an_update_reads_nothing_back_to_the_host(data_bin):
+    """No host synchronisation per update (float32, one process): losses and the gradient norm
+    stay tensors until the log interval; gradients are None after the update."""
+    from fairseq.trainer import Trainer
+
+    cfg, task, model, criterion = _build(data_bin)
+    trainer = Trainer(cfg, task, model, criterion)
+    samples = _samples(cfg, task, 2)
+    trainer.train_step([samples[0]])  # builds the optimizer and its state
+    with ScalarReads() as reads:
+        out = trainer.train_step([samples[1]])
+    assert reads.count == 0
+    assert torch.is_tensor(out["gnorm"]) and torch.is_tensor(out["logging_outputs"][0]["loss"])
+    assert all(p.grad is None for p in model.parameters())
