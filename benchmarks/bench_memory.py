@@ -23,6 +23,7 @@ a time per step (median), since checkpointing trades memory for a second forward
     python benchmarks/bench_memory.py                       # demo shapes: 2 layers x 128
     python benchmarks/bench_memory.py --layers 8 --dim 256 --ffn 1024
     python benchmarks/bench_memory.py --data demo/data-bin --steps 5
+    python benchmarks/bench_memory.py --set criterion.fused_output_loss=false   # with (B, T, V) logits
 """
 import argparse
 import os
@@ -187,12 +188,14 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=2048)
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--steps", type=int, default=6, help="timed steps per variant")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="more config overrides for every variant")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or demo_data(tmp)
         base = model_overrides(args.layers, args.dim, args.ffn, args.heads, args.tokens_per_sample,
-                               args.max_tokens, args.dropout)
+                               args.max_tokens, args.dropout) + list(args.set)
         trainers = {name: build_trainer(data, base + extra) for name, extra in VARIANTS.items()}
         first = next(iter(trainers.values()))
         samples = full_batches(first, args.steps + 1)
@@ -212,7 +215,9 @@ def main() -> None:
     print(f"device {first.device}, torch {torch.__version__}, threads {torch.get_num_threads()}; "
           f"{args.layers} layers x {args.dim}, ffn {args.ffn}, {args.heads} heads, "
           f"vocabulary {len(first.task.target_dictionary)}, batch of {ntokens} tokens, "
-          f"dropout {args.dropout}; parameters {params / 2**20:.1f} MiB; memory by {how}")
+          f"dropout {args.dropout}, criterion.fused_output_loss="
+          f"{first.cfg.criterion.get('fused_output_loss', 'n/a')}; parameters {params / 2**20:.1f} MiB; "
+          f"memory by {how}")
     mib = 2**20
     plain_held, plain_peak = memory["plain"]
     plain_time = statistics.median(times["plain"])
