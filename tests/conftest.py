@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny real-text corpus, preprocessed once per session."""
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -36,6 +37,25 @@ def write_corpus(directory: Path, n_paragraphs: int = 400) -> Path:
     for split, rows in lines.items():
         (directory / f"{split}.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return directory
+
+
+_PROCESS_GROUP_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture(autouse=True)
+def _no_process_group_variables_leak():
+    """A test that leaves RANK, WORLD_SIZE, ... in ``os.environ`` makes every later subprocess
+    wait for a process group that never forms; fail the test that leaked instead."""
+    before = {key: os.environ.get(key) for key in _PROCESS_GROUP_VARS}
+    yield
+    after = {key: os.environ.get(key) for key in _PROCESS_GROUP_VARS}
+    changed = {key: value for key, value in after.items() if value != before[key]}
+    for key in changed:  # restore, so one leak fails one test
+        if before[key] is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before[key]
+    assert not changed, f"the test left process-group variables in os.environ: {changed}"
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,19 @@ _GROUP_VARS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK",
                "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID")
 
 
+def _clear_group_env(monkeypatch, *more):
+    """Remove the process-group and SLURM variables for one test and restore them after it.
+
+    ``_export_slurm_env`` writes RANK, WORLD_SIZE, MASTER_ADDR, ... into ``os.environ``; only a
+    variable monkeypatch has recorded is removed again at teardown, and ``delenv`` of an absent
+    variable records nothing, hence the set-then-delete. A leak would make every later
+    subprocess of the suite wait for a process group that never forms.
+    """
+    for key in _GROUP_VARS + ("SUBMITIT_EXECUTOR",) + more:
+        monkeypatch.setenv(key, "x")
+        monkeypatch.delenv(key)
+
+
 def _env(**extra):
     env = {k: v for k, v in os.environ.items() if k not in _GROUP_VARS and not k.startswith("SLURM_")}
     env.pop("SUBMITIT_EXECUTOR", None)
@@ -132,8 +145,7 @@ def test_a_batch_script_shell_is_one_process(monkeypatch):
     wait for tasks that only ``srun`` would start."""
     from fairseq.distributed import utils as dist_utils
 
-    for key in _GROUP_VARS + ("SUBMITIT_EXECUTOR", "SLURM_STEP_NUM_TASKS"):
-        monkeypatch.delenv(key, raising=False)
+    _clear_group_env(monkeypatch, "SLURM_STEP_NUM_TASKS", "SLURM_JOB_ID", "SLURM_LOCALID")
     monkeypatch.setenv("SLURM_PROCID", "0")
     monkeypatch.setenv("SLURM_NTASKS", "8")
     monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu[07-08]")
@@ -148,8 +160,7 @@ def test_srun_tasks_that_do_not_match_distributed_world_size_stop_with_the_fix(m
 
     from fairseq.distributed import utils as dist_utils
 
-    for key in _GROUP_VARS + ("SUBMITIT_EXECUTOR",):
-        monkeypatch.delenv(key, raising=False)
+    _clear_group_env(monkeypatch)
     for key, value in dict(SLURM_JOB_ID="7", SLURM_PROCID="1", SLURM_LOCALID="0", SLURM_STEP_NUM_TASKS="2",
                            SLURM_STEP_NODELIST="gpu[07-08]", SLURM_STEP_NUM_NODES="2").items():
         monkeypatch.setenv(key, value)
