@@ -8,6 +8,11 @@ from typing import List
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # several pytest workers share the cores: one thread each (and in the processes a test
+    # starts) instead of every worker's torch taking all of them
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
