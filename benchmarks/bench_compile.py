@@ -28,7 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
-from bench_memory import build_trainer, demo_data, full_batches, model_overrides  # noqa: E402
+from bench_common import demo_data  # noqa: E402
+from bench_memory import build_trainer, full_batches, model_overrides  # noqa: E402
 
 
 def step(trainer, sample) -> float:

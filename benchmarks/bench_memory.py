@@ -28,7 +28,6 @@ a time per step (median), since checkpointing trades memory for a second forward
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,27 +35,17 @@ from typing import Any, Callable, Dict, List, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import torch  # noqa: E402
+
+from bench_common import demo_data  # noqa: E402
 
 VARIANTS: Dict[str, List[str]] = {
     "plain": [],
     "checkpoint": ["model.checkpoint_activations=true"],
     "offload": ["model.offload_activations=true"],
 }
-
-
-def demo_data(directory: str) -> str:
-    """Build the demo corpus and preprocess it under ``directory``; returns the data-bin path."""
-    text = os.path.join(directory, "text")
-    dest = os.path.join(directory, "data-bin")
-    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "prepare_demo_corpus.py"), "--out", text],
-                   check=True, capture_output=True)
-    from fairseq_cli import preprocess
-
-    preprocess.cli_main(["--only-source", "--trainpref", f"{text}/train.txt",
-                         "--validpref", f"{text}/valid.txt", "--destdir", dest, "--workers", "2"])
-    return dest
 
 
 def model_overrides(layers: int, dim: int, ffn: int, heads: int, tokens_per_sample: int,

@@ -52,60 +52,12 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import torch  # noqa: E402
 
+from bench_common import demo_data, flops_per_token, matmul_peak, sync  # noqa: E402
+
 MODELS = {
     "demo": dict(layers=2, dim=128, ffn=512, heads=4, tokens_per_sample=128, max_tokens=2048),
     "gpt2_small": dict(layers=12, dim=768, ffn=3072, heads=12, tokens_per_sample=256, max_tokens=1024),
 }
-
-
-def flops_per_token(layers: int, dim: int, ffn: int, context: int, vocab: int, training: bool = True) -> float:
-    """Model FLOPs per token of a decoder-only transformer (see the module docstring).
-
-    Args:
-        layers, dim, ffn: L, d, f. context: T, the tokens each position attends over.
-        vocab: V, the rows of the output layer. training: forward + backward (x3), else forward.
-
-    Returns:
-        ``6*N + 12*L*T*d`` (training) or ``2*N + 4*L*T*d`` (forward), with
-        ``N = L*(4*d*d + 2*d*f) + d*V``.
-    """
-    n = layers * (4 * dim * dim + 2 * dim * ffn) + dim * vocab
-    forward = 2 * n + 4 * layers * context * dim
-    return 3.0 * forward if training else float(forward)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 5) -> float:
-    """The best FLOP/s of ``repeats`` timed ``size x size`` matrix products (after a warm-up)."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    inner = 1 if device.type == "cpu" else 20
-    torch.mm(a, b)
-    _sync(device)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(inner):
-            torch.mm(a, b)
-        _sync(device)
-        best = min(best, (time.perf_counter() - start) / inner)
-    return 2.0 * size ** 3 / best
-
-
-def demo_data(directory: str) -> str:
-    """The demo corpus, preprocessed into ``directory/data-bin``."""
-    from fairseq.data.demo_corpus import write_demo_corpus
-    from fairseq_cli import preprocess
-
-    text, dest = os.path.join(directory, "text"), os.path.join(directory, "data-bin")
-    write_demo_corpus(text)
-    preprocess.cli_main(["--only-source", "--trainpref", f"{text}/train.txt",
-                         "--validpref", f"{text}/valid.txt", "--destdir", dest, "--workers", "1"])
-    return dest
 
 
 class Bench:
@@ -157,10 +109,10 @@ class Bench:
     def step(self, i: int) -> None:
         """One timed update on batch ``i``."""
         sample = self.samples[i % len(self.samples)]
-        _sync(self.device)
+        sync(self.device)
         start = time.perf_counter()
         self.trainer.train_step([sample])
-        _sync(self.device)
+        sync(self.device)
         self.seconds.append(time.perf_counter() - start)
         self.tokens.append(int(sample["ntokens"]))
 
@@ -175,11 +127,11 @@ class Bench:
         itr = self.task.eval_lm_dataloader(self.task.dataset("valid"), max_tokens=max_tokens,
                                            max_positions=self.shape["tokens_per_sample"], num_workers=0)
         batches = [b for _, b in zip(range(8), itr)]  # the first 8 batches: a few seconds at most
-        _sync(self.device)
+        sync(self.device)
         start = time.perf_counter()
         with torch.no_grad():
             result = eval_lm([model], self.task.source_dictionary, batches, device=self.device)
-        _sync(self.device)
+        sync(self.device)
         model.train()
         return result["ntokens"] / (time.perf_counter() - start)
 
@@ -221,7 +173,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
-        data = args.data or demo_data(tmp)
+        data = args.data or demo_data(tmp, workers=1)
         for shape in MODELS.values():
             shape["max_tokens"] *= args.batch_scale
         benches = [Bench(name, data, args.set, args.steps) for name in args.models]

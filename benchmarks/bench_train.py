@@ -40,7 +40,6 @@ the Python heap nor the parameters and optimizer state that live across updates.
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,9 +47,12 @@ from typing import Any, Callable, Dict, List, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+
+from bench_common import demo_data, flops_per_token, matmul_peak  # noqa: E402
 
 BASE = [
     "task.tokens_per_sample=128", "task.sample_break_mode=none",
@@ -78,23 +80,10 @@ GROUPS: List[Tuple[str, Tuple[str, ...]]] = [
 ]
 
 
-def demo_data(directory: str) -> str:
-    """Write and preprocess the demo corpus under ``directory``; returns the data-bin path."""
-    text = os.path.join(directory, "text")
-    dest = os.path.join(directory, "data-bin")
-    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "prepare_demo_corpus.py"), "--out", text],
-                   check=True, capture_output=True)
-    from fairseq_cli import preprocess
-
-    preprocess.cli_main(["--only-source", "--trainpref", f"{text}/train.txt",
-                         "--validpref", f"{text}/valid.txt", "--destdir", dest, "--workers", "2"])
-    return dest
-
-
 def width_overrides(width: int) -> List[str]:
     """Model fields of the demo shapes (width 1) or ``width`` times as wide."""
     dim, heads = 128 * width, 4 if width == 1 else 8
-    return [f"model.decoder_layers=2", f"model.decoder_embed_dim={dim}", f"model.decoder_input_dim={dim}",
+    return ["model.decoder_layers=2", f"model.decoder_embed_dim={dim}", f"model.decoder_input_dim={dim}",
             f"model.decoder_output_dim={dim}", f"model.decoder_ffn_embed_dim={4 * dim}",
             f"model.decoder_attention_heads={heads}"]
 
@@ -130,23 +119,6 @@ def full_batches(cfg, task, n: int) -> List[Dict[str, Any]]:
         if len(out) == n:
             break
     return out
-
-
-def flops_per_token(cfg: Any, vocab: int) -> float:
-    m = cfg.model
-    L, C, Fd, T = m.decoder_layers, m.decoder_embed_dim, m.decoder_ffn_embed_dim, cfg.task.tokens_per_sample
-    return 6.0 * (L * (4 * C * C + 2 * C * Fd) + C * vocab) + 12.0 * L * T * C
-
-
-def matmul_gflops(n: int = 2048, reps: int = 3) -> float:
-    """Best of ``reps`` float32 n x n matmuls, in GFLOP/s."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    best = float("inf")
-    for _ in range(reps):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2.0 * n**3 / best / 1e9
 
 
 class TrainerStep:
@@ -213,7 +185,7 @@ def time_variants(variants: Dict[str, Callable], samples: List[Dict[str, Any]], 
     k = 0
     for _ in range(rounds):
         for sample in samples:
-            peaks.append(matmul_gflops())
+            peaks.append(matmul_peak(repeats=3) / 1e9)
             order = names[k % len(names):] + names[:k % len(names)]  # rotate who goes first
             k += 1
             for name in order:
@@ -270,7 +242,9 @@ def peak_step_bytes(step: Callable, sample: Dict[str, Any]) -> int:
 
 
 def report(width: int, cfg, task, variants, per_word, peaks, vocab: int) -> None:
-    fpt = flops_per_token(cfg, vocab)
+    m = cfg.model
+    fpt = flops_per_token(m.decoder_layers, m.decoder_embed_dim, m.decoder_ffn_embed_dim,
+                          cfg.task.tokens_per_sample, vocab)
     peak = statistics.median(peaks)
     plain = 1.0 / statistics.median(per_word["plain loop"])
     m = cfg.model
