@@ -16,6 +16,7 @@ import argparse
 import ast
 import dataclasses
 import errno
+import io
 import logging
 import os
 import random
@@ -23,6 +24,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -290,18 +292,78 @@ def _save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Op
     save_dir = ckpt.save_dir
     first = os.path.join(save_dir, names[0])
     if sharded:
+        wait_for_checkpoint_writes()
         _save_sharded(cfg, trainer, snapshot, names, val_loss)
         return
-    if os.path.isdir(first):  # a sharded checkpoint of the same name (save_consolidated changed)
-        fully_sharded.remove_path(first)
     snapshot = with_integrity(snapshot)  # SHA-256 of its tensors, checked when it is read
-    atomic_save(snapshot, first)
-    for name in names[1:]:  # one file, many names (a copy where links are impossible)
-        atomic_link(first, os.path.join(save_dir, name))
+    done = "saved %s (epoch %d @ %d updates%s)" % (
+        ", ".join(names), epoch, updates,
+        f", valid {ckpt.best_checkpoint_metric} {val_loss:.3f}" if val_loss is not None else "")
+
+    def write(save: Any) -> None:
+        if os.path.isdir(first):  # a sharded checkpoint of the same name (save_consolidated changed)
+            fully_sharded.remove_path(first)
+        _atomic_write(first, save)
+        for name in names[1:]:  # one file, many names (a copy where links are impossible)
+            atomic_link(first, os.path.join(save_dir, name))
+        logger.info(done)
+        _prune(save_dir, ckpt)
+
     save_run_config(cfg, save_dir)
-    logger.info("saved %s (epoch %d @ %d updates%s)", ", ".join(names), epoch, updates,
-                f", valid {ckpt.best_checkpoint_metric} {val_loss:.3f}" if val_loss is not None else "")
-    _prune(save_dir, ckpt)
+    if ckpt.get("write_checkpoints_asynchronously", False):
+        # serialized now (training goes on changing the weights), written by a thread
+        data = io.BytesIO()
+        torch.save(snapshot, data)
+        _background_writes.submit(lambda: write(lambda f: f.write(data.getbuffer())))
+    else:
+        wait_for_checkpoint_writes()
+        write(lambda f: torch.save(snapshot, f))
+
+
+class _BackgroundWrites:
+    """Checkpoint writes done by one thread, at most one in flight: a new one first waits for
+    the previous one (and raises its error). Each write is as atomic as a foreground one, so a
+    kill while one is in flight leaves the previous checkpoint whole and a temporary file that
+    the next run removes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+        self._error: Optional[BaseException] = None
+
+    def submit(self, fn: Any) -> None:
+        with self._lock:
+            self._wait()
+
+            def run() -> None:
+                try:
+                    fn()
+                except BaseException as e:  # raised in the training thread by the next wait
+                    self._error = e
+
+            self._thread = threading.Thread(target=run, name="fairseq-checkpoint-writer")
+            self._thread.start()
+
+    def wait(self) -> None:
+        with self._lock:
+            self._wait()
+
+    def _wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+
+_background_writes = _BackgroundWrites()
+
+
+def wait_for_checkpoint_writes() -> None:
+    """Wait until the checkpoint being written in the background (``checkpoint.
+    write_checkpoints_asynchronously``) is complete; raise the error its write met, if any."""
+    _background_writes.wait()
 
 
 def _save_sharded(cfg: DictConfig, trainer: Any, extra: Dict[str, Any], names: List[str],

@@ -531,7 +531,11 @@ def _run_training(cfg: DictConfig, interrupt: InterruptRequest, progress: Dict[s
             lr = trainer.lr_step(epoch_itr.epoch, valid_losses[0])
             epoch_itr = get_train_iterator(cfg, task, epoch_itr.next_epoch_idx)
     finally:
-        writers.close()
+        try:
+            # a checkpoint still written in the background is complete before the run returns
+            checkpoint_utils.wait_for_checkpoint_writes()
+        finally:
+            writers.close()
     logger.info("done training: %d updates in %.1f s", trainer.get_num_updates(),
                 time.perf_counter() - state["start_time"])
     return {"num_updates": trainer.get_num_updates(), "epoch": epoch_itr.epoch, "best": state.get("best")}

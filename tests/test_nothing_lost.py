@@ -252,3 +252,97 @@ def test_first_ctrl_c_asks_to_stop_and_a_second_one_stops_at_once():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)
         assert not interrupt.requested
+
+
+def children_of(pid):
+    """PIDs whose parent is ``pid`` (from /proc)."""
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def kill_and_rerun_at_once(proc, command, tmp_path):
+    """SIGKILL the trainer (its data workers live on for a few seconds) and rerun at once."""
+    workers = children_of(proc.pid)
+    assert workers, "the trainer runs no data workers"
+    proc.kill()
+    proc.wait()
+    orphans = [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
+    assert orphans, "the data workers ended with the trainer: this does not test what it should"
+    try:
+        return run_script(train_code(command), tmp_path)
+    finally:
+        for pid in orphans:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+WORKERS = ["--num-workers", "2"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the data workers in /proc")
+def test_kill_9_with_data_workers_then_an_immediate_rerun_resumes(data_bin, tmp_path, reference):
+    """Issue 21: the data workers a killed trainer leaves behind never hold the save_dir lock."""
+    save_dir, log = tmp_path / "ck", str(tmp_path / "log")
+    command = [data_bin] + ARGS + WORKERS + ["--save-dir", str(save_dir), "--log-file", log]
+    proc = popen_train(command, tmp_path, SLOW_STEPS)
+    try:
+        wait_for(logged_update(log, 6), proc, "update 6")
+        result = kill_and_rerun_at_once(proc, command, tmp_path)
+    finally:
+        proc.kill()
+    assert result.returncode == 0, result.stderr
+    text = open(log).read()
+    assert re.search(r"loaded checkpoint \S*checkpoint_last\.pt \(epoch 1 @ 4 updates\)", text)
+    assert losses_by_update(log) == reference[1]
+    assert updates_of(save_dir / "checkpoint_last.pt") == 12
+    assert not (save_dir / ".lock").exists()
+
+
+STALL_SECOND_ASYNC_WRITE = """
+    import os, threading, time
+    real_replace, calls = os.replace, []
+    def replace(src, dst, *a, **k):
+        if threading.current_thread().name == "fairseq-checkpoint-writer" and str(dst).endswith("checkpoint_last.pt"):
+            calls.append(dst)
+            if len(calls) == 2:  # the save at update 8: its bytes are on disk, the rename never comes
+                time.sleep(600)
+        return real_replace(src, dst, *a, **k)
+    os.replace = replace
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the data workers in /proc")
+def test_kill_9_with_an_async_checkpoint_write_in_flight_then_an_immediate_rerun_resumes(
+        data_bin, tmp_path, reference):
+    save_dir, log = tmp_path / "ck", str(tmp_path / "log")
+    command = [data_bin] + ARGS + WORKERS + ["--save-async", "--save-dir", str(save_dir), "--log-file", log]
+    proc = popen_train(command, tmp_path, STALL_SECOND_ASYNC_WRITE)
+    try:
+        # training goes on while the update-8 checkpoint is being written
+        wait_for(logged_update(log, 10), proc, "update 10")
+        temporary = [n for n in os.listdir(save_dir) if n.startswith(f".tmp_checkpoint_last.pt.{proc.pid}.")]
+        assert temporary, os.listdir(save_dir)
+        assert updates_of(save_dir / "checkpoint_last.pt") == 4
+        result = kill_and_rerun_at_once(proc, command, tmp_path)
+    finally:
+        proc.kill()
+    assert result.returncode == 0, result.stderr
+    text = open(log).read()
+    assert re.search(r"loaded checkpoint \S*checkpoint_last\.pt \(epoch 1 @ 4 updates\)", text)
+    assert f"removed {temporary[0]}, left by a save that was interrupted" in text
+    assert losses_by_update(log) == reference[1]
+    # the rerun's own async writes are complete when it returns
+    for n in (4, 8, 12):
+        assert updates_of(save_dir / f"checkpoint_1_{n}.pt") == n
+    assert updates_of(save_dir / "checkpoint_last.pt") == 12
+    assert not [n for n in os.listdir(save_dir) if n.startswith(".tmp")]

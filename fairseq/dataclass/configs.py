@@ -308,6 +308,13 @@ class CheckpointConfig(FairseqDataclass):
                   "single-file .pt on the first process (what eval tools load) instead of a "
                   "sharded torch.distributed.checkpoint directory"},
     )
+    write_checkpoints_asynchronously: bool = field(
+        default=False,
+        metadata={"help": "serialize each checkpoint in memory and write it to disk in a "
+                  "background thread while training goes on (one write in flight at a time; each "
+                  "write stays atomic); sharded checkpoints are always written in the foreground",
+                  "argparse_alias": ("--save-async",)},
+    )
     finetune_from_model: Optional[str] = field(
         default=None,
         metadata={"help": "start from this checkpoint's model weights only (fresh optimizer, "
