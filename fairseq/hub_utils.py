@@ -18,6 +18,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from fairseq.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 # files that may sit next to a checkpoint, and the bpe setting each one fills in
@@ -38,7 +40,7 @@ GENERATION_DEFAULTS: Dict[str, Any] = {
 }
 
 
-class HubError(ValueError):
+class HubError(ConfigError):
     """A bad argument to the hub interface (unknown path, unknown generation option, ...)."""
 
 

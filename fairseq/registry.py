@@ -15,6 +15,8 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 from omegaconf import DictConfig, OmegaConf
 
+from fairseq.errors import ConfigError
+
 
 @dataclass
 class RegistryEntry:
@@ -31,7 +33,7 @@ class RegistryEntry:
         return self.dataclass(**{**self.preset, "_name": self.name})
 
 
-class UnknownChoiceError(ValueError):
+class UnknownChoiceError(ConfigError):
     """Raised for a component name that is not registered; names the closest one."""
 
 

@@ -34,7 +34,7 @@ import threading
 import time
 from typing import Dict, Iterator, Optional, Tuple
 
-from fairseq.dataclass.overrides import ConfigError
+from fairseq.errors import ConfigError, ResourceError
 
 try:
     import fcntl
@@ -52,7 +52,7 @@ _held: Dict[Tuple[int, int], int] = {}
 _guard = threading.Lock()
 
 
-class SaveDirBusyError(ConfigError):
+class SaveDirBusyError(ResourceError, ConfigError):
     """Another live run holds the lock of this save_dir (a user error: exit code 2)."""
 
 

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from fairseq.errors import ConfigError
 from fairseq.search import BeamSearch, Sampling, Search
 
 Hypothesis = Dict[str, Any]
@@ -292,7 +293,7 @@ class SequenceGenerator(torch.nn.Module):
 DEFAULT_MAX_LEN_B = 200
 
 
-class GenerationSettingError(ValueError):
+class GenerationSettingError(ConfigError):
     """A generation setting that is out of range or does not apply to language models."""
 
 

@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from fairseq import compile_utils, distributed_utils, optim
+from fairseq.checkpoint import sharded
 from fairseq.distributed import fully_sharded
 from fairseq.optim import lr_scheduler as lr_scheduler_module
 from fairseq.optim.dynamic_loss_scaler import DynamicLossScaler
@@ -44,6 +45,27 @@ def move_to_device(sample: Any, device: torch.device) -> Any:
     if isinstance(sample, (list, tuple)):
         return type(sample)(move_to_device(v, device) for v in sample)
     return sample
+
+
+def get_train_iterator(cfg: Any, task: Any, epoch: int):
+    """The batch iterator of epoch ``epoch`` (its data shard is loaded when the data has several)."""
+    split = cfg.dataset.train_subset
+    if split not in task.datasets or ":" in str(cfg.task.data):
+        task.load_dataset(split, epoch=epoch)
+    dataset = task.dataset(split)
+    return task.get_batch_iterator(
+        dataset,
+        max_tokens=cfg.dataset.max_tokens,
+        max_sentences=cfg.dataset.batch_size,
+        max_positions=task.max_positions(),
+        ignore_invalid_inputs=True,
+        required_batch_size_multiple=cfg.dataset.required_batch_size_multiple,
+        seed=cfg.common.seed,
+        num_shards=cfg.distributed_training.distributed_world_size,
+        shard_id=cfg.distributed_training.distributed_rank,
+        num_workers=cfg.dataset.num_workers,
+        epoch=epoch,
+    )
 
 
 class Trainer:
@@ -296,24 +318,32 @@ class Trainer:
         """Write a ``torch.distributed.checkpoint`` directory (see
         :mod:`fairseq.distributed.fully_sharded`); every process calls it."""
         keys = ["model", "optimizer"] if with_optimizer else ["model"]
-        fully_sharded.save_sharded(path, self._model, self.optimizer.optimizer if with_optimizer else None,
+        sharded.save_sharded(path, self._model, self.optimizer.optimizer if with_optimizer else None,
                                    dict(extra, sharded_keys=keys, **self.train_state()))
 
     def load_sharded(self, path: str, meta: Dict[str, Any], reset_optimizer: bool = False,
                      reset_lr_scheduler: bool = False) -> None:
         """Restore from a ``torch.distributed.checkpoint`` directory whose ``extra.pt`` is
         ``meta``, written by any number of processes; every process calls it."""
-        from fairseq.checkpoint_utils import CheckpointError
+        from fairseq.errors import CheckpointError
 
         has_optimizer = "optimizer" in meta.get("sharded_keys", ["optimizer"])
         try:
-            fully_sharded.load_sharded(path, self._model, self.optimizer.optimizer
+            sharded.load_sharded(path, self._model, self.optimizer.optimizer
                                        if has_optimizer and not reset_optimizer else None)
         except (RuntimeError, ValueError) as e:
             first = (str(e).strip().splitlines() or [""])[0]
             raise CheckpointError(f"the sharded checkpoint {path} does not fit this model or cannot "
                                   f"be read: {first}") from None
         self._load_train_state(meta, reset_optimizer, reset_lr_scheduler)
+
+    def get_train_iterator(self, epoch: int, combine: bool = True, load_dataset: bool = True,
+                           data_selector: Any = None, shard_batch_itr: bool = True,
+                           disable_iterator_cache: bool = False) -> Any:
+        """The training batch iterator of ``epoch`` (fairseq's signature; this process's shard).
+        The dataset is loaded when it is not yet (or when the data has several shards); the
+        other arguments are accepted for fairseq's callers."""
+        return get_train_iterator(self.cfg, self.task, epoch)
 
     def load_model_weights(self, model_state: Dict[str, Any], source: str) -> None:
         """Load model weights, explaining a mismatch (another vocabulary, other sizes)."""
@@ -323,7 +353,7 @@ class Trainer:
             else:
                 self._model.load_state_dict(model_state, strict=True)
         except RuntimeError as e:
-            from fairseq.checkpoint_utils import CheckpointError
+            from fairseq.errors import CheckpointError
 
             first = [line.strip().rstrip(".") for line in str(e).splitlines() if line.strip()][1:3]
             raise CheckpointError(

@@ -21,7 +21,7 @@ from fairseq import checkpoint_utils, distributed_utils, tasks
 from fairseq.logging import progress_bar as pb
 from fairseq.logging.meters import StopwatchMeter
 from fairseq.logging.writers import MetricWriters
-from fairseq.trainer import Trainer
+from fairseq.trainer import Trainer, get_train_iterator  # noqa: F401 -- also imported from here
 
 logger = logging.getLogger("fairseq.train")
 
@@ -94,27 +94,6 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def get_train_iterator(cfg: DictConfig, task: Any, epoch: int):
-    """The batch iterator of epoch ``epoch`` (its data shard is loaded when the data has several)."""
-    split = cfg.dataset.train_subset
-    if split not in task.datasets or ":" in str(cfg.task.data):
-        task.load_dataset(split, epoch=epoch)
-    dataset = task.dataset(split)
-    return task.get_batch_iterator(
-        dataset,
-        max_tokens=cfg.dataset.max_tokens,
-        max_sentences=cfg.dataset.batch_size,
-        max_positions=task.max_positions(),
-        ignore_invalid_inputs=True,
-        required_batch_size_multiple=cfg.dataset.required_batch_size_multiple,
-        seed=cfg.common.seed,
-        num_shards=cfg.distributed_training.distributed_world_size,
-        shard_id=cfg.distributed_training.distributed_rank,
-        num_workers=cfg.dataset.num_workers,
-        epoch=epoch,
-    )
 
 
 def reduce_stats(task: Any, criterion: Any, logging_outputs: List[Dict[str, Any]]) -> Dict[str, float]:
@@ -401,7 +380,7 @@ def require_components(cfg: DictConfig) -> None:
     Raises:
         ConfigError: naming the flag, the Hydra key and an example.
     """
-    from fairseq.dataclass.overrides import ConfigError
+    from fairseq.errors import ConfigError
 
     for group, (flag, example) in REQUIRED_COMPONENTS.items():
         if cfg.get(group) is None:

@@ -64,7 +64,7 @@ def _bpe_tokens(dictionary: Any, post_process: Optional[str]) -> Tuple[Optional[
     Raises:
         ConfigError: for a ``post_process`` other than ``subword_nmt`` / ``'@@ '``.
     """
-    from fairseq.dataclass.overrides import ConfigError
+    from fairseq.errors import ConfigError
 
     if post_process is None:
         return None, 0
@@ -242,7 +242,7 @@ def model_overrides(text: str) -> Dict[str, Any]:
     Raises:
         ConfigError: if it is not one.
     """
-    from fairseq.dataclass.overrides import ConfigError
+    from fairseq.errors import ConfigError
 
     try:
         value = ast.literal_eval(text or "{}")
@@ -267,7 +267,7 @@ def evaluate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
         FileNotFoundError: for a split the data directory lacks.
     """
     from fairseq import checkpoint_utils, tasks
-    from fairseq.dataclass.overrides import ConfigError
+    from fairseq.errors import ConfigError
     from fairseq.logging.progress_bar import progress_bar
 
     if not path:
@@ -353,7 +353,7 @@ def _results_handler(results_path: Optional[str], split: str) -> Optional[loggin
         return None
     import os
 
-    from fairseq.dataclass.overrides import ConfigError
+    from fairseq.errors import ConfigError
 
     try:
         os.makedirs(results_path, exist_ok=True)

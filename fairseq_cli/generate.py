@@ -136,7 +136,7 @@ def generate(parser: ArgumentParser, args: Namespace, argv: Sequence[str]) -> Di
     """Load, generate for every sentence of ``--gen-subset``, print; return the throughput."""
     import os
 
-    from fairseq.dataclass.overrides import ConfigError
+    from fairseq.errors import ConfigError
     from fairseq.logging.progress_bar import progress_bar
     from fairseq.sequence_generator import GenerationSettingError, build_generator
 
@@ -251,7 +251,7 @@ def from_config_or_namespace(args: Union[Namespace, DictConfig], interactive: bo
     namespace the command works from; in both cases the values that differ from the parser's
     defaults are treated as given on the command line, so they win over the checkpoint's.
     """
-    from fairseq.dataclass.overrides import ConfigError
+    from fairseq.errors import ConfigError
 
     if isinstance(args, DictConfig):
         args = config_as_namespace(args)

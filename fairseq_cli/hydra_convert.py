@@ -83,7 +83,7 @@ def _strip_program(argv: Sequence[str], names: Tuple[str, ...]) -> List[str]:
 def legacy_config(argv: Sequence[str]) -> DictConfig:
     """The run config ``fairseq-train ARGV`` trains."""
     from fairseq import options
-    from fairseq.dataclass.overrides import ConfigError
+    from fairseq.errors import ConfigError
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
     argv = _strip_program(argv, ("fairseq-train",))
@@ -133,7 +133,7 @@ def legacy_to_overrides(argv: Sequence[str]) -> List[str]:
 
 def legacy_to_yaml(argv: Sequence[str]) -> str:
     """An experiment config for ``--config-dir DIR --config-name NAME`` equal to the legacy run."""
-    from fairseq.dataclass.overrides import ConfigError
+    from fairseq.errors import ConfigError
 
     defaults: List[Any] = ["config"]
     values: Dict[str, Any] = {}
@@ -246,7 +246,7 @@ def convert(to: str, command: Sequence[str]) -> str:
 
 
 def _cli_main(argv: Optional[List[str]] = None) -> None:
-    from fairseq.dataclass.overrides import ConfigError
+    from fairseq.errors import ConfigError
 
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     command = list(args.command)

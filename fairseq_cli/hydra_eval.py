@@ -84,16 +84,10 @@ def compose_eval_config(argv: List[str], command: str) -> Optional[DictConfig]:
 def run(main: Callable[[DictConfig], Any], command: str, argv: Optional[List[str]] = None) -> Any:
     """Compose the config of ``argv`` and run ``main(cfg)``; errors a user can cause end the
     process with one line (exit code 2, or 1 for a failed run)."""
-    from fairseq.dataclass.overrides import ConfigError
-    from fairseq.registry import UnknownChoiceError
     from fairseq_cli.train import run_with_clear_errors
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        cfg = compose_eval_config(argv, command)
-    except (ConfigError, UnknownChoiceError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    cfg = run_with_clear_errors(compose_eval_config, argv, command)
     if cfg is None:
         return None
     return run_with_clear_errors(main, cfg)

@@ -43,7 +43,7 @@ def buffered_read(source: str, buffer_size: int) -> Iterator[List[str]]:
 def interact(parser: ArgumentParser, args: Namespace, argv: Sequence[str]) -> Dict[str, float]:
     import os
 
-    from fairseq.dataclass.overrides import ConfigError
+    from fairseq.errors import ConfigError
     from fairseq.sequence_generator import GenerationSettingError, build_generator
 
     buffer_size = max(int(getattr(args, "buffer_size", 0) or 0), 1)

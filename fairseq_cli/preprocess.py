@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from fairseq.binarizer import binarize_file, find_offsets
 from fairseq.data.dictionary import Dictionary
+from fairseq.errors import UserError
 from fairseq.data.indexed_dataset import (
     SUPPORTED_IMPLS,
     data_file_path,
@@ -32,7 +33,7 @@ logger = logging.getLogger("fairseq_cli.preprocess")
 SPLITS = ("train", "valid", "test")
 
 
-class PreprocessError(Exception):
+class PreprocessError(UserError):
     """A problem with the user's input, reported as one line without a traceback."""
 
 
@@ -324,9 +325,9 @@ def cli_main(argv: Optional[Sequence[str]] = None) -> None:
         setup_logging()
     try:
         main(args)
-    except PreprocessError as err:
+    except UserError as err:  # PreprocessError, or a DataError from a file it reads
         print(f"fairseq-preprocess: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(err.exit_code)
 
 
 if __name__ == "__main__":

@@ -117,17 +117,16 @@ def run_with_clear_errors(fn, *args: Any, **kwargs: Any) -> Any:
     Exit codes: 2 for an error in the input, 1 for a run that failed, 130 (128 + SIGINT, as a
     shell reports Ctrl-C) for Ctrl-C; training then says where its last checkpoint is.
     """
-    from fairseq.checkpoint_utils import CheckpointError
-    from fairseq.data.errors import DataError
-    from fairseq.dataclass.overrides import ConfigError
-    from fairseq.registry import UnknownChoiceError
+    from fairseq.errors import UserError
 
     try:
         return fn(*args, **kwargs)
-    except (ConfigError, UnknownChoiceError, CheckpointError, DataError, FileNotFoundError,
-            FloatingPointError) as e:
+    except UserError as e:  # the one place a door turns the error family into a message
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(1 if isinstance(e, (CheckpointError, FloatingPointError)) else 2)
+        sys.exit(e.exit_code)
+    except (FileNotFoundError, FloatingPointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1 if isinstance(e, FloatingPointError) else 2)
     except KeyboardInterrupt as e:
         print(getattr(e, "message", None) or "interrupted (Ctrl-C)", file=sys.stderr)
         sys.exit(130)

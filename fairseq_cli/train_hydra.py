@@ -75,9 +75,8 @@ def cli_main(argv: Optional[List[str]] = None) -> None:
 
 
 def _cli_main(argv: Optional[List[str]] = None) -> None:
-    from fairseq.dataclass.overrides import DEFAULT_MAX_TOKENS, ConfigError, check_overrides
+    from fairseq.dataclass.overrides import DEFAULT_MAX_TOKENS, check_overrides
     from fairseq.dataclass.sweep_plugins import check_plugins
-    from fairseq.registry import UnknownChoiceError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides, flags = _split_argv(argv)
@@ -108,14 +107,11 @@ def _cli_main(argv: Optional[List[str]] = None) -> None:
     unchecked = any(f in flags for f in ("--help", "-h", "--hydra-help", "--config-path", "-cp"))
     printing = any(f.split("=", 1)[0] in ("--cfg", "-c", "--info", "-i") for f in flags)
     if not unchecked:
-        try:
-            check_plugins(overrides)
-            overrides = check_overrides(overrides, multirun=multirun, config_name=config_name,
-                                        user_config_dir=user_config_dir, check_required=not printing,
-                                        default_max_tokens=DEFAULT_MAX_TOKENS)
-        except (ConfigError, UnknownChoiceError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+        # a ConfigError ends the process in run_with_clear_errors (cli_main)
+        check_plugins(overrides)
+        overrides = check_overrides(overrides, multirun=multirun, config_name=config_name,
+                                    user_config_dir=user_config_dir, check_required=not printing,
+                                    default_max_tokens=DEFAULT_MAX_TOKENS)
     sys.argv = [sys.argv[0]] + flags + overrides
     hydra_main()
 

@@ -48,7 +48,7 @@ def _batch_limits(cfg: DictConfig) -> Tuple[Optional[int], Optional[int]]:
     Raises:
         ConfigError: if neither is set.
     """
-    from fairseq.dataclass.overrides import ConfigError
+    from fairseq.errors import ConfigError
 
     max_tokens, batch_size = cfg.dataset.max_tokens, cfg.dataset.batch_size
     if max_tokens is None and batch_size is None:
@@ -79,7 +79,7 @@ def validate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
         FileNotFoundError: for a subset the data directory lacks (the message lists those it has).
     """
     from fairseq import checkpoint_utils
-    from fairseq.dataclass.overrides import ConfigError
+    from fairseq.errors import ConfigError
     from fairseq.logging.progress_bar import progress_bar
     from fairseq.training import reduce_stats
     from fairseq_cli.eval_lm import model_overrides, progress_settings

@@ -9,7 +9,7 @@ from omegaconf import II
 from fairseq.criterions import register_criterion
 from fairseq.criterions.fairseq_criterion import FairseqCriterion
 from fairseq.dataclass import FairseqDataclass
-from fairseq.dataclass.overrides import ConfigError
+from fairseq.errors import ConfigError
 
 
 @dataclass

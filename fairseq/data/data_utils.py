@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, 
 import numpy as np
 import torch
 
-from fairseq.data.errors import DataError
+from fairseq.errors import DataError
 
 __all__ = ["batch_by_size", "collate_tokens", "collect_filtered", "filter_by_size", "numpy_seed", "post_process"]
 
@@ -295,7 +295,7 @@ def raise_if_valid_subsets_unintentionally_ignored(train_cfg: Any) -> None:
     Raises:
         ConfigError: (a ValueError) naming the ignored splits and the three ways out.
     """
-    from fairseq.dataclass.overrides import ConfigError
+    from fairseq.errors import ConfigError
 
     dataset = train_cfg.dataset
     task = getattr(train_cfg, "task", None)

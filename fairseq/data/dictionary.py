@@ -13,7 +13,7 @@ from typing import IO, Any, Callable, Dict, Iterable, List, Optional, Union
 import torch
 
 from fairseq.data import data_utils
-from fairseq.data.errors import DataError
+from fairseq.errors import DataError
 from fairseq.tokenizer import tokenize_line
 
 __all__ = ["Dictionary", "DuplicateSymbolError"]

@@ -1,5 +1,4 @@
-"""The error raised for unusable data files: it names the file, what is wrong and the fix."""
+"""The error raised for unusable data files (its class lives in :mod:`fairseq.errors`)."""
+from fairseq.errors import DataError
 
-
-class DataError(ValueError):
-    """A data file (dictionary, index, binary data) that cannot be used as it is."""
+__all__ = ["DataError"]

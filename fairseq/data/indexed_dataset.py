@@ -33,7 +33,7 @@ from typing import Any, Dict, Optional, Tuple, Type
 import numpy as np
 import torch
 
-from fairseq.data.errors import DataError
+from fairseq.errors import DataError
 
 logger = logging.getLogger(__name__)
 

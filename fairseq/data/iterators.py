@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from fairseq.data import data_utils
-from fairseq.data.errors import DataError
+from fairseq.errors import DataError
 
 __all__ = [
     "BufferedIterator",

@@ -100,7 +100,7 @@ def _module_is_dir(module, path: Path) -> bool:
 
 
 def _name_taken(user_dir: str, name: str, where: str) -> None:
-    from fairseq.dataclass.overrides import ConfigError
+    from fairseq.errors import ConfigError
 
     raise ConfigError(f"common.user_dir={user_dir!r}: its directory name {name!r} is already the name of "
                       f"the module {where}; a plugin is imported under its directory's name, so "

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fairseq.dataclass.configs import COMPONENT_GROUPS, GENERIC_GROUPS
+from fairseq.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ CONFIG_JSON = "config.json"
 STRICT_GROUPS = ("model", "task")
 
 
-class ConfigValueError(ValueError):
+class ConfigValueError(ConfigError):
     """A saved config value that does not fit its field (names the key, the value and why)."""
 
 

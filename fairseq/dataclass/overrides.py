@@ -18,10 +18,9 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from fairseq.dataclass.configs import COMPONENT_GROUPS
 from fairseq.dataclass.utils import describe_type, field_python_type, parse_sequence
+from fairseq.errors import ConfigError  # noqa: F401 -- also imported from here
 
 
-class ConfigError(ValueError):
-    """A config the run cannot start with; the message names the key and the fix."""
 
 
 def flat_keys(cfg: Any, prefix: str = "") -> List[str]:

@@ -28,7 +28,7 @@ def installed(module: str) -> bool:
 def check_plugins(overrides: Sequence[str]) -> None:
     """Raise :class:`~fairseq.dataclass.overrides.ConfigError` for a sweeper or launcher choice
     (``hydra/sweeper=optuna``, ``hydra/launcher=submitit_slurm``, ...) whose plugin is missing."""
-    from fairseq.dataclass.overrides import ConfigError
+    from fairseq.errors import ConfigError
 
     for text in overrides:
         if "=" not in text:

@@ -132,7 +132,7 @@ class TransformerLanguageModelConfig(FairseqDataclass):
             ConfigError: ``decoder_embed_dim`` not divisible by ``decoder_attention_heads`` (each
                 head gets ``decoder_embed_dim / heads`` dimensions).
         """
-        from fairseq.dataclass.overrides import ConfigError
+        from fairseq.errors import ConfigError
 
         dim, heads = node.get("decoder_embed_dim"), node.get("decoder_attention_heads")
         if isinstance(dim, int) and isinstance(heads, int) and heads > 0 and dim % heads:

@@ -3,7 +3,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from fairseq.dataclass.overrides import ConfigError
+from fairseq.errors import ConfigError
 
 
 def first_lr(lr: Any) -> float:

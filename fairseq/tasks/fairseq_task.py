@@ -64,7 +64,7 @@ class FairseqTask:
         from fairseq.data import data_utils, iterators
 
         if max_tokens is None and max_sentences is None:
-            from fairseq.dataclass.overrides import ConfigError
+            from fairseq.errors import ConfigError
 
             raise ConfigError("batches need a size: give dataset.max_tokens (--max-tokens) or "
                               "dataset.batch_size (--batch-size)")

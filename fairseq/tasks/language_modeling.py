@@ -25,11 +25,11 @@ from omegaconf import II, MISSING, DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from fairseq.data.dictionary import Dictionary
-from fairseq.data.errors import DataError
+from fairseq.errors import DataError
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.dataclass.configs import GENERIC_GROUPS, field_default, interpolation_target
 from fairseq.dataclass.constants import DATASET_IMPL_CHOICES
-from fairseq.dataclass.overrides import ConfigError
+from fairseq.errors import ConfigError
 from fairseq.tasks import TASK_REGISTRY, register_task
 from fairseq.tasks.fairseq_task import FairseqTask
 

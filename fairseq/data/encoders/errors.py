@@ -1,5 +1,5 @@
 """The error of a subword model or tokenizer that cannot be set up from the user's settings."""
-from fairseq.data.errors import DataError
+from fairseq.errors import DataError
 
 
 class EncoderSetupError(DataError):

@@ -5,7 +5,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import II
 
 from fairseq.dataclass import FairseqDataclass
-from fairseq.dataclass.overrides import ConfigError
+from fairseq.errors import ConfigError
 from fairseq.optim.lr_scheduler import register_lr_scheduler
 from fairseq.optim.lr_scheduler.fairseq_lr_scheduler import FairseqLRScheduler
 

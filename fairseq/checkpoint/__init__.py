@@ -1,0 +1,15 @@
+"""Checkpoints: one job per module.
+
+* :mod:`~fairseq.checkpoint.files`: atomic file writes (temporary file, fsync, rename; links).
+* :mod:`~fairseq.checkpoint.state`: what a checkpoint holds (config, RNG states) and how it is
+  read without running code.
+* :mod:`~fairseq.checkpoint.integrity`: the SHA-256 record of a checkpoint's tensors.
+* :mod:`~fairseq.checkpoint.saving`: when to save, under which names, pruning old ones.
+* :mod:`~fairseq.checkpoint.upgrade`: older layouts (fairseq 0.12, args-era) to the current one.
+* :mod:`~fairseq.checkpoint.loading`: loading for use (models and task rebuilt, ensembles, EMA).
+* :mod:`~fairseq.checkpoint.resume`: resuming a run (cleanup, restore, data position).
+* :mod:`~fairseq.checkpoint.sharded`: the DCP directories of ``fully_sharded`` training.
+
+:mod:`fairseq.checkpoint_utils` keeps fairseq's public names, re-exported from these modules.
+None of them imports the training loop.
+"""

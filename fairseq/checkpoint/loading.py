@@ -1,0 +1,320 @@
+"""Loading checkpoints for use: safely (weights only, integrity checked), upgraded, with the
+model and task rebuilt from the checkpoint's own config (ensembles, EMA weights, inference)."""
+import logging
+import os
+import re
+import sys
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+from omegaconf import DictConfig
+
+from fairseq.checkpoint.integrity import verify_integrity
+from fairseq.checkpoint.state import SAFE_GLOBALS, _torch_load
+from fairseq.checkpoint.upgrade import _upgrade_state
+from fairseq.errors import CheckpointError, ConfigError
+from fairseq.file_io import PathManager
+
+logger = logging.getLogger(__name__)
+
+
+class PluginRequiredError(ConfigError):
+    """A checkpoint whose components come from a plugin (``--user-dir``) that was not given:
+    a user error (exit code 2). The ``common.user_dir`` a checkpoint records is never imported
+    (that would run code named by the file), so the user must pass it explicitly."""
+
+
+def load_ema_from_checkpoint(fpath: str) -> Dict[str, Any]:
+    """A checkpoint whose ``model`` is the exponential moving average of its weights.
+
+    Reads ``extra_state["ema"]`` (fairseq's EMA copy of the parameters) and returns
+    ``{"model": OrderedDict of those tensors, ...}`` with the checkpoint's other entries, so that
+    it loads like any checkpoint.
+
+    Raises:
+        CheckpointError: when the file cannot be read or holds no EMA weights.
+    """
+    from collections import OrderedDict
+
+    with PathManager.open(fpath, "rb") as f:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            state = torch.load(f, map_location="cpu", weights_only=True)
+    verify_integrity(state, fpath)
+    ema = (state.get("extra_state") or {}).get("ema") if isinstance(state, dict) else None
+    if not isinstance(ema, dict):
+        raise CheckpointError(f"{fpath} holds no EMA weights (extra_state['ema']); it was not "
+                              "trained with an exponential moving average")
+    state = dict(state)
+    state["model"] = OrderedDict((k, v.float() if torch.is_tensor(v) and v.is_floating_point() else v)
+                                 for k, v in ema.items())
+    return state
+
+
+def load_checkpoint_to_cpu(path: str, arg_overrides: Optional[Dict[str, Any]] = None,
+                           load_on_all_ranks: bool = False) -> Dict[str, Any]:
+    """Read a checkpoint safely (weights only) onto the CPU and upgrade old layouts.
+
+    Checkpoints of this package and of fairseq 0.12 (``cfg`` dict) load as they are; those of
+    fairseq before 0.10 (an ``argparse.Namespace`` under ``args``, no ``cfg``) get a ``cfg``
+    dict converted from their flags. ``torch.load(weights_only=True)`` with only
+    ``argparse.Namespace`` allowed besides tensors and containers: loading never runs code.
+
+    Args:
+        path: the checkpoint file.
+        arg_overrides: ``{key: value}`` set on every node of ``cfg`` that has ``key``.
+        load_on_all_ranks: accepted for fairseq's signature; every process reads the local file.
+
+    Returns:
+        The checkpoint dict; ``state["cfg"]`` is a plain nested dict.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, holds objects other than tensors,
+            containers and a Namespace, is no fairseq checkpoint, or its tensors do not match
+            the SHA-256 stored when it was written (a checkpoint without one, such as
+            fairseq's, loads with a warning).
+    """
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, ".metadata")):
+        raise CheckpointError(
+            f"{path} is a sharded checkpoint directory (ddp_backend=fully_sharded); write it as one "
+            f"file with `python -m fairseq.checkpoint.sharded consolidate {path} OUT.pt`, or "
+            "train with checkpoint.save_consolidated=true (--save-consolidated)")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): its write never completed; "
+                              "use another checkpoint (e.g. checkpoint_last.pt or an earlier one)")
+    try:
+        state = _torch_load(path)
+    except Exception as e:  # noqa: BLE001 -- any unpickling failure becomes one clear message
+        raise CheckpointError(
+            f"cannot load checkpoint {path}: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}. "
+            "It is truncated, corrupt, or holds objects other than tensors and plain containers "
+            "(refused: loading it could run code)") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path} is not a fairseq checkpoint (no 'model' entry)")
+    verify_integrity(state, path)  # before anything reads it: flipped bytes are refused
+    _upgrade_state(state, path)
+    if arg_overrides:
+        for node in state["cfg"].values():
+            if isinstance(node, dict):
+                for key, value in arg_overrides.items():
+                    if key in node:
+                        node[key] = value
+    return state
+
+
+def _check_supported(saved: Dict[str, Any], path: str) -> None:
+    """One clear error when a checkpoint needs a model or task this package does not have."""
+    from fairseq.dataclass.initialize import import_components
+    from fairseq.models import MODEL_REGISTRY
+    from fairseq.tasks import TASK_REGISTRY
+
+    import_components()
+    _check_plugins(saved, path)
+    for group, registry in (("model", MODEL_REGISTRY), ("task", TASK_REGISTRY)):
+        node = saved.get(group)
+        name = node.get("_name") if isinstance(node, dict) else None
+        if not name:
+            raise CheckpointError(f"{path}: its config names no {group} (cfg.{group}._name is empty)")
+        if str(name) not in registry:
+            raise CheckpointError(
+                f"{path} holds a {group} {name!r}, which this package does not support "
+                f"(supported {group}s: {', '.join(registry.choices())})")
+    model_cls = MODEL_REGISTRY.get(str(saved["model"]["_name"])).cls
+    check = getattr(model_cls, "unsupported_options", None)
+    unsupported = check(saved["model"]) if check is not None else []
+    if unsupported:
+        raise CheckpointError(f"{path}: model options this package does not implement: "
+                              f"{', '.join(unsupported)}")
+
+
+def _check_plugins(saved: Dict[str, Any], path: str) -> None:
+    """A checkpoint trained with ``--user-dir`` whose model, task or criterion is not registered
+    now: say which ``--user-dir`` to pass (it is never imported from the checkpoint)."""
+    from fairseq.registry import ALL_REGISTRIES
+
+    user_dir = (saved.get("common") or {}).get("user_dir") if isinstance(saved.get("common"), dict) else None
+    if not user_dir or os.path.basename(os.path.normpath(str(user_dir))) in sys.modules:
+        return  # no plugin, or one of its name imported: the usual "not supported" errors follow
+    for group in ("model", "task", "criterion"):
+        node = saved.get(group)
+        name = node.get("_name") if isinstance(node, dict) else None
+        registry = ALL_REGISTRIES.get(group)
+        if name and registry is not None and str(name) not in registry:
+            raise PluginRequiredError(
+                f"{path} holds the {group} {str(name)!r}, which no imported plugin registers; it was "
+                f"trained with --user-dir {user_dir}: pass that plugin directory explicitly "
+                "(--user-dir DIR, common.user_dir=DIR, or from_pretrained(..., user_dir=DIR)). "
+                "A checkpoint's own user_dir is never imported: that would run code named by the file")
+
+
+def config_from_checkpoint(state: Dict[str, Any], path: str = "the checkpoint") -> DictConfig:
+    """The typed run config of a loaded checkpoint (see ``fairseq.dataclass.json_io``).
+
+    Fields and whole nodes this package does not have (fairseq's ``generation``, ``bmuf``, ...,
+    or the flags of an args-era checkpoint that no node takes) are named in one warning.
+
+    Raises:
+        CheckpointError: the checkpoint's model or task is not supported, or one of their
+            values cannot be read.
+        PluginRequiredError: it was trained with a ``--user-dir`` plugin that is not imported
+            and its model, task or criterion is not registered (the checkpoint's own
+            ``common.user_dir`` is never imported).
+    """
+    from fairseq.dataclass.json_io import ConfigValueError, config_from_dict
+
+    saved = state["cfg"]
+    # the checkpoint's common.user_dir is not imported (it would run code the file names): its
+    # plugins must already be imported, from the user's --user-dir
+    _check_supported(saved, path)
+    saved = {group: dict(node) if isinstance(node, dict) else node for group, node in saved.items()}
+    model = saved["model"]
+    if model.get("max_target_positions") is None:
+        # fairseq falls back to the tokens_per_sample the model was trained with
+        fallback = model.get("tokens_per_sample") or (saved.get("task") or {}).get("tokens_per_sample")
+        if fallback is not None:
+            model["max_target_positions"] = fallback
+        else:
+            model.pop("max_target_positions", None)
+    dropped = [f"args.{k}" for k in state.get("dropped_args", [])]
+    try:
+        return config_from_dict(saved, source=path, dropped=dropped)
+    except ConfigValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+
+
+def _load_weights(model: torch.nn.Module, model_state: Dict[str, Any], path: str, strict: bool,
+                  vocab_size: Optional[int] = None) -> None:
+    try:
+        model.load_state_dict(model_state, strict=strict)
+    except RuntimeError as e:
+        lines = [line.strip().rstrip(".") for line in str(e).splitlines() if line.strip()][1:3]
+        hint = (f" (is task.data's dict.txt the one it was trained with? {vocab_size} types now)"
+                if vocab_size is not None else "")
+        raise CheckpointError(f"{path} does not fit the model built from its own config: "
+                              f"{'; '.join(lines)}{hint}") from None
+
+
+def prune_state_dict(state_dict: Dict[str, Any], model_cfg: Optional[Any]) -> Dict[str, Any]:
+    """The weights of the layers ``model_cfg`` keeps (LayerDrop pruning), renumbered.
+
+    With ``decoder_layers_to_keep="0,2"`` (or ``encoder_layers_to_keep``), the keys of layer 0
+    and 2 become those of layers 0 and 1 and the other layers' keys are dropped; without it, or
+    without a config, ``state_dict`` is returned as is.
+    """
+    if model_cfg is None:
+        return state_dict
+    passes = []
+    for side in ("encoder", "decoder"):
+        keep = getattr(model_cfg, f"{side}_layers_to_keep", None)
+        if keep:
+            kept = sorted(int(i) for i in str(keep).split(",") if i.strip())
+            passes.append((re.compile(rf"^{side}.*\.layers\.(\d+)"), {old: new for new, old in enumerate(kept)}))
+    if not passes:
+        return state_dict
+    logger.info("pruning the checkpoint's layers to those in *_layers_to_keep")
+    pruned: Dict[str, Any] = {}
+    for key, value in state_dict.items():
+        if not re.search(r"\.layers\.(\d+)\.", key):
+            pruned[key] = value
+            continue
+        for pattern, mapping in passes:
+            m = pattern.search(key)
+            if m and int(m.group(1)) in mapping:
+                pruned[key[: m.start(1)] + str(mapping[int(m.group(1))]) + key[m.end(1):]] = value
+    return pruned
+
+
+def load_model_ensemble_and_task(filenames: Sequence[str], arg_overrides: Optional[Dict[str, Any]] = None,
+                                 task: Any = None, strict: bool = True, suffix: str = "",
+                                 num_shards: int = 1, state: Optional[Dict[str, Any]] = None):
+    """Load models from checkpoints (this package's or fairseq's) for inference.
+
+    Args:
+        filenames: checkpoint paths (an ensemble: one model each).
+        arg_overrides: ``{key: value}`` set on every config node with that key (``data`` sets
+            the task's data directory); eval-time settings win over the checkpoint's.
+            ``user_dir`` is the caller's plugin directory, imported first; the ``user_dir`` a
+            checkpoint records is never imported.
+        task: a set-up task to build the models with (default: the first checkpoint's task).
+        strict: the state dict must match the model key for key.
+        suffix: inserted before ``.pt`` of every filename (fairseq's checkpoint suffix).
+        num_shards: model-parallel shards per model; only 1 is supported.
+        state: an already loaded checkpoint dict to use instead of reading ``filenames[0]``.
+
+    Returns:
+        ``(models, cfg, task)``: models in eval mode, the first checkpoint's config, the task.
+
+    Raises:
+        CheckpointError: a missing, unsafe, corrupt (SHA-256 mismatch) or unsupported
+            checkpoint (one line, nothing loaded).
+        PluginRequiredError: its components come from a ``--user-dir`` plugin not given.
+    """
+    from fairseq import tasks
+    from fairseq.dataclass.utils import overwrite_args_by_name
+
+    if num_shards != 1:
+        raise CheckpointError(f"num_shards={num_shards}: sharded (model-parallel) checkpoints "
+                              "are not supported; give one file per model")
+    overrides = dict(arg_overrides or {})
+    data = overrides.pop("data", None)
+    if overrides.get("user_dir"):  # the caller's plugin directory (never the checkpoint's)
+        from fairseq.dataclass.initialize import import_user_module
+
+        import_user_module(str(overrides["user_dir"]))
+    models = []
+    cfg = None
+    for i, filename in enumerate(filenames):
+        path = filename.replace(".pt", suffix + ".pt") if suffix else filename
+        ckpt = state if (state is not None and i == 0) else load_checkpoint_to_cpu(path)
+        model_cfg = config_from_checkpoint(ckpt, path)
+        if data is not None:
+            model_cfg.task.data = data
+        if overrides:
+            overwrite_args_by_name(model_cfg, overrides)
+        if task is None:
+            task = tasks.setup_task(model_cfg.task)
+        try:
+            model = task.build_model(model_cfg.model)
+        except ValueError as e:
+            raise CheckpointError(f"{path}: cannot build its model: {e}") from None
+        vocab = len(task.source_dictionary) if getattr(task, "source_dictionary", None) is not None else None
+        _load_weights(model, ckpt["model"], path, strict, vocab)
+        model.eval()
+        models.append(model)
+        if cfg is None:
+            cfg = model_cfg
+    return models, cfg, task
+
+
+def load_model_ensemble(filenames: Sequence[str], arg_overrides: Optional[Dict[str, Any]] = None,
+                        task: Any = None, strict: bool = True, suffix: str = "", num_shards: int = 1,
+                        state: Optional[Dict[str, Any]] = None):
+    """Like :func:`load_model_ensemble_and_task`, returning ``(models, cfg)``."""
+    models, cfg, _ = load_model_ensemble_and_task(filenames, arg_overrides, task, strict, suffix,
+                                                  num_shards, state)
+    return models, cfg
+
+
+def load_model_for_inference(path: str, overrides: Optional[Dict[str, Any]] = None,
+                             data: Optional[str] = None):
+    """Rebuild the task and model a checkpoint was trained with, weights loaded, in eval mode.
+
+    Reads this package's checkpoints and fairseq's (0.12 ``cfg`` dicts and older ``args``
+    Namespaces, with fairseq's state-dict layouts).
+
+    Args:
+        path: the checkpoint file.
+        overrides: values set on every config node that has the key (eval-time settings
+            such as ``tokens_per_sample`` win over the checkpoint's).
+        data: a data directory replacing the checkpoint's ``task.data``.
+
+    Returns:
+        ``(model, task, cfg)``.
+    """
+    arg_overrides = dict(overrides or {})
+    if data is not None:
+        arg_overrides["data"] = data
+    models, cfg, task = load_model_ensemble_and_task([path], arg_overrides=arg_overrides)
+    return models[0], task, cfg
+

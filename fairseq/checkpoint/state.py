@@ -1,0 +1,73 @@
+"""What a checkpoint holds, and how it is read without running code.
+
+A checkpoint is a dict of tensors and plain containers only:
+
+* ``cfg``: the full resolved run config (plain dicts, enums as strings);
+* ``model``, ``optimizer``, ``lr_scheduler``, ``num_updates`` (the trainer's state);
+* ``extra_state``: epoch, data-iterator position, best validation metric, RNG states, the names
+  its save gives it and the number of data shards that wrote it;
+* ``integrity``: the SHA-256 of all the tensors above (:mod:`fairseq.checkpoint.integrity`).
+
+It is read with ``torch.load(weights_only=True)``; the only class allowed besides tensors and
+containers is the ``argparse.Namespace`` of checkpoints written before fairseq 0.10.
+"""
+import argparse
+import random
+from typing import Any, Dict, List
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+CHECKPOINT_VERSION = 1
+
+
+def plain_config(cfg: Any) -> Dict[str, Any]:
+    """The resolved config as plain containers (safe to load weights-only)."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return dict(cfg)
+
+
+# -- RNG ---------------------------------------------------------------------------------------
+def get_rng_state() -> Dict[str, Any]:
+    state = {"torch": torch.get_rng_state(),
+             "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+             "numpy_pos": int(np.random.get_state()[2]),
+             "python": list(random.getstate()[1]), "python_version": random.getstate()[0]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "numpy" in state:
+        np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    if "python" in state:
+        random.setstate((state["python_version"], tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _is_full_config(cfg: Any) -> bool:
+    """Whether ``cfg`` is the whole run config (else it is its ``checkpoint`` node, as fairseq's
+    functions take it)."""
+    if isinstance(cfg, (DictConfig, dict)):
+        return "checkpoint" in cfg
+    return hasattr(cfg, "checkpoint")
+
+
+# -- loading -----------------------------------------------------------------------------------
+# The only classes a checkpoint may hold besides tensors and plain containers: the ``args``
+# Namespace of checkpoints written before fairseq 0.10. Anything else is refused unread.
+SAFE_GLOBALS: List[type] = [argparse.Namespace]
+
+
+def _torch_load(path: str) -> Any:
+    with torch.serialization.safe_globals(SAFE_GLOBALS):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+
+is_full_config = _is_full_config
