@@ -7,14 +7,18 @@ and writes local files, so every method is a thin, standard-library operation. S
 ``opena`` gives a file whose contents are written by a background thread when it is closed;
 ``async_join`` waits for those writes and ``async_close`` also stops the thread.
 """
+import errno
 import io
 import os
+import tempfile
 import shutil
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any, List, Optional
 
-__all__ = ["PathManager"]
+from fairseq.errors import CheckpointError
+
+__all__ = ["PathManager", "atomic_write"]
 
 
 class _AsyncWrite:
@@ -171,3 +175,64 @@ class PathManager:
         if executor is not None:
             executor.shutdown(wait=True)
         return waited
+
+
+# -- atomic writes ------------------------------------------------------------------------------
+def _umask() -> int:
+    """The process's umask (read from /proc where possible: setting it is not thread-safe)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _temp_prefix(path: str) -> str:
+    """``.tmp_<name>.<pid>.``: a temporary file names the process writing it, so start-up
+    cleanup (:func:`remove_partial_writes`) never deletes one a live process still writes."""
+    return f".tmp_{os.path.basename(path)}.{os.getpid()}."
+
+
+def _atomic_write(path: str, write: Any) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it over
+    ``path``: readers see the old file or the complete new one, never a partial write. The file
+    gets the mode the umask gives (0644 by default), as ``open`` would, not mkstemp's 0600."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), dir=directory)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            raise CheckpointError(f"no space left on device while writing {path}; free space there "
+                                  "or give another checkpoint.save_dir (--save-dir)") from None
+        raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+atomic_write = _atomic_write

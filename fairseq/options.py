@@ -71,7 +71,7 @@ class FairseqArgumentParser(ArgumentParser):
 
 
 def _registries():
-    from fairseq.dataclass.initialize import import_components
+    from fairseq.registry import import_builtin_components as import_components
     from fairseq.registry import ALL_REGISTRIES
 
     import_components()
@@ -80,7 +80,7 @@ def _registries():
 
 def _preload_user_dir(input_args: Optional[Sequence[str]]) -> None:
     """Import ``--user-dir`` before the parser is built, so plugins appear in choices and --help."""
-    from fairseq.dataclass.initialize import import_user_module
+    from fairseq.dataclass.compose import import_user_module
 
     pre = ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--user-dir", default=None)

@@ -9,6 +9,7 @@ Models also have *architectures*: named presets of the model's config defaults. 
 data merged under whatever the user sets, so an explicit value always wins.
 """
 import difflib
+import importlib
 from argparse import Namespace
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Callable, Dict, List, Optional, Union
@@ -167,3 +168,16 @@ def setup_registry(group: str, base_class: Optional[type] = None, default: Optio
     registry = Registry(group, base_class, default)
     ALL_REGISTRIES[group] = registry
     return registry
+
+
+# The packages whose modules register the built-in components. They are loaded by name, the
+# way a plugin directory is: the config layer (below the models and tasks) composes configs
+# from what the registries hold without importing any model or task module itself.
+BUILTIN_COMPONENT_PACKAGES = ("fairseq.criterions", "fairseq.data.encoders", "fairseq.models",
+                              "fairseq.optim", "fairseq.optim.lr_scheduler", "fairseq.tasks")
+
+
+def import_builtin_components() -> None:
+    """Fill every registry with the built-in components (a no-op once they are imported)."""
+    for name in BUILTIN_COMPONENT_PACKAGES:
+        importlib.import_module(name)

@@ -245,7 +245,7 @@ def import_user_module(args: Any) -> None:
     The same importer as ``--user-dir`` / ``common.user_dir``: the directory is imported once,
     as a package named after it, so its ``@register_*`` components become available.
     """
-    from fairseq.dataclass.initialize import import_user_module as import_dir
+    from fairseq.dataclass.compose import import_user_module as import_dir
 
     import_dir(getattr(args, "user_dir", None))
 

@@ -16,7 +16,11 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from fairseq.dataclass.initialize import (config_dir, hydra_init, import_user_module,  # noqa: E402
-                                          primary_config_name, user_dir_in_config)
+                                          install_hydra_hooks, primary_config_name, user_dir_in_config)
+
+# a launcher's worker process (joblib) imports this module to run the task function: it composes
+# its job's config by the same rules as this process
+install_hydra_hooks()
 
 
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")

@@ -12,57 +12,13 @@ from typing import Any
 
 import torch
 
-from fairseq.errors import CheckpointError
+from fairseq.file_io import _atomic_write, _fsync_dir, _temp_prefix, _umask, atomic_write  # noqa: F401
 from fairseq.save_dir_lock import pid_alive
 
 __all__ = ["atomic_copy", "atomic_link", "atomic_save", "atomic_write", "pid_alive"]
 
 
-def _umask() -> int:
-    """The process's umask (read from /proc where possible: setting it is not thread-safe)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _temp_prefix(path: str) -> str:
-    """``.tmp_<name>.<pid>.``: a temporary file names the process writing it, so start-up
-    cleanup (:func:`remove_partial_writes`) never deletes one a live process still writes."""
-    return f".tmp_{os.path.basename(path)}.{os.getpid()}."
-
-
 _TEMP_NAME = re.compile(r"\.tmp_checkpoint.*?\.(\d+)\.[A-Za-z0-9_]+")
-
-
-def _atomic_write(path: str, write: Any) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it over
-    ``path``: readers see the old file or the complete new one, never a partial write. The file
-    gets the mode the umask gives (0644 by default), as ``open`` would, not mkstemp's 0600."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), dir=directory)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-            raise CheckpointError(f"no space left on device while writing {path}; free space there "
-                                  "or give another checkpoint.save_dir (--save-dir)") from None
-        raise
-    _fsync_dir(directory)
 
 
 def atomic_save(obj: Any, path: str) -> None:
@@ -113,19 +69,3 @@ def atomic_link(src: str, dst: str) -> str:
     _fsync_dir(directory)
     return "link"
 
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-
-atomic_write = _atomic_write

@@ -105,7 +105,7 @@ def load_checkpoint_to_cpu(path: str, arg_overrides: Optional[Dict[str, Any]] = 
 
 def _check_supported(saved: Dict[str, Any], path: str) -> None:
     """One clear error when a checkpoint needs a model or task this package does not have."""
-    from fairseq.dataclass.initialize import import_components
+    from fairseq.registry import import_builtin_components as import_components
     from fairseq.models import MODEL_REGISTRY
     from fairseq.tasks import TASK_REGISTRY
 
@@ -259,7 +259,7 @@ def load_model_ensemble_and_task(filenames: Sequence[str], arg_overrides: Option
     overrides = dict(arg_overrides or {})
     data = overrides.pop("data", None)
     if overrides.get("user_dir"):  # the caller's plugin directory (never the checkpoint's)
-        from fairseq.dataclass.initialize import import_user_module
+        from fairseq.dataclass.compose import import_user_module
 
         import_user_module(str(overrides["user_dir"]))
     models = []

@@ -106,8 +106,8 @@ def _model_class(name: Optional[str]) -> Optional[type]:
     if not name:
         return None
     from fairseq.models import MODEL_REGISTRY
-    from fairseq.dataclass.initialize import import_components
+    from fairseq.registry import import_builtin_components
 
-    import_components()
+    import_builtin_components()
     return MODEL_REGISTRY.get(str(name)).cls if str(name) in MODEL_REGISTRY else None
 

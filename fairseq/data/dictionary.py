@@ -392,8 +392,7 @@ class Dictionary:
         Raises:
             FileNotFoundError: if ``filename`` does not exist.
         """
-        # Imported here: fairseq.binarizer imports fairseq.data, which imports this module.
-        from fairseq.binarizer import find_offsets
+        from fairseq.file_chunker_utils import find_offsets
 
         if not os.path.isfile(filename):
             raise FileNotFoundError(f"cannot build a dictionary: text file {filename} not found")
@@ -413,7 +412,7 @@ def _count_words_in_range(
     filename: str, tokenize: Callable[[str], List[str]], eos_word: str, start: int, end: int
 ) -> Counter:
     """Count the tokens of the lines starting in bytes ``[start, end)`` plus one eos per line."""
-    from fairseq.binarizer import read_lines_in_range
+    from fairseq.file_chunker_utils import read_lines_in_range
 
     counter: Counter = Counter()
     num_lines = 0

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import II, MISSING as OC_MISSING
 
 from fairseq.dataclass.constants import DATASET_IMPL_CHOICES, LOG_FORMAT_CHOICES, ChoiceEnum
+from fairseq.dataclass.values import coerce_legacy_value
 
 DDP_BACKEND_CHOICES = ChoiceEnum(["pytorch_ddp", "c10d", "no_c10d", "fully_sharded"], "DDPBackend")
 
@@ -52,8 +53,6 @@ class FairseqDataclass:
         key's last part (``lr``), because the legacy namespace is flat. Absent attributes are left
         out; the legacy string form of a sequence (``"(0.9, 0.98)"``) becomes a list.
         """
-        from fairseq.dataclass.utils import coerce_legacy_value
-
         values = {}
         for f in fields(cls):
             if f.name == "_name":

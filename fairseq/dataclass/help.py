@@ -60,7 +60,7 @@ def _markdown_table(group: str, rows: List[dict]) -> List[str]:
 
 
 def _registries():
-    from fairseq.dataclass.initialize import import_components
+    from fairseq.registry import import_builtin_components as import_components
     from fairseq.registry import ALL_REGISTRIES
 
     import_components()
@@ -106,7 +106,7 @@ def generic_help() -> str:
 def yaml_files_help(user_config_dir: Optional[str] = None) -> str:
     """The choices that are YAML files (a user's ``--config-dir``, fairseq 0.12's
     ``G/BASE/PRESET`` paths) rather than registered names, per group."""
-    from fairseq.dataclass.initialize import yaml_choices
+    from fairseq.dataclass.compose import yaml_choices
 
     registries = _registries()
     lines = []

@@ -1,314 +1,22 @@
-"""Registering every config with Hydra, and composing the run's config.
+"""Registering every config with Hydra and composing the run's config: fairseq's import path.
 
-Layout of what Hydra sees:
-
-* ``config/config.yaml`` (the primary config) extends ``fairseq_config`` (the
-  :class:`FairseqConfig` schema) and picks one entry per component group.
-* Every registered component ``NAME`` of group ``G`` is stored as ``schema/G/NAME`` in the
-  ConfigStore: its dataclass, preset applied, ``_name`` set.
-* ``config/G/NAME.yaml`` extends ``schema/G/NAME`` and may change values. A registered name
-  with no YAML file is also stored directly as ``G/NAME``, so presets and user plugins are
-  selectable without writing YAML.
+The code lives in :mod:`fairseq.dataclass.compose` (the ConfigStore, composition, plugin
+directories), :mod:`fairseq.dataclass.list_fields` (numbers for list fields) and
+:mod:`fairseq.dataclass.hydra_hooks` (the only use of Hydra's internals). This module adds
+:func:`compose_config` with ``check=True``, which checks overrides as ``fairseq-hydra-train``
+does (:mod:`fairseq.dataclass.overrides`) before composing.
 """
-import contextlib
-import functools
-import importlib.util
-import os
-import sys
-from pathlib import Path
 from typing import Optional, Sequence
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
-from fairseq.dataclass.configs import COMPONENT_GROUPS, FairseqConfig
-
-
-def config_dir() -> str:
-    """The directory of the Hydra config tree (installed copy first, then the source checkout)."""
-    package_dir = Path(__file__).resolve().parent.parent
-    for candidate in (package_dir / "config", package_dir.parent / "config"):
-        if (candidate / "config.yaml").is_file():
-            return str(candidate)
-    raise FileNotFoundError(
-        f"cannot find the Hydra config tree (config/config.yaml) next to {package_dir}; "
-        "reinstall the package (pip install .)"
-    )
-
-
-def import_components() -> None:
-    """Import every built-in component family so that all registries are filled."""
-    import fairseq.criterions  # noqa: F401
-    import fairseq.data.encoders  # noqa: F401
-    import fairseq.models  # noqa: F401
-    import fairseq.optim  # noqa: F401
-    import fairseq.optim.lr_scheduler  # noqa: F401
-    import fairseq.tasks  # noqa: F401
-
-
-def import_user_module(user_dir: Optional[str]) -> None:
-    """Import a directory of user components (``common.user_dir`` / ``--user-dir``).
-
-    It is imported as a package named after the directory, before any config is composed, so
-    its registrations are visible to both doors. The same directory imported again is a no-op.
-    Only directories the user names are imported (``--user-dir``, ``common.user_dir=``,
-    ``from_pretrained(..., user_dir=...)``), never the ``common.user_dir`` a checkpoint records.
-
-    Raises:
-        FileNotFoundError: no such directory, or no ``__init__.py`` in it.
-        fairseq.dataclass.overrides.ConfigError: its name is already another module's (a
-            directory named ``json`` or ``fairseq``): importing it would do nothing, or shadow
-            that module.
-    """
-    if not user_dir:
-        return
-    path = Path(user_dir).expanduser().resolve()
-    if not path.is_dir():
-        raise FileNotFoundError(f"common.user_dir={user_dir!r}: no such directory")
-    name = path.name
-    init = path / "__init__.py"
-    if name in sys.modules:
-        if _module_is_dir(sys.modules[name], path):
-            return
-        _name_taken(user_dir, name, getattr(sys.modules[name], "__file__", None) or "built in")
-    if not init.is_file():
-        raise FileNotFoundError(f"common.user_dir={user_dir!r} has no __init__.py to import")
-    try:  # a top-level name: finds, imports nothing
-        spec = importlib.util.find_spec(name) if "." not in name else None
-    except (ImportError, ValueError):
-        spec = None
-    if spec is not None and spec.origin is not None and (
-            not spec.has_location or Path(spec.origin).resolve() != init.resolve()):
-        _name_taken(user_dir, name, spec.origin)
-    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(path)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(name, None)  # a failed import is retried, not taken as done
-        raise
-
-
-def _module_is_dir(module, path: Path) -> bool:
-    """Whether the imported ``module`` is the package of directory ``path``."""
-    locations = list(getattr(module, "__path__", None) or [])
-    try:
-        return any(Path(p).resolve() == path for p in locations)
-    except (OSError, TypeError):
-        return False
-
-
-def _name_taken(user_dir: str, name: str, where: str) -> None:
-    from fairseq.errors import ConfigError
-
-    raise ConfigError(f"common.user_dir={user_dir!r}: its directory name {name!r} is already the name of "
-                      f"the module {where}; a plugin is imported under its directory's name, so "
-                      "rename the directory to something unique")
-
-
-def yaml_choices(group: str, user_config_dir: Optional[str] = None) -> list:
-    """The names selectable as ``group=NAME`` through a YAML file: ``G/NAME.yaml`` (also
-    nested, ``model/transformer_lm/transformer_lm_gpt.yaml`` is ``transformer_lm/transformer_lm_gpt``)
-    in the user's config directory and in the built-in tree, sorted."""
-    names = set()
-    for root in ([user_config_dir] if user_config_dir else []) + [config_dir()]:
-        base = Path(root) / group
-        if base.is_dir():
-            names.update(p.relative_to(base).with_suffix("").as_posix() for p in base.rglob("*.yaml"))
-            names.update(p.relative_to(base).with_suffix("").as_posix() for p in base.rglob("*.yml"))
-    return sorted(names)
-
-
-_stored: set = set()
-
-
-@functools.lru_cache(maxsize=None)
-def _list_fields() -> frozenset:
-    """Dotted paths of the list-valued fields of the top-level config (``optimization.lr``)."""
-    import dataclasses
-    import typing
-
-    from fairseq.dataclass.utils import field_python_type
-
-    paths = set()
-    for group in dataclasses.fields(FairseqConfig):
-        schema = field_python_type(group)
-        if not dataclasses.is_dataclass(schema):
-            continue
-        for f in dataclasses.fields(schema):
-            if typing.get_origin(field_python_type(f)) in (list, tuple):
-                paths.add(f"{group.name}.{f.name}")
-    return frozenset(paths)
-
-
-def wrap_scalars_for_lists(cfg: DictConfig, package: str) -> None:
-    """In a YAML config placed at ``package``, make a number given for a list field a
-    one-element list (``optimization: {lr: 0.001}`` means ``lr: [0.001]``, as ``--lr 0.001``)."""
-    from omegaconf import OmegaConf
-
-    prefix = f"{package}." if package else ""
-    for path in _list_fields():
-        if not path.startswith(prefix):
-            continue
-        node: object = cfg
-        for part in path[len(prefix):].split("."):
-            if not isinstance(node, DictConfig) or part not in node.keys():
-                node = None
-                break
-            node = node._get_node(part)
-        value = node._value() if node is not None and not isinstance(node, DictConfig) else None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            OmegaConf.update(cfg, path[len(prefix):], [value], merge=False)
-
-
-def _hook_yaml_loading() -> None:
-    """Apply :func:`wrap_scalars_for_lists` to every config Hydra loads, at its package."""
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-
-    load = ConfigLoaderImpl._load_single_config
-    if getattr(load, "_fairseq_wraps", False):
-        return
-
-    def _load_single_config(self, default, repo):
-        result = load(self, default, repo)
-        if isinstance(result.config, DictConfig) and not result.is_schema_source:
-            wrap_scalars_for_lists(result.config, (default.package or "").replace("_global_", "").strip("."))
-        return result
-
-    _load_single_config._fairseq_wraps = True
-    ConfigLoaderImpl._load_single_config = _load_single_config
-
-
-def _wrap_override_scalar(override):
-    """``override`` itself, or, for a number given to a list field (``optimization.lr=0.001``),
-    a copy whose value is the one-element list ``[0.001]``."""
-    import dataclasses
-
-    from hydra.core.override_parser.types import ValueType
-
-    value = override._value
-    if (override.value_type != ValueType.ELEMENT or override.is_delete() or override.package is not None
-            or not isinstance(value, (int, float)) or isinstance(value, bool)
-            or override.key_or_group not in _list_fields()):
-        return override
-    return dataclasses.replace(override, _value=[value])
-
-
-def _hook_override_values() -> None:
-    """Apply the number-to-list rule to every override Hydra applies to a job's config, also
-    those a sweeper makes for each job (Optuna's ``optimization.lr=interval(...)`` hands each
-    trial ``optimization.lr=0.0031``, which becomes ``[0.0031]``)."""
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-
-    apply = ConfigLoaderImpl._apply_overrides_to_config
-    if getattr(apply, "_fairseq_wraps", False):
-        return
-
-    def _apply_overrides_to_config(overrides, cfg):
-        return apply([_wrap_override_scalar(o) for o in overrides], cfg)
-
-    _apply_overrides_to_config._fairseq_wraps = True
-    ConfigLoaderImpl._apply_overrides_to_config = staticmethod(_apply_overrides_to_config)
-
-
-def install_hydra_hooks() -> None:
-    """Hook fairseq's config rules into Hydra's loader (idempotent): numbers for list fields in
-    YAML files and in overrides, and fairseq 0.12's ``# @package _group_`` header. Run when this
-    module is imported, so a launcher's worker process (joblib) that imports the task function
-    composes its job's config by the same rules."""
-    _hook_yaml_loading()
-    _hook_override_values()
-    _accept_group_header()
-
-
-def _accept_group_header() -> None:
-    """Read fairseq 0.12's ``# @package _group_`` header (Hydra 1.0) as Hydra 1.3's default
-    package, the config's group, which is what it meant; Hydra 1.3 would take ``_group_`` as a key."""
-    from hydra.plugins.config_source import ConfigSource
-
-    header = ConfigSource._get_header_dict
-    if getattr(header, "_fairseq_wraps", False):
-        return
-
-    def _get_header_dict(config_text):
-        res = header(config_text)
-        if res.get("package") == "_group_":
-            res["package"] = None
-        return res
-
-    _get_header_dict._fairseq_wraps = True
-    ConfigSource._get_header_dict = staticmethod(_get_header_dict)
-
-
-def primary_config_name(config_name: str, user_config_dir: Optional[str]) -> str:
-    """The primary config to compose for ``--config-name NAME``: ``NAME`` itself, or, when the
-    user's ``NAME.yaml`` has no defaults list (an experiment file in fairseq 0.12's style, only
-    values), a stored config composing the built-in ``config`` with ``NAME`` on top."""
-    if not user_config_dir:
-        return config_name
-    path = Path(user_config_dir) / f"{config_name}.yaml"
-    if not path.is_file() or (Path(config_dir()) / f"{config_name}.yaml").is_file():
-        return config_name
-    try:
-        import yaml
-
-        node = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except Exception:  # noqa: BLE001 -- malformed YAML: Hydra's composition reports it
-        return config_name
-    if not isinstance(node, dict) or "defaults" in node:
-        return config_name
-    name = f"_fairseq_experiment_{config_name.replace('/', '_')}"
-    ConfigStore.instance().store(name=name, node={"defaults": ["config", f"/{config_name}", "_self_"]})
-    return name
-
-
-def user_dir_in_config(overrides: Sequence[str], config_name: str, user_config_dir: Optional[str]) -> Optional[str]:
-    """The ``common.user_dir`` a user's config tree sets in YAML, so its plugins can be imported
-    before the run's config is composed and checked. It is read from the composed config, or, when
-    that cannot compose yet (it chooses one of the plugin's components), from the primary YAML."""
-    if not user_config_dir:
-        return None
-    try:
-        cfg = compose_config([o for o in overrides if not o.lstrip("+~").startswith("hydra")],
-                             config_name=config_name, user_config_dir=user_config_dir)
-        value = cfg.common.user_dir
-    except Exception:  # noqa: BLE001 -- not composable before the plugin is imported
-        value = None
-        path = Path(user_config_dir) / f"{config_name}.yaml"
-        try:
-            import yaml
-
-            node = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
-            value = node["common"]["user_dir"]
-        except Exception:  # noqa: BLE001 -- no such key: nothing to import
-            value = None
-    return str(value) if isinstance(value, (str, os.PathLike)) and str(value) else None
-
-
-def hydra_init(cfg_name: str = "fairseq_config") -> None:
-    """Store the top-level schema and every registered component in Hydra's ConfigStore."""
-    from fairseq.registry import ALL_REGISTRIES
-
-    import_components()
-    install_hydra_hooks()
-    cs = ConfigStore.instance()
-    cs.store(name=cfg_name, node=FairseqConfig)
-    tree = Path(config_dir())
-    for group in COMPONENT_GROUPS:
-        registry = ALL_REGISTRIES.get(group)
-        if registry is None:
-            continue
-        for name, entry in registry.entries.items():
-            if (group, name) in _stored:
-                continue
-            node = entry.default_config()
-            if node is None:
-                continue
-            cs.store(group=f"schema/{group}", name=name, node=node)
-            if not (tree / group / f"{name}.yaml").is_file():
-                cs.store(group=group, name=name, node=node)
-            _stored.add((group, name))
+from fairseq.dataclass import compose as _compose
+from fairseq.dataclass.compose import (  # noqa: F401
+    config_dir, hydra_init, import_user_module, primary_config_name, user_dir_in_config, yaml_choices,
+)
+from fairseq.dataclass.hydra_hooks import install_hydra_hooks  # noqa: F401
+from fairseq.dataclass.list_fields import wrap_scalars_for_lists  # noqa: F401
+from fairseq.registry import import_builtin_components as import_components  # noqa: F401
 
 
 def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
@@ -329,12 +37,8 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
             bounds. Required values (``task.data``) may still be left unset.
 
     Raises:
-        fairseq.dataclass.overrides.ConfigError: with ``check``, a bad override or value.
+        fairseq.errors.ConfigError: with ``check``, a bad override or value.
     """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    hydra_init()
     overrides = list(overrides)
     if check:
         from fairseq.dataclass.overrides import check_overrides
@@ -342,39 +46,8 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
         if config_path is not None:
             raise ValueError("compose_config(check=True) checks against the built-in tree (and "
                              "user_config_dir); it cannot with config_path")
-
+        _compose.hydra_init()
         overrides = check_overrides(overrides, config_name=config_name, user_config_dir=user_config_dir,
                                     check_required=False)
-    directory = os.path.abspath(config_path or config_dir())
-    config_name = primary_config_name(config_name, user_config_dir)
-    if GlobalHydra.instance().is_initialized():
-        return compose(config_name, overrides=overrides)
-    if user_config_dir is None:
-        with initialize_config_dir(config_dir=directory, version_base="1.3"):
-            return compose(config_name, overrides=overrides)
-    with _user_tree(directory, os.path.abspath(user_config_dir)):
-        return compose(config_name, overrides=overrides)
-
-
-@contextlib.contextmanager
-def _user_tree(main_dir: str, user_dir: str):
-    """Hydra initialized with the search path ``--config-dir`` gives a run: the built-in tree
-    (where the primary config is looked up first), then the user's directory, then the schemas."""
-    from hydra import version
-    from hydra._internal.hydra import Hydra
-    from hydra._internal.utils import create_config_search_path
-    from hydra.core.config_search_path import SearchPathQuery
-    from hydra.core.global_hydra import GlobalHydra
-
-    version.setbase("1.3")
-    search_path = create_config_search_path(main_dir)
-    search_path.prepend(provider="command-line", path=f"file://{user_dir}",
-                        anchor=SearchPathQuery(provider="schema"))
-    Hydra.create_main_hydra2(task_name="app", config_search_path=search_path)
-    try:
-        yield
-    finally:
-        GlobalHydra.instance().clear()
-
-
-install_hydra_hooks()
+    return _compose.compose_config(overrides, config_name=config_name, config_path=config_path,
+                                   user_config_dir=user_config_dir)

@@ -76,7 +76,7 @@ def node_dataclass(group: str, name: Optional[str]) -> Optional[type]:
         return GENERIC_GROUPS[group]
     if group not in COMPONENT_GROUPS or not name:
         return None
-    from fairseq.dataclass.initialize import import_components
+    from fairseq.registry import import_builtin_components as import_components
     from fairseq.registry import ALL_REGISTRIES
 
     import_components()
@@ -104,7 +104,7 @@ def decode_node(dc_type: type, values: Dict[str, Any], prefix: str,
     Raises:
         ConfigValueError: a value of a strict node (``model``, ``task``) does not fit its field.
     """
-    from fairseq.dataclass.utils import coerce_legacy_value
+    from fairseq.dataclass.values import coerce_legacy_value
 
     strict = prefix.rstrip(".") in STRICT_GROUPS
     known = {f.name: f for f in fields(dc_type)}
@@ -162,7 +162,7 @@ def config_from_dict(saved: Dict[str, Any], source: str = "the saved config",
         ConfigValueError: a value of the model or task node does not fit its field.
         UnknownChoiceError: a component name that is not registered.
     """
-    from fairseq.dataclass.initialize import compose_config
+    from fairseq.dataclass.compose import compose_config
 
     dropped = [] if dropped is None else dropped
     components = []
@@ -223,7 +223,7 @@ def save_config_json(cfg: Any, save_dir: str) -> str:
     Returns:
         The path written.
     """
-    from fairseq.checkpoint_utils import _atomic_write
+    from fairseq.file_io import _atomic_write
 
     path = os.path.join(save_dir, CONFIG_JSON)
     text = config_to_json(cfg).encode("utf-8")

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from fairseq.dataclass.configs import COMPONENT_GROUPS
-from fairseq.dataclass.utils import describe_type, field_python_type, parse_sequence
+from fairseq.dataclass.values import describe_type, field_python_type, parse_sequence
 from fairseq.errors import ConfigError  # noqa: F401 -- also imported from here
 
 
@@ -107,7 +107,7 @@ def check_missing(cfg: DictConfig, door: str = "hydra") -> None:
 def check_choice(group: str, name: str, registry: Any, user_config_dir: Optional[str] = None) -> None:
     """Accept ``group=name`` when ``name`` is registered or is a YAML file of the group (in the
     user's ``--config-dir`` or the built-in tree); otherwise raise, naming the closest choice."""
-    from fairseq.dataclass.initialize import yaml_choices
+    from fairseq.dataclass.compose import yaml_choices
     from fairseq.registry import UnknownChoiceError, closest
 
     files = yaml_choices(group, user_config_dir)
@@ -159,7 +159,7 @@ def check_overrides(overrides: Sequence[str], multirun: bool = False, config_nam
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from fairseq.dataclass.initialize import compose_config
+    from fairseq.dataclass.compose import compose_config
     from fairseq.registry import ALL_REGISTRIES
 
     for text in overrides:

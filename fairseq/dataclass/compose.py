@@ -1,0 +1,210 @@
+"""Registering every config with Hydra, and composing the run's config (the Hydra door's way,
+also outside a Hydra app).
+
+Layout of what Hydra sees:
+
+* ``config/config.yaml`` (the primary config) extends ``fairseq_config`` (the
+  :class:`FairseqConfig` schema) and picks one entry per component group.
+* Every registered component ``NAME`` of group ``G`` is stored as ``schema/G/NAME`` in the
+  ConfigStore: its dataclass, preset applied, ``_name`` set.
+* ``config/G/NAME.yaml`` extends ``schema/G/NAME`` and may change values. A registered name
+  with no YAML file is also stored directly as ``G/NAME``, so presets and user plugins are
+  selectable without writing YAML.
+"""
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
+
+from fairseq.dataclass.configs import COMPONENT_GROUPS, FairseqConfig
+from fairseq.dataclass.hydra_hooks import install_hydra_hooks, user_tree
+from fairseq.errors import ConfigError
+from fairseq.registry import ALL_REGISTRIES, import_builtin_components
+
+
+def config_dir() -> str:
+    """The directory of the Hydra config tree (installed copy first, then the source checkout)."""
+    package_dir = Path(__file__).resolve().parent.parent
+    for candidate in (package_dir / "config", package_dir.parent / "config"):
+        if (candidate / "config.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(
+        f"cannot find the Hydra config tree (config/config.yaml) next to {package_dir}; "
+        "reinstall the package (pip install .)"
+    )
+
+
+def import_user_module(user_dir: Optional[str]) -> None:
+    """Import a directory of user components (``common.user_dir`` / ``--user-dir``).
+
+    It is imported as a package named after the directory, before any config is composed, so
+    its registrations are visible to both doors. The same directory imported again is a no-op.
+    Only directories the user names are imported (``--user-dir``, ``common.user_dir=``,
+    ``from_pretrained(..., user_dir=...)``), never the ``common.user_dir`` a checkpoint records.
+
+    Raises:
+        FileNotFoundError: no such directory, or no ``__init__.py`` in it.
+        fairseq.dataclass.overrides.ConfigError: its name is already another module's (a
+            directory named ``json`` or ``fairseq``): importing it would do nothing, or shadow
+            that module.
+    """
+    if not user_dir:
+        return
+    path = Path(user_dir).expanduser().resolve()
+    if not path.is_dir():
+        raise FileNotFoundError(f"common.user_dir={user_dir!r}: no such directory")
+    name = path.name
+    init = path / "__init__.py"
+    if name in sys.modules:
+        if _module_is_dir(sys.modules[name], path):
+            return
+        _name_taken(user_dir, name, getattr(sys.modules[name], "__file__", None) or "built in")
+    if not init.is_file():
+        raise FileNotFoundError(f"common.user_dir={user_dir!r} has no __init__.py to import")
+    try:  # a top-level name: finds, imports nothing
+        spec = importlib.util.find_spec(name) if "." not in name else None
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.origin is not None and (
+            not spec.has_location or Path(spec.origin).resolve() != init.resolve()):
+        _name_taken(user_dir, name, spec.origin)
+    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(path)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)  # a failed import is retried, not taken as done
+        raise
+
+
+def _module_is_dir(module, path: Path) -> bool:
+    """Whether the imported ``module`` is the package of directory ``path``."""
+    locations = list(getattr(module, "__path__", None) or [])
+    try:
+        return any(Path(p).resolve() == path for p in locations)
+    except (OSError, TypeError):
+        return False
+
+
+def _name_taken(user_dir: str, name: str, where: str) -> None:
+    raise ConfigError(f"common.user_dir={user_dir!r}: its directory name {name!r} is already the name of "
+                      f"the module {where}; a plugin is imported under its directory's name, so "
+                      "rename the directory to something unique")
+
+
+def yaml_choices(group: str, user_config_dir: Optional[str] = None) -> list:
+    """The names selectable as ``group=NAME`` through a YAML file: ``G/NAME.yaml`` (also
+    nested, ``model/transformer_lm/transformer_lm_gpt.yaml`` is ``transformer_lm/transformer_lm_gpt``)
+    in the user's config directory and in the built-in tree, sorted."""
+    names = set()
+    for root in ([user_config_dir] if user_config_dir else []) + [config_dir()]:
+        base = Path(root) / group
+        if base.is_dir():
+            names.update(p.relative_to(base).with_suffix("").as_posix() for p in base.rglob("*.yaml"))
+            names.update(p.relative_to(base).with_suffix("").as_posix() for p in base.rglob("*.yml"))
+    return sorted(names)
+
+
+_stored: set = set()
+
+
+def primary_config_name(config_name: str, user_config_dir: Optional[str]) -> str:
+    """The primary config to compose for ``--config-name NAME``: ``NAME`` itself, or, when the
+    user's ``NAME.yaml`` has no defaults list (an experiment file in fairseq 0.12's style, only
+    values), a stored config composing the built-in ``config`` with ``NAME`` on top."""
+    if not user_config_dir:
+        return config_name
+    path = Path(user_config_dir) / f"{config_name}.yaml"
+    if not path.is_file() or (Path(config_dir()) / f"{config_name}.yaml").is_file():
+        return config_name
+    try:
+        import yaml
+
+        node = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except Exception:  # noqa: BLE001 -- malformed YAML: Hydra's composition reports it
+        return config_name
+    if not isinstance(node, dict) or "defaults" in node:
+        return config_name
+    name = f"_fairseq_experiment_{config_name.replace('/', '_')}"
+    ConfigStore.instance().store(name=name, node={"defaults": ["config", f"/{config_name}", "_self_"]})
+    return name
+
+
+def user_dir_in_config(overrides: Sequence[str], config_name: str, user_config_dir: Optional[str]) -> Optional[str]:
+    """The ``common.user_dir`` a user's config tree sets in YAML, so its plugins can be imported
+    before the run's config is composed and checked. It is read from the composed config, or, when
+    that cannot compose yet (it chooses one of the plugin's components), from the primary YAML."""
+    if not user_config_dir:
+        return None
+    try:
+        cfg = compose_config([o for o in overrides if not o.lstrip("+~").startswith("hydra")],
+                             config_name=config_name, user_config_dir=user_config_dir)
+        value = cfg.common.user_dir
+    except Exception:  # noqa: BLE001 -- not composable before the plugin is imported
+        value = None
+        path = Path(user_config_dir) / f"{config_name}.yaml"
+        try:
+            import yaml
+
+            node = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+            value = node["common"]["user_dir"]
+        except Exception:  # noqa: BLE001 -- no such key: nothing to import
+            value = None
+    return str(value) if isinstance(value, (str, os.PathLike)) and str(value) else None
+
+
+def hydra_init(cfg_name: str = "fairseq_config") -> None:
+    """Store the top-level schema and every registered component in Hydra's ConfigStore."""
+    import_builtin_components()
+    install_hydra_hooks()
+    cs = ConfigStore.instance()
+    cs.store(name=cfg_name, node=FairseqConfig)
+    tree = Path(config_dir())
+    for group in COMPONENT_GROUPS:
+        registry = ALL_REGISTRIES.get(group)
+        if registry is None:
+            continue
+        for name, entry in registry.entries.items():
+            if (group, name) in _stored:
+                continue
+            node = entry.default_config()
+            if node is None:
+                continue
+            cs.store(group=f"schema/{group}", name=name, node=node)
+            if not (tree / group / f"{name}.yaml").is_file():
+                cs.store(group=group, name=name, node=node)
+            _stored.add((group, name))
+
+
+def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
+                   config_path: Optional[str] = None, user_config_dir: Optional[str] = None) -> DictConfig:
+    """Compose the run config as the Hydra door does, outside any Hydra app (the overrides are
+    taken as they are: :func:`fairseq.dataclass.initialize.compose_config` with ``check=True``
+    checks them first).
+
+    Args:
+        overrides: Hydra overrides (``key=value``, ``group=name``).
+        config_name: the primary config (``--config-name``).
+        config_path: a directory replacing ``config/`` as the primary tree.
+        user_config_dir: a user's config directory (``--config-dir``); its configs are found
+            first and the built-in tree stays on the search path, as in the Hydra door.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    hydra_init()
+    overrides = list(overrides)
+    directory = os.path.abspath(config_path or config_dir())
+    config_name = primary_config_name(config_name, user_config_dir)
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name, overrides=overrides)
+    if user_config_dir is None:
+        with initialize_config_dir(config_dir=directory, version_base="1.3"):
+            return compose(config_name, overrides=overrides)
+    with user_tree(directory, os.path.abspath(user_config_dir)):
+        return compose(config_name, overrides=overrides)

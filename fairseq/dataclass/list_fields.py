@@ -1,0 +1,67 @@
+"""The one rule for list-valued fields: a number given where a list is expected is a
+one-element list (``optimization.lr=0.001`` means ``[0.001]``, as ``--lr 0.001`` does).
+
+It applies to YAML files (:func:`wrap_scalars_for_lists`) and to overrides
+(:func:`wrap_override_scalar`), both through :mod:`fairseq.dataclass.hydra_hooks`.
+"""
+import dataclasses
+import functools
+import typing
+
+from omegaconf import DictConfig
+
+from fairseq.dataclass.configs import FairseqConfig
+from fairseq.dataclass.values import field_python_type
+
+__all__ = ["list_fields", "wrap_override_scalar", "wrap_scalars_for_lists"]
+
+
+@functools.lru_cache(maxsize=None)
+def _list_fields() -> frozenset:
+    """Dotted paths of the list-valued fields of the top-level config (``optimization.lr``)."""
+    paths = set()
+    for group in dataclasses.fields(FairseqConfig):
+        schema = field_python_type(group)
+        if not dataclasses.is_dataclass(schema):
+            continue
+        for f in dataclasses.fields(schema):
+            if typing.get_origin(field_python_type(f)) in (list, tuple):
+                paths.add(f"{group.name}.{f.name}")
+    return frozenset(paths)
+
+
+def wrap_scalars_for_lists(cfg: DictConfig, package: str) -> None:
+    """In a YAML config placed at ``package``, make a number given for a list field a
+    one-element list (``optimization: {lr: 0.001}`` means ``lr: [0.001]``, as ``--lr 0.001``)."""
+    from omegaconf import OmegaConf
+
+    prefix = f"{package}." if package else ""
+    for path in _list_fields():
+        if not path.startswith(prefix):
+            continue
+        node: object = cfg
+        for part in path[len(prefix):].split("."):
+            if not isinstance(node, DictConfig) or part not in node.keys():
+                node = None
+                break
+            node = node._get_node(part)
+        value = node._value() if node is not None and not isinstance(node, DictConfig) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            OmegaConf.update(cfg, path[len(prefix):], [value], merge=False)
+
+
+def _wrap_override_scalar(override):
+    """``override`` itself, or, for a number given to a list field (``optimization.lr=0.001``),
+    a copy whose value is the one-element list ``[0.001]``."""
+    from hydra.core.override_parser.types import ValueType
+
+    value = override._value
+    if (override.value_type != ValueType.ELEMENT or override.is_delete() or override.package is not None
+            or not isinstance(value, (int, float)) or isinstance(value, bool)
+            or override.key_or_group not in _list_fields()):
+        return override
+    return dataclasses.replace(override, _value=[value])
+
+
+list_fields = _list_fields
+wrap_override_scalar = _wrap_override_scalar
