@@ -1,6 +1,7 @@
 """Pieces the benchmark scripts share: the demo data-bin, the model FLOPs count and the matmul peak."""
 import os
 import time
+from typing import Optional
 
 import torch
 
@@ -39,9 +40,11 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_peak(device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,
+def matmul_peak(device: Optional[torch.device] = None, dtype: torch.dtype = torch.float32,
                 size: int = 2048, repeats: int = 5) -> float:
-    """The best FLOP/s of ``repeats`` timed ``size x size`` matrix products (after a warm-up)."""
+    """The best FLOP/s of ``repeats`` timed ``size x size`` matrix products (after a warm-up),
+    on ``device`` (default: the CPU)."""
+    device = device if device is not None else torch.device("cpu")
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     inner = 1 if device.type == "cpu" else 20

@@ -8,7 +8,7 @@ import argparse
 import difflib
 import sys
 from argparse import ArgumentParser, Namespace
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from fairseq.dataclass.configs import GENERIC_GROUPS, OPTIONAL_COMPONENT_GROUPS
 from fairseq.dataclass.utils import gen_parser_from_dataclass
@@ -247,13 +247,64 @@ def get_interactive_generation_parser(default_task: str = "translation",
 get_interactive_parser = get_interactive_generation_parser
 
 
+def preprocess_flags(parser: Any) -> None:
+    """Add every flag of ``fairseq-preprocess`` to ``parser`` (a parser or a group of one)."""
+    from fairseq.data.indexed_dataset import SUPPORTED_IMPLS
+
+    parser.add_argument("-s", "--source-lang", metavar="SRC", default=None, help="source language (file suffix)")
+    parser.add_argument("-t", "--target-lang", metavar="TARGET", default=None, help="target language (file suffix)")
+    parser.add_argument(
+        "--trainpref", metavar="FP", default=None,
+        help="comma-separated train file prefixes (they also build the dictionary); outputs train, train1, ...",
+    )
+    parser.add_argument(
+        "--validpref", metavar="FP", default=None,
+        help="comma-separated valid file prefixes; outputs valid, valid1, valid2, ...",
+    )
+    parser.add_argument(
+        "--testpref", metavar="FP", default=None,
+        help="comma-separated test file prefixes; outputs test, test1, test2, ...",
+    )
+    parser.add_argument("--destdir", metavar="DIR", default="data-bin", help="destination directory")
+    parser.add_argument(
+        "--thresholdsrc", metavar="N", type=int, default=0,
+        help="map words appearing fewer than N times to <unk>",
+    )
+    parser.add_argument(
+        "--nwordssrc", metavar="N", type=int, default=-1,
+        help="keep at most N symbols in the dictionary, special symbols included (-1: all)",
+    )
+    parser.add_argument("--srcdict", metavar="FP", default=None, help="reuse this dict.txt instead of building one")
+    parser.add_argument("--only-source", action="store_true", help="only process the source side (LM data)")
+    parser.add_argument("--dict-only", action="store_true", help="only build the dictionary, binarize nothing")
+    parser.add_argument(
+        "--padding-factor", metavar="N", type=int, default=8,
+        help="pad the dictionary size to a multiple of N (for efficient GPU kernels)",
+    )
+    parser.add_argument(
+        "--workers", metavar="N", type=int, default=1,
+        help="number of parallel processes; each binarizes a byte range of every file",
+    )
+    parser.add_argument(
+        "--dataset-impl", metavar="FORMAT", choices=list(SUPPORTED_IMPLS), default="mmap",
+        help="output dataset implementation",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="replace the data-bin already in --destdir: every split is rebuilt with the new dictionary "
+             "and the old splits this run does not write are deleted (without it, such a destdir is refused)",
+    )
+    parser.add_argument("--log-format", default=None, help="accepted for compatibility; ignored")
+    parser.add_argument("--log-interval", type=int, default=100, help="accepted for compatibility; ignored")
+
+
 def add_preprocess_args(parser: ArgumentParser) -> argparse._ArgumentGroup:
     """Add the flags of ``fairseq-preprocess`` (those the parser does not have yet) in a group."""
-    from fairseq_cli.preprocess import get_preprocessing_parser as preprocess_parser
-
     group = parser.add_argument_group("Preprocessing")
     taken = set(parser._option_string_actions)
-    for action in preprocess_parser()._actions:
+    own = ArgumentParser(add_help=False, allow_abbrev=False)
+    preprocess_flags(own)
+    for action in own._actions:
         if isinstance(action, argparse._HelpAction) or taken.intersection(action.option_strings):
             continue
         group._add_action(action)

@@ -12,7 +12,7 @@ import logging
 import sys
 import time
 from argparse import ArgumentParser, Namespace
-from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Union
+from typing import Dict, Iterator, List, Optional, Sequence, TextIO, Union
 
 import torch
 from omegaconf import DictConfig

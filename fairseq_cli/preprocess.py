@@ -21,7 +21,6 @@ from fairseq.binarizer import binarize_file, find_offsets
 from fairseq.data.dictionary import Dictionary
 from fairseq.errors import UserError
 from fairseq.data.indexed_dataset import (
-    SUPPORTED_IMPLS,
     data_file_path,
     index_file_path,
     make_builder,
@@ -38,57 +37,15 @@ class PreprocessError(UserError):
 
 
 def get_preprocessing_parser() -> argparse.ArgumentParser:
-    """Build the argument parser of ``fairseq-preprocess``."""
+    """Build the argument parser of ``fairseq-preprocess`` (its flags: :func:`fairseq.options.preprocess_flags`)."""
+    from fairseq.options import preprocess_flags
+
     parser = argparse.ArgumentParser(
         prog="fairseq-preprocess",
         description="Build a dictionary and binarize text files into memory-mapped datasets.",
         allow_abbrev=False,
     )
-    parser.add_argument("-s", "--source-lang", metavar="SRC", default=None, help="source language (file suffix)")
-    parser.add_argument("-t", "--target-lang", metavar="TARGET", default=None, help="target language (file suffix)")
-    parser.add_argument(
-        "--trainpref", metavar="FP", default=None,
-        help="comma-separated train file prefixes (they also build the dictionary); outputs train, train1, ...",
-    )
-    parser.add_argument(
-        "--validpref", metavar="FP", default=None,
-        help="comma-separated valid file prefixes; outputs valid, valid1, valid2, ...",
-    )
-    parser.add_argument(
-        "--testpref", metavar="FP", default=None,
-        help="comma-separated test file prefixes; outputs test, test1, test2, ...",
-    )
-    parser.add_argument("--destdir", metavar="DIR", default="data-bin", help="destination directory")
-    parser.add_argument(
-        "--thresholdsrc", metavar="N", type=int, default=0,
-        help="map words appearing fewer than N times to <unk>",
-    )
-    parser.add_argument(
-        "--nwordssrc", metavar="N", type=int, default=-1,
-        help="keep at most N symbols in the dictionary, special symbols included (-1: all)",
-    )
-    parser.add_argument("--srcdict", metavar="FP", default=None, help="reuse this dict.txt instead of building one")
-    parser.add_argument("--only-source", action="store_true", help="only process the source side (LM data)")
-    parser.add_argument("--dict-only", action="store_true", help="only build the dictionary, binarize nothing")
-    parser.add_argument(
-        "--padding-factor", metavar="N", type=int, default=8,
-        help="pad the dictionary size to a multiple of N (for efficient GPU kernels)",
-    )
-    parser.add_argument(
-        "--workers", metavar="N", type=int, default=1,
-        help="number of parallel processes; each binarizes a byte range of every file",
-    )
-    parser.add_argument(
-        "--dataset-impl", metavar="FORMAT", choices=list(SUPPORTED_IMPLS), default="mmap",
-        help="output dataset implementation",
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true",
-        help="replace the data-bin already in --destdir: every split is rebuilt with the new dictionary "
-             "and the old splits this run does not write are deleted (without it, such a destdir is refused)",
-    )
-    parser.add_argument("--log-format", default=None, help="accepted for compatibility; ignored")
-    parser.add_argument("--log-interval", type=int, default=100, help="accepted for compatibility; ignored")
+    preprocess_flags(parser)
     return parser
 
 

@@ -75,7 +75,7 @@ def main(argv=None) -> int:
         with tqdm(total=total, unit="B", unit_scale=True, desc=os.path.basename(src),
                   disable=dst == "-" or not sys.stderr.isatty(), file=sys.stderr) as bar:
 
-            def lines():
+            def lines(fin=fin, bar=bar):
                 for line in fin:
                     bar.update(len(line.encode("utf-8")))
                     yield line

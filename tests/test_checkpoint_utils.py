@@ -74,7 +74,6 @@ def test_config_with_a_field_added_and_one_removed_loads_with_a_warning(data_bin
 
 
 def test_a_checkpoint_from_another_vocabulary_is_explained(data_bin, tmp_path):
-    from fairseq.data import Dictionary
 
     train(data_bin, tmp_path / "ck", "--max-update", "1")
     # the same text binarized with a smaller vocabulary: consistent data, another dictionary

@@ -1,12 +1,10 @@
 """fairseq-generate and fairseq-interactive for language models: fairseq's output lines."""
 import io
-import math
 import re
 import subprocess
 import sys
 
 import pytest
-import torch
 
 from fairseq_cli import generate, interactive
 

@@ -73,7 +73,7 @@ def test_batch_by_size_fn_and_vec_follow_fairseqs_rule():
             lengths = rng.randint(0, 9, size=size)
         expected = reference_batches(lengths.tolist(), max_tokens, max_sentences, multiple)
         vec = batch_by_size_vec(np.arange(size), lengths, max_tokens, max_sentences, multiple)
-        fn = batch_by_size_fn(np.arange(size), lambda i: lengths[i], max_tokens, max_sentences, multiple)
+        fn = batch_by_size_fn(np.arange(size), lambda i, lengths=lengths: lengths[i], max_tokens, max_sentences, multiple)
         assert [b.tolist() for b in vec] == expected == [b.tolist() for b in fn]
 
 

@@ -7,13 +7,28 @@ It applies to YAML files (:func:`wrap_scalars_for_lists`) and to overrides
 import dataclasses
 import functools
 import typing
+from typing import Any, List, Tuple
 
 from omegaconf import DictConfig
 
 from fairseq.dataclass.configs import FairseqConfig
 from fairseq.dataclass.values import field_python_type
 
-__all__ = ["list_fields", "wrap_override_scalar", "wrap_scalars_for_lists"]
+__all__ = ["is_number", "list_fields", "sequence_field", "wrap_override_scalar", "wrap_scalars_for_lists"]
+
+
+def sequence_field(f: dataclasses.Field) -> Tuple[bool, Any]:
+    """``(True, item type)`` for a list or tuple field, ``(False, None)`` for any other."""
+    tp = field_python_type(f)
+    if typing.get_origin(tp) in (list, tuple, List, Tuple):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return True, args[0] if args else str
+    return False, None
+
+
+def is_number(value: Any) -> bool:
+    """A number the rule applies to (``True``/``False`` are not numbers here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @functools.lru_cache(maxsize=None)
@@ -25,7 +40,7 @@ def _list_fields() -> frozenset:
         if not dataclasses.is_dataclass(schema):
             continue
         for f in dataclasses.fields(schema):
-            if typing.get_origin(field_python_type(f)) in (list, tuple):
+            if sequence_field(f)[0]:
                 paths.add(f"{group.name}.{f.name}")
     return frozenset(paths)
 
@@ -46,7 +61,7 @@ def wrap_scalars_for_lists(cfg: DictConfig, package: str) -> None:
                 break
             node = node._get_node(part)
         value = node._value() if node is not None and not isinstance(node, DictConfig) else None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if is_number(value):
             OmegaConf.update(cfg, path[len(prefix):], [value], merge=False)
 
 
@@ -57,7 +72,7 @@ def _wrap_override_scalar(override):
 
     value = override._value
     if (override.value_type != ValueType.ELEMENT or override.is_delete() or override.package is not None
-            or not isinstance(value, (int, float)) or isinstance(value, bool)
+            or not is_number(value)
             or override.key_or_group not in _list_fields()):
         return override
     return dataclasses.replace(override, _value=[value])

@@ -8,8 +8,7 @@ typed field accepts what fairseq users type.
 import dataclasses
 import difflib
 import enum
-import typing
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence
 
 import yaml
 from hydra.errors import ConfigCompositionException, MissingConfigException
@@ -17,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from fairseq.dataclass.configs import COMPONENT_GROUPS
+from fairseq.dataclass.list_fields import is_number, sequence_field as _is_sequence_field
 from fairseq.dataclass.values import describe_type, field_python_type, parse_sequence
 from fairseq.errors import ConfigError  # noqa: F401 -- also imported from here
 
@@ -73,15 +73,6 @@ def field_of(cfg: DictConfig, key: str) -> Optional[dataclasses.Field]:
     if schema is None or not dataclasses.is_dataclass(schema):
         return None
     return {f.name: f for f in dataclasses.fields(schema)}.get(leaf)
-
-
-def _is_sequence_field(f: dataclasses.Field) -> Tuple[bool, Any]:
-    tp = field_python_type(f)
-    origin = typing.get_origin(tp)
-    if origin in (list, tuple, List, Tuple):
-        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        return True, args[0] if args else str
-    return False, None
 
 
 def _format_list(values: List[Any]) -> str:
@@ -248,9 +239,8 @@ def check_overrides(overrides: Sequence[str], multirun: bool = False, config_nam
                                       f"e.g. {key}=[...]") from e
                 text = f"{'+' if ov.is_add() else ''}{key}={_format_list(items)}"
                 rewritten[idx] = text
-        elif f is not None and isinstance(value, (int, float)) and not isinstance(value, bool) \
-                and _is_sequence_field(f)[0]:
-            # a scalar for a list field is a one-element list, as `--lr 0.001` in the legacy door
+        elif f is not None and is_number(value) and _is_sequence_field(f)[0]:
+            # the rule of fairseq.dataclass.list_fields, written out in the checked override
             text = f"{'+' if ov.is_add() else ''}{key}=[{value}]"
             rewritten[idx] = text
         checked.append(text)

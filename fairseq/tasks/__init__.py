@@ -22,4 +22,4 @@ def setup_task(cfg: Union[DictConfig, Namespace, Any], **kwargs: Any) -> Fairseq
 
 import_submodules(__name__, __path__)
 
-from fairseq.tasks.legacy import LegacyFairseqTask  # noqa: E402  (fairseq's import path)
+from fairseq.tasks.legacy import LegacyFairseqTask as LegacyFairseqTask  # noqa: E402  (fairseq's import path)
