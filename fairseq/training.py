@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fairseq import checkpoint_utils, distributed_utils, tasks
+from fairseq.logging import metrics
 from fairseq.logging import progress_bar as pb
 from fairseq.logging.meters import StopwatchMeter
 from fairseq.logging.writers import MetricWriters
@@ -96,10 +97,32 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# what every record derives from rather than shows as a metric of its own
+_BOOKKEEPING = {"loss", "nll_loss", "ppl", "ntokens", "nsentences", "sample_size"}
+
+
 def reduce_stats(task: Any, criterion: Any, logging_outputs: List[Dict[str, Any]]) -> Dict[str, float]:
-    """The task's metrics over logging outputs summed across all processes."""
+    """The task's metrics over logging outputs summed across all processes.
+
+    A criterion may return its metrics from ``reduce_metrics`` (this package's criterions), or
+    log them there with ``fairseq.metrics.log_scalar`` / ``log_derived`` and return nothing, as
+    fairseq's do: both reach the stats, and the logged ones the records (:func:`metric_stats`).
+    """
     merged = distributed_utils.sum_logging_outputs(logging_outputs)
-    return task.reduce_metrics([merged], criterion) if merged else {}
+    if not merged:
+        return {}
+    with metrics.aggregate(new_root=True) as logged:
+        returned = task.reduce_metrics([merged], criterion)
+    stats: Dict[str, float] = {}
+    for key, value in logged.get_smoothed_values().items():
+        stats[key] = float(value.item() if torch.is_tensor(value) else value)
+    if returned:
+        stats.update(returned)
+    for key in ("ntokens", "nsentences", "sample_size"):  # a criterion that logs only its loss
+        if key not in stats and key in merged:
+            value = merged[key]
+            stats[key] = float(value.item() if torch.is_tensor(value) else value)
+    return stats
 
 
 def metric_stats(stats: Dict[str, float]) -> Dict[str, float]:
@@ -115,6 +138,9 @@ def metric_stats(stats: Dict[str, float]) -> Dict[str, float]:
         out["nll_loss"] = round(stats["nll_loss"], 3)
     if "ppl" in stats:
         out["ppl"] = round(stats["ppl"], 2) if math.isfinite(stats["ppl"]) else stats["ppl"]
+    for key, value in stats.items():  # metrics a criterion logged itself (metrics.log_scalar)
+        if key not in _BOOKKEEPING and not key.startswith("_"):
+            out[key] = value
     return out
 
 

@@ -21,7 +21,7 @@ import torch
 
 __all__ = ["tensor_digest", "verify_integrity", "with_integrity"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("fairseq.checkpoint_integrity")  # its name before the move
 
 INTEGRITY_KEY = "integrity"
 COVERS = "tensors"

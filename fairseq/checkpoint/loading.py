@@ -15,7 +15,7 @@ from fairseq.checkpoint.upgrade import _upgrade_state
 from fairseq.errors import CheckpointError, ConfigError
 from fairseq.file_io import PathManager
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("fairseq.checkpoint_utils")  # the name fairseq logs checkpoints under
 
 
 class PluginRequiredError(ConfigError):

@@ -18,7 +18,7 @@ from fairseq.distributed_utils import get_world_size, is_master
 from fairseq.errors import CheckpointError
 from fairseq.file_io import PathManager
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("fairseq.checkpoint_utils")  # the name fairseq logs checkpoints under
 
 
 def remove_partial_writes(save_dir: str) -> None:

@@ -24,7 +24,7 @@ from fairseq.distributed_utils import get_world_size, is_master
 from fairseq.errors import ConfigError, ResourceError
 from fairseq.file_io import PathManager
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("fairseq.checkpoint_utils")  # the name fairseq logs checkpoints under
 
 
 # -- saving ------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from fairseq.checkpoint.integrity import with_integrity
 from fairseq.checkpoint.state import SAFE_GLOBALS
 from fairseq.distributed.fully_sharded import _options
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("fairseq.distributed.fully_sharded")  # its name before the move
 
 EXTRA_FILE = "extra.pt"
 METADATA_FILE = ".metadata"

@@ -1,9 +1,20 @@
 """The criterion base and the reduction of per-batch logging outputs."""
+import inspect
 import math
 from typing import Any, Dict, List, Tuple
 
 import torch
 from torch import nn
+
+from fairseq.errors import ConfigError
+
+
+def _has(cfg: Any, name: str) -> bool:
+    return name in cfg if isinstance(cfg, dict) or hasattr(cfg, "keys") else hasattr(cfg, name)
+
+
+def _get(cfg: Any, name: str) -> Any:
+    return cfg[name] if isinstance(cfg, dict) or hasattr(cfg, "keys") else getattr(cfg, name)
 
 
 def sum_logs(key: str, logging_outputs: List[Dict[str, Any]]) -> float:
@@ -34,7 +45,29 @@ class FairseqCriterion(nn.Module):
 
     @classmethod
     def build_criterion(cls, cfg: Any, task: Any) -> "FairseqCriterion":
-        return cls(cfg, task)
+        """Build from the config by the names of ``__init__``'s parameters, as fairseq does:
+        ``task`` gets the task, ``cfg`` the config, any other name the config's value of that
+        name (or the parameter's default). So this package's ``__init__(cfg, task)`` and
+        fairseq's ``__init__(task, sentence_avg, ...)`` both build.
+
+        Raises:
+            ConfigError: a parameter the config has no value for and that has no default.
+        """
+        kwargs: Dict[str, Any] = {}
+        for p in inspect.signature(cls).parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
+                raise ConfigError(f"criterion {cls.__name__}.__init__ takes {p}: a criterion is built "
+                                  "by parameter name (task, cfg, or the names of its config's fields)")
+            if p.name == "task":
+                kwargs["task"] = task
+            elif p.name == "cfg":
+                kwargs["cfg"] = cfg
+            elif cfg is not None and _has(cfg, p.name):
+                kwargs[p.name] = _get(cfg, p.name)
+            elif p.default is p.empty:
+                raise ConfigError(f"criterion {cls.__name__}.__init__ needs {p.name!r}, which its config "
+                                  "does not have; add it to the criterion's dataclass or give it a default")
+        return cls(**kwargs)
 
     def forward(self, model: nn.Module, sample: Dict[str, Any],
                 reduce: bool = True) -> Tuple[torch.Tensor, int, Dict[str, Any]]:
