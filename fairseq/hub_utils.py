@@ -11,6 +11,7 @@ error, never a download. The hub object is an ``nn.Module``, so ``.to("cuda")``,
 ``.bfloat16()`` and ``.eval()`` work as on any model.
 """
 import copy
+import dataclasses
 import logging
 import os
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
@@ -18,6 +19,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from fairseq.dataclass.configs import GenerationConfig, field_default
 from fairseq.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -32,11 +34,13 @@ BPE_FILES = {
     "spm.model": "sentencepiece_model",
 }
 
-# what a generation call may change, with fairseq's defaults for a hub object
+# what a generation call may change, with the defaults GenerationConfig declares (and the seed)
+GENERATION_OPTIONS = ("beam", "nbest", "max_len_a", "max_len_b", "min_len", "lenpen", "unkpen",
+                      "temperature", "no_repeat_ngram_size", "sampling", "sampling_topk",
+                      "sampling_topp", "unnormalized")
 GENERATION_DEFAULTS: Dict[str, Any] = {
-    "beam": 5, "nbest": 1, "max_len_a": 0.0, "max_len_b": 200, "min_len": 1, "lenpen": 1.0,
-    "unkpen": 0.0, "temperature": 1.0, "no_repeat_ngram_size": 0, "sampling": False,
-    "sampling_topk": -1, "sampling_topp": -1.0, "unnormalized": False, "seed": None,
+    **{f.name: field_default(f) for f in dataclasses.fields(GenerationConfig) if f.name in GENERATION_OPTIONS},
+    "seed": None,
 }
 
 

@@ -12,16 +12,21 @@ that proposes candidates, and bookkeeping that finalizes EOS candidates and keep
 Prompts of different lengths are forced token by token row by row (``prefix_tokens``, padded on
 the right), as fairseq does.
 """
+import dataclasses
+import logging
 import math
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor
 
+from fairseq.dataclass.configs import GenerationConfig, field_default
 from fairseq.errors import ConfigError
 from fairseq.search import BeamSearch, Sampling, Search
 
 Hypothesis = Dict[str, Any]
+
+logger = logging.getLogger(__name__)
 
 
 class EnsembleModel(torch.nn.Module):
@@ -288,21 +293,61 @@ class SequenceGenerator(torch.nn.Module):
         return finalized
 
 
+# the defaults of every generation setting: GenerationConfig's, declared there only
+_DEFAULTS: Dict[str, Any] = {f.name: field_default(f) for f in dataclasses.fields(GenerationConfig)}
 # fairseq's default --max-len-b; left at it, it is fitted to the model's positions, while a
 # value given beyond them is an error
-DEFAULT_MAX_LEN_B = 200
+DEFAULT_MAX_LEN_B = _DEFAULTS["max_len_b"]
+
+# settings of fairseq's generation that need a source sentence, references or an extra model,
+# refused with the reason (language models have none of them)
+_REFUSED = {
+    "diverse_beam_groups": "diverse beam search is a translation feature",
+    "diverse_beam_strength": "it weighs diverse beam search, a translation feature",
+    "diversity_rate": "diverse siblings search is a translation feature",
+    "lm_path": "an added language model is for translation models",
+    "match_source_len": "a language model has no source sentence to match",
+    "constraints": "lexically constrained decoding is a translation feature",
+    "replace_unk": "it copies source words through an alignment, which a language model has not",
+    "sacrebleu": "it scores translations against references",
+    "eos_token": "generation ends at the dictionary's </s> here",
+}
+# accepted so that fairseq command lines run, with one warning: they change nothing here
+_NO_EFFECT = {
+    "no_early_stop": "fairseq deprecated it; beam search stops when every hypothesis is final",
+    "no_beamable_mm": "this package's attention has no beamable matrix multiply",
+}
 
 
 class GenerationSettingError(ConfigError):
     """A generation setting that is out of range or does not apply to language models."""
 
 
-def _get(cfg: Any, key: str, default: Any) -> Any:
+def _get(cfg: Any, key: str, default: Any = None) -> Any:
+    """``cfg``'s value of ``key`` (a config node, a namespace or a dict), else its default."""
+    default = _DEFAULTS.get(key) if default is None else default
     if isinstance(cfg, dict):
         value = cfg.get(key, default)
     else:
         value = getattr(cfg, key, default)
     return default if value is None else value
+
+
+def _given(cfg: Any, key: str) -> bool:
+    """Whether ``cfg`` sets ``key`` to something other than its default."""
+    value = cfg.get(key) if isinstance(cfg, dict) else getattr(cfg, key, None)
+    return value is not None and value != _DEFAULTS.get(key)
+
+
+def retain_dropout(models: Sequence[torch.nn.Module]) -> None:
+    """Keep dropout on in evaluation mode (``generation.retain_dropout``): the dropout modules
+    and the attention (whose dropout follows its own mode) go back to training mode."""
+    from fairseq.modules.multihead_attention import MultiheadAttention
+
+    for model in models:
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Dropout, MultiheadAttention)):
+                module.train()
 
 
 def build_generator(models: Sequence[torch.nn.Module], gen_cfg: Any, tgt_dict: Any,
@@ -316,46 +361,44 @@ def build_generator(models: Sequence[torch.nn.Module], gen_cfg: Any, tgt_dict: A
         GenerationSettingError: for settings out of range, beyond the models' positions, or
             of translation-only features.
     """
-    if score_reference if score_reference is not None else bool(_get(gen_cfg, "score_reference", False)):
+    if score_reference if score_reference is not None else bool(_get(gen_cfg, "score_reference")):
         from fairseq.sequence_scorer import SequenceScorer
 
         return SequenceScorer(tgt_dict)
-    unsupported = {
-        "diverse_beam_groups": float(_get(gen_cfg, "diverse_beam_groups", -1)) > 0,
-        "diversity_rate": float(_get(gen_cfg, "diversity_rate", -1.0)) > 0,
-        "lm_path": _get(gen_cfg, "lm_path", None) is not None,
-        "match_source_len": bool(_get(gen_cfg, "match_source_len", False)),
-        "constraints": _get(gen_cfg, "constraints", None) is not None,
-    }
-    for key, given in unsupported.items():
-        if given:
-            raise GenerationSettingError(f"generation.{key}={_get(gen_cfg, key, None)!r} is not "
-                                         "supported for language models; leave it unset")
-    beam = int(_get(gen_cfg, "beam", 5))
+    for key, why in _REFUSED.items():
+        if _given(gen_cfg, key):
+            raise GenerationSettingError(f"generation.{key}={_get(gen_cfg, key)!r} is not supported "
+                                         f"for language models ({why}); leave it unset")
+    for key, why in _NO_EFFECT.items():
+        if _given(gen_cfg, key):
+            logger.warning("generation.%s has no effect: %s", key, why)
+    beam = int(_get(gen_cfg, "beam"))
     if beam < 1:
         raise GenerationSettingError(f"generation.beam={beam}: give at least 1 (--beam)")
-    sampling = bool(_get(gen_cfg, "sampling", False))
-    topk, topp = int(_get(gen_cfg, "sampling_topk", -1)), float(_get(gen_cfg, "sampling_topp", -1.0))
+    sampling = bool(_get(gen_cfg, "sampling"))
+    topk, topp = int(_get(gen_cfg, "sampling_topk")), float(_get(gen_cfg, "sampling_topp"))
     if (topk > 0 or topp > 0) and not sampling:
         raise GenerationSettingError(
             f"generation.sampling_topk={topk} / sampling_topp={topp} only apply when sampling: "
             "add --sampling (generation.sampling=true)")
-    temperature = float(_get(gen_cfg, "temperature", 1.0))
+    temperature = float(_get(gen_cfg, "temperature"))
     if temperature <= 0:
         raise GenerationSettingError(f"generation.temperature={temperature}: give a value > 0")
+    if bool(_get(gen_cfg, "retain_dropout")):
+        retain_dropout(models)
     ensemble = EnsembleModel(models)
     limit = ensemble.max_decoder_positions()
-    max_len_b = int(_get(gen_cfg, "max_len_b", DEFAULT_MAX_LEN_B))
+    max_len_b = int(_get(gen_cfg, "max_len_b"))
     if max_len_b == DEFAULT_MAX_LEN_B and max_len_b > limit - 1:
         max_len_b = limit - 1  # the default, not a request: fit it to the model
     if max_len_b < 0 or max_len_b > limit - 1:
         raise GenerationSettingError(
             f"generation.max_len_b={max_len_b} is beyond the model's {limit - 1} generated "
             f"positions (model.max_target_positions={limit}); give --max-len-b {limit - 1} or less")
-    min_len = int(_get(gen_cfg, "min_len", 1))
+    min_len = int(_get(gen_cfg, "min_len"))
     if min_len < 0:
         raise GenerationSettingError(f"generation.min_len={min_len}: give 0 or more")
-    ngram = int(_get(gen_cfg, "no_repeat_ngram_size", 0))
+    ngram = int(_get(gen_cfg, "no_repeat_ngram_size"))
     if ngram < 0:
         raise GenerationSettingError(f"generation.no_repeat_ngram_size={ngram}: give 0 (off) or more")
     try:
@@ -363,10 +406,10 @@ def build_generator(models: Sequence[torch.nn.Module], gen_cfg: Any, tgt_dict: A
     except ValueError as e:
         raise GenerationSettingError(f"generation: {e}") from None
     return SequenceGenerator(
-        ensemble, tgt_dict, beam_size=beam, max_len_a=float(_get(gen_cfg, "max_len_a", 0)),
+        ensemble, tgt_dict, beam_size=beam, max_len_a=float(_get(gen_cfg, "max_len_a")),
         max_len_b=max_len_b, min_len=min_len,
-        normalize_scores=not bool(_get(gen_cfg, "unnormalized", False)),
-        len_penalty=float(_get(gen_cfg, "lenpen", 1.0)), unk_penalty=float(_get(gen_cfg, "unkpen", 0.0)),
+        normalize_scores=not bool(_get(gen_cfg, "unnormalized")),
+        len_penalty=float(_get(gen_cfg, "lenpen")), unk_penalty=float(_get(gen_cfg, "unkpen")),
         temperature=temperature, no_repeat_ngram_size=ngram, search_strategy=search)
 
 

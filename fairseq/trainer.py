@@ -30,21 +30,12 @@ import torch
 
 from fairseq import compile_utils, distributed_utils, optim
 from fairseq.checkpoint import sharded
+from fairseq.utils import move_to_device
 from fairseq.distributed import fully_sharded
 from fairseq.optim import lr_scheduler as lr_scheduler_module
 from fairseq.optim.dynamic_loss_scaler import DynamicLossScaler
 
 logger = logging.getLogger(__name__)
-
-
-def move_to_device(sample: Any, device: torch.device) -> Any:
-    if torch.is_tensor(sample):
-        return sample.to(device, non_blocking=True)
-    if isinstance(sample, dict):
-        return {k: move_to_device(v, device) for k, v in sample.items()}
-    if isinstance(sample, (list, tuple)):
-        return type(sample)(move_to_device(v, device) for v in sample)
-    return sample
 
 
 def get_train_iterator(cfg: Any, task: Any, epoch: int):

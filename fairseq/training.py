@@ -233,16 +233,9 @@ def validate(cfg: DictConfig, trainer: Trainer, task: Any, epoch: int, subsets: 
         progress = pb.progress_bar(itr, log_format=cfg.common.log_format, log_interval=cfg.common.log_interval,
                                    epoch=epoch, prefix=f"valid on '{subset}' subset",
                                    no_progress_bar=cfg.common.no_progress_bar)
-        logs = []
-        batches = 0
         start = time.perf_counter()
-        for step, sample in enumerate(progress):
-            if max_steps is not None and step >= max_steps:
-                break
-            log = trainer.valid_step(sample)
-            if log is not None:
-                logs.append(log)
-                batches += 1
+        logs = valid_steps(trainer, progress, max_steps)
+        batches = len(logs)
         progress.close()
         elapsed = max(time.perf_counter() - start, 1e-9)
         # every process counts its own batches; the record shows this one's averages
@@ -266,6 +259,20 @@ def validate(cfg: DictConfig, trainer: Trainer, task: Any, epoch: int, subsets: 
                 writers.log(subset, shown, trainer.get_num_updates())
         values.append(value)
     return values
+
+
+def valid_steps(trainer: Trainer, batches: Any, max_steps: Optional[int] = None) -> List[Dict[str, Any]]:
+    """The logging outputs of ``trainer.valid_step`` over ``batches`` (at most ``max_steps``;
+    empty batches give none): the one validation loop, of training and of ``fairseq-validate``,
+    so both compute in the run's precision on its device."""
+    logs = []
+    for step, sample in enumerate(batches):
+        if max_steps is not None and step >= max_steps:
+            break
+        log = trainer.valid_step(sample)
+        if log is not None:
+            logs.append(log)
+    return logs
 
 
 def _check_finite(stats: Dict[str, float], num_updates: int) -> None:

@@ -76,6 +76,12 @@ def apply_to_sample(f: Callable[[Tensor], Any], sample: Any) -> Any:
     return apply(sample)
 
 
+def move_to_device(sample: Any, device: Union[str, torch.device]) -> Any:
+    """Every tensor of ``sample`` on ``device`` (non-blocking from pinned memory); the one way
+    a batch reaches the model, in training, validation, evaluation and generation."""
+    return apply_to_sample(lambda t: t.to(device=device, non_blocking=True), sample)
+
+
 def move_to_cuda(sample: Any, device: Optional[Union[int, torch.device]] = None) -> Any:
     """Every tensor of ``sample`` on the GPU (``device`` or the current one), non-blocking."""
     device = device if device is not None else torch.cuda.current_device()
@@ -454,7 +460,7 @@ def safe_hasattr(obj: Any, k: str) -> bool:
 
 
 __all__ = [
-    "apply_to_sample", "buffered_arange", "checkpoint_paths", "clip_grad_norm_", "convert_padding_direction",
+    "apply_to_sample", "move_to_device", "buffered_arange", "checkpoint_paths", "clip_grad_norm_", "convert_padding_direction",
     "csv_str_list", "deprecation_warning", "eval_bool", "eval_str_dict", "eval_str_list", "fill_with_neg_inf",
     "get_activation_fn", "get_available_activation_fns", "get_incremental_state", "get_perplexity",
     "get_rng_state", "has_parameters", "import_user_module", "item", "log_softmax", "make_positions",

@@ -21,6 +21,8 @@ if __package__ in (None, ""):
 import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from fairseq.utils import move_to_device  # noqa: E402
+
 logger = logging.getLogger("fairseq_cli.eval_lm")
 
 # Subword markers --post-process knows: the value given -> the suffix of a continued token.
@@ -119,7 +121,7 @@ def eval_lm(models: Sequence[torch.nn.Module], source_dictionary: Any, batch_ite
     for sample in batch_iterator:
         if not sample or "net_input" not in sample:
             continue
-        sample = _to_device(sample, device)
+        sample = move_to_device(sample, device)
         timer.start()
         hypos = scorer.generate(models, sample)
         timer.stop(int(sample["ntokens"]))
@@ -158,17 +160,6 @@ def eval_lm(models: Sequence[torch.nn.Module], source_dictionary: Any, batch_ite
         for stat in sorted(word_stats.values(), key=lambda s: s.count, reverse=True):
             logger.info("%s", stat)
     return {"loss": loss, "perplexity": 2.0 ** loss, "ntokens": count}
-
-
-def _to_device(sample: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
-    def move(x: Any) -> Any:
-        if torch.is_tensor(x):
-            return x.to(device)
-        if isinstance(x, dict):
-            return {k: move(v) for k, v in x.items()}
-        return x
-
-    return move(sample)
 
 
 def _word_scores(tokens: torch.Tensor, pos_scores: torch.Tensor, dictionary: Any,

@@ -17,6 +17,8 @@ from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple, Union
 import torch
 from omegaconf import DictConfig
 
+from fairseq.utils import move_to_device
+
 logger = logging.getLogger("fairseq_cli.generate")
 
 # flags that select the checkpoint or the data; they are not config overrides
@@ -91,6 +93,7 @@ class Printer:
         self.nbest = int(getattr(cfg_view, "nbest", 1) or 1)
         self.post_process = getattr(cfg_view, "post_process", None)
         self.quiet = bool(getattr(cfg_view, "quiet", False))
+        self.print_step = bool(getattr(cfg_view, "print_step", False))
         self.tgt_dict = tgt_dict
         self.bpe, self.tokenizer = bpe, tokenizer
         self.out = out
@@ -119,6 +122,8 @@ class Printer:
             print(f"D-{sid}\t{score}\t{self.detok(text)}", file=self.out)
             positional = (hypo["positional_scores"].float() / math.log(2)).tolist()
             print(f"P-{sid}\t" + " ".join(f"{x:.4f}" for x in positional), file=self.out)
+            if self.print_step:  # the decoding step at which the hypothesis ended
+                print(f"I-{sid}\t{hypo.get('steps', len(tokens) - 1)}", file=self.out)
         return ntokens
 
 
@@ -145,7 +150,7 @@ def generate(parser: ArgumentParser, args: Namespace, argv: Sequence[str]) -> Di
     device = torch.device("cuda" if use_cuda else "cpu")
     for model in models:
         model.to(device)
-    if args.seed is not None:
+    if args.seed is not None and not getattr(args, "no_seed_provided", False):
         torch.manual_seed(int(args.seed))
     tgt_dict = task.target_dictionary
     try:
@@ -182,7 +187,7 @@ def generate(parser: ArgumentParser, args: Namespace, argv: Sequence[str]) -> Di
     start = time.perf_counter()
     try:
         for sample in progress:
-            sample = _to_device(sample, device)
+            sample = move_to_device(sample, device)
             if not sample:
                 continue
             prefix = None if args.score_reference else prompts_of(sample, bos, prefix_size)
@@ -211,16 +216,6 @@ def generate(parser: ArgumentParser, args: Namespace, argv: Sequence[str]) -> Di
     logger.info("Translated %s sentences (%s tokens) in %.1fs (%.2f sentences/s, %.2f tokens/s)",
                 f"{sentences:,}", f"{tokens:,}", elapsed, sentences / elapsed, tokens / elapsed)
     return {"sentences": sentences, "tokens": tokens, "seconds": elapsed}
-
-
-def _to_device(sample: Any, device: torch.device) -> Any:
-    if torch.is_tensor(sample):
-        return sample.to(device)
-    if isinstance(sample, dict):
-        return {k: _to_device(v, device) for k, v in sample.items()}
-    if isinstance(sample, list):
-        return [_to_device(v, device) for v in sample]
-    return sample
 
 
 def main(args: Union[Namespace, DictConfig, List[str], None] = None) -> Dict[str, float]:

@@ -15,8 +15,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
 
 logger = logging.getLogger("fairseq_cli.validate")
 
@@ -81,7 +81,8 @@ def validate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
     from fairseq import checkpoint_utils
     from fairseq.errors import ConfigError
     from fairseq.logging.progress_bar import progress_bar
-    from fairseq.training import reduce_stats
+    from fairseq.trainer import Trainer
+    from fairseq.training import reduce_stats, valid_steps
     from fairseq_cli.eval_lm import model_overrides, progress_settings
 
     if not path:
@@ -96,14 +97,9 @@ def validate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
         raise ConfigError(f"dataset.valid_subset={subsets!r} names no split: give e.g. "
                           "--valid-subset valid,test")
     max_tokens, batch_size = _batch_limits(cfg)
-    use_cuda = torch.cuda.is_available() and not cfg.common.cpu
-    device = torch.device("cuda" if use_cuda else "cpu")
-    model.to(device)
-    if use_cuda and cfg.common.fp16:
-        model.half()
-    model.eval()
-    criterion = task.build_criterion(cfg.criterion).to(device)
-    criterion.eval()
+    # the trainer computes as training validates: the run's device and precision (fp16 on a GPU,
+    # bf16 also on the CPU); it builds no optimizer
+    trainer = Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
     limits = [p for p in (task.max_positions(), model.max_positions()) if p is not None]
 
     results: Dict[str, Dict[str, float]] = {}
@@ -118,33 +114,15 @@ def validate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
             data_buffer_size=int(cfg.dataset.get("data_buffer_size", 0)),
         ).next_epoch_itr(shuffle=False)
         progress = progress_bar(itr, prefix=f"valid on '{subset}' subset", **progress_settings(overrides))
-        logs = []
-        max_steps = cfg.dataset.get("max_valid_steps")
-        with torch.no_grad():
-            for step, sample in enumerate(progress):
-                if max_steps is not None and step >= max_steps:
-                    break
-                if not sample:
-                    continue
-                sample = _to_device(sample, device)
-                _loss, _sample_size, log = task.valid_step(sample, model, criterion)
-                logs.append(log)
+        logs = valid_steps(trainer, progress, cfg.dataset.get("max_valid_steps"))
         progress.close()
-        stats = reduce_stats(task, criterion, logs)
+        stats = reduce_stats(task, trainer.criterion, logs)
         if not stats:
             raise ConfigError(f"subset {subset!r} of {cfg.task.data} gave no batch to validate: every "
                               "sample was empty or longer than the model's positions")
         progress.print(stats, tag=subset)
         results[subset] = stats
     return results
-
-
-def _to_device(sample: Any, device: torch.device) -> Any:
-    if torch.is_tensor(sample):
-        return sample.to(device)
-    if isinstance(sample, dict):
-        return {k: _to_device(v, device) for k, v in sample.items()}
-    return sample
 
 
 def main(cfg: Union[DictConfig, Namespace], override_args: Optional[Namespace] = None

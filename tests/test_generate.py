@@ -121,3 +121,65 @@ def test_bad_generation_flags_end_in_one_line(tiny_checkpoint, data_bin, flags, 
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_every_generation_flag_is_read_refused_warned_or_applied(tiny_checkpoint, data_bin, capsys, caplog):
+    """Declared once, really: each GenerationConfig field does something or says why not."""
+    import dataclasses
+
+    import torch
+
+    from fairseq import checkpoint_utils
+    from fairseq.dataclass.configs import GenerationConfig
+    from fairseq.modules.multihead_attention import MultiheadAttention
+    from fairseq.sequence_generator import GenerationSettingError, build_generator
+
+    model, task, _ = checkpoint_utils.load_model_for_inference(str(tiny_checkpoint / "checkpoint_last.pt"))
+    model.eval()
+    tgt = task.target_dictionary
+    refused = {"replace_unk": "x.txt", "sacrebleu": True, "eos_token": "</x>", "diverse_beam_groups": 2,
+               "diverse_beam_strength": 0.7, "diversity_rate": 0.3, "lm_path": "lm.pt", "match_source_len": True}
+    for key, value in refused.items():
+        with pytest.raises(GenerationSettingError, match=f"generation.{key}=.* not supported for language models \\("):
+            build_generator([model], {key: value}, tgt)
+    caplog.clear()
+    build_generator([model], {"no_early_stop": True, "no_beamable_mm": True}, tgt)
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "generation.no_early_stop has no effect" in warned and "generation.no_beamable_mm has no effect" in warned
+    # retain_dropout: dropout and attention back in training mode, the rest stays in eval mode
+    build_generator([model], {"retain_dropout": True}, tgt)
+    modes = {type(m).__name__: m.training for m in model.modules()
+             if isinstance(m, (torch.nn.Dropout, MultiheadAttention, torch.nn.LayerNorm))}
+    assert modes["Dropout"] and modes["MultiheadAttention"] and not modes["LayerNorm"] and not model.training
+    # print_step: an I- line after each hypothesis
+    generate.main([data_bin, "--task", "language_modeling", "--path", str(tiny_checkpoint / "checkpoint_last.pt"),
+                   "--gen-subset", "valid", "--batch-size", "4", "--max-len-b", "4", "--beam", "2",
+                   "--print-step", "--nbest", "2"])
+    out = capsys.readouterr().out
+    steps = re.findall(r"^I-(\d+)\t(\d+)$", out, re.M)
+    hyps = re.findall(r"^H-(\d+)\t", out, re.M)
+    assert steps and len(steps) == len(hyps)
+    handled = set(refused) | {"no_early_stop", "no_beamable_mm", "retain_dropout", "print_step", "no_seed_provided"}
+    unread = {f.name for f in dataclasses.fields(GenerationConfig)} & {
+        "replace_unk", "sacrebleu", "eos_token", "diverse_beam_strength", "retain_dropout", "print_step",
+        "no_early_stop", "no_beamable_mm", "no_seed_provided"}
+    assert unread <= handled
+
+
+def test_no_seed_provided_leaves_the_random_generator_unseeded(tiny_checkpoint, data_bin, capsys, monkeypatch):
+    import torch
+
+    seeded = []
+    real = torch.manual_seed
+    monkeypatch.setattr(torch, "manual_seed", lambda seed: seeded.append(seed) or real(seed))
+
+    def run(*extra):
+        seeded.clear()
+        generate.main([data_bin, "--task", "language_modeling", "--path", str(tiny_checkpoint / "checkpoint_last.pt"),
+                       "--gen-subset", "valid", "--batch-size", "4", "--max-len-b", "4", "--beam", "1",
+                       "--sampling", "--seed", "7", *extra])
+        capsys.readouterr()
+        return list(seeded)
+
+    assert 7 in run()  # common.seed seeds sampling
+    assert 7 not in run("--no-seed-provided")  # the caller's random state is used as it is

@@ -48,6 +48,19 @@ def test_valid_loss_equals_the_one_training_logged_for_the_saved_model(trained, 
     assert results["test"]["ntokens"] > 0
 
 
+def test_validation_computes_in_the_runs_precision_as_training_does(trained, data_bin):
+    """fairseq-validate runs the loop training validates with (Trainer.valid_step): --bf16
+    computes in bfloat16 on the CPU too (it used to be ignored), close to float32."""
+    from fairseq_cli import validate
+
+    checkpoint, _ = trained
+    argv = [data_bin, "--path", checkpoint, "--valid-subset", "valid", "--num-workers", "0"]
+    fp32 = validate.main(_namespace(argv))["valid"]
+    bf16 = validate.main(_namespace(argv + ["--bf16"]))["valid"]
+    assert bf16["ntokens"] == fp32["ntokens"]
+    assert bf16["loss"] != fp32["loss"] and bf16["loss"] == pytest.approx(fp32["loss"], abs=0.05)
+
+
 def test_fairseq_checkpoint_validates_to_fairseqs_eval_lm_loss():
     """On fairseq's test split, validation and fairseq-eval-lm compute the same mean loss."""
     from fairseq_cli import validate

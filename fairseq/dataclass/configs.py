@@ -405,9 +405,15 @@ class GenerationConfig(FairseqDataclass):
     unnormalized: bool = field(
         default=False, metadata={"help": "rank hypotheses by total, not per-token, score"}
     )
-    no_early_stop: bool = field(default=False, metadata={"help": "deprecated; has no effect"})
+    no_early_stop: bool = field(
+        default=False,
+        metadata={"help": "accepted for fairseq command lines (fairseq deprecated it); no effect, "
+                  "and a warning says so"},
+    )
     no_beamable_mm: bool = field(
-        default=False, metadata={"help": "accepted for fairseq command lines; has no effect here"}
+        default=False,
+        metadata={"help": "accepted for fairseq command lines; no effect here (this attention has "
+                  "no beamable matrix multiply), and a warning says so"},
     )
     lenpen: float = field(
         default=1.0,
@@ -418,9 +424,13 @@ class GenerationConfig(FairseqDataclass):
     )
     replace_unk: Optional[str] = field(
         default=None,
-        metadata={"help": "replace <unk> in outputs (optionally with an alignment dictionary file)"},
+        metadata={"help": "translation only (copies source words through an alignment): refused "
+                  "for language models"},
     )
-    sacrebleu: bool = field(default=False, metadata={"help": "score with sacrebleu"})
+    sacrebleu: bool = field(
+        default=False,
+        metadata={"help": "translation only (scores against references): refused for language models"},
+    )
     score_reference: bool = field(
         default=False, metadata={"help": "only score the reference, generate nothing"}
     )
@@ -445,28 +455,39 @@ class GenerationConfig(FairseqDataclass):
         default=1.0, metadata={"help": "divide the logits by this before the softmax"}
     )
     diverse_beam_groups: int = field(
-        default=-1, metadata={"help": "number of groups of diverse beam search (-1: off)"}
+        default=-1,
+        metadata={"help": "diverse beam search, a translation feature: refused for language models"},
     )
     diverse_beam_strength: float = field(
-        default=0.5, metadata={"help": "penalty strength of diverse beam search"}
+        default=0.5,
+        metadata={"help": "penalty of diverse beam search, a translation feature: refused for "
+                  "language models when changed"},
     )
     diversity_rate: float = field(
-        default=-1.0, metadata={"help": "penalty strength of diverse siblings search (-1: off)"}
+        default=-1.0,
+        metadata={"help": "diverse siblings search, a translation feature: refused for language models"},
     )
-    print_step: bool = field(default=False, metadata={"help": "print the step of each token"})
+    print_step: bool = field(
+        default=False,
+        metadata={"help": "also print I-<id> lines: the decoding step at which each hypothesis ended"},
+    )
     lm_path: Optional[str] = field(
         default=None, metadata={"help": "a language model checkpoint whose scores are added"}
     )
     lm_weight: float = field(
         default=0.0, metadata={"help": "weight of the added language model's log-probabilities"}
     )
-    retain_dropout: bool = field(default=False, metadata={"help": "keep dropout on while generating"})
+    retain_dropout: bool = field(
+        default=False,
+        metadata={"help": "keep dropout on while generating (outputs then vary from run to run)"},
+    )
     no_seed_provided: bool = field(
         default=False,
-        metadata={"help": "generate with a seed drawn at random instead of common.seed"},
+        metadata={"help": "do not seed the random generators with common.seed before generating"},
     )
     eos_token: Optional[str] = field(
-        default=None, metadata={"help": "a symbol to end generation with instead of </s>"}
+        default=None,
+        metadata={"help": "another end symbol than </s>: not supported, refused for language models"},
     )
 
 

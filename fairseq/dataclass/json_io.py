@@ -19,7 +19,7 @@ import logging
 import os
 import typing
 from dataclasses import fields, is_dataclass, make_dataclass
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from dataclasses_json import DataClassJsonMixin
 from omegaconf import DictConfig, OmegaConf
@@ -245,12 +245,6 @@ def load_config_json(path: str) -> DictConfig:
     if not isinstance(saved, dict):
         raise ConfigValueError(f"{path} does not hold a config object (found {type(saved).__name__})")
     return config_from_dict(saved, source=path)
-
-
-def unknown_fields(dc_type: type, names: Iterable[str]) -> Tuple[str, ...]:
-    """The names among ``names`` that are not fields of ``dc_type``."""
-    known = {f.name for f in fields(dc_type)}
-    return tuple(n for n in names if n not in known)
 
 
 __all__ = [

@@ -305,7 +305,10 @@ def distributed_main(i: int, main: Callable[..., Any], cfg: Any, kwargs: Dict[st
         cfg = after_init(cfg)
     main(cfg, **kwargs)
     if dist.is_initialized():
+        # leave together, then close the group: a process that exits while a peer still tears
+        # down its gloo connections can make that peer abort (SIGABRT) under load
         dist.barrier()
+        dist.destroy_process_group()
 
 
 def call_main(cfg: Any, main: Callable[..., Any], **kwargs: Any) -> Any:
