@@ -12,17 +12,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from fairseq.dataclass.configs import GENERIC_GROUPS, OPTIONAL_COMPONENT_GROUPS
 from fairseq.dataclass.utils import gen_parser_from_dataclass
+from fairseq.registry import LEGACY_CHOICE_ATTRS, legacy_flag
 
-# legacy flag -> (registry group, namespace attribute)
-COMPONENT_FLAGS = {
-    "task": ("--task", "task"),
-    "model": ("--arch", "arch"),
-    "criterion": ("--criterion", "criterion"),
-    "optimizer": ("--optimizer", "optimizer"),
-    "lr_scheduler": ("--lr-scheduler", "lr_scheduler"),
-    "bpe": ("--bpe", "bpe"),
-    "tokenizer": ("--tokenizer", "tokenizer"),
-}
+# registry group -> (legacy flag, namespace attribute), from the registry's one map
+COMPONENT_FLAGS = {group: (legacy_flag(group), attr) for group, attr in LEGACY_CHOICE_ATTRS.items()}
 
 
 # fairseq 0.12's argparse defaults for the component choices of ``fairseq-train``. The Hydra

@@ -34,6 +34,18 @@ class RegistryEntry:
         return self.dataclass(**{**self.preset, "_name": self.name})
 
 
+# The one map between a component group and the legacy flag (and namespace attribute) that picks
+# its component: fairseq's --arch picks the model, every other group its own name.
+LEGACY_CHOICE_ATTRS: Dict[str, str] = {"task": "task", "model": "arch", "criterion": "criterion",
+                                       "optimizer": "optimizer", "lr_scheduler": "lr_scheduler",
+                                       "bpe": "bpe", "tokenizer": "tokenizer"}
+
+
+def legacy_flag(group: str) -> str:
+    """The legacy flag that picks the component of ``group`` (``--arch`` for ``model``)."""
+    return "--" + LEGACY_CHOICE_ATTRS[group].replace("_", "-")
+
+
 class UnknownChoiceError(ConfigError):
     """Raised for a component name that is not registered; names the closest one."""
 
@@ -136,7 +148,7 @@ class Registry:
         return cfg
 
     def _legacy_attr(self) -> str:
-        return {"model": "arch", "lr_scheduler": "lr_scheduler"}.get(self.group, self.group)
+        return LEGACY_CHOICE_ATTRS.get(self.group, self.group)
 
     def build(self, cfg: Union[DictConfig, Namespace, Any], *args: Any, **kwargs: Any) -> Any:
         """Instantiate the component a config selects: ``cls.build_<group>(cfg, ...)`` or ``cls(cfg, ...)``."""

@@ -21,6 +21,7 @@ from fairseq import checkpoint_utils, distributed_utils, tasks
 from fairseq.logging import metrics
 from fairseq.logging import progress_bar as pb
 from fairseq.logging.meters import StopwatchMeter
+from fairseq.registry import legacy_flag
 from fairseq.logging.writers import MetricWriters
 from fairseq.trainer import Trainer, get_train_iterator  # noqa: F401 -- also imported from here
 
@@ -400,7 +401,8 @@ def validate_and_save(cfg: DictConfig, trainer: Trainer, task: Any, epoch_itr: A
     return valid_losses, patience > 0 and state.get("num_bad_validations", 0) >= patience
 
 
-REQUIRED_COMPONENTS = {"model": ("--arch", "transformer_lm"), "optimizer": ("--optimizer", "adam")}
+REQUIRED_COMPONENTS = {"model": (legacy_flag("model"), "transformer_lm"),
+                       "optimizer": (legacy_flag("optimizer"), "adam")}
 
 
 def require_components(cfg: DictConfig) -> None:

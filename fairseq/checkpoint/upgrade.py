@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from omegaconf import DictConfig, OmegaConf
 
 from fairseq.errors import CheckpointError
+from fairseq.registry import LEGACY_CHOICE_ATTRS
 
 
 def _upgrade_state(state: Dict[str, Any], path: str) -> None:
@@ -72,15 +73,12 @@ def namespace_to_config_dict(args: argparse.Namespace) -> Tuple[Dict[str, Any], 
         values["data"] = values["data"][0]
     values.setdefault("task", "translation")  # fairseq's default for checkpoints without one
 
-    names = {"task": values.get("task"), "model": values.get("arch"),
-             "criterion": values.get("criterion"), "optimizer": values.get("optimizer"),
-             "lr_scheduler": values.get("lr_scheduler"), "bpe": values.get("bpe"),
-             "tokenizer": values.get("tokenizer")}
+    names = {group: values.get(attr) for group, attr in LEGACY_CHOICE_ATTRS.items()}
     model_cls = _model_class(names["model"])
     if model_cls is not None and hasattr(model_cls, "upgrade_legacy_args"):
         model_cls.upgrade_legacy_args(values)
     namespace = argparse.Namespace(**values)
-    used = {"arch", "task", "criterion", "optimizer", "lr_scheduler", "bpe", "tokenizer", "_name"}
+    used = set(LEGACY_CHOICE_ATTRS.values()) | {"_name"}
     cfg: Dict[str, Any] = {}
     for group, dc_type in GENERIC_GROUPS.items():
         node = dc_type.namespace_values(namespace)

@@ -45,20 +45,28 @@ class FairseqDataclass:
     _name: Optional[str] = None
 
     @classmethod
-    def namespace_values(cls, args: Namespace) -> Dict[str, Any]:
-        """The values a legacy flat ``Namespace`` carries for this config's fields.
+    def namespace_values(cls, args: Namespace, keep_interpolations: bool = False) -> Dict[str, Any]:
+        """The values a legacy flat ``Namespace`` carries for this config's fields (the one
+        reader of a Namespace: both doors, the registries and old checkpoints use it).
 
         A field takes the attribute of the same name; a field whose default interpolates another
         key (``${optimization.lr}``) and has no value of its own takes the attribute named by that
-        key's last part (``lr``), because the legacy namespace is flat. Absent attributes are left
-        out; the legacy string form of a sequence (``"(0.9, 0.98)"``) becomes a list.
+        key's last part (``lr``), because the legacy namespace is flat. With
+        ``keep_interpolations`` (a node inside a whole config, where the interpolation resolves)
+        such a field is left out unless the namespace gives it a value of its own under another
+        name. Absent attributes are left out; the legacy string form of a sequence
+        (``"(0.9, 0.98)"``) becomes a list, an enum member its value.
         """
         values = {}
         for f in fields(cls):
-            if f.name == "_name":
+            if f.name.startswith("_"):
                 continue
             own = getattr(args, f.name, None)
             target = interpolation_target(f.default)
+            if keep_interpolations and target is not None:
+                if own is not None and target.rsplit(".", 1)[-1] != f.name:
+                    values[f.name] = coerce_legacy_value(f, own)
+                continue
             if own is not None or target is None:
                 if hasattr(args, f.name):
                     values[f.name] = coerce_legacy_value(f, own)

@@ -9,10 +9,9 @@ from typing import Iterable, List, Optional
 
 from fairseq.dataclass.configs import COMPONENT_GROUPS, GENERIC_GROUPS, field_default, interpolation_target
 from fairseq.dataclass.utils import describe_type, flag_name
+from fairseq.registry import LEGACY_CHOICE_ATTRS, legacy_flag
 
-LEGACY_SELECTOR = {"task": "--task", "model": "--arch", "criterion": "--criterion",
-                   "optimizer": "--optimizer", "lr_scheduler": "--lr-scheduler", "bpe": "--bpe",
-                   "tokenizer": "--tokenizer"}
+LEGACY_SELECTOR = {group: legacy_flag(group) for group in LEGACY_CHOICE_ATTRS}
 
 
 def _default_text(dc_instance, f: dataclasses.Field) -> str:

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from fairseq.dataclass.configs import (COMPONENT_GROUPS, GENERIC_GROUPS, OPTIONAL_COMPONENT_GROUPS,
                                        FairseqDataclass, field_default, interpolation_target)
+from fairseq.registry import LEGACY_CHOICE_ATTRS
 from fairseq.dataclass.values import (  # noqa: F401 -- also imported from here
     _type_name, _unwrap_optional, coerce_legacy_value, describe_type, field_python_type, parse_sequence,
 )
@@ -167,29 +168,6 @@ def gen_parser_from_dataclass(parser: Union[ArgumentParser, argparse._ArgumentGr
 
 
 # -- legacy Namespace -> DictConfig -----------------------------------------------------------
-def _node_values_from_namespace(dc: type, args: Namespace) -> dict:
-    """The values of one config node that a legacy namespace sets explicitly."""
-    values = {}
-    for f in dataclasses.fields(dc):
-        if f.name.startswith("_"):
-            continue
-        target = interpolation_target(f.default)
-        if not hasattr(args, f.name):
-            continue
-        value = getattr(args, f.name)
-        if target is not None and (target.rsplit(".", 1)[-1] == f.name or value is None):
-            continue  # keep the interpolation
-        if isinstance(value, enum.Enum):
-            value = value.value
-        values[f.name] = value
-    return values
-
-
-LEGACY_CHOICE_ATTRS = {"task": "task", "model": "arch", "criterion": "criterion",
-                       "optimizer": "optimizer", "lr_scheduler": "lr_scheduler",
-                       "bpe": "bpe", "tokenizer": "tokenizer"}
-
-
 def convert_namespace_to_omegaconf(args: Namespace) -> DictConfig:
     """The DictConfig the Hydra door would compose for the same job, from legacy flags.
 
@@ -209,7 +187,7 @@ def convert_namespace_to_omegaconf(args: Namespace) -> DictConfig:
             choices.append(f"~{group}")  # a flag without a default, not given: no component
     cfg = compose_config(choices)
     for group, dc in GENERIC_GROUPS.items():
-        for key, value in _node_values_from_namespace(dc, args).items():
+        for key, value in dc.namespace_values(args, keep_interpolations=True).items():
             cfg[group][key] = value
     for group, attr in LEGACY_CHOICE_ATTRS.items():
         name = getattr(args, attr, None)
@@ -218,7 +196,7 @@ def convert_namespace_to_omegaconf(args: Namespace) -> DictConfig:
         entry = ALL_REGISTRIES[group].get(name)
         if entry.dataclass is None:
             continue
-        for key, value in _node_values_from_namespace(entry.dataclass, args).items():
+        for key, value in entry.dataclass.namespace_values(args, keep_interpolations=True).items():
             cfg[group][key] = value
     return cfg
 
