@@ -8,8 +8,6 @@ import logging
 import math
 import os
 import random
-import signal
-import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -24,72 +22,11 @@ from fairseq.logging.meters import StopwatchMeter
 from fairseq.registry import legacy_flag
 from fairseq.logging.writers import MetricWriters
 from fairseq.trainer import Trainer, get_train_iterator  # noqa: F401 -- also imported from here
+from fairseq.training_state import (  # noqa: F401 -- also imported from here
+    InterruptRequest, TrainingInterrupted, TrainingState, interrupt_message,
+)
 
 logger = logging.getLogger("fairseq.train")
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) stopped training; ``message`` says where the last checkpoint is."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class InterruptRequest:
-    """While active, the first SIGINT only asks the loop to stop after the current update.
-
-    A second Ctrl-C raises ``KeyboardInterrupt`` at once (the previous handler is back). Installed
-    only in the main thread of a single-process run: with many processes each would stop at
-    its own update and the others would wait for it forever, so there Ctrl-C interrupts at once.
-    """
-
-    def __init__(self, active: bool, save: bool) -> None:
-        self.requested = False
-        self.save = save
-        self._previous: Any = None
-        self._active = (active and threading.current_thread() is threading.main_thread()
-                        and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
-
-    def __enter__(self) -> "InterruptRequest":
-        if self._active:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
-        signal.signal(signal.SIGINT, self._previous)
-        logger.warning("Ctrl-C: stopping after the current update%s; press Ctrl-C again to stop at once",
-                       " and saving checkpoint_last.pt" if self.save else "")
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._active and signal.getsignal(signal.SIGINT) == self._handle:
-            signal.signal(signal.SIGINT, self._previous)
-
-
-def interrupt_message(cfg: DictConfig, num_updates: Optional[int], last: Optional[Tuple[str, Optional[int]]],
-                      saved_now: bool) -> str:
-    """The one line printed when Ctrl-C stops training."""
-    where = f" at update {num_updates}" if num_updates is not None else ""
-    if last is not None and saved_now:
-        return (f"interrupted (Ctrl-C){where}: saved {last[0]} first; rerun the same command to "
-                "resume from it")
-    ck = cfg.checkpoint
-    if ck.no_save:
-        why = " (checkpoint.no_save=true)"
-    elif ck.save_on_interrupt and ck.no_last_checkpoints:
-        why = " (checkpoint.no_last_checkpoints=true)"
-    elif ck.save_on_interrupt:
-        why = " (stopped at once: a second Ctrl-C, or several processes)"
-    else:
-        why = " (checkpoint.save_on_interrupt=true / --save-on-interrupt saves one on Ctrl-C)"
-    if last is None and os.path.isfile(os.path.join(ck.save_dir, "checkpoint_last.pt")):
-        last = (os.path.join(ck.save_dir, "checkpoint_last.pt"), None)
-    if last is not None:
-        at = f" (update {last[1]})" if last[1] is not None else ""
-        return (f"interrupted (Ctrl-C){where}; nothing saved now{why}: the last checkpoint is "
-                f"{last[0]}{at}; rerun the same command to resume from it")
-    return f"interrupted (Ctrl-C){where}; no checkpoint was written{why}"
 
 
 def set_seed(seed: int) -> None:
@@ -286,7 +223,7 @@ def _check_finite(stats: Dict[str, float], num_updates: int) -> None:
 
 
 def train_epoch(cfg: DictConfig, trainer: Trainer, task: Any, epoch_itr: Any,
-                state: Dict[str, Any]) -> Tuple[List[Optional[float]], bool]:
+                state: TrainingState) -> Tuple[List[Optional[float]], bool]:
     """Train one epoch (or until a stop condition); return (valid losses, should_stop)."""
     from fairseq.data.iterators import GroupedIterator
 
@@ -303,10 +240,10 @@ def train_epoch(cfg: DictConfig, trainer: Trainer, task: Any, epoch_itr: Any,
     max_update = cfg.optimization.max_update or math.inf
     stop_seconds = float(cfg.optimization.stop_time_hours) * 3600 or math.inf
     subsets = valid_subsets(cfg)
-    train_wall: StopwatchMeter = state["train_wall"]
+    train_wall = state.train_wall
     interval, epoch_stats = IntervalStats(train_wall), IntervalStats(train_wall)
     clip_norm = float(cfg.optimization.clip_norm or 0.0)
-    writers: MetricWriters = state["writers"]
+    writers = state.writers
     master = distributed_utils.is_master()
     valid_losses: List[Optional[float]] = [None]
     should_stop = False
@@ -320,24 +257,24 @@ def train_epoch(cfg: DictConfig, trainer: Trainer, task: Any, epoch_itr: Any,
         epoch_stats.add(out)
         num_updates = trainer.get_num_updates()
         if num_updates % log_interval == 0:
-            stats = interval.reduce(task, trainer.criterion, num_updates, state["start_time"], clip_norm)
+            stats = interval.reduce(task, trainer.criterion, num_updates, state.start_time, clip_norm)
             _check_finite(stats, num_updates)
             if master:
                 progress.log(stats, tag="train_inner", step=num_updates)
                 writers.log("train_inner", stats, num_updates)
             interval.reset()
         end_of_epoch = not grouped.has_next()
-        interrupt: Optional[InterruptRequest] = state.get("interrupt")
+        interrupt = state.interrupt
         if interrupt is not None and interrupt.requested:
             if interrupt.save and not cfg.checkpoint.no_save and not cfg.checkpoint.no_last_checkpoints:
                 # at this update, without validating: the position in the epoch is saved as by
                 # every save, so the rerun continues with the next batch
                 checkpoint_utils.save_checkpoint(cfg, trainer, epoch_itr, None, end_of_epoch, state, False)
                 if distributed_utils.is_master():
-                    state["last_checkpoint"] = (os.path.join(cfg.checkpoint.save_dir, "checkpoint_last.pt"),
-                                                num_updates)
-                    state["saved_on_interrupt"] = True
-            state["interrupted"] = True
+                    state.last_checkpoint = (os.path.join(cfg.checkpoint.save_dir, "checkpoint_last.pt"),
+                                             num_updates)
+                    state.saved_on_interrupt = True
+            state.interrupted = True
             should_stop = True
             break
         reason = None
@@ -356,7 +293,7 @@ def train_epoch(cfg: DictConfig, trainer: Trainer, task: Any, epoch_itr: Any,
             break
     if epoch_stats.updates:
         logger.info("end of epoch %d (average epoch stats below)", epoch_itr.epoch)
-        stats = epoch_stats.reduce(task, trainer.criterion, trainer.get_num_updates(), state["start_time"],
+        stats = epoch_stats.reduce(task, trainer.criterion, trainer.get_num_updates(), state.start_time,
                                    clip_norm)
         if master:
             progress.print(stats, tag="train", step=trainer.get_num_updates())
@@ -366,7 +303,7 @@ def train_epoch(cfg: DictConfig, trainer: Trainer, task: Any, epoch_itr: Any,
 
 
 def validate_and_save(cfg: DictConfig, trainer: Trainer, task: Any, epoch_itr: Any, subsets: List[str],
-                      end_of_epoch: bool, stopping: bool, state: Dict[str, Any],
+                      end_of_epoch: bool, stopping: bool, state: TrainingState,
                       epoch_stats: IntervalStats) -> Tuple[List[Optional[float]], bool]:
     """Validate and save when due; return (valid metrics, whether patience ran out)."""
     num_updates = trainer.get_num_updates()
@@ -383,22 +320,22 @@ def validate_and_save(cfg: DictConfig, trainer: Trainer, task: Any, epoch_itr: A
         _check_finite(reduce_stats(task, trainer.criterion, epoch_stats.logging_outputs[-1:]), num_updates)
     improved = False
     if do_validate:
-        valid_losses = validate(cfg, trainer, task, epoch, subsets, state["writers"], best=state.get("best"))
+        valid_losses = validate(cfg, trainer, task, epoch, subsets, state.writers, best=state.best)
         value = valid_losses[0]
         if value is not None:
-            improved = checkpoint_utils.is_better(value, state.get("best"), cfg)
+            improved = checkpoint_utils.is_better(value, state.best, cfg)
             if improved:
-                state["best"] = value
-                state["num_bad_validations"] = 0
+                state.best = value
+                state.num_bad_validations = 0
             else:
-                state["num_bad_validations"] = state.get("num_bad_validations", 0) + 1
+                state.num_bad_validations += 1
     if do_save:
         checkpoint_utils.save_checkpoint(cfg, trainer, epoch_itr, valid_losses[0], end_of_epoch,
                                          state, improved)
         if not ck.no_save and not ck.no_last_checkpoints:
-            state["last_checkpoint"] = (os.path.join(ck.save_dir, "checkpoint_last.pt"), num_updates)
+            state.last_checkpoint = (os.path.join(ck.save_dir, "checkpoint_last.pt"), num_updates)
     patience = int(ck.patience)
-    return valid_losses, patience > 0 and state.get("num_bad_validations", 0) >= patience
+    return valid_losses, patience > 0 and state.num_bad_validations >= patience
 
 
 REQUIRED_COMPONENTS = {"model": (legacy_flag("model"), "transformer_lm"),
@@ -476,27 +413,26 @@ def run_training(cfg: DictConfig) -> Dict[str, Any]:
     Raises:
         TrainingInterrupted: after Ctrl-C; its message says where the last checkpoint is.
     """
-    progress: Dict[str, Any] = {}
     interrupt = InterruptRequest(distributed_utils.get_world_size() == 1,
                                  bool(cfg.checkpoint.get("save_on_interrupt", False)))
+    state = TrainingState(interrupt=interrupt)
     try:
         with interrupt:
-            result = _run_training(cfg, interrupt, progress)
+            result = _run_training(cfg, state)
     except TrainingInterrupted:
         raise
     except KeyboardInterrupt:  # a second Ctrl-C, one before training, or one with many processes
-        trainer, state = progress.get("trainer"), progress.get("state") or {}
+        trainer = state.trainer
         raise TrainingInterrupted(interrupt_message(
             cfg, trainer.get_num_updates() if trainer is not None else None,
-            state.get("last_checkpoint"), False)) from None
-    state = progress["state"]
-    if state.get("interrupted"):
-        raise TrainingInterrupted(interrupt_message(cfg, result["num_updates"], state.get("last_checkpoint"),
-                                                    bool(state.get("saved_on_interrupt"))))
+            state.last_checkpoint, False)) from None
+    if state.interrupted:
+        raise TrainingInterrupted(interrupt_message(cfg, result["num_updates"], state.last_checkpoint,
+                                                    state.saved_on_interrupt))
     return result
 
 
-def _run_training(cfg: DictConfig, interrupt: InterruptRequest, progress: Dict[str, Any]) -> Dict[str, Any]:
+def _run_training(cfg: DictConfig, state: TrainingState) -> Dict[str, Any]:
     require_components(cfg)
     if distributed_utils.is_master():  # a save_dir that cannot be written stops before training
         checkpoint_utils.verify_checkpoint_directory(cfg.checkpoint.save_dir)
@@ -510,20 +446,20 @@ def _run_training(cfg: DictConfig, interrupt: InterruptRequest, progress: Dict[s
     nparams = sum(p.numel() for p in model.parameters())
     logger.info("model %s: %d parameters; criterion %s", cfg.model._name, nparams, cfg.criterion._name)
     trainer = Trainer(cfg, task, model, criterion)
-    progress["trainer"] = trainer
+    state.trainer = trainer
     extra_state, epoch_itr = checkpoint_utils.load_checkpoint(cfg, trainer)
     writers = MetricWriters(cfg.common) if distributed_utils.is_master() else MetricWriters(None)
-    state = {"best": extra_state.get("best"),
-             "num_bad_validations": extra_state.get("num_bad_validations", 0),
-             "train_wall": StopwatchMeter(extra_state.get("train_wall", 0.0)),
-             "start_time": time.perf_counter(), "writers": writers, "interrupt": interrupt}
+    state.best = extra_state.get("best")
+    state.num_bad_validations = extra_state.get("num_bad_validations", 0)
+    state.train_wall = StopwatchMeter(extra_state.get("train_wall", 0.0))
+    state.start_time = time.perf_counter()
+    state.writers = writers
     if extra_state and cfg.checkpoint.restore_file == "checkpoint_last.pt":
         restored = checkpoint_utils.checkpoint_path_to_restore(cfg)
-        state["last_checkpoint"] = (restored, trainer.get_num_updates())
+        state.last_checkpoint = (restored, trainer.get_num_updates())
         if distributed_utils.is_master() and not cfg.checkpoint.no_save:
             # a run killed between the files of one save: give the file its other names now
             checkpoint_utils.restore_save_names(restored, extra_state, cfg.checkpoint)
-    progress["state"] = state
     max_epoch = cfg.optimization.max_epoch or math.inf
     max_update = cfg.optimization.max_update or math.inf
     logger.info("training on %s x %d with max_tokens=%s, batch_size=%s, update_freq=%s", trainer.device,
@@ -551,5 +487,5 @@ def _run_training(cfg: DictConfig, interrupt: InterruptRequest, progress: Dict[s
         finally:
             writers.close()
     logger.info("done training: %d updates in %.1f s", trainer.get_num_updates(),
-                time.perf_counter() - state["start_time"])
-    return {"num_updates": trainer.get_num_updates(), "epoch": epoch_itr.epoch, "best": state.get("best")}
+                time.perf_counter() - state.start_time)
+    return {"num_updates": trainer.get_num_updates(), "epoch": epoch_itr.epoch, "best": state.best}

@@ -104,3 +104,18 @@ def test_importing_for_a_notebook_or_a_checkpoint_load_patches_nothing_until_a_c
                             env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:3] == ["True", "True [0.25]", "True"], result.stdout
+
+
+def test_every_module_of_the_package_has_a_layer():
+    """A new top-level module or package must be placed in setup.cfg's layers (else import-linter
+    would not constrain it)."""
+    import configparser
+    import re
+
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "setup.cfg")
+    named = set(re.findall(r"[\w.]+", parser["importlinter:contract:layers"]["layers"]))
+    package = ROOT / "fairseq"
+    top = {f"fairseq.{p.stem}" for p in package.glob("*.py") if p.stem != "__init__"}
+    top |= {f"fairseq.{p.name}" for p in package.iterdir() if (p / "__init__.py").is_file()}
+    assert top - named == set(), f"not in any layer of setup.cfg: {sorted(top - named)}"

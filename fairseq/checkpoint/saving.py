@@ -38,7 +38,7 @@ def is_better(value: float, best: Optional[float], cfg: DictConfig) -> bool:
 
 
 def save_checkpoint(cfg: Any, trainer: Any, epoch_itr: Any, val_loss: Optional[float],
-                    end_of_epoch: Optional[bool] = None, state: Optional[Dict[str, Any]] = None,
+                    end_of_epoch: Optional[bool] = None, state: Any = None,
                     improved: Optional[bool] = None) -> None:
     """Write the checkpoints due now (see :func:`_save_checkpoint`).
 
@@ -62,7 +62,7 @@ def save_checkpoint(cfg: Any, trainer: Any, epoch_itr: Any, val_loss: Optional[f
 
 
 def _save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Optional[float],
-                     end_of_epoch: bool, state: Dict[str, Any], improved: bool) -> None:
+                     end_of_epoch: bool, state: Any, improved: bool) -> None:
     """Write the checkpoints due now (on the first process only) and track the best metric.
 
     Names: ``checkpoint{epoch}.pt`` at the end of an epoch (every ``save_interval`` epochs),
@@ -105,13 +105,14 @@ def _save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Op
         snapshot.pop("optimizer", None)
     snapshot["cfg"] = plain_config(cfg)
     snapshot["version"] = CHECKPOINT_VERSION
+    train_wall = _state_value(state, "train_wall", None)
     snapshot["extra_state"] = {
         "epoch": epoch,
         "train_iterator": epoch_itr.state_dict(),
         "val_loss": val_loss,
-        "best": state.get("best"),
-        "num_bad_validations": state.get("num_bad_validations", 0),
-        "train_wall": state["train_wall"].elapsed_time if "train_wall" in state else 0.0,
+        "best": _state_value(state, "best", None),
+        "num_bad_validations": _state_value(state, "num_bad_validations", 0),
+        "train_wall": train_wall.elapsed_time if train_wall is not None else 0.0,
         "rng": get_rng_state(),
         # the names this save gives the file (restore_save_names completes a save killed midway)
         "saved_as": list(names),
@@ -147,6 +148,14 @@ def _save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Op
     else:
         wait_for_checkpoint_writes()
         write(lambda f: torch.save(snapshot, f))
+
+
+def _state_value(state: Any, name: str, default: Any) -> Any:
+    """A saved part of the loop's state: a :class:`~fairseq.training_state.TrainingState`, or
+    the dict fairseq's protocol passes (``{"best": ...}``)."""
+    if isinstance(state, dict):
+        return state.get(name, default)
+    return getattr(state, name, default)
 
 
 class _BackgroundWrites:

@@ -1,0 +1,109 @@
+"""The state the training loop carries, and how Ctrl-C stops it.
+
+:class:`TrainingState` holds what lives across updates, epochs and saves (the best validation
+value, patience, training time, where the last checkpoint is, whether Ctrl-C came); the
+checkpoint saver reads its saved part. :class:`InterruptRequest` turns the first Ctrl-C into a
+request the loop honours after the current update.
+"""
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional, Tuple
+
+from omegaconf import DictConfig
+
+from fairseq.logging.meters import StopwatchMeter
+
+logger = logging.getLogger("fairseq.train")
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped training; ``message`` says where the last checkpoint is."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InterruptRequest:
+    """While active, the first SIGINT only asks the loop to stop after the current update.
+
+    A second Ctrl-C raises ``KeyboardInterrupt`` at once (the previous handler is back). Installed
+    only in the main thread of a single-process run: with many processes each would stop at
+    its own update and the others would wait for it forever, so there Ctrl-C interrupts at once.
+    """
+
+    def __init__(self, active: bool, save: bool) -> None:
+        self.requested = False
+        self.save = save
+        self._previous: Any = None
+        self._active = (active and threading.current_thread() is threading.main_thread()
+                        and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+
+    def __enter__(self) -> "InterruptRequest":
+        if self._active:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)
+        logger.warning("Ctrl-C: stopping after the current update%s; press Ctrl-C again to stop at once",
+                       " and saving checkpoint_last.pt" if self.save else "")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._active and signal.getsignal(signal.SIGINT) == self._handle:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def interrupt_message(cfg: DictConfig, num_updates: Optional[int], last: Optional[Tuple[str, Optional[int]]],
+                      saved_now: bool) -> str:
+    """The one line printed when Ctrl-C stops training."""
+    where = f" at update {num_updates}" if num_updates is not None else ""
+    if last is not None and saved_now:
+        return (f"interrupted (Ctrl-C){where}: saved {last[0]} first; rerun the same command to "
+                "resume from it")
+    ck = cfg.checkpoint
+    if ck.no_save:
+        why = " (checkpoint.no_save=true)"
+    elif ck.save_on_interrupt and ck.no_last_checkpoints:
+        why = " (checkpoint.no_last_checkpoints=true)"
+    elif ck.save_on_interrupt:
+        why = " (stopped at once: a second Ctrl-C, or several processes)"
+    else:
+        why = " (checkpoint.save_on_interrupt=true / --save-on-interrupt saves one on Ctrl-C)"
+    if last is None and os.path.isfile(os.path.join(ck.save_dir, "checkpoint_last.pt")):
+        last = (os.path.join(ck.save_dir, "checkpoint_last.pt"), None)
+    if last is not None:
+        at = f" (update {last[1]})" if last[1] is not None else ""
+        return (f"interrupted (Ctrl-C){where}; nothing saved now{why}: the last checkpoint is "
+                f"{last[0]}{at}; rerun the same command to resume from it")
+    return f"interrupted (Ctrl-C){where}; no checkpoint was written{why}"
+
+
+@dataclass
+class TrainingState:
+    """What the loop carries between updates, epochs and saves.
+
+    ``best``, ``num_bad_validations`` and ``train_wall`` are saved in every checkpoint's
+    ``extra_state`` and restored on resume; the rest lives for one run.
+    """
+
+    interrupt: Optional[InterruptRequest] = None
+    #: the best value of ``checkpoint.best_checkpoint_metric`` so far
+    best: Optional[float] = None
+    #: validations in a row without improvement (``checkpoint.patience``)
+    num_bad_validations: int = 0
+    #: time spent in training steps, over every run of this training
+    train_wall: StopwatchMeter = field(default_factory=StopwatchMeter)
+    start_time: float = field(default_factory=time.perf_counter)
+    #: TensorBoard / W&B writers (first process only)
+    writers: Any = None
+    trainer: Any = None
+    #: (path, update) of the last checkpoint written or restored
+    last_checkpoint: Optional[Tuple[str, Optional[int]]] = None
+    interrupted: bool = False
+    saved_on_interrupt: bool = False
