@@ -43,16 +43,13 @@ def compose_eval_config(argv: List[str], command: str) -> Optional[DictConfig]:
         ConfigError: unknown keys or components, wrong types, an unsupported Hydra flag, or a
             missing ``common_eval.path``.
     """
-    from fairseq.dataclass.initialize import (compose_config, hydra_init, import_user_module,
-                                              user_dir_in_config)
+    from fairseq.dataclass.compose import import_plugins_of_overrides, import_plugins_of_yaml
+    from fairseq.dataclass.initialize import compose_config
     from fairseq.dataclass.overrides import ConfigError, check_overrides
     from fairseq_cli.train_hydra import _flag_value, _split_argv
 
     overrides, flags = _split_argv(argv)
-    for text in overrides:
-        if text.split("=", 1)[0].lstrip("+") == "common.user_dir":
-            import_user_module(text.split("=", 1)[1])
-    hydra_init()
+    import_plugins_of_overrides(overrides)
     if "--help" in flags or "-h" in flags:
         print(_usage(command))
         return None
@@ -65,10 +62,7 @@ def compose_eval_config(argv: List[str], command: str) -> Optional[DictConfig]:
     user_config_dir = _flag_value(flags, "--config-dir", "-cd")
     # a common.user_dir set only in the user's YAML: imported before anything is checked, as in
     # fairseq-hydra-train (found by a first composition, then the registries are stored again)
-    yaml_user_dir = user_dir_in_config(overrides, config_name, user_config_dir)
-    if yaml_user_dir:
-        import_user_module(yaml_user_dir)
-        hydra_init()
+    import_plugins_of_yaml(overrides, config_name, user_config_dir)
     overrides = check_overrides(overrides, config_name=config_name, user_config_dir=user_config_dir,
                                 check_required=False)
     cfg = compose_config(overrides, config_name=config_name, user_config_dir=user_config_dir)

@@ -15,8 +15,8 @@ if __package__ in (None, ""):  # run as a script from a checkout: python fairseq
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from fairseq.dataclass.initialize import (config_dir, hydra_init, import_user_module,  # noqa: E402
-                                          install_hydra_hooks, primary_config_name, user_dir_in_config)
+from fairseq.dataclass.compose import import_plugins_of_overrides, import_plugins_of_yaml  # noqa: E402
+from fairseq.dataclass.initialize import config_dir, install_hydra_hooks, primary_config_name  # noqa: E402
 
 # a launcher's worker process (joblib) imports this module to run the task function: it composes
 # its job's config by the same rules as this process
@@ -84,10 +84,7 @@ def _cli_main(argv: Optional[List[str]] = None) -> None:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides, flags = _split_argv(argv)
-    for text in overrides:
-        if text.split("=", 1)[0].lstrip("+") == "common.user_dir":
-            import_user_module(text.split("=", 1)[1])
-    hydra_init()
+    import_plugins_of_overrides(overrides)
     if "--help" in flags or "-h" in flags:
         from fairseq.dataclass.help import hydra_help
 
@@ -97,10 +94,7 @@ def _cli_main(argv: Optional[List[str]] = None) -> None:
     config_name = _flag_value(flags, "--config-name", "-cn") or "config"
     user_config_dir = _flag_value(flags, "--config-dir", "-cd")
     # a common.user_dir set in the user's YAML: its plugins are registered before anything is checked
-    yaml_user_dir = user_dir_in_config(overrides, config_name, user_config_dir)
-    if yaml_user_dir:
-        import_user_module(yaml_user_dir)
-        hydra_init()
+    import_plugins_of_yaml(overrides, config_name, user_config_dir)
     primary = primary_config_name(config_name, user_config_dir)
     if primary != config_name:  # an experiment file without defaults: on top of config.yaml
         flags = [f for i, f in enumerate(flags) if f.split("=", 1)[0] not in ("--config-name", "-cn")

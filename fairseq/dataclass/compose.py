@@ -208,3 +208,21 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
             return compose(config_name, overrides=overrides)
     with user_tree(directory, os.path.abspath(user_config_dir)):
         return compose(config_name, overrides=overrides)
+
+
+def import_plugins_of_overrides(overrides: Sequence[str]) -> None:
+    """Import the plugin directory a ``common.user_dir=DIR`` override names, then store every
+    registered component in the ConfigStore: the first step of each Hydra door."""
+    for text in overrides:
+        if text.split("=", 1)[0].lstrip("+") == "common.user_dir":
+            import_user_module(text.split("=", 1)[1])
+    hydra_init()
+
+
+def import_plugins_of_yaml(overrides: Sequence[str], config_name: str, user_config_dir: Optional[str]) -> None:
+    """Import the ``common.user_dir`` that only the user's YAML sets (found by a first
+    composition, see :func:`user_dir_in_config`), before the overrides are checked."""
+    yaml_user_dir = user_dir_in_config(overrides, config_name, user_config_dir)
+    if yaml_user_dir:
+        import_user_module(yaml_user_dir)
+        hydra_init()
