@@ -5,6 +5,7 @@ The flags are converted to the same DictConfig the Hydra door composes (see
 ``fairseq_cli/train_hydra.py``), then :func:`main` runs the shared training loop.
 """
 import contextlib
+import gc
 import logging
 import os
 import sys
@@ -102,6 +103,9 @@ def _run(cfg: DictConfig) -> Dict[str, Any]:
 
     try:
         result = run_training(cfg)
+        # free the trainer now (reference cycles keep it, and its DDP reducer keeps the process
+        # group, alive until interpreter exit, where gloo's threads can abort the process)
+        gc.collect()
         # leave together: a process that exits while another still writes its last checkpoint
         # tears down the connections under it (gloo then aborts). Not after an error: a peer
         # that died would never arrive.

@@ -17,6 +17,7 @@ joins the group ``torchrun`` describes, or starts one process per rank itself wh
 in a single process without a process group, where they return their input.
 ``fairseq.distributed_utils`` is the same module.
 """
+import gc
 import logging
 import os
 import pickle
@@ -229,6 +230,7 @@ def distributed_main(i: int, main: Callable[..., Any], cfg: Any, kwargs: Dict[st
     if after_init is not None:
         cfg = after_init(cfg)
     main(cfg, **kwargs)
+    gc.collect()  # what main built (a DDP reducer holds the group) goes before the group does
     if dist.is_initialized():
         # leave together, then close the group: a process that exits while a peer still tears
         # down its gloo connections can make that peer abort (SIGABRT) under load
