@@ -6,8 +6,10 @@ resume, sharded directories); this module re-exports it under the names fairseq'
 tests use (``save_checkpoint``, ``load_checkpoint``, ``load_checkpoint_to_cpu``,
 ``load_model_ensemble_and_task``, ``torch_persistent_save``, ...).
 """
-import os  # noqa: F401 -- module attributes of fairseq's checkpoint_utils, which scripts patch
-import torch  # noqa: F401
+import os
+from typing import Any
+
+import torch
 
 from fairseq.checkpoint.files import (  # noqa: F401
     _atomic_write, _fsync_dir, _temp_prefix, _umask, atomic_copy, atomic_link, atomic_save,
@@ -22,8 +24,8 @@ from fairseq.checkpoint.resume import (  # noqa: F401
     restore_save_names,
 )
 from fairseq.checkpoint.saving import (  # noqa: F401
-    SaveDirError, _torch_persistent_save, is_better, save_checkpoint, save_run_config,
-    torch_persistent_save, verify_checkpoint_directory, wait_for_checkpoint_writes,
+    SaveDirError, is_better, save_checkpoint, save_run_config, verify_checkpoint_directory,
+    wait_for_checkpoint_writes,
 )
 from fairseq.checkpoint.state import (  # noqa: F401
     CHECKPOINT_VERSION, SAFE_GLOBALS, get_rng_state, plain_config, set_rng_state,
@@ -31,3 +33,29 @@ from fairseq.checkpoint.state import (  # noqa: F401
 from fairseq.checkpoint.upgrade import namespace_to_config_dict  # noqa: F401
 from fairseq.errors import CheckpointError  # noqa: F401
 from fairseq.file_io import PathManager  # noqa: F401
+
+
+# fairseq's own write functions, defined here because fairseq's scripts and tests patch
+# ``checkpoint_utils._torch_persistent_save`` and ``checkpoint_utils.PathManager``
+def torch_persistent_save(obj: Any, filename: str, async_write: bool = False) -> None:
+    """``torch.save`` ``obj`` to ``filename``: atomically (temporary file, fsync, rename), or
+    through ``PathManager.opena`` with ``async_write`` (fairseq's signature). A checkpoint dict
+    (one with a ``model`` entry) gets the SHA-256 of its tensors (:mod:`fairseq.checkpoint.integrity`)."""
+    if isinstance(obj, dict) and "model" in obj:
+        obj = with_integrity(obj)
+    if async_write:
+        if os.path.isfile(filename) and os.stat(filename).st_nlink > 1:
+            os.unlink(filename)  # written in place: never through a hard link into another name
+        with PathManager.opena(filename, "wb") as f:
+            _torch_persistent_save(obj, f)
+    else:
+        _atomic_write(filename, lambda f: _torch_persistent_save(obj, f))
+
+
+def _torch_persistent_save(obj: Any, f: Any) -> None:
+    """``torch.save`` to a path or an open file."""
+    if isinstance(f, str):
+        with PathManager.open(f, "wb") as handle:
+            torch.save(obj, handle)
+        return
+    torch.save(obj, f)

@@ -312,9 +312,7 @@ def test_torch_persistent_save_sync_and_async(tmp_path, monkeypatch):
     assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(2))
     opened, saved = MagicMock(), MagicMock()
     monkeypatch.setattr(checkpoint_utils.PathManager, "opena", opened)
-    from fairseq.checkpoint import saving  # where torch_persistent_save looks it up
-
-    monkeypatch.setattr(saving, "_torch_persistent_save", saved)
+    monkeypatch.setattr(checkpoint_utils, "_torch_persistent_save", saved)
     checkpoint_utils.torch_persistent_save({}, "async.pt", async_write=True)
     opened.assert_called_with("async.pt", "wb")
     saved.assert_called_once()

@@ -132,7 +132,7 @@ def test_resume_two_processes_onto_one(runs):
         assert abs(whole[update] - resumed[update]) < 1e-4, (update, whole[update], resumed[update])
     # the final weights agree too: consolidate both update-8 directories into single files
     from fairseq.checkpoint_utils import load_checkpoint_to_cpu
-    from fairseq.checkpoint.sharded import main as fully_sharded_main
+    from fairseq.distributed.fully_sharded import main as fully_sharded_main
 
     a, b = tmp / "a.pt", tmp / "b.pt"
     assert fully_sharded_main(["consolidate", str(tmp / "fsdp" / "checkpoint_1_8.pt"), str(a)]) == 0
@@ -169,7 +169,7 @@ def test_hydra_door_bf16_consolidated_checkpoint_loads_in_the_eval_tools(runs):
 
 def test_sharded_directory_refused_by_single_file_loader_and_unsafe_metadata(runs, tmp_path):
     from fairseq.checkpoint_utils import CheckpointError, load_checkpoint_to_cpu
-    from fairseq.checkpoint.sharded import check_metadata
+    from fairseq.distributed.fully_sharded import check_metadata
 
     sharded = runs["tmp"] / "fsdp" / "checkpoint_last.pt"
     with pytest.raises(CheckpointError, match="sharded checkpoint directory.*consolidate"):

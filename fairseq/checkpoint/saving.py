@@ -22,7 +22,6 @@ from fairseq.checkpoint.state import CHECKPOINT_VERSION, _is_full_config, get_rn
 from fairseq.distributed import fully_sharded
 from fairseq.distributed_utils import get_world_size, is_master
 from fairseq.errors import ConfigError, ResourceError
-from fairseq.file_io import PathManager
 
 logger = logging.getLogger("fairseq.checkpoint_utils")  # the name fairseq logs checkpoints under
 
@@ -229,30 +228,6 @@ def save_run_config(cfg: Any, save_dir: str) -> None:
 
     if isinstance(cfg, DictConfig):
         save_config_json(cfg, save_dir)
-
-
-def torch_persistent_save(obj: Any, filename: str, async_write: bool = False) -> None:
-    """``torch.save`` ``obj`` to ``filename``: atomically (temporary file, fsync, rename), or
-    through ``PathManager.opena`` with ``async_write`` (fairseq's signature). A checkpoint dict
-    (one with a ``model`` entry) gets the SHA-256 of its tensors (:mod:`fairseq.checkpoint.integrity`)."""
-    if isinstance(obj, dict) and "model" in obj:
-        obj = with_integrity(obj)
-    if async_write:
-        if os.path.isfile(filename) and os.stat(filename).st_nlink > 1:
-            os.unlink(filename)  # written in place: never through a hard link into another name
-        with PathManager.opena(filename, "wb") as f:
-            _torch_persistent_save(obj, f)
-    else:
-        _atomic_write(filename, lambda f: _torch_persistent_save(obj, f))
-
-
-def _torch_persistent_save(obj: Any, f: Any) -> None:
-    """``torch.save`` to a path or an open file."""
-    if isinstance(f, str):
-        with PathManager.open(f, "wb") as handle:
-            torch.save(obj, handle)
-        return
-    torch.save(obj, f)
 
 
 class SaveDirError(ResourceError, ConfigError):

@@ -194,6 +194,23 @@ def load_full_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, opti
                              options=_options(True))
 
 
+# the sharded-checkpoint functions moved to fairseq.checkpoint.sharded (a layer above this one);
+# their names still resolve here, looked up by name when first used, for code written before
+_MOVED_TO_CHECKPOINT = frozenset((
+    "EXTRA_FILE", "METADATA_FILE", "check_metadata", "consolidate", "is_sharded_checkpoint",
+    "link_dir", "load_sharded", "main", "read_extra", "recover_old_dirs", "remove_path",
+    "replace_dir", "same_dir", "save_sharded",
+))
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_CHECKPOINT:
+        import importlib
+
+        return getattr(importlib.import_module("fairseq.checkpoint.sharded"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 if __name__ == "__main__":  # the consolidate command's first path: run it from its module
     import runpy
 
