@@ -206,7 +206,7 @@ def overrides_from_config(cfg: DictConfig) -> Dict[str, Any]:
 
     task_name = cfg.task.get("_name") if cfg.get("task") is not None else None
     defaults = compose_config([f"task={task_name}"] if task_name else [])
-    overrides: Dict[str, Any] = {}
+    overrides: Dict[str, Any] = {}  # by full key: a value reaches its own group only
     for group in list(GENERIC_GROUPS) + ["task"]:
         node, default = cfg.get(group), defaults.get(group)
         if node is None:
@@ -215,16 +215,24 @@ def overrides_from_config(cfg: DictConfig) -> Dict[str, Any]:
         theirs = OmegaConf.to_container(default, resolve=False) if default is not None else {}
         for key, value in mine.items():
             if key not in NOT_OVERRIDES and (key not in theirs or theirs[key] != value):
-                overrides[key] = value
+                overrides[f"{group}.{key}"] = value
     return overrides
+
+
+def setting(overrides: Dict[str, Any], name: str, default: Any = None, pop: bool = False) -> Any:
+    """The value an evaluation was given for ``name``: under its bare name (the legacy flags) or
+    its full key (``common.log_format``, from a composed config); ``pop`` removes it."""
+    for key in [k for k in overrides if k == name or k.endswith("." + name)]:
+        return overrides.pop(key) if pop else overrides[key]
+    return default
 
 
 def progress_settings(overrides: Dict[str, Any]) -> Dict[str, Any]:
     """The progress-bar settings of an evaluation: those given now, else the defaults (never the
     training run's ``log_format``, which would print an evaluation the way that run logged)."""
-    return {"log_format": overrides.get("log_format"),
-            "log_interval": int(overrides.get("log_interval", 100)),
-            "no_progress_bar": bool(overrides.get("no_progress_bar", False))}
+    return {"log_format": setting(overrides, "log_format"),
+            "log_interval": int(setting(overrides, "log_interval", 100)),
+            "no_progress_bar": bool(setting(overrides, "no_progress_bar", False))}
 
 
 def model_overrides(text: str) -> Dict[str, Any]:
@@ -265,7 +273,7 @@ def evaluate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
         raise ConfigError("the checkpoint to evaluate is required: --path CHECKPOINT "
                           "(common_eval.path)")
     overrides = dict(overrides)
-    overrides.update(model_overrides(overrides.pop("model_overrides", "{}")))
+    overrides.update(model_overrides(setting(overrides, "model_overrides", "{}", pop=True)))
     logger.info("loading model(s) from %s", path)
     import os
 

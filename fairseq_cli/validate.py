@@ -83,12 +83,12 @@ def validate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
     from fairseq.logging.progress_bar import progress_bar
     from fairseq.trainer import Trainer
     from fairseq.training import reduce_stats, valid_steps
-    from fairseq_cli.eval_lm import model_overrides, progress_settings
+    from fairseq_cli.eval_lm import model_overrides, progress_settings, setting
 
     if not path:
         raise ConfigError("the checkpoint to validate is required: --path CHECKPOINT (common_eval.path)")
     overrides = dict(overrides)
-    overrides.update(model_overrides(overrides.pop("model_overrides", "{}")))
+    overrides.update(model_overrides(setting(overrides, "model_overrides", "{}", pop=True)))
     logger.info("loading model(s) from %s", path)
     model, task, cfg = checkpoint_utils.load_model_for_inference(path, overrides=overrides, data=data)
     names = [s.strip() for s in str(subsets if subsets is not None else cfg.dataset.valid_subset).split(",")]

@@ -115,3 +115,21 @@ def test_hydra_eval_imports_a_user_dir_set_only_in_yaml(tiny_checkpoint, data_bi
     err = capsys.readouterr().err
     assert e.value.code != 0 and "Traceback" not in err and "eval_plugin_lm" in err.strip().splitlines()[-1]
     assert torch.load(tmp_path / "plugin.pt", weights_only=True)["cfg"]["model"]["_name"] == "eval_plugin_lm"
+
+
+def test_a_value_given_for_one_group_reaches_only_that_group(data_bin, tmp_path):
+    """The Hydra door's values win over the checkpoint's by their full key: task.max_target_positions
+    limits the task's samples and leaves the model's learned positions alone (flattened to a bare
+    name it reached the model too, which then no longer fit its own weights)."""
+    from fairseq_cli import train
+
+    train.cli_main([data_bin, "--task", "language_modeling", "--arch", "transformer_lm", "--decoder-layers", "1",
+                    "--decoder-embed-dim", "32", "--decoder-ffn-embed-dim", "64", "--decoder-attention-heads", "2",
+                    "--decoder-learned-pos", "--tokens-per-sample", "32", "--max-tokens", "512",
+                    "--optimizer", "adam", "--lr", "0.005", "--max-update", "3", "--save-dir", str(tmp_path),
+                    "--no-epoch-checkpoints", "--log-format", "none"])
+    base = [f"common_eval.path={tmp_path / 'checkpoint_last.pt'}", f"task.data={data_bin}",
+            "dataset.gen_subset=valid", "dataset.num_workers=0"]
+    plain = hydra_eval.eval_lm_main(base)
+    limited = hydra_eval.eval_lm_main(base + ["task.max_target_positions=64"])
+    assert limited["loss"] == plain["loss"] and limited["ntokens"] == plain["ntokens"]

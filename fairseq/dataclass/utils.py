@@ -202,11 +202,14 @@ def convert_namespace_to_omegaconf(args: Namespace) -> DictConfig:
 
 
 def overwrite_args_by_name(cfg: DictConfig, overrides: dict) -> None:
-    """Set ``key: value`` on every node of ``cfg`` that has ``key`` (eval-time overrides)."""
+    """Set eval-time overrides on ``cfg``: a full key (``task.max_target_positions``) on its own
+    node only; a bare name (fairseq's ``arg_overrides``: ``tokens_per_sample``) on every node
+    that has it."""
     for group in list(GENERIC_GROUPS) + list(COMPONENT_GROUPS):
         node = cfg.get(group)
         if node is None:
             continue
         for key, value in overrides.items():
-            if key in node:
-                node[key] = value
+            where, _, name = key.rpartition(".")
+            if (not where or where == group) and name in node:
+                node[name] = value
