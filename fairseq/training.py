@@ -19,8 +19,8 @@ from fairseq import checkpoint_utils, distributed_utils, tasks
 from fairseq.logging import metrics
 from fairseq.logging import progress_bar as pb
 from fairseq.logging.meters import StopwatchMeter
-from fairseq.registry import legacy_flag
 from fairseq.logging.writers import MetricWriters
+from fairseq.registry import legacy_flag
 from fairseq.trainer import Trainer, get_train_iterator  # noqa: F401 -- also imported from here
 from fairseq.training_state import (  # noqa: F401 -- also imported from here
     InterruptRequest, TrainingInterrupted, TrainingState, interrupt_message,

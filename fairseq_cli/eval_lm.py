@@ -222,9 +222,10 @@ def overrides_from_config(cfg: DictConfig) -> Dict[str, Any]:
 def setting(overrides: Dict[str, Any], name: str, default: Any = None, pop: bool = False) -> Any:
     """The value an evaluation was given for ``name``: under its bare name (the legacy flags) or
     its full key (``common.log_format``, from a composed config); ``pop`` removes it."""
-    for key in [k for k in overrides if k == name or k.endswith("." + name)]:
-        return overrides.pop(key) if pop else overrides[key]
-    return default
+    key = next((k for k in overrides if k == name or k.endswith("." + name)), None)
+    if key is None:
+        return default
+    return overrides.pop(key) if pop else overrides[key]
 
 
 def progress_settings(overrides: Dict[str, Any]) -> Dict[str, Any]:

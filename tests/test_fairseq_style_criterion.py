@@ -3,7 +3,7 @@ parameters (``task`` and its config's fields), reporting through ``metrics.log_s
 ``log_derived`` in ``reduce_metrics`` (returning nothing), its own metrics in the logs."""
 import pytest
 
-from test_faults import TINY, losses_by_update, run_script, train_code
+from test_faults import TINY, losses_by_update, run_script, train_code, write_plugin
 from conftest import read_json_log
 
 PLUGIN = '''
@@ -61,10 +61,7 @@ class PlainNll(FairseqCriterion):
 
 @pytest.fixture
 def plugin_dir(tmp_path):
-    d = tmp_path / "fs_plugins"
-    d.mkdir()
-    (d / "__init__.py").write_text(PLUGIN)
-    return str(d)
+    return write_plugin(tmp_path, "fs_plugins", PLUGIN)
 
 
 def test_a_fairseq_style_criterion_trains_and_its_metrics_reach_the_logs(data_bin, tmp_path, plugin_dir):

@@ -125,12 +125,17 @@ class Faulty(CrossEntropyCriterion):
 '''
 
 
+def write_plugin(tmp_path, name, code):
+    """A plugin directory (``--user-dir``) ``tmp_path/name`` whose ``__init__.py`` is ``code``."""
+    d = tmp_path / name
+    d.mkdir()
+    (d / "__init__.py").write_text(code)
+    return str(d)
+
+
 @pytest.fixture
 def plugin_dir(tmp_path):
-    d = tmp_path / "my_plugins"
-    d.mkdir()
-    (d / "__init__.py").write_text(PLUGIN)
-    return str(d)
+    return write_plugin(tmp_path, "my_plugins", PLUGIN)
 
 
 def test_nan_loss_stops_clearly_and_keeps_the_last_good_checkpoint(data_bin, tmp_path, plugin_dir):

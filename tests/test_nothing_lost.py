@@ -286,6 +286,13 @@ def kill_and_rerun_at_once(proc, command, tmp_path):
                 pass
 
 
+def assert_resumed_from_update_4(result, log, reference):
+    """The rerun succeeded, resumed from the update-4 checkpoint and logged the uninterrupted losses."""
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"loaded checkpoint \S*checkpoint_last\.pt \(epoch 1 @ 4 updates\)", open(log).read())
+    assert losses_by_update(log) == reference[1]
+
+
 WORKERS = ["--num-workers", "2"]
 
 
@@ -300,10 +307,7 @@ def test_kill_9_with_data_workers_then_an_immediate_rerun_resumes(data_bin, tmp_
         result = kill_and_rerun_at_once(proc, command, tmp_path)
     finally:
         proc.kill()
-    assert result.returncode == 0, result.stderr
-    text = open(log).read()
-    assert re.search(r"loaded checkpoint \S*checkpoint_last\.pt \(epoch 1 @ 4 updates\)", text)
-    assert losses_by_update(log) == reference[1]
+    assert_resumed_from_update_4(result, log, reference)
     assert updates_of(save_dir / "checkpoint_last.pt") == 12
     assert not (save_dir / ".lock").exists()
 
@@ -336,11 +340,8 @@ def test_kill_9_with_an_async_checkpoint_write_in_flight_then_an_immediate_rerun
         result = kill_and_rerun_at_once(proc, command, tmp_path)
     finally:
         proc.kill()
-    assert result.returncode == 0, result.stderr
-    text = open(log).read()
-    assert re.search(r"loaded checkpoint \S*checkpoint_last\.pt \(epoch 1 @ 4 updates\)", text)
-    assert f"removed {temporary[0]}, left by a save that was interrupted" in text
-    assert losses_by_update(log) == reference[1]
+    assert_resumed_from_update_4(result, log, reference)
+    assert f"removed {temporary[0]}, left by a save that was interrupted" in open(log).read()
     # the rerun's own async writes are complete when it returns
     for n in (4, 8, 12):
         assert updates_of(save_dir / f"checkpoint_1_{n}.pt") == n

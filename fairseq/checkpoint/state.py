@@ -69,5 +69,3 @@ def _torch_load(path: str) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
-
-is_full_config = _is_full_config

@@ -22,14 +22,10 @@ from fairseq.registry import import_builtin_components as import_components  # n
 def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
                    config_path: Optional[str] = None, user_config_dir: Optional[str] = None,
                    check: bool = False) -> DictConfig:
-    """Compose the run config as the Hydra door does, outside any Hydra app.
+    """Compose the run config as the Hydra door does, outside any Hydra app: the arguments of
+    :func:`fairseq.dataclass.compose.compose_config`, and
 
     Args:
-        overrides: Hydra overrides (``key=value``, ``group=name``).
-        config_name: the primary config (``--config-name``).
-        config_path: a directory replacing ``config/`` as the primary tree.
-        user_config_dir: a user's config directory (``--config-dir``); its configs are found
-            first and the built-in tree stays on the search path, as in the Hydra door.
         check: first check the overrides as ``fairseq-hydra-train`` does
             (:func:`fairseq.dataclass.overrides.check_overrides`): one-line errors naming the
             closest real key or the expected type, legacy string sequences such as

@@ -32,7 +32,7 @@ def is_number(value: Any) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def _list_fields() -> frozenset:
+def list_fields() -> frozenset:
     """Dotted paths of the list-valued fields of the top-level config (``optimization.lr``)."""
     paths = set()
     for group in dataclasses.fields(FairseqConfig):
@@ -51,7 +51,7 @@ def wrap_scalars_for_lists(cfg: DictConfig, package: str) -> None:
     from omegaconf import OmegaConf
 
     prefix = f"{package}." if package else ""
-    for path in _list_fields():
+    for path in list_fields():
         if not path.startswith(prefix):
             continue
         node: object = cfg
@@ -65,7 +65,7 @@ def wrap_scalars_for_lists(cfg: DictConfig, package: str) -> None:
             OmegaConf.update(cfg, path[len(prefix):], [value], merge=False)
 
 
-def _wrap_override_scalar(override):
+def wrap_override_scalar(override):
     """``override`` itself, or, for a number given to a list field (``optimization.lr=0.001``),
     a copy whose value is the one-element list ``[0.001]``."""
     from hydra.core.override_parser.types import ValueType
@@ -73,10 +73,7 @@ def _wrap_override_scalar(override):
     value = override._value
     if (override.value_type != ValueType.ELEMENT or override.is_delete() or override.package is not None
             or not is_number(value)
-            or override.key_or_group not in _list_fields()):
+            or override.key_or_group not in list_fields()):
         return override
     return dataclasses.replace(override, _value=[value])
 
-
-list_fields = _list_fields
-wrap_override_scalar = _wrap_override_scalar
