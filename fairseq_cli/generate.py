@@ -11,62 +11,67 @@ import logging
 import math
 import sys
 import time
-from argparse import ArgumentParser, Namespace
+from argparse import Namespace
 from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple, Union
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from fairseq.utils import move_to_device
 
 logger = logging.getLogger("fairseq_cli.generate")
 
-# flags that select the checkpoint or the data; they are not config overrides
-NOT_OVERRIDES = {"data", "path", "task", "help", "_name"}
-
-
-def parse(argv: Sequence[str], interactive: bool = False) -> Tuple[ArgumentParser, Namespace]:
+def parse(argv: Sequence[str], interactive: bool = False) -> Tuple[DictConfig, Dict[str, Any]]:
+    """The command's config and the values that win over the checkpoint's (the flags given),
+    from legacy command-line arguments; the namespace goes no further than this edge."""
     from fairseq import options
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq_cli.eval_lm import overrides_from_argv
 
     parser = options.get_generation_parser(interactive=interactive, default_task="language_modeling",
                                            input_args=list(argv))
     args = options.parse_args_and_arch(parser, list(argv))
     if not args.path:
         parser.error("the checkpoint is required: --path CHECKPOINT (a.pt:b.pt for an ensemble)")
-    return parser, args
+    return convert_namespace_to_omegaconf(args), overrides_from_argv(parser, args, argv)
 
 
-def explicit_overrides(parser: ArgumentParser, args: Namespace, argv: Sequence[str]) -> Dict[str, Any]:
-    """The flags given on the command line, by destination: they win over the checkpoint."""
-    given = {a.split("=", 1)[0] for a in argv if a.startswith("-")}
-    out: Dict[str, Any] = {}
-    for action in parser._actions:
-        if action.dest not in NOT_OVERRIDES and action.option_strings and given & set(action.option_strings):
-            out[action.dest] = getattr(args, action.dest)
-    return out
+def as_config(cfg: Union[Namespace, DictConfig]) -> Tuple[DictConfig, Dict[str, Any]]:
+    """The command's config and the values that win over the checkpoint's, for a legacy
+    namespace or a composed config: those that differ from their defaults."""
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq.errors import ConfigError
+    from fairseq_cli.eval_lm import overrides_from_config
+
+    if isinstance(cfg, Namespace):
+        cfg = convert_namespace_to_omegaconf(cfg)
+    if not cfg.common_eval.get("path"):
+        raise ConfigError("the checkpoint is required: common_eval.path=CHECKPOINT (--path in the "
+                          "legacy door; a.pt:b.pt for an ensemble)")
+    return cfg, overrides_from_config(cfg)
 
 
-def load_ensemble(args: Namespace, overrides: Dict[str, Any]):
-    """``(models, cfg, task)`` of ``--path`` (``a.pt:b.pt``), eval-time flags winning."""
+def load_ensemble(cfg: DictConfig, overrides: Dict[str, Any]):
+    """``(models, saved_cfg, task)`` of ``common_eval.path`` (``a.pt:b.pt``), with ``overrides``
+    and ``common_eval.model_overrides`` winning over the checkpoint's config."""
     import os
 
     from fairseq import checkpoint_utils
-    from fairseq_cli.eval_lm import model_overrides
+    from fairseq_cli.eval_lm import model_overrides, setting
 
     overrides = dict(overrides)
-    overrides.update(model_overrides(getattr(args, "model_overrides", "{}") or "{}"))
-    if getattr(args, "data", None):
-        overrides["data"] = args.data
-    paths = str(args.path).split(os.pathsep)
-    logger.info("loading model(s) from %s", args.path)
-    return checkpoint_utils.load_model_ensemble_and_task(paths, arg_overrides=overrides)
+    setting(overrides, "model_overrides", pop=True)
+    overrides.update(model_overrides(cfg.common_eval.get("model_overrides") or "{}"))
+    if cfg.get("task") is not None and not OmegaConf.is_missing(cfg.task, "data") and cfg.task.data:
+        overrides["data"] = cfg.task.data
+    path = str(cfg.common_eval.path)
+    logger.info("loading model(s) from %s", path)
+    return checkpoint_utils.load_model_ensemble_and_task(path.split(os.pathsep), arg_overrides=overrides)
 
 
-def generation_settings(args: Namespace) -> Dict[str, Any]:
-    from fairseq.dataclass.configs import GenerationConfig
-
-    return {name: getattr(args, name) for name in GenerationConfig.__dataclass_fields__
-            if hasattr(args, name)}
+def generation_settings(cfg: DictConfig) -> Dict[str, Any]:
+    """The command's generation settings (``cfg.generation``) as a plain dict."""
+    return OmegaConf.to_container(cfg.generation, resolve=True)
 
 
 def strip_pad(tokens: torch.Tensor, pad: int) -> torch.Tensor:
@@ -89,11 +94,11 @@ def prompts_of(sample: Dict[str, Any], bos: int, prefix_size: int) -> Optional[t
 class Printer:
     """fairseq's output lines, scores in base 2."""
 
-    def __init__(self, cfg_view: Namespace, tgt_dict: Any, bpe: Any, tokenizer: Any, out: TextIO):
-        self.nbest = int(getattr(cfg_view, "nbest", 1) or 1)
-        self.post_process = getattr(cfg_view, "post_process", None)
-        self.quiet = bool(getattr(cfg_view, "quiet", False))
-        self.print_step = bool(getattr(cfg_view, "print_step", False))
+    def __init__(self, cfg: DictConfig, tgt_dict: Any, bpe: Any, tokenizer: Any, out: TextIO):
+        self.nbest = int(cfg.generation.nbest or 1)
+        self.post_process = cfg.common_eval.post_process
+        self.quiet = bool(cfg.common_eval.quiet)
+        self.print_step = bool(cfg.generation.print_step)
         self.tgt_dict = tgt_dict
         self.bpe, self.tokenizer = bpe, tokenizer
         self.out = out
@@ -127,62 +132,68 @@ class Printer:
         return ntokens
 
 
-def build_encoders(cfg: DictConfig, args: Namespace):
-    """The BPE and tokenizer: those named on the command line, else the checkpoint's."""
-    from fairseq.hub_utils import _bpe_node
+def build_encoders(saved_cfg: DictConfig, cfg: DictConfig):
+    """The BPE and tokenizer: those the command chose (``--bpe``/``bpe=NAME``), else the
+    checkpoint's."""
     from fairseq.data.encoders import build_bpe, build_tokenizer
 
-    given = {k: v for k, v in vars(args).items() if v is not None}
-    return (build_bpe(_bpe_node(cfg, given, "bpe")),
-            build_tokenizer(_bpe_node(cfg, given, "tokenizer")))
+    def chosen(group: str) -> Any:
+        node = cfg.get(group)
+        return node if node is not None and node.get("_name") else saved_cfg.get(group)
+
+    return build_bpe(chosen("bpe")), build_tokenizer(chosen("tokenizer"))
 
 
-def generate(parser: ArgumentParser, args: Namespace, argv: Sequence[str]) -> Dict[str, float]:
-    """Load, generate for every sentence of ``--gen-subset``, print; return the throughput."""
+def generate(cfg: DictConfig, overrides: Dict[str, Any]) -> Dict[str, float]:
+    """Load the checkpoint ``common_eval.path`` (``overrides`` winning over its config), generate
+    for every sentence of ``dataset.gen_subset``, print; return the throughput."""
     import os
 
     from fairseq.errors import ConfigError
     from fairseq.logging.progress_bar import progress_bar
     from fairseq.sequence_generator import GenerationSettingError, build_generator
 
-    models, cfg, task = load_ensemble(args, explicit_overrides(parser, args, argv))
-    use_cuda = torch.cuda.is_available() and not args.cpu
+    models, saved_cfg, task = load_ensemble(cfg, overrides)
+    use_cuda = torch.cuda.is_available() and not cfg.common.cpu
     device = torch.device("cuda" if use_cuda else "cpu")
     for model in models:
         model.to(device)
-    if args.seed is not None and not getattr(args, "no_seed_provided", False):
-        torch.manual_seed(int(args.seed))
+    if cfg.common.seed is not None and not cfg.generation.no_seed_provided:
+        torch.manual_seed(int(cfg.common.seed))
     tgt_dict = task.target_dictionary
     try:
-        generator = build_generator(models, generation_settings(args), tgt_dict)
+        generator = build_generator(models, generation_settings(cfg), tgt_dict)
     except GenerationSettingError as e:
         raise ConfigError(str(e)) from None
-    bpe, tokenizer = build_encoders(cfg, args)
+    bpe, tokenizer = build_encoders(saved_cfg, cfg)
 
-    split = args.gen_subset
+    split = str(cfg.dataset.gen_subset)
+    data_cfg = cfg.dataset
     task.load_dataset(split)
     dataset = task.dataset(split)
     if len(dataset) == 0:
-        raise ConfigError(f"split {split!r} of {cfg.task.data} has no sentences: choose another "
+        raise ConfigError(f"split {split!r} of {saved_cfg.task.data} has no sentences: choose another "
                           "--gen-subset")
     positions = min(m.max_positions() for m in models)
     itr = task.get_batch_iterator(
-        dataset, max_tokens=args.max_tokens, max_sentences=args.batch_size,
-        max_positions=positions, ignore_invalid_inputs=bool(args.skip_invalid_size_inputs_valid_test),
-        required_batch_size_multiple=int(args.required_batch_size_multiple),
-        num_shards=int(getattr(args, "num_shards", 1) or 1), shard_id=int(getattr(args, "shard_id", 0) or 0),
-        num_workers=int(args.num_workers),
+        dataset, max_tokens=data_cfg.max_tokens, max_sentences=data_cfg.batch_size,
+        max_positions=positions, ignore_invalid_inputs=bool(data_cfg.skip_invalid_size_inputs_valid_test),
+        required_batch_size_multiple=int(data_cfg.required_batch_size_multiple),
+        num_workers=int(data_cfg.num_workers),
     ).next_epoch_itr(shuffle=False)
-    progress = progress_bar(itr, log_format=args.log_format, log_interval=args.log_interval,
-                            no_progress_bar=bool(args.no_progress_bar))
+    progress = progress_bar(itr, log_format=cfg.common.log_format, log_interval=cfg.common.log_interval,
+                            no_progress_bar=bool(cfg.common.no_progress_bar))
 
     out: TextIO = sys.stdout
-    if getattr(args, "results_path", None):
-        os.makedirs(args.results_path, exist_ok=True)
-        out = open(os.path.join(args.results_path, f"generate-{split}.txt"), "w", encoding="utf-8")
-    printer = Printer(args, tgt_dict, bpe, tokenizer, out)
-    bos = task.source_dictionary.bos() if cfg.task.get("add_bos_token", False) else task.source_dictionary.eos()
-    prefix_size = int(getattr(args, "prefix_size", 0) or 0)
+    results_path = cfg.common_eval.get("results_path")
+    if results_path:
+        os.makedirs(results_path, exist_ok=True)
+        out = open(os.path.join(results_path, f"generate-{split}.txt"), "w", encoding="utf-8")
+    printer = Printer(cfg, tgt_dict, bpe, tokenizer, out)
+    src_dict = task.source_dictionary
+    bos = src_dict.bos() if saved_cfg.task.get("add_bos_token", False) else src_dict.eos()
+    prefix_size = int(cfg.generation.prefix_size or 0)
+    score_reference = bool(cfg.generation.score_reference)
     sentences = tokens = 0
     start = time.perf_counter()
     try:
@@ -190,9 +201,9 @@ def generate(parser: ArgumentParser, args: Namespace, argv: Sequence[str]) -> Di
             sample = move_to_device(sample, device)
             if not sample:
                 continue
-            prefix = None if args.score_reference else prompts_of(sample, bos, prefix_size)
+            prefix = None if score_reference else prompts_of(sample, bos, prefix_size)
             with torch.no_grad():
-                if args.score_reference:
+                if score_reference:
                     hypos = generator.generate(models, sample)
                 else:
                     hypos = generator.generate(models, sample, prefix_tokens=prefix, bos_token=bos)
@@ -222,9 +233,12 @@ def main(args: Union[Namespace, DictConfig, List[str], None] = None) -> Dict[str
     """Run generation.
 
     Args:
-        args: a legacy namespace from ``options.parse_args_and_arch(options.get_generation_parser(),
-            [...])``, or the command-line arguments (``None``: ``sys.argv[1:]``). With arguments,
-            errors a user can cause end the process with one line.
+        args: a composed config (``fairseq-hydra-generate``), a legacy namespace from
+            ``options.parse_args_and_arch(options.get_generation_parser(), [...])``, or the
+            command-line arguments (``None``: ``sys.argv[1:]``). With arguments, the flags given
+            win over the checkpoint's config (even at their defaults) and errors a user can
+            cause end the process with one line; with a config or namespace, the values that
+            differ from their defaults win.
     """
     from fairseq.logging.progress_bar import setup_logging
     from fairseq_cli.train import run_with_clear_errors
@@ -232,77 +246,9 @@ def main(args: Union[Namespace, DictConfig, List[str], None] = None) -> Dict[str
     setup_logging()
     if args is None or isinstance(args, (list, tuple)):
         argv = list(sys.argv[1:] if args is None else args)
-        parser, parsed = parse(argv)
-        return run_with_clear_errors(generate, parser, parsed, argv)
-    parser, args, argv = from_config_or_namespace(args)
-    return generate(parser, args, argv)
-
-
-def from_config_or_namespace(args: Union[Namespace, DictConfig], interactive: bool = False
-                             ) -> Tuple[ArgumentParser, Namespace, List[str]]:
-    """``(parser, namespace, argv)`` for a legacy namespace or a composed config.
-
-    A config (``fairseq-hydra-generate``, ``fairseq-hydra-interactive``) is flattened to the
-    namespace the command works from; in both cases the values that differ from the parser's
-    defaults are treated as given on the command line, so they win over the checkpoint's.
-    """
-    from fairseq.errors import ConfigError
-
-    if isinstance(args, DictConfig):
-        args = config_as_namespace(args)
-    if not getattr(args, "path", None):
-        raise ConfigError("the checkpoint is required: common_eval.path=CHECKPOINT (--path in the "
-                          "legacy door; a.pt:b.pt for an ensemble)")
-    if interactive:
-        for name, default in (("buffer_size", 0), ("input", "-")):
-            if not hasattr(args, name):
-                setattr(args, name, default)
-    parser, _ = parse(_identity_argv(args), interactive=interactive)
-    return parser, args, _namespace_argv(parser, args)
-
-
-def _identity_argv(args: Namespace) -> List[str]:
-    """The arguments that pick the parser's flags for ``args``: data, task, BPE, tokenizer, path."""
-    argv = [str(args.data)] if getattr(args, "data", None) else []
-    for name in ("task", "bpe", "tokenizer"):
-        if getattr(args, name, None):
-            argv += [f"--{name}", str(getattr(args, name))]
-    return argv + ["--path", str(args.path)]
-
-
-def config_as_namespace(cfg: DictConfig) -> Namespace:
-    """A composed config flattened to the legacy namespace the command works from.
-
-    Each field becomes an attribute (the first group holding a name wins, in the config's
-    order); values left at ``???`` are left out; ``bpe`` and ``tokenizer`` also give the chosen
-    name, as ``--bpe``/``--tokenizer`` would.
-    """
-    from omegaconf import OmegaConf
-
-    flat: Dict[str, Any] = {}
-    for group, node in cfg.items():
-        if not OmegaConf.is_dict(node):
-            continue
-        values = OmegaConf.to_container(node, resolve=True, throw_on_missing=False)
-        for key, value in values.items():
-            if key != "_name" and value != "???":
-                flat.setdefault(key, value)
-    for group in ("bpe", "tokenizer"):
-        node = cfg.get(group)
-        flat[group] = node.get("_name") if node is not None else None
-    flat["path"] = cfg.common_eval.path
-    return Namespace(**flat)
-
-
-def _namespace_argv(parser: ArgumentParser, args: Namespace) -> List[str]:
-    """The flags of ``args`` whose values differ from the parser's defaults, as if typed."""
-    argv = []
-    for action in parser._actions:
-        if not action.option_strings or action.dest in NOT_OVERRIDES:
-            continue
-        if hasattr(args, action.dest) and getattr(args, action.dest) != action.default:
-            argv.append(action.option_strings[-1])
-    return argv
+        cfg, overrides = run_with_clear_errors(parse, argv)
+        return run_with_clear_errors(generate, cfg, overrides)
+    return generate(*as_config(args))
 
 
 def cli_main(argv: Optional[List[str]] = None) -> None:

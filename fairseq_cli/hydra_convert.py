@@ -217,10 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "experiment YAML, or overrides into fairseq-train flags. Put the command to "
                     "convert after --.",
         epilog="examples:\n"
-               "  fairseq-hydra-convert -- fairseq-train data-bin/demo --arch transformer_lm "
+               "  fairseq-hydra-convert -- fairseq-train demo/data-bin --arch transformer_lm "
                "--optimizer adam --lr 0.0005\n"
-               "  fairseq-hydra-convert --to yaml -o exp.yaml -- fairseq-train data-bin/demo ...\n"
-               "  fairseq-hydra-convert --to flags -- task.data=data-bin/demo optimization.lr=[0.001]",
+               "  fairseq-hydra-convert --to yaml -o exp.yaml -- fairseq-train demo/data-bin ...\n"
+               "  fairseq-hydra-convert --to flags -- task.data=demo/data-bin optimization.lr=[0.001]",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--to", choices=["overrides", "line", "yaml", "flags"], default="overrides",
                         help="overrides: one Hydra override a line (default); line: one "

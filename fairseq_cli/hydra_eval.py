@@ -23,9 +23,11 @@ if __package__ in (None, ""):  # run as a script from a checkout
 
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-# the options of fairseq-hydra-train that make no sense for a single evaluation
-UNSUPPORTED_FLAGS = ("--multirun", "-m", "--config-path", "-cp", "--info", "-i", "--hydra-help",
-                     "--experimental-rerun", "--package", "-p")
+# the options of fairseq-hydra-train that make no sense for a single evaluation (Hydra's names)
+UNSUPPORTED_FLAGS = {"multirun": "--multirun", "config_path": "--config-path", "info": "--info",
+                     "hydra_help": "--hydra-help", "experimental_rerun": "--experimental-rerun",
+                     "package": "--package", "run": "--run", "resolve": "--resolve",
+                     "shell_completion": "--shell-completion"}
 
 
 def _usage(command: str) -> str:
@@ -46,27 +48,27 @@ def compose_eval_config(argv: List[str], command: str) -> Optional[DictConfig]:
     from fairseq.dataclass.compose import import_plugins_of_overrides, import_plugins_of_yaml
     from fairseq.dataclass.initialize import compose_config
     from fairseq.dataclass.overrides import ConfigError, check_overrides
-    from fairseq_cli.train_hydra import _flag_value, _split_argv
+    from fairseq_cli.train_hydra import parse_command_line
 
-    overrides, flags = _split_argv(argv)
+    flags, overrides = parse_command_line(argv, command)
     import_plugins_of_overrides(overrides)
-    if "--help" in flags or "-h" in flags:
+    if flags.help:
         print(_usage(command))
         return None
-    unsupported = [f for f in flags if f.split("=", 1)[0] in UNSUPPORTED_FLAGS]
+    unsupported = [flag for dest, flag in UNSUPPORTED_FLAGS.items() if getattr(flags, dest, None)]
     if unsupported:
         raise ConfigError(f"{command} does not take {unsupported[0]}: it runs one evaluation of "
                           "config/ with key=value overrides (--config-dir/--config-name pick "
                           "another config)")
-    config_name = _flag_value(flags, "--config-name", "-cn") or "config"
-    user_config_dir = _flag_value(flags, "--config-dir", "-cd")
+    config_name = flags.config_name or "config"
+    user_config_dir = flags.config_dir
     # a common.user_dir set only in the user's YAML: imported before anything is checked, as in
     # fairseq-hydra-train (found by a first composition, then the registries are stored again)
     import_plugins_of_yaml(overrides, config_name, user_config_dir)
     overrides = check_overrides(overrides, config_name=config_name, user_config_dir=user_config_dir,
                                 check_required=False)
     cfg = compose_config(overrides, config_name=config_name, user_config_dir=user_config_dir)
-    if _flag_value(flags, "--cfg", "-c") is not None:
+    if flags.cfg is not None:
         print(OmegaConf.to_yaml(cfg))
         return None
     if not cfg.common_eval.path:

@@ -11,14 +11,13 @@ base 2). Prompts are read ``--buffer-size`` at a time and generated in batches o
 import logging
 import sys
 import time
-from argparse import ArgumentParser, Namespace
-from typing import Dict, Iterator, List, Optional, Sequence, TextIO, Union
+from argparse import Namespace
+from typing import Any, Dict, Iterator, List, Optional, TextIO, Union
 
 import torch
 from omegaconf import DictConfig
 
-from fairseq_cli.generate import (Printer, build_encoders, explicit_overrides, generation_settings,
-                                  load_ensemble, parse)
+from fairseq_cli.generate import Printer, as_config, build_encoders, generation_settings, load_ensemble, parse
 
 logger = logging.getLogger("fairseq_cli.interactive")
 
@@ -40,35 +39,39 @@ def buffered_read(source: str, buffer_size: int) -> Iterator[List[str]]:
             stream.close()
 
 
-def interact(parser: ArgumentParser, args: Namespace, argv: Sequence[str]) -> Dict[str, float]:
+def interact(cfg: DictConfig, overrides: Dict[str, Any]) -> Dict[str, float]:
+    """Load the checkpoint ``common_eval.path`` (``overrides`` winning over its config), then
+    continue the prompts of ``interactive.input``; return the counts and the time spent."""
     import os
 
     from fairseq.errors import ConfigError
     from fairseq.sequence_generator import GenerationSettingError, build_generator
 
-    buffer_size = max(int(getattr(args, "buffer_size", 0) or 0), 1)
-    batch_size = args.batch_size or buffer_size
-    if batch_size > buffer_size and getattr(args, "buffer_size", 0):
+    given_buffer = int(cfg.interactive.buffer_size or 0)
+    buffer_size = max(given_buffer, 1)
+    batch_size = cfg.dataset.batch_size or buffer_size
+    if batch_size > buffer_size and given_buffer:
         raise ConfigError(f"dataset.batch_size={batch_size} is larger than interactive.buffer_size="
                           f"{buffer_size}: a batch cannot hold more prompts than are read at once; "
                           "raise --buffer-size or lower --batch-size")
-    if args.input != "-" and not os.path.isfile(args.input):
-        raise ConfigError(f"interactive.input={args.input!r}: no such file (give a file, or - for stdin)")
-    models, cfg, task = load_ensemble(args, explicit_overrides(parser, args, argv))
-    use_cuda = torch.cuda.is_available() and not args.cpu
+    source = str(cfg.interactive.input)
+    if source != "-" and not os.path.isfile(source):
+        raise ConfigError(f"interactive.input={source!r}: no such file (give a file, or - for stdin)")
+    models, saved_cfg, task = load_ensemble(cfg, overrides)
+    use_cuda = torch.cuda.is_available() and not cfg.common.cpu
     device = torch.device("cuda" if use_cuda else "cpu")
     for model in models:
         model.to(device)
-    if args.seed is not None:
-        torch.manual_seed(int(args.seed))
+    if cfg.common.seed is not None:
+        torch.manual_seed(int(cfg.common.seed))
     src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
     try:
-        generator = build_generator(models, generation_settings(args), tgt_dict)
+        generator = build_generator(models, generation_settings(cfg), tgt_dict)
     except GenerationSettingError as e:
         raise ConfigError(str(e)) from None
-    bpe, tokenizer = build_encoders(cfg, args)
-    printer = Printer(args, tgt_dict, bpe, tokenizer, sys.stdout)
-    bos = src_dict.bos() if cfg.task.get("add_bos_token", False) else src_dict.eos()
+    bpe, tokenizer = build_encoders(saved_cfg, cfg)
+    printer = Printer(cfg, tgt_dict, bpe, tokenizer, sys.stdout)
+    bos = src_dict.bos() if saved_cfg.task.get("add_bos_token", False) else src_dict.eos()
     positions = min(m.max_positions() for m in models)
 
     def encode(line: str) -> torch.Tensor:
@@ -85,7 +88,7 @@ def interact(parser: ArgumentParser, args: Namespace, argv: Sequence[str]) -> Di
     logger.info("NOTE: hypothesis and token scores are output in base 2")
     logger.info("Type the input sentence and press return:")
     start_id, total = 0, 0.0
-    for lines in buffered_read(args.input, buffer_size):
+    for lines in buffered_read(source, buffer_size):
         prompts = [encode(line) for line in lines]
         for first in range(0, len(prompts), batch_size):
             chunk = prompts[first:first + batch_size]
@@ -113,19 +116,18 @@ def interact(parser: ArgumentParser, args: Namespace, argv: Sequence[str]) -> Di
 
 
 def main(args: Union[Namespace, DictConfig, List[str], None] = None) -> Dict[str, float]:
-    """Run interactive generation from a legacy namespace, a composed config
-    (``fairseq-hydra-interactive``) or command-line arguments (``None``: ``sys.argv[1:]``)."""
+    """Run interactive generation from a composed config (``fairseq-hydra-interactive``), a
+    legacy namespace or command-line arguments (``None``: ``sys.argv[1:]``); which values win
+    over the checkpoint's config is as in :func:`fairseq_cli.generate.main`."""
     from fairseq.logging.progress_bar import setup_logging
-    from fairseq_cli.generate import from_config_or_namespace
     from fairseq_cli.train import run_with_clear_errors
 
     setup_logging()
     if args is None or isinstance(args, (list, tuple)):
         argv = list(sys.argv[1:] if args is None else args)
-        parser, parsed = parse(argv, interactive=True)
-        return run_with_clear_errors(interact, parser, parsed, argv)
-    parser, args, argv = from_config_or_namespace(args, interactive=True)
-    return interact(parser, args, argv)
+        cfg, overrides = run_with_clear_errors(parse, argv, True)
+        return run_with_clear_errors(interact, cfg, overrides)
+    return interact(*as_config(args))
 
 
 def cli_main(argv: Optional[List[str]] = None) -> None:

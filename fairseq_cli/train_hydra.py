@@ -36,38 +36,32 @@ def hydra_main(cfg: DictConfig) -> Optional[float]:
     return result.get("best") if result else None
 
 
-def _split_argv(argv: List[str]):
-    """Separate Hydra's own flags (``--multirun``, ``--cfg job``, ...) from overrides."""
-    flags_with_value = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp",
-                        "--config-name", "-cn", "--config-dir", "-cd", "--info", "-i",
-                        "--experimental-rerun"}
-    overrides, flags, i = [], [], 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg in ("--info", "-i") and not (i + 1 < len(argv) and "=" not in argv[i + 1]
-                                            and not argv[i + 1].startswith("-")):
-            flags += [arg, "all"]  # its value is optional: Hydra's default, so no override or flag is taken as it
-            i += 1
-            continue
-        if arg in flags_with_value and i + 1 < len(argv) and "=" not in argv[i + 1]:
-            flags += [arg, argv[i + 1]]
-            i += 2
-            continue
-        # "--task.data=x" is a mistyped override, not a flag: check_overrides explains it
-        is_flag = arg.startswith("-") and not ("=" in arg and "." in arg.split("=", 1)[0])
-        (flags if is_flag else overrides).append(arg)
-        i += 1
-    return overrides, flags
+def parse_command_line(argv: List[str], command: str):
+    """``(flags, overrides)`` of a Hydra door's command line, read by Hydra's own parser.
+    ``--info`` followed by an override means ``--info all``.
 
+    Raises:
+        ConfigError: a bad value for one of Hydra's flags, or an argument Hydra does not know
+            (a legacy ``--max-tokens 1024`` is answered with ``dataset.max_tokens=1024``).
+    """
+    import argparse
 
-def _flag_value(flags: List[str], *names: str) -> Optional[str]:
-    for i, flag in enumerate(flags):
-        for name in names:
-            if flag == name and i + 1 < len(flags):
-                return flags[i + 1]
-            if flag.startswith(name + "="):
-                return flag.split("=", 1)[1]
-    return None
+    from fairseq.dataclass.hydra_hooks import parse_command_line as hydra_parse
+    from fairseq.dataclass.overrides import ConfigError, explain_unknown_flag
+
+    argv = list(argv)
+    info_choices = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+    for i, arg in enumerate(argv):
+        if arg in ("--info", "-i") and (i + 1 == len(argv) or argv[i + 1] not in info_choices):
+            argv.insert(i + 1, "all")
+            break
+    try:
+        flags, overrides, unknown = hydra_parse(argv)
+    except argparse.ArgumentError as e:
+        raise ConfigError(f"{command}: {e}") from None
+    if unknown:
+        raise explain_unknown_flag(unknown, argv, command)
+    return flags, overrides
 
 
 def cli_main(argv: Optional[List[str]] = None) -> None:
@@ -82,35 +76,36 @@ def _cli_main(argv: Optional[List[str]] = None) -> None:
     from fairseq.dataclass.overrides import DEFAULT_MAX_TOKENS, check_overrides
     from fairseq.dataclass.sweep_plugins import check_plugins
 
+    from fairseq.dataclass.hydra_hooks import hydra_flags
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    overrides, flags = _split_argv(argv)
+    flags, overrides = parse_command_line(argv, "fairseq-hydra-train")
     import_plugins_of_overrides(overrides)
-    if "--help" in flags or "-h" in flags:
+    if flags.help:
         from fairseq.dataclass.help import hydra_help
 
-        print(hydra_help(_flag_value(flags, "--config-dir", "-cd")))
+        print(hydra_help(flags.config_dir))
         return
-    multirun = "-m" in flags or "--multirun" in flags
-    config_name = _flag_value(flags, "--config-name", "-cn") or "config"
-    user_config_dir = _flag_value(flags, "--config-dir", "-cd")
+    multirun = bool(flags.multirun)
+    config_name = flags.config_name or "config"
+    user_config_dir = flags.config_dir
     # a common.user_dir set in the user's YAML: its plugins are registered before anything is checked
     import_plugins_of_yaml(overrides, config_name, user_config_dir)
     primary = primary_config_name(config_name, user_config_dir)
     if primary != config_name:  # an experiment file without defaults: on top of config.yaml
-        flags = [f for i, f in enumerate(flags) if f.split("=", 1)[0] not in ("--config-name", "-cn")
-                 and not (i > 0 and flags[i - 1] in ("--config-name", "-cn"))] + ["--config-name", primary]
+        flags.config_name = primary
     # --config-path replaces the tree Hydra resolves relative to this file: Hydra checks that run.
     # --cfg/--info print what a run would train, so they get the same checks and rewrites
     # (required values may stay ???)
-    unchecked = any(f in flags for f in ("--help", "-h", "--hydra-help", "--config-path", "-cp"))
-    printing = any(f.split("=", 1)[0] in ("--cfg", "-c", "--info", "-i") for f in flags)
+    unchecked = flags.hydra_help or flags.config_path is not None
+    printing = flags.cfg is not None or flags.info is not None
     if not unchecked:
         # a ConfigError ends the process in run_with_clear_errors (cli_main)
         check_plugins(overrides)
         overrides = check_overrides(overrides, multirun=multirun, config_name=config_name,
                                     user_config_dir=user_config_dir, check_required=not printing,
                                     default_max_tokens=DEFAULT_MAX_TOKENS)
-    sys.argv = [sys.argv[0]] + flags + overrides
+    sys.argv = [sys.argv[0]] + hydra_flags(flags) + overrides
     hydra_main()
 
 

@@ -173,11 +173,16 @@ def _run_cli(module, args, cwd):
 
 
 @pytest.mark.parametrize("args, expected", [
-    ([], ["task.data", "task.data=data-bin/demo"]),
+    ([], ["task.data", "task.data=demo/data-bin"]),
     (["task.data=x", "optimization.lrr=1"], ["optimization.lrr", "did you mean 'optimization.lr'"]),
     (["task.data=x", "optimization.max_update=abc"], ["optimization.max_update", "expects int", "abc"]),
     (["--task.data=x"], ["no leading dashes", "task.data=x"]),
     (["task.data=x", "model=transformer_lmm"], ["transformer_lmm", "Did you mean 'transformer_lm'"]),
+    # a fairseq-train flag given to the Hydra door: the override that says the same
+    (["task.data=x", "--max-tokens", "1024"], ["write dataset.max_tokens=1024 instead of --max-tokens 1024"]),
+    (["task.data=x", "--arch=transformer_lm_gpt"], ["write model=transformer_lm_gpt"]),
+    (["task.data=x", "--no-such-flag"], ["does not know '--no-such-flag'", "--help lists them"]),
+    (["task.data=x", "--cfg", "jobs"], ["--cfg", "invalid choice: 'jobs'"]),
 ])
 def test_hydra_door_errors_name_the_key_and_fix(args, expected, tmp_path):
     result = _run_cli("fairseq_cli.train_hydra", args, tmp_path)

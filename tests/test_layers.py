@@ -79,6 +79,16 @@ def test_the_private_hydra_methods_we_wrap_keep_their_parameters():
 
     assert list(inspect.signature(create_config_search_path).parameters) == ["search_path_dir"]
     assert list(inspect.signature(Hydra.create_main_hydra2).parameters) == ["task_name", "config_search_path"]
+    # used by hydra_hooks.parse_command_line: Hydra's own command-line parser, with the flags
+    # the doors read
+    from fairseq.dataclass.hydra_hooks import hydra_flags, parse_command_line
+
+    flags, overrides, unknown = parse_command_line(
+        ["--multirun", "a=1", "--config-dir", "d", "-cn", "exp", "--cfg", "job", "b=2", "--x"])
+    assert (flags.multirun, flags.config_dir, flags.config_name, flags.cfg) == (True, "d", "exp", "job")
+    assert (overrides, unknown) == (["a=1", "b=2"], ["--x"])
+    assert hydra_flags(flags) == ["--cfg", "job", "--multirun", "--config-name", "exp", "--config-dir", "d"]
+    assert flags.help is False and flags.info is None and flags.config_path is None
 
 
 def test_importing_for_a_notebook_or_a_checkpoint_load_patches_nothing_until_a_config_is_composed():

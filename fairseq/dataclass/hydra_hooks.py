@@ -11,18 +11,22 @@ Three small wrappers, installed by :func:`install_hydra_hooks` when a config is 
 
 and :func:`user_tree`, the search path ``--config-dir`` gives (the built-in tree first, then
 the user's directory), built with Hydra's private ``create_config_search_path`` because the
-public ``initialize_*`` functions take one directory.
+public ``initialize_*`` functions take one directory; :func:`parse_command_line`, Hydra's own
+command-line parser (``get_args_parser``, which ``@hydra.main`` uses), so the doors read
+``--multirun``, ``--cfg``, ``--config-dir`` ... exactly as Hydra will.
 
 Hydra offers no public hook for any of these. ``tests/test_hydra_hooks.py`` fails when a
 Hydra version renames or re-signs one of them, so an upgrade cannot silently drop a rule.
 """
+import argparse
 import contextlib
+from typing import List, Sequence, Tuple
 
 from omegaconf import DictConfig
 
 from fairseq.dataclass.list_fields import wrap_override_scalar, wrap_scalars_for_lists
 
-__all__ = ["HOOKED", "install_hydra_hooks", "user_tree"]
+__all__ = ["HOOKED", "hydra_flags", "install_hydra_hooks", "parse_command_line", "user_tree"]
 
 # (class path, attribute, the parameters the wrapper relies on)
 HOOKED = (
@@ -116,3 +120,40 @@ def user_tree(main_dir: str, user_dir: str):
         yield
     finally:
         GlobalHydra.instance().clear()
+
+
+def parse_command_line(argv: Sequence[str]) -> Tuple[argparse.Namespace, List[str], List[str]]:
+    """``(flags, overrides, unknown)`` of a Hydra command line, read by Hydra's own parser.
+
+    ``flags`` is the namespace of Hydra's options (``multirun``, ``cfg``, ``config_name``,
+    ``config_dir``, ``info``, ...); ``unknown`` holds what Hydra would refuse, such as a legacy
+    ``--max-tokens``, for the caller to explain.
+
+    Raises:
+        argparse.ArgumentError: a Hydra option with a bad value (``--cfg jobs``).
+    """
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+    parser.exit_on_error = False
+    known, unknown = parser.parse_known_intermixed_args(list(argv))
+    overrides = list(known.overrides or [])
+    known.overrides = []
+    return known, overrides, unknown
+
+
+def hydra_flags(known: argparse.Namespace) -> List[str]:
+    """The command-line flags that give Hydra's parser ``known`` again (overrides aside)."""
+    from hydra._internal.utils import get_args_parser
+
+    flags: List[str] = []
+    for action in get_args_parser()._actions:
+        if not action.option_strings:
+            continue
+        value = getattr(known, action.dest, action.default)
+        if value == action.default:
+            continue
+        flags.append(action.option_strings[0])
+        if action.nargs != 0:
+            flags.append(str(value))
+    return flags

@@ -82,8 +82,8 @@ def _format_list(values: List[Any]) -> str:
 def missing_message(key: str, door: str) -> str:
     if door == "legacy" and key == "task.data":
         return ("the data directory is required: give it first, e.g. "
-                "`fairseq-train data-bin/demo --arch transformer_lm ...` (the --destdir of fairseq-preprocess)")
-    example = "data-bin/demo" if key == "task.data" else "VALUE"
+                "`fairseq-train demo/data-bin --arch transformer_lm ...` (the --destdir of fairseq-preprocess)")
+    example = "demo/data-bin" if key == "task.data" else "VALUE"
     return (f"{key} is required (it is ??? in the config) and was not given: add `{key}={example}` "
             "to the command line" + (" (the --destdir of fairseq-preprocess)" if key == "task.data" else ""))
 
@@ -439,3 +439,36 @@ def check_values(cfg: DictConfig) -> None:
         check = getattr(schema, "check_config", None)
         if check is not None:
             check(node, prefix)
+
+
+def explain_unknown_flag(unknown: Sequence[str], argv: Sequence[str], command: str) -> ConfigError:
+    """The error for the first of ``unknown``, arguments Hydra's parser does not know, in a
+    Hydra door's ``argv``: a legacy flag (``--max-tokens 1024``) gets the override that says
+    the same (``dataset.max_tokens=1024``), a dashed override (``--task.data=x``) its form
+    without dashes."""
+    from fairseq.dataclass.compose import compose_config
+    from fairseq.registry import LEGACY_CHOICE_ATTRS
+
+    text = next((u for u in unknown if u.startswith("-")), unknown[0])
+    flag, has_value, value = text.partition("=")
+    name = flag.lstrip("-").replace("-", "_")
+    if "." in name:
+        return ConfigError(f"{text!r}: Hydra overrides take no leading dashes; write {text.lstrip('-')!r}")
+    if not has_value:
+        at = list(argv).index(text) if text in argv else -1
+        following = argv[at + 1] if 0 <= at < len(argv) - 1 else None
+        if following is not None and not following.startswith("-") and "=" not in following:
+            value = following
+    value = value or "VALUE"
+    groups = {attr: group for group, attr in LEGACY_CHOICE_ATTRS.items()}
+    if name in groups:
+        key = groups[name]
+    else:
+        keys = [k for k in flat_keys(compose_config([])) if k.rsplit(".", 1)[-1] == name]
+        key = f"{keys[0]}" if keys else None
+    if key is None:
+        return ConfigError(f"{command} does not know {flag!r}: it takes Hydra's flags (--multirun, "
+                           "--cfg job, --config-dir DIR, --config-name NAME; --help lists them) and "
+                           "key=value overrides")
+    return ConfigError(f"{command} takes key=value overrides, not fairseq-train's flags: write "
+                       f"{key}={value} instead of {flag} {value if value != 'VALUE' else ''}".rstrip())
