@@ -40,7 +40,7 @@ from fairseq.file_io import PathManager  # noqa: F401
 def torch_persistent_save(obj: Any, filename: str, async_write: bool = False) -> None:
     """``torch.save`` ``obj`` to ``filename``: atomically (temporary file, fsync, rename), or
     through ``PathManager.opena`` with ``async_write`` (fairseq's signature). A checkpoint dict
-    (one with a ``model`` entry) gets the SHA-256 of its tensors (:mod:`fairseq.checkpoint.integrity`)."""
+    (one with a ``model`` entry) gets the SHA-256 record of its whole content (:mod:`fairseq.checkpoint.integrity`)."""
     if isinstance(obj, dict) and "model" in obj:
         obj = with_integrity(obj)
     if async_write:

@@ -10,7 +10,7 @@ expects (``ValueError`` for a bad value, ``RuntimeError`` for an unusable checkp
 ``OSError`` for a resource), so ``except ValueError`` keeps working.
 """
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "ResourceError", "UserError"]
+__all__ = ["CheckpointError", "ConfigError", "DataError", "DiskFullError", "ResourceError", "UserError"]
 
 
 class UserError(Exception):
@@ -38,3 +38,10 @@ class CheckpointError(UserError, RuntimeError):
 class ResourceError(UserError, OSError):
     """A directory or device the run needs and cannot have: a save_dir that another run holds,
     that cannot be written, a full disk."""
+
+
+class DiskFullError(ResourceError):
+    """A device filled up while the run wrote to it: the run failed (what was written before is
+    whole; the partial file is removed)."""
+
+    exit_code = 1

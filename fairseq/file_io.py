@@ -16,7 +16,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any, List, Optional
 
-from fairseq.errors import CheckpointError
+from fairseq.errors import DiskFullError
 
 __all__ = ["PathManager", "atomic_write"]
 
@@ -216,7 +216,7 @@ def _atomic_write(path: str, write: Any) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-            raise CheckpointError(f"no space left on device while writing {path}; free space there "
+            raise DiskFullError(f"no space left on device while writing {path}; free space there "
                                   "or give another checkpoint.save_dir (--save-dir)") from None
         raise
     _fsync_dir(directory)

@@ -291,7 +291,8 @@ class GeneratorHubInterface(nn.Module):
 
     def generation_options(self, **kwargs: Any) -> Dict[str, Any]:
         """The generation settings of a call: the checkpoint's ``generation`` group, then
-        ``kwargs``; an unknown option is an error naming the closest one."""
+        ``kwargs``; an unknown option is an error naming the closest one, a value out of its
+        declared bounds (``temperature=nan``, ``nbest`` above ``beam``) one naming the bound."""
         import difflib
 
         options = dict(GENERATION_DEFAULTS)
@@ -307,6 +308,11 @@ class GeneratorHubInterface(nn.Module):
                                + (f"; did you mean {hint[0]!r}?" if hint else "")
                                + f" Options: {', '.join(sorted(options))}")
             options[key] = value
+        # the bounds GenerationConfig declares (NaN, ranges, nbest <= beam), as at the doors
+        from fairseq.dataclass.configs import GenerationConfig
+        from fairseq.dataclass.value_checks import check_settings
+
+        check_settings(GenerationConfig, options, "generation")
         return options
 
 

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import random
+import signal
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -404,14 +405,15 @@ def load_combined_split(task: Any, split: str) -> None:
 def run_training(cfg: DictConfig) -> Dict[str, Any]:
     """Train as ``cfg`` says, resuming from ``checkpoint.restore_file`` when it exists.
 
-    Ctrl-C (SIGINT) stops after the current update (with ``checkpoint.save_on_interrupt``
-    saving ``checkpoint_last.pt`` there first); a second Ctrl-C stops at once.
+    Ctrl-C (SIGINT), SIGTERM or SIGHUP stops after the current update (with
+    ``checkpoint.save_on_interrupt`` saving ``checkpoint_last.pt`` there first); a second one
+    stops at once.
 
     Returns:
         ``{"num_updates", "epoch", "best"}`` at the end.
 
     Raises:
-        TrainingInterrupted: after Ctrl-C; its message says where the last checkpoint is.
+        TrainingInterrupted: after a stop signal; its message says where the last checkpoint is.
     """
     interrupt = InterruptRequest(distributed_utils.get_world_size() == 1,
                                  bool(cfg.checkpoint.get("save_on_interrupt", False)))
@@ -421,19 +423,27 @@ def run_training(cfg: DictConfig) -> Dict[str, Any]:
             result = _run_training(cfg, state)
     except TrainingInterrupted:
         raise
-    except KeyboardInterrupt:  # a second Ctrl-C, one before training, or one with many processes
+    except KeyboardInterrupt as e:  # a second signal, one before training, or one with many processes
         trainer = state.trainer
+        signum = getattr(e, "signum", signal.SIGINT)
         raise TrainingInterrupted(interrupt_message(
             cfg, trainer.get_num_updates() if trainer is not None else None,
-            state.last_checkpoint, False)) from None
+            state.last_checkpoint, False, signum), signum) from None
     if state.interrupted:
         raise TrainingInterrupted(interrupt_message(cfg, result["num_updates"], state.last_checkpoint,
-                                                    state.saved_on_interrupt))
+                                                    state.saved_on_interrupt, interrupt.signum), interrupt.signum)
     return result
 
 
 def _run_training(cfg: DictConfig, state: TrainingState) -> Dict[str, Any]:
     require_components(cfg)
+    # the doors check the values (and the rules relating them) already; a config handed straight
+    # to run_training gets the same checks, and the log paths are checked before any work
+    from fairseq.dataclass.overrides import check_values
+
+    check_values(cfg)
+    if distributed_utils.is_master():
+        pb.verify_log_paths(cfg.common)
     if distributed_utils.is_master():  # a save_dir that cannot be written stops before training
         checkpoint_utils.verify_checkpoint_directory(cfg.checkpoint.save_dir)
     set_seed(cfg.common.seed)

@@ -11,60 +11,80 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from omegaconf import DictConfig
 
 from fairseq.logging.meters import StopwatchMeter
+from fairseq.stop_signals import STOP_SIGNALS, describe, is_stop_handler
 
 logger = logging.getLogger("fairseq.train")
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) stopped training; ``message`` says where the last checkpoint is."""
+    """A stop signal (Ctrl-C, SIGTERM, SIGHUP) stopped training; ``message`` says where the last
+    checkpoint is, ``signum`` which signal it was."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
         super().__init__(message)
         self.message = message
+        self.signum = signum
 
 
 class InterruptRequest:
-    """While active, the first SIGINT only asks the loop to stop after the current update.
+    """While active, the first stop signal (Ctrl-C, SIGTERM, SIGHUP) only asks the loop to stop
+    after the current update.
 
-    A second Ctrl-C raises ``KeyboardInterrupt`` at once (the previous handler is back). Installed
-    only in the main thread of a single-process run: with many processes each would stop at
-    its own update and the others would wait for it forever, so there Ctrl-C interrupts at once.
+    A second one raises ``KeyboardInterrupt`` (or :class:`~fairseq.stop_signals.Stopped`) at once:
+    the previous handlers are back. Installed only in the main thread of a single-process run:
+    with many processes each would stop at its own update and the others would wait for it
+    forever, so there a stop signal interrupts at once. A signal that is ignored (SIGINT in a
+    background job, SIGHUP under ``nohup``) stays ignored.
     """
 
     def __init__(self, active: bool, save: bool) -> None:
         self.requested = False
+        self.signum: int = signal.SIGINT
         self.save = save
-        self._previous: Any = None
-        self._active = (active and threading.current_thread() is threading.main_thread()
-                        and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+        self._previous: Dict[int, Any] = {}
+        self._active = active and threading.current_thread() is threading.main_thread()
+
+    def _ours_to_take(self, signum: int) -> bool:
+        handler = signal.getsignal(signum)
+        if signum == signal.SIGINT:
+            return handler is signal.default_int_handler
+        return handler is signal.SIG_DFL or is_stop_handler(handler)
 
     def __enter__(self) -> "InterruptRequest":
         if self._active:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in STOP_SIGNALS:
+                if self._ours_to_take(signum):
+                    self._previous[signum] = signal.signal(signum, self._handle)
         return self
+
+    def _restore(self) -> None:
+        for signum, previous in self._previous.items():
+            if signal.getsignal(signum) == self._handle:
+                signal.signal(signum, previous)
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.requested = True
-        signal.signal(signal.SIGINT, self._previous)
-        logger.warning("Ctrl-C: stopping after the current update%s; press Ctrl-C again to stop at once",
-                       " and saving checkpoint_last.pt" if self.save else "")
+        self.signum = signum
+        self._restore()
+        logger.warning("%s: stopping after the current update%s; send it again to stop at once",
+                       describe(signum), " and saving checkpoint_last.pt" if self.save else "")
 
     def __exit__(self, *exc: Any) -> None:
-        if self._active and signal.getsignal(signal.SIGINT) == self._handle:
-            signal.signal(signal.SIGINT, self._previous)
+        self._restore()
 
 
 def interrupt_message(cfg: DictConfig, num_updates: Optional[int], last: Optional[Tuple[str, Optional[int]]],
-                      saved_now: bool) -> str:
-    """The one line printed when Ctrl-C stops training."""
+                      saved_now: bool, signum: int = signal.SIGINT) -> str:
+    """The one line printed when a stop signal (Ctrl-C, SIGTERM, SIGHUP) stops training."""
+    what = f"interrupted ({describe(signum)})"
     where = f" at update {num_updates}" if num_updates is not None else ""
     if last is not None and saved_now:
-        return (f"interrupted (Ctrl-C){where}: saved {last[0]} first; rerun the same command to "
+        return (f"{what}{where}: saved {last[0]} first; rerun the same command to "
                 "resume from it")
     ck = cfg.checkpoint
     if ck.no_save:
@@ -72,16 +92,16 @@ def interrupt_message(cfg: DictConfig, num_updates: Optional[int], last: Optiona
     elif ck.save_on_interrupt and ck.no_last_checkpoints:
         why = " (checkpoint.no_last_checkpoints=true)"
     elif ck.save_on_interrupt:
-        why = " (stopped at once: a second Ctrl-C, or several processes)"
+        why = " (stopped at once: a second signal, or several processes)"
     else:
-        why = " (checkpoint.save_on_interrupt=true / --save-on-interrupt saves one on Ctrl-C)"
+        why = " (checkpoint.save_on_interrupt=true / --save-on-interrupt saves one on Ctrl-C or SIGTERM)"
     if last is None and os.path.isfile(os.path.join(ck.save_dir, "checkpoint_last.pt")):
         last = (os.path.join(ck.save_dir, "checkpoint_last.pt"), None)
     if last is not None:
         at = f" (update {last[1]})" if last[1] is not None else ""
-        return (f"interrupted (Ctrl-C){where}; nothing saved now{why}: the last checkpoint is "
+        return (f"{what}{where}; nothing saved now{why}: the last checkpoint is "
                 f"{last[0]}{at}; rerun the same command to resume from it")
-    return f"interrupted (Ctrl-C){where}; no checkpoint was written{why}"
+    return f"{what}{where}; no checkpoint was written{why}"
 
 
 @dataclass

@@ -195,6 +195,7 @@ def generate(cfg: DictConfig, overrides: Dict[str, Any]) -> Dict[str, float]:
     prefix_size = int(cfg.generation.prefix_size or 0)
     score_reference = bool(cfg.generation.score_reference)
     sentences = tokens = 0
+    warned_no_room = False
     start = time.perf_counter()
     try:
         for sample in progress:
@@ -202,6 +203,13 @@ def generate(cfg: DictConfig, overrides: Dict[str, Any]) -> Dict[str, float]:
             if not sample:
                 continue
             prefix = None if score_reference else prompts_of(sample, bos, prefix_size)
+            if prefix is not None and not warned_no_room and prefix.size(1) + 1 >= positions:
+                warned_no_room = True
+                logger.warning(
+                    "the prompts fill the model's %d positions (blocks of task.tokens_per_sample=%s), so "
+                    "no token can be added and the H- lines repeat the S- lines: give "
+                    "--sample-break-mode eos (one sentence per prompt) or --prefix-size K (continue "
+                    "the first K tokens of each block)", positions, saved_cfg.task.get("tokens_per_sample"))
             with torch.no_grad():
                 if score_reference:
                     hypos = generator.generate(models, sample)

@@ -5,7 +5,7 @@ Usage::
 
     fairseq-hydra-convert -- fairseq-train DATA --arch transformer_lm --lr 0.0005 ...
     fairseq-hydra-convert --to line -- fairseq-train DATA ...      # one command line
-    fairseq-hydra-convert --to yaml [--output exp.yaml] -- fairseq-train DATA ...
+    fairseq-hydra-convert --to yaml [--output exp.yaml [--overwrite]] -- fairseq-train DATA ...
     fairseq-hydra-convert --to flags -- fairseq-hydra-train task.data=DATA optimization.lr=[0.001]
 
 Nothing is copied value by value: the legacy command is parsed by the legacy door's own parser
@@ -16,9 +16,11 @@ door trains exactly the config the legacy command trains (the doors' defaults di
 goes the other way, diffing against the legacy door's defaults.
 """
 import argparse
+import os
 import re
 import shlex
 import sys
+import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig, OmegaConf
@@ -227,7 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "fairseq-hydra-train command line; yaml: an experiment config for "
                              "--config-dir/--config-name; flags: the input is Hydra overrides, "
                              "the output one fairseq-train command line")
-    parser.add_argument("-o", "--output", help="write here instead of standard output")
+    parser.add_argument("-o", "--output", help="write here instead of standard output (an existing "
+                                                   "file only with --overwrite)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="let -o/--output replace an existing file")
     parser.add_argument("command", nargs=argparse.REMAINDER,
                         help="after --: the fairseq-train (or, with --to flags, fairseq-hydra-train) "
                              "command line, program name optional")
@@ -256,12 +261,64 @@ def _cli_main(argv: Optional[List[str]] = None) -> None:
         raise ConfigError("nothing to convert: put the command after --, e.g. "
                           "fairseq-hydra-convert -- fairseq-train DATA --arch transformer_lm "
                           "--optimizer adam")
+    if args.output:
+        check_output(args.output, args.overwrite)
     text = convert(args.to, command)
     if args.output:
-        with open(args.output, "w") as f:
-            f.write(text)
+        write_output(args.output, text, args.overwrite)
     else:
         sys.stdout.write(text)
+
+
+def check_output(path: str, overwrite: bool) -> None:
+    """Refuse an ``-o/--output`` that cannot be written, or that exists without ``--overwrite``
+    (checked before converting)."""
+    from fairseq.errors import ConfigError, ResourceError
+
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ConfigError(f"-o/--output {path} is a directory; give the path of a file")
+    if os.path.lexists(path) and not overwrite:
+        raise ConfigError(f"-o/--output {path} already exists; pass --overwrite to replace it, or "
+                          "give another file")
+    if not os.path.isdir(directory):
+        what = "is not a directory" if os.path.exists(directory) else "does not exist"
+        raise ResourceError(f"-o/--output {path}: {directory} {what}; give a path in an existing "
+                            "directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ResourceError(f"-o/--output {path}: {directory} is not writable; give a path in a "
+                            "directory you can write")
+
+
+def write_output(path: str, text: str, overwrite: bool) -> None:
+    """Write ``text`` to ``path``: a new file is created exclusively (never replacing one that
+    appeared meanwhile); with ``overwrite`` a temporary file beside ``path`` is renamed over it,
+    so the old file is whole until the new one is."""
+    from fairseq.errors import ConfigError, ResourceError
+    from fairseq.file_io import _umask
+
+    tmp = None
+    try:
+        if not overwrite:
+            with open(path, "x") as f:
+                f.write(text)
+            return
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}.",
+                                   dir=os.path.dirname(os.path.abspath(path)))
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+        tmp = None
+    except FileExistsError:
+        raise ConfigError(f"-o/--output {path} already exists; pass --overwrite to replace it, or "
+                          "give another file") from None
+    except OSError as err:
+        raise ResourceError(f"-o/--output {path} cannot be written: {err.strerror}; give another "
+                            "path") from None
+    finally:
+        if tmp is not None and os.path.lexists(tmp):
+            os.remove(tmp)
 
 
 def cli_main(argv: Optional[List[str]] = None) -> None:

@@ -48,9 +48,11 @@ def compose_eval_config(argv: List[str], command: str) -> Optional[DictConfig]:
     from fairseq.dataclass.compose import import_plugins_of_overrides, import_plugins_of_yaml
     from fairseq.dataclass.initialize import compose_config
     from fairseq.dataclass.overrides import ConfigError, check_overrides
-    from fairseq_cli.train_hydra import parse_command_line
+    from fairseq.dataclass.config_code import check_yaml_size
+    from fairseq_cli.train_hydra import check_config_files, parse_command_line
 
     flags, overrides = parse_command_line(argv, command)
+    check_yaml_size(flags.config_dir)
     import_plugins_of_overrides(overrides)
     if flags.help:
         print(_usage(command))
@@ -67,6 +69,8 @@ def compose_eval_config(argv: List[str], command: str) -> Optional[DictConfig]:
     import_plugins_of_yaml(overrides, config_name, user_config_dir)
     overrides = check_overrides(overrides, config_name=config_name, user_config_dir=user_config_dir,
                                 check_required=False)
+    # no Hydra app runs here (no callbacks, no logging config): the job's own keys are checked
+    check_config_files(flags, overrides, config_name, with_hydra=False)
     cfg = compose_config(overrides, config_name=config_name, user_config_dir=user_config_dir)
     if flags.cfg is not None:
         print(OmegaConf.to_yaml(cfg))
@@ -120,8 +124,31 @@ def interactive_main(argv: Optional[List[str]] = None) -> Any:
 COMMANDS = {"eval-lm": eval_lm_main, "validate": validate_main, "generate": generate_main,
             "interactive": interactive_main}
 
+
+# The console scripts. Their return value becomes the exit status (a dict would print to stderr
+# and exit 1), so they return nothing: 0 on success, the errors' own codes otherwise.
+def eval_lm_cli() -> None:
+    """``fairseq-hydra-eval-lm``."""
+    eval_lm_main()
+
+
+def validate_cli() -> None:
+    """``fairseq-hydra-validate``."""
+    validate_main()
+
+
+def generate_cli() -> None:
+    """``fairseq-hydra-generate``."""
+    generate_main()
+
+
+def interactive_cli() -> None:
+    """``fairseq-hydra-interactive``."""
+    interactive_main()
+
 if __name__ == "__main__":  # python fairseq_cli/hydra_eval.py generate key=value ...
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         print(f"usage: {sys.argv[0]} {{{','.join(COMMANDS)}}} key=value ...", file=sys.stderr)
         sys.exit(2)
     COMMANDS[sys.argv[1]](sys.argv[2:])
+    sys.exit(0)

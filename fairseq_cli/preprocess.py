@@ -5,26 +5,37 @@ Language-model data (one side) only::
     fairseq-preprocess --only-source --trainpref data/train.txt --validpref data/valid.txt \\
         --destdir data-bin/corpus --workers 4
 
-writes ``dict.txt``, ``train.bin/.idx`` and ``valid.bin/.idx`` into ``--destdir``.
+writes ``dict.txt``, ``train.bin/.idx`` and ``valid.bin/.idx`` into ``--destdir`` and appends
+the run's lines to its ``preprocess.log``.
+
+Nothing is lost: the new data-bin is built aside (``<destdir>/.preprocess-tmp-<pid>``) and
+swapped in only once complete, so a bad input, Ctrl-C or a kill leaves the old one (with
+``--overwrite``) whole; the next run cleans what a killed one left.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import multiprocessing
 import os
+import re
+import shutil
+import signal
 import sys
+import threading
 from collections import Counter
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from fairseq.binarizer import binarize_file, find_offsets
 from fairseq.data.dictionary import Dictionary
-from fairseq.errors import UserError
+from fairseq.errors import ResourceError, UserError
 from fairseq.data.indexed_dataset import (
     data_file_path,
     index_file_path,
     make_builder,
 )
+from fairseq.save_dir_lock import pid_alive
 from fairseq.tokenizer import tokenize_line
 
 logger = logging.getLogger("fairseq_cli.preprocess")
@@ -49,16 +60,15 @@ def get_preprocessing_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _output_prefix(args: argparse.Namespace, split_name: str) -> str:
-    """Destination path, without extension, of one split of the source side."""
+def _output_prefix(args: argparse.Namespace, split_name: str, directory: str) -> str:
+    """Path in ``directory``, without extension, of one split of the source side."""
     if args.source_lang is None:
-        return os.path.join(args.destdir, split_name)
-    return os.path.join(args.destdir, f"{split_name}.{args.source_lang}-{args.target_lang}.{args.source_lang}")
+        return os.path.join(directory, split_name)
+    return os.path.join(directory, f"{split_name}.{args.source_lang}-{args.target_lang}.{args.source_lang}")
 
 
-def _dict_path(args: argparse.Namespace) -> str:
-    name = "dict.txt" if args.source_lang is None else f"dict.{args.source_lang}.txt"
-    return os.path.join(args.destdir, name)
+def _dict_name(args: argparse.Namespace) -> str:
+    return "dict.txt" if args.source_lang is None else f"dict.{args.source_lang}.txt"
 
 
 def _input_file(args: argparse.Namespace, prefix: str) -> str:
@@ -188,8 +198,6 @@ def existing_data_bin(destdir: str) -> List[str]:
 
 def _check_destdir(args: argparse.Namespace) -> None:
     """Refuse to write into a destdir that already holds a data-bin, unless ``--overwrite``."""
-    if os.path.exists(args.destdir) and not os.path.isdir(args.destdir):
-        raise PreprocessError(f"--destdir {args.destdir} exists and is not a directory")
     found = existing_data_bin(args.destdir)
     if found and not getattr(args, "overwrite", False):
         shown = ", ".join(found[:6]) + (f", ... ({len(found)} files)" if len(found) > 6 else "")
@@ -199,92 +207,331 @@ def _check_destdir(args: argparse.Namespace) -> None:
             "--overwrite to rebuild it (every old split this run does not write is deleted)")
 
 
-def _clear_data_bin(destdir: str) -> None:
-    """Delete the old dictionaries and splits (``--overwrite``): none may outlive the new dictionary."""
-    for name in existing_data_bin(destdir):
-        os.remove(os.path.join(destdir, name))
-        logger.info("--overwrite: removed %s", os.path.join(destdir, name))
+def _check_destdir_path(destdir: str) -> None:
+    """Refuse a ``--destdir`` that is no directory, or that cannot be created or written."""
+    if os.path.lexists(destdir) and not os.path.isdir(destdir):
+        raise PreprocessError(f"--destdir {destdir} exists and is not a directory; give a directory "
+                              "(it is created when missing)")
+    if os.path.isdir(destdir):
+        if not os.access(destdir, os.W_OK | os.X_OK):
+            raise ResourceError(f"--destdir {destdir} is not writable; give a directory you can write")
+        return
+    parent = os.path.dirname(os.path.abspath(destdir))
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise PreprocessError(f"--destdir {destdir} cannot be created: {parent} is not a directory; "
+                              "give a --destdir under a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ResourceError(f"--destdir {destdir} cannot be created: {parent} is not writable; give "
+                            "a --destdir in a directory you can write")
+
+
+def _make_destdir(destdir: str) -> None:
+    try:
+        os.makedirs(destdir, exist_ok=True)
+    except OSError as err:
+        raise ResourceError(f"--destdir {destdir} cannot be created: {err.strerror}; give another "
+                            "--destdir") from None
+
+
+# -- building aside and swapping in ---------------------------------------------------------------
+# The new data-bin is built in ``<destdir>/.preprocess-tmp-<pid>``; the old one is moved aside
+# into ``<destdir>/.preprocess-old-<pid>``, which holds MOVED_MARK once all of it is there. Both
+# live inside the destdir, so every rename stays on one filesystem (a destdir may be a mount
+# point) and the destdir's parent need not be writable.
+_SCRATCH_NAME = re.compile(r"\.preprocess-(tmp|old)-([0-9]+)")
+MOVED_MARK = ".all-moved"
+
+
+def _scratch(destdir: str, kind: str, pid: Optional[int] = None) -> str:
+    """``<destdir>/.preprocess-<kind>-<pid>`` (this process's by default)."""
+    return os.path.join(destdir, f".preprocess-{kind}-{os.getpid() if pid is None else pid}")
+
+
+def _fsync(path: str) -> None:
+    """fsync a file or a directory, so that a rename after it never names lost bytes."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # a filesystem that cannot fsync a directory
+        pass
+    finally:
+        os.close(fd)
+
+
+def _swap_in(destdir: str, tmp: str) -> None:
+    """Replace the data-bin files of ``destdir`` by the complete new ones in ``tmp``.
+
+    The old files are moved aside, the new ones renamed in, the aside directory deleted.
+    Removing the empty ``tmp`` is the commit point: until then an error rolls back here, and a
+    kill is rolled back by the next run (:func:`recover_interrupted`). Ctrl-C waits until the
+    swap is over.
+    """
+    old = _scratch(destdir, "old")
+    with _CtrlCDeferred() as ctrl_c:
+        try:
+            os.mkdir(old)
+            for name in existing_data_bin(destdir):
+                os.rename(os.path.join(destdir, name), os.path.join(old, name))
+            with open(os.path.join(old, MOVED_MARK), "wb") as mark:
+                os.fsync(mark.fileno())
+            _fsync(old)
+            for name in sorted(os.listdir(tmp)):
+                os.rename(os.path.join(tmp, name), os.path.join(destdir, name))
+            os.rmdir(tmp)
+            _fsync(destdir)
+        except BaseException:
+            _roll_back(destdir, tmp, old)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    if ctrl_c.came:
+        raise PreprocessInterrupted(f"interrupted (Ctrl-C) while the new data-bin was moved in; it "
+                                    f"was finished first: --destdir {destdir} holds it complete")
+
+
+def _roll_back(destdir: str, tmp: str, old: str) -> None:
+    """Undo a swap that did not reach its commit point: the old data-bin files go back into
+    ``destdir``, the new ones already there are deleted, both scratch directories removed."""
+    if os.path.isdir(old):
+        if os.path.exists(os.path.join(old, MOVED_MARK)):  # every data-bin file in destdir is new
+            for name in existing_data_bin(destdir):
+                os.remove(os.path.join(destdir, name))
+        for name in os.listdir(old):
+            if name != MOVED_MARK:
+                os.replace(os.path.join(old, name), os.path.join(destdir, name))
+        _fsync(destdir)
+        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def recover_interrupted(destdir: str) -> List[str]:
+    """Clean what a killed run left in ``destdir``; returns one line per directory handled.
+
+    Only directories named ``.preprocess-tmp-<pid>`` / ``.preprocess-old-<pid>`` whose writer
+    ``<pid>`` is dead are touched (a live one is named and kept): a killed build is deleted; a
+    swap killed before its commit point is rolled back (the old data-bin put back), one killed
+    after it finished (its aside copy deleted).
+    """
+    found: Dict[int, set] = {}
+    for name in os.listdir(destdir) if os.path.isdir(destdir) else []:
+        m = _SCRATCH_NAME.fullmatch(name)
+        full = os.path.join(destdir, name)
+        if m and os.path.isdir(full) and not os.path.islink(full):
+            found.setdefault(int(m.group(2)), set()).add(m.group(1))
+    done = []
+    for pid, kinds in sorted(found.items()):
+        names = ", ".join(os.path.basename(_scratch(destdir, k, pid)) for k in sorted(kinds))
+        if pid != os.getpid() and pid_alive(pid):
+            done.append(f"kept {names} in {destdir}: process {pid}, which writes it, is running")
+        elif kinds == {"tmp", "old"}:
+            _roll_back(destdir, _scratch(destdir, "tmp", pid), _scratch(destdir, "old", pid))
+            done.append(f"put the old data-bin back into {destdir}: process {pid} was killed while "
+                        "it moved a new one in")
+        else:
+            shutil.rmtree(_scratch(destdir, kinds.pop(), pid), ignore_errors=True)
+            done.append(f"removed {names} from {destdir}, left by run {pid}, which was killed")
+    return done
+
+
+class _CtrlCDeferred:
+    """Within the block, Ctrl-C (SIGINT) is recorded instead of raised: ``came`` says whether
+    one came. Only the main thread receives signals; elsewhere, or where SIGINT is ignored,
+    nothing changes."""
+
+    def __enter__(self) -> "_CtrlCDeferred":
+        self.came = False
+        self._previous = None
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, None)):
+            self._previous = signal.signal(signal.SIGINT, self._record)
+        return self
+
+    def _record(self, signum: int, frame: Any) -> None:
+        self.came = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+_SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+
+
+class PreprocessInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or the stop signal ``signum``); :attr:`message` says what became of ``--destdir``."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.message = message
+        self.signum = int(signum)
+
+
+# -- worker processes -------------------------------------------------------------------------------
+# True while main() runs: the processes it forks (dictionary and binarization workers) leave
+# Ctrl-C to the main process, which stops them, and end when it ends (even by kill -9).
+_forking_workers = False
+_main_pid = 0
+
+
+def _as_worker() -> None:
+    """In a process forked while preprocessing: ignore SIGINT, die with the main process."""
+    if not _forking_workers:
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != _main_pid:  # the main process ended before the line above
+            os._exit(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_as_worker)
+
+
+# -- the run -------------------------------------------------------------------------------------
+def _build(args: argparse.Namespace, planned: List[Tuple[str, str, str]], dictionary: Dictionary,
+           directory: str) -> None:
+    """Save the dictionary and binarize every planned split into ``directory``; fsync them."""
+    dict_name = _dict_name(args)
+    dictionary.save(os.path.join(directory, dict_name))
+    logger.info("dictionary %s: %d types", dict_name, len(dictionary))
+    for _, split_name, input_file in ([] if args.dict_only else planned):
+        stats = _binarize_split(args, dictionary, input_file, _output_prefix(args, split_name, directory))
+        replaced_percent = 100.0 * sum(stats["replaced"].values()) / max(stats["ntok"], 1)
+        logger.info(
+            "[%s] %s: %d types; %s: %d sents, %d tokens, %.1f%% replaced by %s",
+            split_name, dict_name, len(dictionary), split_name,
+            stats["nseq"], stats["ntok"], replaced_percent, dictionary.unk_word,
+        )
+    for name in os.listdir(directory):
+        _fsync(os.path.join(directory, name))
+    _fsync(directory)
+
+
+_RESOURCE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 def _run(args: argparse.Namespace, planned: List[Tuple[str, str, str]]) -> None:
-    """Build and save the dictionary, then binarize every planned split.
+    """Build the dictionary and binarize every planned split aside, then swap them in.
 
-    With ``--overwrite`` the old data-bin files are deleted after the dictionary is built (it may
-    be read from ``--srcdict`` in the destdir itself) and before anything is written. A run that
-    fails midway deletes what it wrote, so the destdir never holds a partial data-bin and the
-    same command can be rerun once the input is fixed.
+    The old data-bin stays whole and in place until the new one is complete (``--srcdict`` may
+    name its dict.txt); a run that fails, or is interrupted, deletes what it built and leaves
+    the destdir as it was, so the same command can be rerun once the input is fixed.
     """
     dictionary = _build_dictionary(args)
-    dict_path = _dict_path(args)
-    if getattr(args, "overwrite", False):
-        _clear_data_bin(args.destdir)
-    written = [dict_path]
+    tmp = _scratch(args.destdir, "tmp")
     try:
-        dictionary.save(dict_path)
-        logger.info("wrote dictionary of %d types to %s", len(dictionary), dict_path)
-        if args.dict_only:
-            return
-        for _, split_name, input_file in planned:
-            out_prefix = _output_prefix(args, split_name)
-            written += [data_file_path(out_prefix), index_file_path(out_prefix)]
-            stats = _binarize_split(args, dictionary, input_file, out_prefix)
-            replaced_percent = 100.0 * sum(stats["replaced"].values()) / max(stats["ntok"], 1)
-            logger.info(
-                "[%s] %s: %d types; %s: %d sents, %d tokens, %.1f%% replaced by %s",
-                split_name, os.path.basename(dict_path), len(dictionary), split_name,
-                stats["nseq"], stats["ntok"], replaced_percent, dictionary.unk_word,
-            )
-    except BaseException:
-        for path in written:
-            if os.path.exists(path):
-                os.remove(path)
+        os.mkdir(tmp)
+        _build(args, planned, dictionary, tmp)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError) and err.errno in _RESOURCE_ERRNOS:
+            raise ResourceError(f"--destdir {args.destdir}: {err.strerror} writing {err.filename}; free "
+                                "space there or give another --destdir (the old data-bin is unchanged)") from None
         raise
+    try:
+        _swap_in(args.destdir, tmp)
+    except OSError as err:
+        raise ResourceError(f"--destdir {args.destdir}: {err.strerror} moving the new data-bin in "
+                            f"({err.filename}); the old data-bin is unchanged") from None
     logger.info("wrote preprocessed data to %s", args.destdir)
+
+
+class _RunLog:
+    """``preprocess.log`` in the destdir, appended to (opened at its first line); the file gets
+    INFO lines even when the console is quieter."""
+
+    def __init__(self) -> None:
+        self.handler: Optional[logging.Handler] = None
+        self.saved_level = logger.level
+
+    def open(self, destdir: str) -> None:
+        if self.handler is not None:
+            return
+        self.handler = logging.FileHandler(os.path.join(destdir, "preprocess.log"), mode="a",
+                                           encoding="utf-8", delay=True)
+        self.handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)s | %(name)s | %(message)s",
+                                                    datefmt="%Y-%m-%d %H:%M:%S"))
+        logger.addHandler(self.handler)
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
+
+    def close(self) -> None:
+        logger.setLevel(self.saved_level)
+        if self.handler is not None:
+            logger.removeHandler(self.handler)
+            self.handler.close()
 
 
 def main(args: argparse.Namespace) -> None:
     """Run preprocessing as described by parsed ``args``.
 
+    What a killed run left in the destdir is cleaned first (:func:`recover_interrupted`).
+
     Raises:
         PreprocessError: on invalid arguments or missing inputs, or a destdir that already
             holds a data-bin without ``--overwrite`` (checked before anything is written), or on
             malformed input data (invalid UTF-8, a bad ``--srcdict``).
+        ResourceError: a destdir that cannot be created or written.
+        PreprocessInterrupted: Ctrl-C; the destdir holds the old data-bin, or the new one whole.
     """
-    planned = _validate(args)
-    _check_destdir(args)
-    os.makedirs(args.destdir, exist_ok=True)
-    log_handler = logging.FileHandler(os.path.join(args.destdir, "preprocess.log"), mode="w", encoding="utf-8")
-    log_handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)s | %(name)s | %(message)s",
-                                               datefmt="%Y-%m-%d %H:%M:%S"))
-    logger.addHandler(log_handler)
-    # The log file records the run even when the console logging is quieter than INFO.
-    saved_level = logger.level
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
+    global _forking_workers, _main_pid
+    _check_destdir_path(args.destdir)
+    log = _RunLog()
+    if os.path.isdir(args.destdir):
+        log.open(args.destdir)
+    _forking_workers, _main_pid = True, os.getpid()
     try:
+        for line in recover_interrupted(args.destdir):
+            logger.warning(line)
+        planned = _validate(args)
+        _check_destdir(args)
+        _make_destdir(args.destdir)
+        log.open(args.destdir)
         logger.info(args)
         try:
             _run(args, planned)
         except ValueError as err:  # bad input data (encoding, malformed dictionary, ...)
             raise PreprocessError(str(err)) from err
+    except KeyboardInterrupt as err:
+        if not isinstance(err, PreprocessInterrupted):
+            signum = getattr(err, "signum", signal.SIGINT)  # a stop signal raised as Ctrl-C is
+            err = PreprocessInterrupted(f"interrupted ({_SIGNAL_NAMES.get(signum, signum)}): --destdir "
+                                        f"{args.destdir} is as it was (what this run had built is deleted)",
+                                        signum)
+        logger.warning(err.message)
+        raise err from None
     finally:
-        logger.setLevel(saved_level)
-        logger.removeHandler(log_handler)
-        log_handler.close()
+        _forking_workers = False
+        log.close()
 
 
 def cli_main(argv: Optional[Sequence[str]] = None) -> None:
-    """Console entry point ``fairseq-preprocess``; exits with status 2 on user errors."""
-    args = get_preprocessing_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        from fairseq.logging.progress_bar import setup_logging
+    """Console entry point ``fairseq-preprocess``: a user error ends with one line and exit
+    status 2, Ctrl-C with one line and 130 (128 + SIGINT, as a shell reports it; 128 + the
+    signal for SIGTERM and SIGHUP, which stop it the same way)."""
+    from fairseq.stop_signals import raise_on_stop_signals
 
-        setup_logging()
+    raise_on_stop_signals()
     try:
+        args = get_preprocessing_parser().parse_args(argv)
+        if not logging.getLogger().handlers:
+            from fairseq.logging.progress_bar import setup_logging
+
+            setup_logging()
         main(args)
     except UserError as err:  # PreprocessError, or a DataError from a file it reads
         print(f"fairseq-preprocess: error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
+    except KeyboardInterrupt as err:
+        print(f"fairseq-preprocess: {getattr(err, 'message', None) or 'interrupted (Ctrl-C)'}", file=sys.stderr)
+        sys.exit(128 + int(getattr(err, "signum", signal.SIGINT)))
 
 
 if __name__ == "__main__":

@@ -118,11 +118,14 @@ def _run(cfg: DictConfig) -> Dict[str, Any]:
 def run_with_clear_errors(fn, *args: Any, **kwargs: Any) -> Any:
     """Run ``fn``; an error in what the user gave ends the process with one line, no traceback.
 
-    Exit codes: 2 for an error in the input, 1 for a run that failed, 130 (128 + SIGINT, as a
-    shell reports Ctrl-C) for Ctrl-C; training then says where its last checkpoint is.
+    Exit codes: 2 for an error in the input, 1 for a run that failed, 128 + the signal for a
+    stop signal, as a shell reports them: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP (all
+    three are handled alike; training then says where its last checkpoint is).
     """
     from fairseq.errors import UserError
+    from fairseq.stop_signals import exit_code, raise_on_stop_signals
 
+    raise_on_stop_signals()
     try:
         return fn(*args, **kwargs)
     except UserError as e:  # the one place a door turns the error family into a message
@@ -132,8 +135,8 @@ def run_with_clear_errors(fn, *args: Any, **kwargs: Any) -> Any:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1 if isinstance(e, FloatingPointError) else 2)
     except KeyboardInterrupt as e:
-        print(getattr(e, "message", None) or "interrupted (Ctrl-C)", file=sys.stderr)
-        sys.exit(130)
+        print(getattr(e, "message", None) or (str(e) if e.args else "interrupted (Ctrl-C)"), file=sys.stderr)
+        sys.exit(exit_code(e))
 
 
 def cli_main(argv: Optional[List[str]] = None) -> None:

@@ -15,7 +15,8 @@ if __package__ in (None, ""):  # run as a script from a checkout: python fairseq
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from fairseq.dataclass.compose import import_plugins_of_overrides, import_plugins_of_yaml  # noqa: E402
+from fairseq.dataclass.compose import (  # noqa: E402
+    component_choices, import_plugins_of_overrides, import_plugins_of_yaml)
 from fairseq.dataclass.initialize import config_dir, install_hydra_hooks, primary_config_name  # noqa: E402
 
 # a launcher's worker process (joblib) imports this module to run the task function: it composes
@@ -32,13 +33,77 @@ def hydra_main(cfg: DictConfig) -> Optional[float]:
     # relative paths are anchored where the command was started, even if hydra.job.chdir=true
     launch_dir = hydra.utils.get_original_cwd() if HydraConfig.initialized() else os.getcwd()
     result = run_with_clear_errors(main, cfg, launch_dir=launch_dir, door="hydra")
+    best = result.get("best") if result else None
+    if HydraConfig.initialized() and os.environ.get(SWEEP_REPORT):
+        _report_job(os.environ[SWEEP_REPORT], cfg, best)
     # the best validation loss, for sweepers that minimise what the task function returns
-    return result.get("best") if result else None
+    return best
+
+
+# -- the end of a sweep: one line per job, and the best ----------------------------------------
+#: the file each job of a sweep appends its result to (set by the command for its jobs)
+SWEEP_REPORT = "FAIRSEQ_SWEEP_REPORT"
+
+
+def _report_job(path: str, cfg: DictConfig, best: Optional[float]) -> None:
+    import json
+
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    line = json.dumps({"job": hc.job.num, "overrides": list(hc.overrides.task), "best": best,
+                       "metric": cfg.checkpoint.best_checkpoint_metric,
+                       "maximize": bool(cfg.checkpoint.maximize_best_checkpoint_metric),
+                       "save_dir": os.path.abspath(cfg.checkpoint.save_dir)})
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, (line + "\n").encode("utf-8"))  # one write: jobs in parallel never interleave
+    finally:
+        os.close(fd)
+
+
+def sweep_summary(lines: List[str]) -> List[str]:
+    """The closing lines of a sweep: one per job (its overrides, its best validation value, its
+    checkpoints), then the best job."""
+    import json
+
+    jobs = sorted((json.loads(line) for line in lines if line.strip()), key=lambda j: j["job"])
+    out = []
+    for job in jobs:
+        value = "no validation" if job["best"] is None else f"best valid {job['metric']} {job['best']:.4g}"
+        out.append(f"job {job['job']}: {' '.join(job['overrides']) or '(no overrides)'} | {value} | "
+                   f"checkpoints in {job['save_dir']}")
+    scored = [j for j in jobs if j["best"] is not None]
+    if scored:
+        pick = max if scored[0]["maximize"] else min
+        won = pick(scored, key=lambda j: j["best"])
+        out.append(f"best: job {won['job']} ({' '.join(won['overrides'])}) with valid {won['metric']} "
+                   f"{won['best']:.4g}; checkpoints in {won['save_dir']}")
+    return out
+
+
+def _run_sweep() -> None:
+    """Run Hydra's multirun with every job reporting to one file; then print the summary."""
+    import tempfile
+
+    fd, report = tempfile.mkstemp(prefix="fairseq-sweep-", suffix=".jsonl")
+    os.close(fd)
+    os.environ[SWEEP_REPORT] = report
+    try:
+        hydra_main()
+        with open(report, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    finally:
+        os.environ.pop(SWEEP_REPORT, None)
+        os.unlink(report)
+    for line in sweep_summary(lines):
+        print(line, flush=True)
 
 
 def parse_command_line(argv: List[str], command: str):
     """``(flags, overrides)`` of a Hydra door's command line, read by Hydra's own parser.
-    ``--info`` followed by an override means ``--info all``.
+    ``--info`` followed by an override means ``--info all``; ``flags.allow_config_code`` says
+    whether ``--allow-config-code`` (this package's own flag) was given.
 
     Raises:
         ConfigError: a bad value for one of Hydra's flags, or an argument Hydra does not know
@@ -49,7 +114,11 @@ def parse_command_line(argv: List[str], command: str):
     from fairseq.dataclass.hydra_hooks import parse_command_line as hydra_parse
     from fairseq.dataclass.overrides import ConfigError, explain_unknown_flag
 
+    from fairseq.dataclass.config_code import ALLOW_FLAG
+
     argv = list(argv)
+    allow_config_code = ALLOW_FLAG in argv
+    argv = [a for a in argv if a != ALLOW_FLAG]
     info_choices = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
     for i, arg in enumerate(argv):
         if arg in ("--info", "-i") and (i + 1 == len(argv) or argv[i + 1] not in info_choices):
@@ -61,7 +130,25 @@ def parse_command_line(argv: List[str], command: str):
         raise ConfigError(f"{command}: {e}") from None
     if unknown:
         raise explain_unknown_flag(unknown, argv, command)
+    flags.allow_config_code = allow_config_code
     return flags, overrides
+
+
+def check_config_files(flags, overrides: List[str], config_name: str, with_hydra: bool = True) -> None:
+    """Refuse a run whose config files would run code or explode in size (see
+    :mod:`fairseq.dataclass.config_code`): checked before Hydra builds anything of it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from fairseq.dataclass.compose import compose_config
+    from fairseq.dataclass.config_code import check_config_code
+
+    # one job of a sweep is enough: the sweep's values are data, its files are what is checked
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    single = [text for text, ov in zip(overrides, parsed) if not ov.is_sweep_override()]
+    cfg = compose_config(single, config_name=config_name, user_config_dir=flags.config_dir,
+                         with_hydra=with_hydra)
+    where = f"the config in {flags.config_dir}" if flags.config_dir else "the config"
+    check_config_code(cfg, flags.allow_config_code, where)
 
 
 def cli_main(argv: Optional[List[str]] = None) -> None:
@@ -78,8 +165,11 @@ def _cli_main(argv: Optional[List[str]] = None) -> None:
 
     from fairseq.dataclass.hydra_hooks import hydra_flags
 
+    from fairseq.dataclass.config_code import check_yaml_size
+
     argv = list(sys.argv[1:] if argv is None else argv)
     flags, overrides = parse_command_line(argv, "fairseq-hydra-train")
+    check_yaml_size(flags.config_dir)
     import_plugins_of_overrides(overrides)
     if flags.help:
         from fairseq.dataclass.help import hydra_help
@@ -105,8 +195,14 @@ def _cli_main(argv: Optional[List[str]] = None) -> None:
         overrides = check_overrides(overrides, multirun=multirun, config_name=config_name,
                                     user_config_dir=user_config_dir, check_required=not printing,
                                     default_max_tokens=DEFAULT_MAX_TOKENS)
+        check_config_files(flags, overrides, config_name)
+    # fairseq 0.12's component files of field values only: on a stored config with their schema
+    overrides = component_choices(overrides, user_config_dir)
     sys.argv = [sys.argv[0]] + hydra_flags(flags) + overrides
-    hydra_main()
+    if multirun and not printing:
+        _run_sweep()
+    else:
+        hydra_main()
 
 
 if __name__ == "__main__":

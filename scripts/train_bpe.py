@@ -15,8 +15,19 @@ import shutil
 import sys
 
 
+def _require(module: str, package: str):
+    """Import ``module``, or end with one line saying which ``pip install`` adds it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError:
+        sys.exit(f"error: train_bpe.py needs the {package!r} package: pip install {package} "
+                 "(or pip install -e '.[bpe]'; scripts/install.sh installs it)")
+
+
 def train_byte_bpe(files, vocab_size: int, min_frequency: int, output_dir: str) -> None:
-    from tokenizers import ByteLevelBPETokenizer
+    ByteLevelBPETokenizer = _require("tokenizers", "tokenizers").ByteLevelBPETokenizer
 
     tokenizer = ByteLevelBPETokenizer(add_prefix_space=False)
     tokenizer.train(files, vocab_size=vocab_size, min_frequency=min_frequency, show_progress=True)
@@ -30,7 +41,7 @@ def train_byte_bpe(files, vocab_size: int, min_frequency: int, output_dir: str) 
 
 
 def train_sentencepiece(files, vocab_size: int, model_type: str, output_dir: str) -> None:
-    import sentencepiece as spm
+    spm = _require("sentencepiece", "sentencepiece")
 
     prefix = os.path.join(output_dir, "spm")
     spm.SentencePieceTrainer.Train(input=",".join(files), model_prefix=prefix, vocab_size=vocab_size,

@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import List
@@ -12,6 +13,16 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # several pytest workers share the cores: one thread each (and in the processes a test
     # starts) instead of every worker's torch taking all of them
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# A runner started in the background (`bash scripts/test.sh &`, nohup) inherits SIGINT (and
+# SIGHUP) ignored, and the commands the tests start would inherit that too: the tests of Ctrl-C,
+# SIGTERM and SIGHUP must not depend on how the suite was started. A Python handler here makes
+# every process started from now on begin with the default actions (exec resets handled signals).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+for _signum in (signal.SIGTERM, signal.SIGHUP):
+    if signal.getsignal(_signum) is signal.SIG_IGN:
+        signal.signal(_signum, signal.SIG_DFL)
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:

@@ -116,7 +116,7 @@ def corrupt_run(tiny_checkpoint, tmp_path):
     shutil.copy(tiny_checkpoint / "checkpoint_last.pt", save_dir / "checkpoint_last.pt")
     shutil.copy(tiny_checkpoint / "checkpoint_best.pt", save_dir / "checkpoint_best.pt")
     state = torch.load(save_dir / "checkpoint_last.pt", weights_only=True)
-    assert state["integrity"]["covers"] == "tensors" and len(state["integrity"]["sha256"]) == 64
+    assert state["integrity"]["covers"] == "checkpoint" and len(state["integrity"]["sha256"]) == 64
     _flip_tensor_bytes(save_dir / "checkpoint_last.pt", state["model"]["decoder.layers.0.fc1.weight"])
     flipped = torch.load(save_dir / "checkpoint_last.pt", weights_only=True)  # torch does not notice
     assert not torch.equal(flipped["model"]["decoder.layers.0.fc1.weight"],
@@ -159,7 +159,7 @@ def test_every_loader_verifies_and_saves_carry_the_digest(corrupt_run, tiny_chec
             load(path)
     stored = torch.load(tiny_checkpoint / "checkpoint_last.pt", weights_only=True)["integrity"]
     good = checkpoint_utils.load_checkpoint_to_cpu(str(tiny_checkpoint / "checkpoint_last.pt"))
-    assert stored["sha256"] == tensor_digest(good) and "integrity" not in good  # checked, then dropped
+    assert stored["tensors_sha256"] == tensor_digest(good) and "integrity" not in good  # checked, then dropped
     # a script that drops the optimizer state and saves with torch.save: named as an edit
     edited = torch.load(tiny_checkpoint / "checkpoint_last.pt", weights_only=True)
     del edited["optimizer"]

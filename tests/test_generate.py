@@ -183,3 +183,23 @@ def test_no_seed_provided_leaves_the_random_generator_unseeded(tiny_checkpoint, 
 
     assert 7 in run()  # common.seed seeds sampling
     assert 7 not in run("--no-seed-provided")  # the caller's random state is used as it is
+
+
+def test_blocks_that_fill_the_model_get_one_warning_and_short_prompts_continue(tiny_checkpoint, data_bin,
+                                                                            capsys, caplog):
+    """On an LM data-bin the default blocks fill tokens_per_sample: nothing can be added, the
+    H- lines repeat the S- lines, and one warning names the flags that leave room."""
+    path = str(tiny_checkpoint / "checkpoint_last.pt")
+    with caplog.at_level("WARNING"):
+        generate.main([data_bin, "--path", path, "--gen-subset", "valid", "--batch-size", "4",
+                       "--max-len-b", "5"])
+    warnings = [r.getMessage() for r in caplog.records if "no token can be added" in r.getMessage()]
+    assert len(warnings) == 1 and "--sample-break-mode eos" in warnings[0]
+    capsys.readouterr()
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        generate.main([data_bin, "--path", path, "--gen-subset", "valid", "--batch-size", "4",
+                       "--max-len-b", "5", "--prefix-size", "4"])
+    assert not [r for r in caplog.records if "no token can be added" in r.getMessage()]
+    out = parse_output(capsys.readouterr().out)
+    assert out and any(len(e["H"][0][1].split()) > 4 for e in out.values()), out

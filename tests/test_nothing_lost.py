@@ -192,11 +192,11 @@ def test_kill_between_the_writes_of_one_save_resumes_from_the_newest(data_bin, t
     assert updates_of(save_dir / "checkpoint_last.pt") == 12 and updates_of(save_dir / "checkpoint_1_8.pt") == 8
 
 
-def interrupt_after_first_update(command, tmp_path, log):
+def interrupt_after_first_update(command, tmp_path, log, signum=signal.SIGINT):
     proc = popen_train(command, tmp_path, SLOW_STEPS)
     try:
         wait_for(logged_update(log, 1), proc, "update 1")
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -211,18 +211,21 @@ def test_ctrl_c_stops_with_one_line_and_nothing_written(data_bin, tmp_path):
     assert code == 130
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert re.fullmatch(r"interrupted \(Ctrl-C\) at update \d+; no checkpoint was written "
-                        r"\(checkpoint\.save_on_interrupt=true / --save-on-interrupt saves one on Ctrl-C\)", err)
+                        r"\(checkpoint\.save_on_interrupt=true / --save-on-interrupt saves one on Ctrl-C or SIGTERM\)", err)
     assert not [n for n in os.listdir(save_dir) if n.endswith(".pt") or n.startswith(".")]
 
 
+@pytest.mark.parametrize("signum, name", [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
 def test_save_on_interrupt_saves_the_current_update_and_the_rerun_resumes_exactly(data_bin, tmp_path,
-                                                                                  reference):
+                                                                                  reference, signum, name):
+    """Ctrl-C, or the SIGTERM a scheduler sends (scancel, pre-emption): the same stop and save;
+    the exit status is 128 + the signal, as a shell reports it."""
     save_dir, log = tmp_path / "ck", str(tmp_path / "log")
     command = [data_bin] + ARGS + ["--save-dir", str(save_dir), "--log-file", log, "--save-on-interrupt"]
-    code, err = interrupt_after_first_update(command, tmp_path, log)
-    assert code == 130
+    code, err = interrupt_after_first_update(command, tmp_path, log, signum)
+    assert code == 128 + signum
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    m = re.fullmatch(r"interrupted \(Ctrl-C\) at update (\d+): saved (\S+) first; rerun the same "
+    m = re.fullmatch(rf"interrupted \({name}\) at update (\d+): saved (\S+) first; rerun the same "
                      r"command to resume from it", err)
     assert m and m.group(2) == str(save_dir / "checkpoint_last.pt"), err
     stopped_at = int(m.group(1))
@@ -235,18 +238,27 @@ def test_save_on_interrupt_saves_the_current_update_and_the_rerun_resumes_exactl
     assert losses_by_update(log) == reference[1]
 
 
-def test_first_ctrl_c_asks_to_stop_and_a_second_one_stops_at_once():
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_first_stop_signal_asks_to_stop_and_a_second_one_stops_at_once(signum):
+    from fairseq.stop_signals import raise_on_stop_signals
     from fairseq.training import InterruptRequest
 
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    with InterruptRequest(active=True, save=False) as interrupt:
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.01)  # the handler runs at the next bytecode
-        assert interrupt.requested
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        raise_on_stop_signals()  # as every door does
+        handler = signal.getsignal(signum)
+        with InterruptRequest(active=True, save=False) as interrupt:
+            os.kill(os.getpid(), signum)
+            time.sleep(0.01)  # the handler runs at the next bytecode
+            assert interrupt.requested and interrupt.signum == signum
+            with pytest.raises(KeyboardInterrupt) as stopped:
+                os.kill(os.getpid(), signum)
+                time.sleep(1)
+            assert getattr(stopped.value, "signum", signal.SIGINT) == signum
+        assert signal.getsignal(signum) is handler
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
     with InterruptRequest(active=False, save=False) as interrupt:  # several processes: at once
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)

@@ -59,6 +59,15 @@ def test_two_job_sweep_trains_both_into_separate_dirs(data_bin, tmp_path):
         assert state["cfg"]["checkpoint"]["save_dir"] == str(sweep / job / "checkpoints")
         losses.append(state["extra_state"]["best"])
     assert losses[0] != losses[1]
+    # the sweep ends with one line per job and the best job
+    summary = [line for line in result.stdout.splitlines() if line.startswith(("job ", "best: "))]
+    assert len(summary) == 3, result.stdout[-2000:]
+    for job, lr in (("0", "0.0001"), ("1", "0.01")):
+        line = next(line for line in summary if line.startswith(f"job {job}: "))
+        assert f"optimization.lr=[{lr}]" in line and str(sweep / job / "checkpoints") in line
+        assert f"best valid loss {losses[int(job)]:.4g}" in line
+    won = min((0, 1), key=lambda j: losses[j])
+    assert summary[-1].startswith(f"best: job {won} (") and f"{losses[won]:.4g}" in summary[-1]
     assert not (tmp_path / "checkpoints").exists()
     # a save_dir shared by the jobs stops before anything runs: one line, exit 2
     result = cli("fairseq_cli.train_hydra", args + ["checkpoint.save_dir=ck"], tmp_path)

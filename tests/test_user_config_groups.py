@@ -71,19 +71,85 @@ def test_fairseq_style_experiment_file_and_group_header(data_bin, tmp_path):
     assert state["cfg"]["model"]["_name"] == "transformer_lm"
 
 
-def test_group_file_without_schema_is_one_line(tmp_path):
+def test_group_files_of_field_values_only_take_their_directorys_or_the_default_schema(tmp_path):
+    """fairseq 0.12's component files hold field values under ``# @package _group_``, no
+    ``_name``: in ``model/transformer_lm/`` they are transformer_lm's, directly in ``model/`` the
+    default model's (config.yaml's choice); unknown keys are still refused."""
+    import pytest
+
     from fairseq.dataclass.initialize import compose_config
     from fairseq.dataclass.overrides import ConfigError
 
     configs = write_tree(tmp_path)
+    (configs / "model" / "transformer_lm").mkdir()
+    (configs / "model" / "transformer_lm" / "small.yaml").write_text(
+        "# @package _group_\ndecoder_layers: 3\ndecoder_embed_dim: 48\nactivation_fn: gelu\n")
     (configs / "model" / "bare.yaml").write_text("# @package _group_\ndecoder_layers: 2\n")
-    try:
-        compose_config(["model=bare"], user_config_dir=str(configs), check=True)
-    except ConfigError as e:
-        assert "model/bare.yaml extends no model schema" in str(e)
-        assert "defaults: [/schema/model/BASE@_here_, _self_]" in str(e)
-    else:
-        raise AssertionError("an untyped model was accepted")
+    cfg = compose_config(["task.data=x", "model=transformer_lm/small"], user_config_dir=str(configs), check=True)
+    assert (cfg.model._name, cfg.model.decoder_layers, cfg.model.decoder_embed_dim,
+            cfg.model.activation_fn) == ("transformer_lm", 3, 48, "gelu")
+    cfg = compose_config(["task.data=x", "model=bare", "model.dropout=0.3"], user_config_dir=str(configs), check=True)
+    assert (cfg.model._name, cfg.model.decoder_layers, cfg.model.dropout) == ("transformer_lm", 2, 0.3)
+    (configs / "model" / "typo.yaml").write_text("# @package _group_\ndecoder_layerz: 2\n")
+    with pytest.raises(ConfigError, match="decoder_layerz"):
+        compose_config(["task.data=x", "model=typo"], user_config_dir=str(configs), check=True)
+
+
+def test_fairseq_docs_experiment_file_names_components_by_string(data_bin, tiny_checkpoint, tmp_path):
+    """fairseq 0.12's documented experiment file: no defaults list, components chosen by a plain
+    string (``criterion: cross_entropy``) or by ``_name``; it trains and the evaluation commands
+    take it too."""
+    configs = tmp_path / "conf"
+    (configs / "model" / "transformer_lm").mkdir(parents=True)
+    (configs / "model" / "transformer_lm" / "tiny.yaml").write_text(
+        "# @package _group_\ndecoder_layers: 1\ndecoder_embed_dim: 16\ndecoder_input_dim: 16\n"
+        "decoder_output_dim: 16\ndecoder_ffn_embed_dim: 32\ndecoder_attention_heads: 2\n")
+    (configs / "lm_experiment.yaml").write_text(f"""# @package _group_
+
+model:
+  _name: transformer_lm
+  decoder_layers: 1
+  decoder_embed_dim: 16
+  decoder_input_dim: 16
+  decoder_output_dim: 16
+  decoder_ffn_embed_dim: 32
+  decoder_attention_heads: 2
+dataset:
+  max_tokens: 256
+  num_workers: 0
+task:
+  _name: language_modeling
+  data: {data_bin}
+  tokens_per_sample: 32
+optimization:
+  max_update: 2
+  lr: 0.001
+criterion: cross_entropy
+optimizer: adam
+lr_scheduler:
+  _name: polynomial_decay
+  warmup_updates: 1
+checkpoint:
+  save_dir: ck
+""")
+    result = hydra_train(["--config-dir", str(configs), "--config-name", "lm_experiment", "hydra.run.dir=out"],
+                         tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    import torch
+
+    state = torch.load(tmp_path / "ck" / "checkpoint_last.pt", weights_only=True)
+    assert state["num_updates"] == 2
+    assert (state["cfg"]["criterion"]["_name"], state["cfg"]["optimizer"]["_name"],
+            state["cfg"]["lr_scheduler"]["_name"]) == ("cross_entropy", "adam", "polynomial_decay")
+    assert list(state["cfg"]["optimization"]["lr"]) == [0.001] and state["cfg"]["model"]["decoder_layers"] == 1
+
+    from fairseq_cli import hydra_eval
+
+    path = tiny_checkpoint / "checkpoint_last.pt"
+    for args in (["--config-name", "lm_experiment"], ["model=transformer_lm/tiny"]):
+        out = hydra_eval.eval_lm_main(["--config-dir", str(configs), *args, f"common_eval.path={path}",
+                                       f"task.data={data_bin}", "task.tokens_per_sample=32"])
+        assert out["loss"] > 0 and out["ntokens"] > 0
 
 
 def test_printing_the_config_checks_and_rewrites_as_a_run(tmp_path):

@@ -3,7 +3,7 @@
 * :mod:`~fairseq.checkpoint.files`: atomic file writes (temporary file, fsync, rename; links).
 * :mod:`~fairseq.checkpoint.state`: what a checkpoint holds (config, RNG states) and how it is
   read without running code.
-* :mod:`~fairseq.checkpoint.integrity`: the SHA-256 record of a checkpoint's tensors.
+* :mod:`~fairseq.checkpoint.integrity`: the SHA-256 record of a checkpoint's whole content (tensors and every other value).
 * :mod:`~fairseq.checkpoint.saving`: when to save, under which names, pruning old ones.
 * :mod:`~fairseq.checkpoint.upgrade`: older layouts (fairseq 0.12, args-era) to the current one.
 * :mod:`~fairseq.checkpoint.loading`: loading for use (models and task rebuilt, ensembles, EMA).

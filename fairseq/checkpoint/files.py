@@ -7,8 +7,9 @@ import errno
 import os
 import re
 import shutil
+import stat
 import tempfile
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -18,7 +19,33 @@ from fairseq.save_dir_lock import pid_alive
 __all__ = ["atomic_copy", "atomic_link", "atomic_save", "atomic_write", "pid_alive"]
 
 
-_TEMP_NAME = re.compile(r"\.tmp_checkpoint.*?\.(\d+)\.[A-Za-z0-9_]+")
+# The names the writers here (and sharded.py's temporary directories) give their temporaries:
+# ``.tmp_<checkpoint name>.<writer pid>.<random>``; start-up cleanup deletes nothing else.
+_TEMP_NAME = re.compile(r"\.tmp_(checkpoint[\w.\-]*\.pt)\.(\d+)\.([A-Za-z0-9_]+)")
+# The same before names carried the PID: ``.tmp_<checkpoint name><random>`` (files only).
+_PID_LESS_TEMP_NAME = re.compile(r"\.tmp_(checkpoint[\w.\-]*\.pt)([a-z0-9_]+)")
+
+
+def temp_writer_pid(directory: str, name: str) -> Optional[int]:
+    """The PID of the writer that left the temporary ``name`` in ``directory``: 0 for a file of
+    the PID-less naming, None when ``name`` is no temporary of this project (a user's file,
+    a symbolic link, a directory not named as sharded.py names its temporary directories)."""
+    try:
+        mode = os.lstat(os.path.join(directory, name)).st_mode
+    except OSError:
+        return None
+    m = _TEMP_NAME.fullmatch(name)
+    if m and (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return int(m.group(2))
+    if _PID_LESS_TEMP_NAME.fullmatch(name) and stat.S_ISREG(mode):
+        return 0
+    return None
+
+
+def writer_gone(pid: int) -> bool:
+    """Whether the writer ``pid`` of a temporary is no longer writing it: dead, unknown (0), or
+    this very process (start-up cleanup runs before this process writes anything)."""
+    return pid <= 0 or pid == os.getpid() or not pid_alive(pid)
 
 
 def atomic_save(obj: Any, path: str) -> None:

@@ -1,79 +1,226 @@
-"""A SHA-256 of a checkpoint's tensors, stored in the checkpoint and checked when it is read.
+"""A SHA-256 of a whole checkpoint, stored in the checkpoint and checked when it is read.
 
 ``torch.load`` does not check the CRC-32 of the zip members it reads, so a checkpoint whose
-tensor bytes were flipped on disk (a bad sector, a half-synced copy, a broken transfer) loads
-silently and can evaluate to a NaN perplexity. Every checkpoint this package writes carries
+bytes were flipped on disk (a bad sector, a half-synced copy, a broken transfer) loads silently:
+flipped weights can evaluate to a NaN perplexity, a flipped learning rate, RNG state or data
+position silently changes the resumed run. Every checkpoint this package writes carries
 
-    state["integrity"] = {"sha256": HEX, "covers": "tensors"}
+    state["checkpoint_format"] = "fairseq.checkpoint"     (the marker, see below)
+    state["integrity"] = {"version": 2, "covers": "checkpoint", "sha256": HEX,
+                          "tensors_sha256": HEX, "state_sha256": HEX, "layout_sha256": HEX,
+                          "entries": {top-level key: HEX, ...}}
 
-a digest over every tensor reachable from the checkpoint's other entries (``model``,
-``optimizer``, ``lr_scheduler``, ``extra_state``, ...), visited in the order the dicts hold them:
-for each tensor its key path, dtype and shape, then its raw bytes (hashed through a
-``memoryview``, no copy for contiguous CPU tensors). fairseq ignores the extra top-level entry.
-Loading recomputes the digest before anything else reads the state.
+``sha256`` is the digest that decides: the SHA-256 of the version and the two parts' digests,
+
+* ``tensors_sha256``: every tensor reachable from the checkpoint's entries, in the order the
+  containers hold them: its key path, dtype and shape, then its raw bytes (hashed through a
+  ``memoryview``, no copy for contiguous CPU tensors). This is the whole of version 1's digest.
+* ``state_sha256``: a canonical encoding of everything else, entry by entry (``entries`` holds
+  each top-level entry's digest, to name the one that changed): every container and scalar as a
+  type tag and its value (ints as decimal text, floats as their 8 IEEE bytes, strings as UTF-8,
+  each with its length; dicts in their order, with their keys; an ``OrderedDict``'s
+  ``_metadata``; an ``argparse.Namespace``'s attributes), every tensor as a placeholder of its
+  dtype, shape and ``requires_grad``. The config, the optimizer's non-tensor state, the lr
+  scheduler, the RNG states, ``extra_state``, the marker: all of it. The encoding depends only
+  on what ``torch.save`` stores and ``torch.load`` gives back, so it is the same on both sides.
+
+``layout_sha256`` (key paths, dtypes and shapes only) tells an edit from flipped bytes.
+
+The marker tells this package's checkpoints from fairseq's by their contents, not by the absence
+of the record: a checkpoint with the marker (or an entry that looks like a renamed or damaged
+record) but no well-formed record is refused, while fairseq's (which has neither) loads with one
+warning. The marker sits in its own entry, inside the digest: one flipped bit can remove the
+record or change the marker, never both unnoticed.
+
+Version 1 records (``{"sha256", "covers": "tensors", "layout_sha256"}``, tensors only, no
+marker) written by earlier versions of this package are still verified, as they were, with one
+warning that their non-tensor state loads unverified.
+
+Loading recomputes the digest before anything else reads the state; the record and the marker
+are then removed from the loaded state, so a state loaded and saved again with plain
+``torch.save`` carries no stale digest.
 """
+import argparse
 import hashlib
 import logging
 import os
-from typing import Any, Dict, Optional, Tuple
+import struct
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-__all__ = ["tensor_digest", "verify_integrity", "with_integrity"]
+from fairseq.checkpoint.state import FORMAT, FORMAT_KEY
+
+__all__ = ["checkpoint_digests", "tensor_digest", "verify_integrity", "with_integrity"]
 
 logger = logging.getLogger("fairseq.checkpoint_integrity")  # its name before the move
 
 INTEGRITY_KEY = "integrity"
-COVERS = "tensors"
+VERSION = 2
+COVERS = "checkpoint"
+COVERS_V1 = "tensors"
+_RECORD_KEYS = ("sha256", "covers", "tensors_sha256", "state_sha256", "layout_sha256", "entries")
 
 
-def tensor_digest(state: Dict[str, Any]) -> str:
-    """The SHA-256 (hex) of the tensors of ``state``, its ``integrity`` entry left out."""
-    return _digests(state)[0]
+# -- digests ---------------------------------------------------------------------------------------
+def _len(n: int) -> bytes:
+    return struct.pack("<Q", n)
 
 
-def _digests(state: Dict[str, Any]) -> Tuple[str, str]:
-    """``(tensors, layout)``: the SHA-256 of the tensors (key path, dtype, shape, bytes) and
-    that of their key paths, dtypes and shapes only (what an edit changes, and flipped bytes
-    in the payload do not)."""
-    h = hashlib.sha256()
-    layout = hashlib.sha256()
+def _type_name(obj: Any) -> bytes:
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}".encode()
 
-    def visit(obj: Any, path: str) -> None:
+
+class _Walk:
+    """One pass over a checkpoint: the tensor digest (version 1's), the layout digest and the
+    canonical encoding of each top-level entry (:meth:`encode`; :meth:`tensors_only` is version
+    1's walk)."""
+
+    def __init__(self) -> None:
+        self.tensors = hashlib.sha256()
+        self.layout = hashlib.sha256()
+        self.out: Any = None  # the digest of the entry being encoded (None: tensors only)
+
+    # the tensors (exactly as version 1 visits them)
+    def _tensor_bytes(self, t: torch.Tensor, path: str) -> None:
+        t = t.detach()
+        line = f"{path}\0{t.dtype}\0{tuple(t.shape)}\n".encode()
+        self.tensors.update(line)
+        self.layout.update(line)
+        if t.layout != torch.strided or t.is_quantized:
+            self.tensors.update(repr(t).encode())  # never in this package's checkpoints
+            return
+        if t.numel() == 0:
+            return
+        if t.device.type != "cpu":
+            t = t.cpu()
+        t = t.resolve_conj().resolve_neg().contiguous().reshape(-1)
+        self.tensors.update(memoryview(t.view(torch.uint8).numpy()))
+
+    def tensors_only(self, obj: Any, path: str) -> None:
+        """Version 1's walk: tensors in dicts, lists and tuples."""
         if isinstance(obj, torch.Tensor):
-            t = obj.detach()
-            line = f"{path}\0{t.dtype}\0{tuple(t.shape)}\n".encode()
-            h.update(line)
-            layout.update(line)
-            if t.layout != torch.strided or t.is_quantized:
-                h.update(repr(t).encode())  # never in this package's checkpoints
-                return
-            if t.numel() == 0:
-                return
-            if t.device.type != "cpu":
-                t = t.cpu()
-            t = t.resolve_conj().resolve_neg().contiguous().reshape(-1)
-            h.update(memoryview(t.view(torch.uint8).numpy()))
+            self._tensor_bytes(obj, path)
         elif isinstance(obj, dict):
             for key, value in obj.items():
                 if path or key != INTEGRITY_KEY:
-                    visit(value, f"{path}/{key}")
+                    self.tensors_only(value, f"{path}/{key}")
         elif isinstance(obj, (list, tuple)):
             for i, value in enumerate(obj):
-                visit(value, f"{path}/{i}")
+                self.tensors_only(value, f"{path}/{i}")
 
-    visit(state, "")
-    return h.hexdigest(), layout.hexdigest()
+    def encode(self, obj: Any, path: str, active: set) -> None:
+        """Feed the canonical encoding of ``obj`` to ``self.out`` (its tensors' bytes to
+        ``self.tensors``); ``active`` holds the containers being encoded (a cycle is a tag)."""
+        put = self.out.update
+        if obj is None:
+            put(b"N")
+        elif isinstance(obj, bool):
+            put(b"B1" if obj else b"B0")
+        elif isinstance(obj, int):
+            text = str(int(obj)).encode()
+            put(b"I" + _len(len(text)) + text)
+        elif isinstance(obj, float):
+            put(b"F" + struct.pack("<d", float(obj)))
+        elif isinstance(obj, str):
+            data = obj.encode("utf-8", "surrogatepass")
+            put(b"S" + _len(len(data)) + data)
+        elif isinstance(obj, torch.Tensor):
+            head = f"{obj.dtype}\0{tuple(obj.shape)}\0{int(obj.requires_grad)}".encode()
+            put(b"T" + _len(len(head)) + head)
+            self._tensor_bytes(obj, path)
+        elif isinstance(obj, (dict, list, tuple, argparse.Namespace)):
+            if id(obj) in active:
+                put(b"R")  # a container holding itself (never written by this package)
+                return
+            active.add(id(obj))
+            name = _type_name(obj)
+            if isinstance(obj, argparse.Namespace):
+                put(b"O" + _len(len(name)) + name)
+                self.encode(dict(vars(obj)), f"{path}/", active)
+            elif isinstance(obj, dict):
+                put(b"D" + _len(len(name)) + name + _len(len(obj)))
+                for key, value in obj.items():
+                    self.encode(key, path, active)
+                    self.encode(value, f"{path}/{key}", active)
+                attrs = getattr(obj, "__dict__", None)  # an OrderedDict's _metadata
+                if attrs:
+                    put(b"A")
+                    self.encode(dict(attrs), f"{path}/", active)
+            else:
+                put(b"L" + _len(len(name)) + name + _len(len(obj)))
+                for i, value in enumerate(obj):
+                    self.encode(value, f"{path}/{i}", active)
+            active.discard(id(obj))
+        elif isinstance(obj, (bytes, bytearray)):
+            put(b"Y" + _len(len(obj)) + bytes(obj))
+        elif isinstance(obj, complex):
+            put(b"C" + struct.pack("<dd", obj.real, obj.imag))
+        elif isinstance(obj, (set, frozenset)):
+            # unordered: the elements' own encodings, sorted (no tensors in a set)
+            parts = []
+            saved = self.out
+            for value in obj:
+                self.out = hashlib.sha256()
+                self.encode(value, path, active)
+                parts.append(self.out.digest())
+            self.out = saved
+            name = _type_name(obj)
+            put(b"E" + _len(len(name)) + name + _len(len(parts)) + b"".join(sorted(parts)))
+        else:  # dtypes, devices and the like (torch.Size is a tuple): their type and text
+            name = _type_name(obj)
+            text = repr(obj).encode("utf-8", "backslashreplace")
+            put(b"X" + _len(len(name)) + name + _len(len(text)) + text)
+
+
+def checkpoint_digests(state: Dict[str, Any]) -> Dict[str, Any]:
+    """The version-2 digests of ``state`` (its ``integrity`` entry left out): ``sha256``,
+    ``tensors_sha256``, ``state_sha256``, ``layout_sha256`` and ``entries``."""
+    walk = _Walk()
+    entries: Dict[Any, str] = {}
+    total = hashlib.sha256(b"fairseq checkpoint state v2\0")
+    for key, value in state.items():
+        if key == INTEGRITY_KEY:
+            continue
+        walk.out = hashlib.sha256()
+        walk.encode(key, "", set())
+        walk.encode(value, f"/{key}", set())
+        digest = walk.out.digest()
+        entries[key] = digest.hex()
+        total.update(digest)
+    state_hex = total.hexdigest()
+    tensors_hex = walk.tensors.hexdigest()
+    whole = hashlib.sha256(f"fairseq checkpoint v2\0{tensors_hex}\0{state_hex}".encode()).hexdigest()
+    return {"sha256": whole, "tensors_sha256": tensors_hex, "state_sha256": state_hex,
+            "layout_sha256": walk.layout.hexdigest(), "entries": entries}
+
+
+def _digests_v1(state: Dict[str, Any]) -> Tuple[str, str]:
+    """Version 1's ``(tensors, layout)`` digests."""
+    walk = _Walk()
+    walk.tensors_only(state, "")
+    return walk.tensors.hexdigest(), walk.layout.hexdigest()
+
+
+def tensor_digest(state: Dict[str, Any]) -> str:
+    """The SHA-256 (hex) of the tensors of ``state``, its ``integrity`` entry left out (version
+    1's whole digest; ``tensors_sha256`` of version 2's)."""
+    return _digests_v1(state)[0]
 
 
 def with_integrity(state: Dict[str, Any]) -> Dict[str, Any]:
-    """``state`` (a shallow copy) with the digest of its tensors under ``integrity``."""
-    state = {k: v for k, v in state.items() if k != INTEGRITY_KEY}
-    tensors, layout = _digests(state)
-    state[INTEGRITY_KEY] = {"sha256": tensors, "covers": COVERS, "layout_sha256": layout}
+    """``state`` (a shallow copy) with this package's marker first and the digest of all of it
+    under ``integrity``."""
+    state = {FORMAT_KEY: FORMAT,
+             **{k: v for k, v in state.items() if k not in (INTEGRITY_KEY, FORMAT_KEY)}}
+    record: Dict[str, Any] = {"version": VERSION, "covers": COVERS}
+    record.update(checkpoint_digests(state))
+    state[INTEGRITY_KEY] = record
     return state
 
 
+# -- verification ----------------------------------------------------------------------------------
 def _other_checkpoints(path: str) -> str:
     """`` (others in DIR: a.pt, b.pt)``: the checkpoints beside ``path`` that are other files."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -96,45 +243,143 @@ def _other_checkpoints(path: str) -> str:
     return f" (other files in {directory}: {shown})"
 
 
-def verify_integrity(state: Any, path: str) -> Optional[bool]:
-    """Check the digest a checkpoint was written with against its tensors.
+def _near(key: Any, name: str) -> bool:
+    """Whether ``key`` is ``name`` with one or two characters changed (a flipped bit)."""
+    return (isinstance(key, str) and key != name and len(key) == len(name)
+            and sum(a != b for a, b in zip(key, name)) <= 2)
 
-    The entry is removed from ``state`` once checked: a state loaded, edited and saved again
-    (``torch.save``) carries no stale digest.
 
-    Returns:
-        ``True`` when it matches, ``None`` when the checkpoint carries none (fairseq 0.12's,
-        older versions of this package's): one warning says it loads unverified.
+def _marks(state: Dict[str, Any]) -> Optional[str]:
+    """Why ``state`` (which has no ``integrity`` entry) is one of this package's checkpoints, or
+    ``None`` when nothing says so."""
+    if FORMAT_KEY in state:
+        return f"it carries this package's '{FORMAT_KEY}' marker"
+    for key, value in state.items():
+        if _near(key, INTEGRITY_KEY):
+            return f"its entry {key!r} looks like a damaged '{INTEGRITY_KEY}' key"
+        if _near(key, FORMAT_KEY):
+            return f"its entry {key!r} looks like a damaged '{FORMAT_KEY}' marker"
+        if isinstance(value, dict) and any(k in value for k in _RECORD_KEYS):
+            return f"its entry {key!r} holds what looks like the record"
+    return None
 
-    Raises:
-        fairseq.checkpoint_utils.CheckpointError: the tensors do not match the stored digest
-            (flipped bytes; or tensors added, removed or reshaped by a script that saved it
-            with plain ``torch.save``), or the ``integrity`` entry is malformed.
-    """
+
+def _is_hex64(value: Any) -> bool:
+    return (isinstance(value, str) and len(value) == 64
+            and all(c in "0123456789abcdef" for c in value))
+
+
+def _refuse(path: str, what: str) -> None:
     from fairseq.errors import CheckpointError
 
-    entry = state.get(INTEGRITY_KEY) if isinstance(state, dict) else None
-    if entry is None:
-        logger.warning("%s carries no SHA-256 of its tensors (written by fairseq or an older "
-                       "version of this package): it loads unverified", path)
-        return None
-    expected = entry.get("sha256") if isinstance(entry, dict) else None
-    if not isinstance(expected, str) or entry.get("covers") != COVERS:
-        raise CheckpointError(f"{path} is corrupt: its '{INTEGRITY_KEY}' entry is not the "
-                              "{'sha256': ..., 'covers': 'tensors'} this package writes; use "
-                              "another checkpoint" + _other_checkpoints(path))
-    tensors, layout = _digests(state)
-    if tensors != expected and entry.get("layout_sha256") not in (None, layout):
+    raise CheckpointError(
+        f"{path}: integrity record {what}: the file was altered or truncated; restore it from a "
+        "copy (or use another checkpoint), or re-save an intended edit with "
+        "fairseq.checkpoint_utils.torch_persistent_save" + _other_checkpoints(path))
+
+
+def _changed_entries(stored: Any, now: Dict[Any, str]) -> List[str]:
+    if not isinstance(stored, dict):
+        return []
+    names = [_name(k) for k, v in now.items() if stored.get(k) != v]
+    names += [f"{_name(k)} (gone)" for k in stored if k not in now]
+    return names
+
+
+def _name(value: Any, limit: int = 60) -> str:
+    """``value`` for a one-line message: a printable string as it is, anything else as its
+    ``repr``, shortened."""
+    text = value if isinstance(value, str) and value.isprintable() else repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _tensors_changed(path: str, edited: bool) -> None:
+    from fairseq.errors import CheckpointError
+
+    if edited:
         raise CheckpointError(
             f"{path} was changed after it was written: its tensors are no longer those (names, "
             "dtypes, shapes) its SHA-256 was stored for. A script that edits a checkpoint must "
             "save it with fairseq.checkpoint_utils.torch_persistent_save (which stores a new "
-            f"digest) or drop its '{INTEGRITY_KEY}' entry; else use another checkpoint"
-            + _other_checkpoints(path))
-    if tensors != expected:
-        raise CheckpointError(
-            f"{path} is corrupt: its tensors do not match the SHA-256 stored when it was written; "
-            "use another checkpoint (checkpoint_last.pt / checkpoint_best.pt / an interval one)"
-            + _other_checkpoints(path))
+            "digest); else use another checkpoint" + _other_checkpoints(path))
+    raise CheckpointError(
+        f"{path} is corrupt: its tensors do not match the SHA-256 stored when it was written; "
+        "use another checkpoint (checkpoint_last.pt / checkpoint_best.pt / an interval one)"
+        + _other_checkpoints(path))
+
+
+def verify_integrity(state: Any, path: str) -> Optional[bool]:
+    """Check the digest a checkpoint was written with against its contents.
+
+    The record and the marker are removed from ``state`` once checked: a state loaded, edited
+    and saved again (``torch.save``) carries no stale digest.
+
+    Returns:
+        ``True`` when it matches, ``None`` when the checkpoint carries no record and nothing
+        marks it as this package's (fairseq's): one warning says it loads unverified.
+
+    Raises:
+        fairseq.checkpoint_utils.CheckpointError: the contents do not match the stored digest
+            (flipped bytes; or an edit saved with plain ``torch.save``), or the record is
+            missing from a checkpoint of this package's format, or malformed.
+    """
+    from fairseq.errors import CheckpointError
+
+    if not isinstance(state, dict):
+        return None
+    if INTEGRITY_KEY not in state:
+        why = _marks(state)
+        if why is not None:
+            _refuse(path, f"missing ({why})")
+        logger.warning("%s carries no SHA-256 of its tensors (written by fairseq or an older "
+                       "version of this package): it loads unverified", path)
+        return None
+    record = state[INTEGRITY_KEY]
+    if not isinstance(record, dict):
+        _refuse(path, f"malformed (a {type(record).__name__}, not a dict)")
+    version = record.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool):
+        version = None  # not a version number: malformed
+    if version == 1 and record.get("covers") == COVERS_V1:
+        if FORMAT_KEY in state:
+            _refuse(path, f"malformed (a version-1 record in a file with the '{FORMAT_KEY}' "
+                          "marker, which version 1 never wrote)")
+        if not _is_hex64(record.get("sha256")):
+            _refuse(path, "malformed (no 'sha256' of 64 hex digits)")
+        tensors, layout = _digests_v1(state)
+        if tensors != record["sha256"]:
+            _tensors_changed(path, record.get("layout_sha256") not in (None, layout))
+        logger.warning("%s carries a version-1 integrity record (written by an older version of "
+                       "this package): its tensors are verified, its config, optimizer and "
+                       "scheduler state, RNG and extra_state load unverified; re-save it with "
+                       "fairseq.checkpoint_utils.torch_persistent_save to cover them", path)
+    elif version == VERSION and record.get("covers") == COVERS:
+        missing = [k for k in ("sha256", "tensors_sha256", "state_sha256", "layout_sha256")
+                   if not _is_hex64(record.get(k))]
+        if missing:
+            _refuse(path, f"malformed (no {', '.join(missing)} of 64 hex digits)")
+        if state.get(FORMAT_KEY) != FORMAT:
+            # the marker is part of the digest: a changed one fails it below; say so plainly
+            _refuse(path, f"malformed (the '{FORMAT_KEY}' marker is missing or changed)")
+        now = checkpoint_digests(state)
+        tensors, layout = now["tensors_sha256"], now["layout_sha256"]
+        if now["sha256"] != record["sha256"]:
+            if tensors != record["tensors_sha256"]:
+                _tensors_changed(path, layout != record["layout_sha256"])
+            if now["state_sha256"] == record["state_sha256"]:
+                _refuse(path, "malformed (its digests disagree with each other)")
+            changed = _changed_entries(record.get("entries"), now["entries"])
+            raise CheckpointError(
+                f"{path} is corrupt or was edited: its non-tensor state ("
+                + (", ".join(changed) if changed else "config, optimizer or scheduler state, RNG, extra_state")
+                + ") no longer matches the SHA-256 stored when it was written; restore it from a copy "
+                "or use another checkpoint, or re-save an intended edit with "
+                "fairseq.checkpoint_utils.torch_persistent_save" + _other_checkpoints(path))
+    else:
+        _refuse(path, f"malformed (version {_name(record.get('version'))}, covers "
+                      f"{_name(record.get('covers'))}: not the "
+                      f"record this package writes, version {VERSION} covering the checkpoint or "
+                      f"version 1 covering the tensors)")
     del state[INTEGRITY_KEY]
+    state.pop(FORMAT_KEY, None)
     return True

@@ -24,6 +24,24 @@ class PluginRequiredError(ConfigError):
     (that would run code named by the file), so the user must pass it explicitly."""
 
 
+def check_model_state(model_state: Any, path: str, entry: str = "model") -> None:
+    """One clear line when a checkpoint's weights are not a state dict (names to tensors).
+
+    Raises:
+        CheckpointError: ``model_state`` is not a dict, or one of its values is not a tensor.
+    """
+    if not isinstance(model_state, dict):
+        raise CheckpointError(f"{path}: its '{entry}' entry is a {type(model_state).__name__}, not the "
+                              "state dict (parameter name -> tensor) of a model; the file is damaged "
+                              "or no model checkpoint: use another checkpoint")
+    for key, value in model_state.items():
+        if not torch.is_tensor(value):
+            shown = repr(key) if len(repr(key)) <= 80 else repr(key)[:77] + "..."
+            raise CheckpointError(f"{path}: its '{entry}' entry holds a {type(value).__name__} under "
+                                  f"{shown}, not a tensor: it is no model state dict; the file is "
+                                  "damaged or no model checkpoint: use another checkpoint")
+
+
 def load_ema_from_checkpoint(fpath: str) -> Dict[str, Any]:
     """A checkpoint whose ``model`` is the exponential moving average of its weights.
 
@@ -40,10 +58,12 @@ def load_ema_from_checkpoint(fpath: str) -> Dict[str, Any]:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             state = torch.load(f, map_location="cpu", weights_only=True)
     verify_integrity(state, fpath)
-    ema = (state.get("extra_state") or {}).get("ema") if isinstance(state, dict) else None
+    extra = state.get("extra_state") if isinstance(state, dict) else None
+    ema = extra.get("ema") if isinstance(extra, dict) else None
     if not isinstance(ema, dict):
         raise CheckpointError(f"{fpath} holds no EMA weights (extra_state['ema']); it was not "
                               "trained with an exponential moving average")
+    check_model_state(ema, fpath, "extra_state['ema']")
     state = dict(state)
     state["model"] = OrderedDict((k, v.float() if torch.is_tensor(v) and v.is_floating_point() else v)
                                  for k, v in ema.items())
@@ -69,9 +89,11 @@ def load_checkpoint_to_cpu(path: str, arg_overrides: Optional[Dict[str, Any]] = 
 
     Raises:
         CheckpointError: the file is missing, truncated, holds objects other than tensors,
-            containers and a Namespace, is no fairseq checkpoint, or its tensors do not match
-            the SHA-256 stored when it was written (a checkpoint without one, such as
-            fairseq's, loads with a warning).
+            containers and a Namespace, is no fairseq checkpoint (or its ``model`` is no state
+            dict of tensors), or its contents do not match the SHA-256 stored when it was
+            written, or it is one of this package's (its ``checkpoint_format`` marker) and its
+            record is missing or malformed (fairseq's checkpoints, which have neither, load
+            with a warning).
     """
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, ".metadata")):
         raise CheckpointError(
@@ -90,9 +112,13 @@ def load_checkpoint_to_cpu(path: str, arg_overrides: Optional[Dict[str, Any]] = 
             f"cannot load checkpoint {path}: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}. "
             "It is truncated, corrupt, or holds objects other than tensors and plain containers "
             "(refused: loading it could run code)") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError(f"{path} is not a fairseq checkpoint (no 'model' entry)")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a fairseq checkpoint (a {type(state).__name__}, not a "
+                              "dict with a 'model' entry)")
     verify_integrity(state, path)  # before anything reads it: flipped bytes are refused
+    if "model" not in state:
+        raise CheckpointError(f"{path} is not a fairseq checkpoint (no 'model' entry)")
+    check_model_state(state["model"], path)
     _upgrade_state(state, path)
     if arg_overrides:
         for node in state["cfg"].values():

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from omegaconf import DictConfig
 
 from fairseq.checkpoint import sharded
-from fairseq.checkpoint.files import _TEMP_NAME, atomic_link, pid_alive
+from fairseq.checkpoint.files import atomic_link, temp_writer_pid, writer_gone
 from fairseq.checkpoint.loading import load_checkpoint_to_cpu
 from fairseq.checkpoint.saving import _prune, _remove_checkpoint, save_checkpoint
 from fairseq.checkpoint.state import _is_full_config, set_rng_state
@@ -22,22 +22,25 @@ logger = logging.getLogger("fairseq.checkpoint_utils")  # the name fairseq logs 
 
 
 def remove_partial_writes(save_dir: str) -> None:
-    """Delete temporary files left by a save that was killed midway (never a real checkpoint).
+    """Delete the temporaries left by a save that was killed midway (never a real checkpoint).
 
+    Only what the writers themselves create is touched: a regular file (or a sharded save's
+    directory) named ``.tmp_<checkpoint name>.<pid>.<random>`` whose writer ``<pid>`` is dead
+    (:func:`~fairseq.checkpoint.files.temp_writer_pid`); a user's ``.tmp_checkpoint_notes`` stays.
     Training calls it holding the save_dir lock (:mod:`fairseq.save_dir_lock`), so no other run
-    writes there; a temporary file whose name carries the PID of a live process other than this
-    one is kept all the same.
+    writes there; a temporary whose writer is alive is kept all the same, and named.
     """
     if not is_master() or not os.path.isdir(save_dir):
         return
-    for name in os.listdir(save_dir):
-        if name.startswith(".tmp_checkpoint"):
-            m = _TEMP_NAME.fullmatch(name)
-            if m and int(m.group(1)) != os.getpid() and pid_alive(int(m.group(1))):
-                logger.warning("kept %s: process %s, which writes it, is alive", name, m.group(1))
-                continue
-            _remove_checkpoint(os.path.join(save_dir, name))
-            logger.warning("removed %s, left by a save that was interrupted", name)
+    for name in sorted(os.listdir(save_dir)):
+        pid = temp_writer_pid(save_dir, name)
+        if pid is None:
+            continue
+        if not writer_gone(pid):
+            logger.warning("kept %s: process %s, which writes it, is alive", name, pid)
+            continue
+        _remove_checkpoint(os.path.join(save_dir, name))
+        logger.warning("removed %s, left by a save that was interrupted", name)
     sharded.recover_old_dirs(save_dir)
 
 

@@ -21,7 +21,7 @@ from fairseq.checkpoint.integrity import with_integrity
 from fairseq.checkpoint.state import CHECKPOINT_VERSION, _is_full_config, get_rng_state, plain_config
 from fairseq.distributed import fully_sharded
 from fairseq.distributed_utils import get_world_size, is_master
-from fairseq.errors import ConfigError, ResourceError
+from fairseq.errors import ConfigError, DiskFullError, ResourceError
 
 logger = logging.getLogger("fairseq.checkpoint_utils")  # the name fairseq logs checkpoints under
 
@@ -124,7 +124,9 @@ def _save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Op
         wait_for_checkpoint_writes()
         _save_sharded(cfg, trainer, snapshot, names, val_loss)
         return
-    snapshot = with_integrity(snapshot)  # SHA-256 of its tensors, checked when it is read
+    # the format marker and the SHA-256 of the whole checkpoint (tensors, config, optimizer and
+    # scheduler state, RNG, extra_state), checked when it is read
+    snapshot = with_integrity(snapshot)
     done = "saved %s (epoch %d @ %d updates%s)" % (
         ", ".join(names), epoch, updates,
         f", valid {ckpt.best_checkpoint_metric} {val_loss:.3f}" if val_loss is not None else "")
@@ -146,7 +148,63 @@ def _save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Op
         _background_writes.submit(lambda: write(lambda f: f.write(data.getbuffer())))
     else:
         wait_for_checkpoint_writes()
-        write(lambda f: torch.save(snapshot, f))
+        write(lambda f: _torch_save(snapshot, f, save_dir, first))
+
+
+# what torch.save raises when the file it writes takes no more bytes: its zip writer swallows the
+# OSError (ENOSPC) of the write and fails on the position it expected, or on the write itself
+_TORCH_WRITE_FAILED = ("unexpected pos", "file write failed", "inline_container")
+# free space below which a failed checkpoint write is put down to a full device
+FULL_BELOW_BYTES = 1 << 20
+
+
+def _free_bytes(path: str) -> Optional[int]:
+    try:
+        st = os.statvfs(path)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def checkpoint_write_error(error: BaseException, save_dir: str, path: str) -> Optional[ResourceError]:
+    """The one-line error for ``torch.save`` failing to write checkpoint ``path``: a
+    ``RuntimeError`` of its zip writer (``unexpected pos``, ``file write failed``), which is how
+    a full disk reaches it. With little space left on the device of ``save_dir`` (asked while
+    the partial file still holds what it took) the error says so; otherwise it names the failed
+    write. None for any other error.
+    """
+    text = str(error)
+    if not isinstance(error, RuntimeError) or not any(m in text for m in _TORCH_WRITE_FAILED):
+        return None
+    free = _free_bytes(save_dir)
+    fix = "free space or choose another --save-dir (checkpoint.save_dir); the previous checkpoints are untouched"
+    if free is not None and free < FULL_BELOW_BYTES:
+        return DiskFullError(f"no space left on the device holding save_dir {save_dir!r} while writing {path} "
+                             f"({free} bytes free); {fix}")
+    reason = " ".join(text.split())[:200]
+    left = f"{free} bytes free there" if free is not None else "its free space unknown"
+    return DiskFullError(f"cannot write {path}: torch.save failed ({reason}; {left}); check the device "
+                         f"holding save_dir {save_dir!r}, {fix}")
+
+
+def _torch_save(obj: Any, f: Any, save_dir: str, path: str) -> None:
+    """``torch.save(obj, f)`` into the temporary file ``f`` of checkpoint ``path``; a write
+    that fails for lack of space ends in :func:`checkpoint_write_error`'s ResourceError."""
+    try:
+        torch.save(obj, f)
+    except RuntimeError as e:
+        error = checkpoint_write_error(e, save_dir, path)
+        if error is None:
+            raise
+        # empty the partial file, so the buffered bytes flushed when it closes fit and its close
+        # does not replace this error with another (the caller removes the file)
+        try:
+            os.ftruncate(f.fileno(), 0)
+            f.seek(0)
+            f.flush()
+        except (OSError, ValueError):
+            pass
+        raise error from None
 
 
 def _state_value(state: Any, name: str, default: Any) -> Any:

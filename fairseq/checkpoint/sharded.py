@@ -17,6 +17,7 @@ import io
 import logging
 import os
 import pickle
+import re
 import shutil
 import sys
 import tempfile
@@ -27,7 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from fairseq.checkpoint.files import _umask
+from fairseq.checkpoint.files import _umask, writer_gone
 from fairseq.checkpoint.integrity import with_integrity
 from fairseq.checkpoint.state import SAFE_GLOBALS
 from fairseq.distributed.fully_sharded import _options
@@ -153,25 +154,43 @@ def replace_dir(tmp: str, path: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+# What replace_dir names the directory it moves aside: ``.old_<checkpoint name>.<pid>.<random>``.
+_OLD_DIR_NAME = re.compile(r"\.old_(checkpoint[\w.\-]*\.pt)\.(\d+)\.([A-Za-z0-9_]+)")
+
+
+def _old_dir_target(save_dir: str, entry: str) -> Optional[str]:
+    """The checkpoint name ``entry`` was moved aside from, when it is a directory named as
+    :func:`replace_dir` names one and its writer is dead; None for anything else (a user's
+    ``.old_checkpoint_backup/``, a file, a symbolic link, a live writer's directory)."""
+    m = _OLD_DIR_NAME.fullmatch(entry)
+    full = os.path.join(save_dir, entry)
+    if m is None or os.path.islink(full) or not os.path.isdir(full):
+        return None
+    if not writer_gone(int(m.group(2))):
+        logger.warning("kept %s: process %s, which moved it aside, is alive", entry, m.group(2))
+        return None
+    return m.group(1)
+
+
 def recover_old_dirs(save_dir: str) -> List[str]:
-    """After a kill inside :func:`replace_dir`: put a ``.old_<name>...`` copy back where
-    ``<name>`` is missing; remove the others. Returns the names put back."""
-    restored = []
+    """After a kill inside :func:`replace_dir`: put a ``.old_<name>.<pid>.<random>`` directory
+    back where ``<name>`` is missing; remove the others. Only directories of that exact name
+    whose writer ``<pid>`` is dead are touched. Returns the names put back."""
+    restored: List[str] = []
     if not os.path.isdir(save_dir):
         return restored
     for entry in sorted(os.listdir(save_dir)):
-        if not entry.startswith(".old_checkpoint"):
+        name = _old_dir_target(save_dir, entry)
+        if name is None:
             continue
-        name = entry[len(".old_"):].split(".")
-        # .old_<name>.<pid>.<random>: <name> itself contains dots (checkpoint_last.pt)
-        target = os.path.join(save_dir, ".".join(name[:-2]))
-        full = os.path.join(save_dir, entry)
+        target, full = os.path.join(save_dir, name), os.path.join(save_dir, entry)
         if not os.path.lexists(target) and is_sharded_checkpoint(full):
             os.rename(full, target)
-            restored.append(os.path.basename(target))
+            restored.append(name)
             logger.warning("put back %s, moved aside by a save that was interrupted", target)
         else:
             shutil.rmtree(full, ignore_errors=True)
+            logger.warning("removed %s, left by a save that was interrupted", entry)
     return restored
 
 

@@ -6,7 +6,12 @@ A checkpoint is a dict of tensors and plain containers only:
 * ``model``, ``optimizer``, ``lr_scheduler``, ``num_updates`` (the trainer's state);
 * ``extra_state``: epoch, data-iterator position, best validation metric, RNG states, the names
   its save gives it and the number of data shards that wrote it;
-* ``integrity``: the SHA-256 of all the tensors above (:mod:`fairseq.checkpoint.integrity`).
+* ``checkpoint_format``: ``"fairseq.checkpoint"``, the marker of this package's checkpoints
+  (fairseq writes none): with it, a missing or malformed ``integrity`` record is an error, not
+  a checkpoint of fairseq's to load unverified;
+* ``integrity``: the SHA-256 of all of the above, tensors and the rest
+  (:mod:`fairseq.checkpoint.integrity`). The marker and the record are added by every writer
+  (``with_integrity``) and removed once a load has checked them.
 
 It is read with ``torch.load(weights_only=True)``; the only class allowed besides tensors and
 containers is the ``argparse.Namespace`` of checkpoints written before fairseq 0.10.
@@ -20,6 +25,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 CHECKPOINT_VERSION = 1
+
+# The marker of this package's checkpoints, its own top-level entry (covered by the digest);
+# fairseq's checkpoints have no such entry.
+FORMAT_KEY = "checkpoint_format"
+FORMAT = "fairseq.checkpoint"
 
 
 def plain_config(cfg: Any) -> Dict[str, Any]:

@@ -35,7 +35,13 @@ def _upgrade_state(state: Dict[str, Any], path: str) -> None:
         if not isinstance(args, argparse.Namespace):
             raise CheckpointError(f"{path}: its 'args' entry is a {type(args).__name__}, not the "
                                   "argparse.Namespace of a fairseq checkpoint; cannot read it")
-        state["cfg"], state["dropped_args"] = namespace_to_config_dict(args)
+        try:
+            state["cfg"], state["dropped_args"] = namespace_to_config_dict(args)
+        except LegacyValueError as e:
+            raise CheckpointError(
+                f"{path}: its {e}; the args of this fairseq checkpoint cannot be read as they are: "
+                "correct that value in the file (a literal such as '(0.9, 0.98)' or '0.1,0.2') or "
+                "use another checkpoint") from None
     elif isinstance(cfg, DictConfig):
         state["cfg"] = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     elif not isinstance(cfg, dict):
@@ -58,6 +64,10 @@ def namespace_to_config_dict(args: argparse.Namespace) -> Tuple[Dict[str, Any], 
 
     Returns:
         ``(cfg_dict, unused)``: the config and the attributes no node took.
+
+    Raises:
+        LegacyValueError: a value is not the literal its field reads (``adam_betas`` that is
+            no ``"(b1, b2)"``), naming the attribute.
     """
     from fairseq.dataclass.configs import COMPONENT_GROUPS, GENERIC_GROUPS
     from fairseq.dataclass.json_io import node_dataclass
@@ -81,7 +91,7 @@ def namespace_to_config_dict(args: argparse.Namespace) -> Tuple[Dict[str, Any], 
     used = set(LEGACY_CHOICE_ATTRS.values()) | {"_name"}
     cfg: Dict[str, Any] = {}
     for group, dc_type in GENERIC_GROUPS.items():
-        node = dc_type.namespace_values(namespace)
+        node = _namespace_values(dc_type, namespace, group)
         cfg[group] = node
         used.update(node)
     for group in COMPONENT_GROUPS:
@@ -91,13 +101,47 @@ def namespace_to_config_dict(args: argparse.Namespace) -> Tuple[Dict[str, Any], 
         dc_type = node_dataclass(group, str(name))
         node = {"_name": str(name)}
         if dc_type is not None:
-            own = dc_type.namespace_values(namespace)
+            own = _namespace_values(dc_type, namespace, group)
             node.update(own)
             used.update(own)
             used.update(f.name for f in dataclasses.fields(dc_type))
         cfg[group] = node
     unused = sorted(k for k in values if k not in used)
     return cfg, unused
+
+
+class LegacyValueError(ValueError):
+    """A value of an args-era Namespace that is not the literal its field reads (a sequence
+    written as ``"(0.9, 0.98)"`` or ``"1,2"``); the message names the attribute."""
+
+
+def _namespace_values(dc_type: type, namespace: argparse.Namespace, group: str) -> Dict[str, Any]:
+    """``dc_type.namespace_values(namespace)``; a value that cannot be parsed (literals only,
+    never evaluated) is a :class:`LegacyValueError` naming the attribute and the field."""
+    try:
+        return dc_type.namespace_values(namespace)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as e:
+        error = e
+    from fairseq.dataclass.configs import interpolation_target
+    from fairseq.dataclass.values import coerce_legacy_value, describe_type
+
+    for f in dataclasses.fields(dc_type):
+        if f.name.startswith("_"):
+            continue
+        target = interpolation_target(f.default)
+        for attr in (f.name, target.rsplit(".", 1)[-1] if target else None):
+            if attr is None or not hasattr(namespace, attr):
+                continue
+            value = getattr(namespace, attr)
+            try:
+                coerce_legacy_value(f, value)
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+                raise LegacyValueError(
+                    f"args.{attr}={shown} is not a literal {describe_type(f)} (read for "
+                    f"{group}.{f.name}; parsed with ast.literal_eval, never evaluated)") from None
+    first = (str(error).splitlines() or [""])[0]
+    raise LegacyValueError(f"args for {group} cannot be read: {type(error).__name__}: {first}") from None
 
 
 def _model_class(name: Optional[str]) -> Optional[type]:

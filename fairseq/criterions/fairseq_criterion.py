@@ -37,6 +37,11 @@ class FairseqCriterion(nn.Module):
     back to the host in :meth:`reduce_metrics`, once per log interval.
     """
 
+    #: the metrics :meth:`reduce_metrics` reports, which ``checkpoint.best_checkpoint_metric``
+    #: may name (checked before a run starts). A subclass that reports others declares them
+    #: beside its own ``reduce_metrics``; without that declaration, any name is accepted.
+    reported_metrics: Tuple[str, ...] = ("loss", "nll_loss", "ppl")
+
     def __init__(self, task: Any):
         super().__init__()
         self.task = task

@@ -32,6 +32,24 @@ class DuplicateSymbolError(DataError, RuntimeError):
     """
 
 
+def _not_utf8(path: str, error: UnicodeDecodeError) -> DataError:
+    """The one-line error for a ``dict.txt`` that is not UTF-8: the file, the byte offset and
+    line of its first bad byte (``error``'s offset counts from a read chunk, so it is found
+    again in the file's bytes)."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+        data.decode("utf-8")
+        offset, line, byte = error.start, None, None
+    except UnicodeDecodeError as e:
+        offset, line, byte = e.start, data.count(b"\n", 0, e.start) + 1, data[e.start]
+    except OSError:
+        offset, line, byte = error.start, None, None
+    where = f"byte {offset}" + (f" (line {line}, 0x{byte:02x})" if line is not None else "")
+    return DataError(f"{path}: {where} is not UTF-8; a dictionary is read as UTF-8: re-encode the file "
+                     "(e.g. iconv -f latin1 -t utf-8) or regenerate it with fairseq-preprocess")
+
+
 class Dictionary:
     """Maps symbols (words, sub-words, characters) to ids and back.
 
@@ -334,8 +352,11 @@ class Dictionary:
                     f"dictionary file {path} not found; build one with fairseq-preprocess "
                     f"or point --srcdict at an existing dict.txt"
                 )
-            with open(path, "r", encoding="utf-8") as file:
-                self.add_from_file(file)
+            try:
+                with open(path, "r", encoding="utf-8") as file:
+                    self.add_from_file(file)
+            except UnicodeDecodeError as e:
+                raise _not_utf8(path, e) from None
             return
 
         source_name = getattr(path_or_file, "name", "<dictionary stream>")

@@ -15,13 +15,14 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from fairseq.dataclass.configs import COMPONENT_GROUPS, FairseqConfig
 from fairseq.dataclass.hydra_hooks import install_hydra_hooks, user_tree
+from fairseq.dataclass.list_fields import wrap_scalars_for_lists
 from fairseq.errors import ConfigError
 from fairseq.registry import ALL_REGISTRIES, import_builtin_components
 
@@ -113,26 +114,88 @@ def yaml_choices(group: str, user_config_dir: Optional[str] = None) -> list:
 _stored: set = set()
 
 
+def _read_yaml(path: Path) -> Any:
+    """The YAML document at ``path``, or ``None`` when it is missing or malformed (Hydra's own
+    composition then reports it)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except Exception:  # noqa: BLE001 -- malformed YAML, undecodable bytes: reported by composition
+        return None
+
+
+def default_choice(group: str) -> Optional[str]:
+    """The component ``config/config.yaml`` chooses for ``group`` (``transformer_lm`` for model)."""
+    node = _read_yaml(Path(config_dir()) / "config.yaml") or {}
+    for entry in node.get("defaults", []):
+        if isinstance(entry, dict) and group in entry and isinstance(entry[group], str):
+            return entry[group]
+    return None
+
+
 def primary_config_name(config_name: str, user_config_dir: Optional[str]) -> str:
     """The primary config to compose for ``--config-name NAME``: ``NAME`` itself, or, when the
     user's ``NAME.yaml`` has no defaults list (an experiment file in fairseq 0.12's style, only
-    values), a stored config composing the built-in ``config`` with ``NAME`` on top."""
+    values), a stored config composing the built-in ``config`` with ``NAME``'s values on top.
+
+    As in fairseq 0.12, such a file may choose a component by name, ``criterion: cross_entropy``
+    or ``model: {_name: transformer_lm_gpt, ...}``: that becomes the group's choice."""
     if not user_config_dir:
         return config_name
     path = Path(user_config_dir) / f"{config_name}.yaml"
     if not path.is_file() or (Path(config_dir()) / f"{config_name}.yaml").is_file():
         return config_name
-    try:
-        import yaml
-
-        node = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except Exception:  # noqa: BLE001 -- malformed YAML: Hydra's composition reports it
-        return config_name
+    node = _read_yaml(path)
     if not isinstance(node, dict) or "defaults" in node:
         return config_name
+    defaults: List[Any] = ["config"]
+    values = dict(node)
+    for group in COMPONENT_GROUPS:
+        value = values.get(group)
+        if isinstance(value, str):  # `criterion: cross_entropy`: a choice, not a value
+            defaults.append({f"override /{group}": value})
+            del values[group]
+        elif isinstance(value, dict) and isinstance(value.get("_name"), str) and value["_name"] != default_choice(group):
+            defaults.append({f"override /{group}": value["_name"]})
     name = f"_fairseq_experiment_{config_name.replace('/', '_')}"
-    ConfigStore.instance().store(name=name, node={"defaults": ["config", f"/{config_name}", "_self_"]})
+    if len(defaults) == 1:
+        ConfigStore.instance().store(name=name, node={"defaults": ["config", f"/{config_name}", "_self_"]})
+        return name
+    cfg = OmegaConf.create(values)
+    wrap_scalars_for_lists(cfg, "")  # numbers for list fields, as the YAML loader's hook does
+    ConfigStore.instance().store(name=name, node={"defaults": defaults + ["_self_"],
+                                                  **OmegaConf.to_container(cfg, resolve=False)})
     return name
+
+
+def component_choices(overrides: Sequence[str], user_config_dir: Optional[str]) -> List[str]:
+    """``overrides`` with each choice of a user's component file that names no component (no
+    ``_name``, no defaults list: fairseq 0.12's ``# @package _group_`` files of field values)
+    replaced by a stored config that puts those values on a component's schema: the one its
+    directory names (``model=transformer_lm/small`` is a ``transformer_lm``), else the one
+    ``config/config.yaml`` chooses for the group."""
+    from fairseq.registry import ALL_REGISTRIES
+
+    if not user_config_dir:
+        return list(overrides)
+    out = []
+    for text in overrides:
+        key, sep, name = text.partition("=")
+        group = key.lstrip("+")
+        path = Path(user_config_dir) / group / f"{name}.yaml"
+        node = _read_yaml(path) if sep and group in COMPONENT_GROUPS and "," not in name else None
+        if not isinstance(node, dict) or "_name" in node or "defaults" in node:
+            out.append(text)
+            continue
+        parent = Path(name).parent.name
+        registry = ALL_REGISTRIES.get(group)
+        base = parent if registry is not None and parent in registry else default_choice(group)
+        stored = f"_fairseq_{name.replace('/', '_')}"
+        ConfigStore.instance().store(group=group, name=stored, node={
+            "defaults": [f"/schema/{group}/{base}@_here_", f"/{group}/{name}@_here_", "_self_"]})
+        out.append(f"{key}={stored}")
+    return out
 
 
 def user_dir_in_config(overrides: Sequence[str], config_name: str, user_config_dir: Optional[str]) -> Optional[str]:
@@ -182,7 +245,8 @@ def hydra_init(cfg_name: str = "fairseq_config") -> None:
 
 
 def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
-                   config_path: Optional[str] = None, user_config_dir: Optional[str] = None) -> DictConfig:
+                   config_path: Optional[str] = None, user_config_dir: Optional[str] = None,
+                   with_hydra: bool = False) -> DictConfig:
     """Compose the run config as the Hydra door does, outside any Hydra app (the overrides are
     taken as they are: :func:`fairseq.dataclass.initialize.compose_config` with ``check=True``
     checks them first).
@@ -193,21 +257,22 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
         config_path: a directory replacing ``config/`` as the primary tree.
         user_config_dir: a user's config directory (``--config-dir``); its configs are found
             first and the built-in tree stays on the search path, as in the Hydra door.
+        with_hydra: also compose the ``hydra`` node (launcher, sweeper, callbacks, logging).
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     hydra_init()
-    overrides = list(overrides)
+    overrides = component_choices(overrides, user_config_dir)
     directory = os.path.abspath(config_path or config_dir())
     config_name = primary_config_name(config_name, user_config_dir)
     if GlobalHydra.instance().is_initialized():
-        return compose(config_name, overrides=overrides)
+        return compose(config_name, overrides=overrides, return_hydra_config=with_hydra)
     if user_config_dir is None:
         with initialize_config_dir(config_dir=directory, version_base="1.3"):
-            return compose(config_name, overrides=overrides)
+            return compose(config_name, overrides=overrides, return_hydra_config=with_hydra)
     with user_tree(directory, os.path.abspath(user_config_dir)):
-        return compose(config_name, overrides=overrides)
+        return compose(config_name, overrides=overrides, return_hydra_config=with_hydra)
 
 
 def import_plugins_of_overrides(overrides: Sequence[str]) -> None:

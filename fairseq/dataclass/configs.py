@@ -86,7 +86,7 @@ class FairseqDataclass:
 class CommonConfig(FairseqDataclass):
     no_progress_bar: bool = field(default=False, metadata={"help": "disable the progress bar"})
     log_interval: int = field(
-        default=100, metadata={"help": "log training statistics every N updates"}
+        default=100, metadata={"help": "log training statistics every N updates", "min": 1}
     )
     log_format: Optional[LOG_FORMAT_CHOICES] = field(  # type: ignore[valid-type]
         default=None,
@@ -98,7 +98,9 @@ class CommonConfig(FairseqDataclass):
     tensorboard_logdir: Optional[str] = field(
         default=None, metadata={"scope": "train", "help": "write TensorBoard event files under this directory"}
     )
-    seed: int = field(default=1, metadata={"help": "random seed for model init and data order"})
+    seed: int = field(default=1, metadata={"help": "random seed for model init and data order",
+                                       # numpy.random.seed takes [0, 2**32 - 1] (torch more)
+                                       "min": 0, "max": 2**32 - 1})
     cpu: bool = field(default=False, metadata={"help": "run on the CPU even if a GPU is present"})
     fp16: bool = field(
         default=False,
@@ -106,22 +108,25 @@ class CommonConfig(FairseqDataclass):
                   "on a machine without one, a warning and full float32"},
     )
     bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast (GPU or CPU)"})
-    fp16_init_scale: int = field(default=2**7, metadata={"scope": "train", "help": "initial fp16 loss scale"})
+    fp16_init_scale: int = field(default=2**7, metadata={"scope": "train", "help": "initial fp16 loss scale",
+                                                        "min": 1})
     fp16_scale_window: Optional[int] = field(
         default=None,
         metadata={"scope": "train", "help": "updates without overflow before the loss scale doubles "
-                  "(default: 2**14 / world size / update_freq)"},
+                  "(default: 2**14 / world size / update_freq)", "min": 1},
     )
     fp16_scale_tolerance: float = field(
         default=0.0,
         metadata={"scope": "train", "help": "fraction of updates since the last rescale that may overflow before "
-                  "the scale is lowered"},
+                  "the scale is lowered", "min": 0, "max": 1},
     )
     threshold_loss_scale: Optional[float] = field(
-        default=None, metadata={"scope": "train", "help": "never let the loss scale grow above this"}
+        default=None, metadata={"scope": "train", "help": "never let the loss scale grow above this",
+                                "above": 0, "inf": True}
     )
     min_loss_scale: float = field(
-        default=1e-4, metadata={"scope": "train", "help": "stop training when the loss scale falls below this"}
+        default=1e-4, metadata={"scope": "train", "help": "stop training when the loss scale falls below this",
+                                "min": 0}
     )
     amp: bool = field(
         default=False,
@@ -151,14 +156,14 @@ class CommonConfig(FairseqDataclass):
 @dataclass
 class DistributedTrainingConfig(FairseqDataclass):
     distributed_world_size: int = field(
-        default=1, metadata={"help": "total number of processes (torchrun sets WORLD_SIZE)"}
+        default=1, metadata={"help": "total number of processes (torchrun sets WORLD_SIZE)", "min": 1}
     )
-    distributed_rank: int = field(default=0, metadata={"help": "rank of this process"})
+    distributed_rank: int = field(default=0, metadata={"help": "rank of this process", "min": 0})
     distributed_backend: Optional[str] = field(
         default=None, metadata={"help": "torch.distributed backend; default nccl on GPU, gloo on CPU"}
     )
     device_id: int = field(
-        default=0, metadata={"help": "which GPU this process uses (torchrun sets LOCAL_RANK)"}
+        default=0, metadata={"help": "which GPU this process uses (torchrun sets LOCAL_RANK)", "min": 0}
     )
     ddp_backend: DDP_BACKEND_CHOICES = field(  # type: ignore[valid-type]
         default="pytorch_ddp",
@@ -189,7 +194,7 @@ class DatasetConfig(FairseqDataclass):
                                 "argparse_alias": ("--max-sentences",)}
     )
     required_batch_size_multiple: int = field(
-        default=8, metadata={"help": "round batch sizes down to a multiple of this"}
+        default=8, metadata={"help": "round batch sizes down to a multiple of this", "min": 1}
     )
     dataset_impl: Optional[DATASET_IMPL_CHOICES] = field(  # type: ignore[valid-type]
         default=None, metadata={"help": "storage format of the binarized data (default: detect)"}
@@ -207,35 +212,39 @@ class DatasetConfig(FairseqDataclass):
         default=False,
         metadata={"scope": "train", "help": "do not stop when the data has valid1-like splits that valid_subset leaves out"},
     )
-    validate_interval: int = field(default=1, metadata={"scope": "train", "help": "validate every N epochs"})
+    validate_interval: int = field(default=1, metadata={"scope": "train", "help": "validate every N epochs",
+                                                         "min": 1})
     validate_interval_updates: int = field(
-        default=0, metadata={"scope": "train", "help": "also validate every N updates (0: off)"}
+        default=0, metadata={"scope": "train", "help": "also validate every N updates (0: off)", "min": 0}
     )
     disable_validation: bool = field(default=False, metadata={"scope": "train", "help": "never validate"})
     max_tokens_valid: Optional[int] = field(
         default=II("dataset.max_tokens"),
-        metadata={"scope": "valid", "help": "maximum tokens in a validation batch (default: --max-tokens)"},
+        metadata={"scope": "valid", "help": "maximum tokens in a validation batch (default: --max-tokens)",
+                  "min": 1},
     )
     batch_size_valid: Optional[int] = field(
         default=II("dataset.batch_size"),
         metadata={"scope": "valid", "help": "maximum sentences in a validation batch (default: --batch-size)",
-                  "argparse_alias": ("--max-sentences-valid",)},
+                  "argparse_alias": ("--max-sentences-valid",), "min": 1},
     )
     max_valid_steps: Optional[int] = field(
         default=None,
         metadata={"scope": "valid", "help": "validate on at most this many batches of each subset (None: all)",
-                  "argparse_alias": ("--nval",)},
+                  "argparse_alias": ("--nval",), "min": 0},
     )
     gen_subset: str = field(default="test", metadata={"help": "split to evaluate or generate on"})
 
 
 @dataclass
 class OptimizationConfig(FairseqDataclass):
-    max_epoch: int = field(default=0, metadata={"help": "stop after this many epochs (0: no limit)"})
+    max_epoch: int = field(default=0, metadata={"help": "stop after this many epochs (0: no limit)",
+                                                 "min": 0})
     max_update: int = field(default=0, metadata={"help": "stop after this many updates (0: no limit)",
                                                  "min": 0})
     clip_norm: float = field(
-        default=0.0, metadata={"help": "clip the gradient norm to this value (0: no clipping)", "min": 0}
+        default=0.0, metadata={"help": "clip the gradient norm to this value (0: no clipping)", "min": 0,
+                                "inf": True}
     )
     sentence_avg: bool = field(
         default=False, metadata={"help": "normalize the loss by sentences instead of tokens"}
@@ -252,7 +261,8 @@ class OptimizationConfig(FairseqDataclass):
                   "optimizers read it from here"},
     )
     stop_time_hours: float = field(
-        default=0.0, metadata={"help": "stop (and save) after this many hours of training (0: no limit)"}
+        default=0.0, metadata={"help": "stop (and save) after this many hours of training (0: no limit)",
+                                "min": 0, "inf": True}
     )
     stop_min_lr: float = field(
         default=-1.0, metadata={"help": "stop when the learning rate falls to this value or below"}
@@ -277,23 +287,25 @@ class CheckpointConfig(FairseqDataclass):
         default=False, metadata={"help": "do not restore the data iterator position"}
     )
     reset_meters: bool = field(default=False, metadata={"help": "do not restore the meters"})
-    save_interval: int = field(default=1, metadata={"help": "save a checkpoint every N epochs"})
+    save_interval: int = field(default=1, metadata={"help": "save a checkpoint every N epochs", "min": 1})
     save_interval_updates: int = field(
         default=0, metadata={"help": "also save a checkpoint every N updates (0: off)", "min": 0}
     )
     keep_interval_updates: int = field(
-        default=-1, metadata={"help": "keep only the last N update checkpoints (-1: all)"}
+        default=-1, metadata={"help": "keep only the last N update checkpoints (-1: all)", "min": -1}
     )
     keep_last_epochs: int = field(
-        default=-1, metadata={"help": "keep only the last N epoch checkpoints (-1: all)"}
+        default=-1, metadata={"help": "keep only the last N epoch checkpoints (-1: all)", "min": -1}
     )
     keep_best_checkpoints: int = field(
         default=-1,
-        metadata={"help": "also keep the N best checkpoints as checkpoint.best_<metric>_<value>.pt"},
+        metadata={"help": "also keep the N best checkpoints as checkpoint.best_<metric>_<value>.pt",
+                  "min": -1},
     )
     patience: int = field(
         default=-1,
-        metadata={"help": "stop after N validations without improvement of best_checkpoint_metric"},
+        metadata={"help": "stop after N validations without improvement of best_checkpoint_metric",
+                  "min": -1},
     )
     no_save: bool = field(default=False, metadata={"help": "do not save checkpoints"})
     save_on_interrupt: bool = field(
@@ -386,7 +398,7 @@ class EvalLMConfig(FairseqDataclass):
     softmax_batch: int = field(
         default=sys.maxsize,
         metadata={"help": "compute the output softmax over at most this many tokens at a time "
-                  "(lower it when batch x length x vocabulary does not fit in memory)"},
+                  "(lower it when batch x length x vocabulary does not fit in memory)", "min": 1},
     )
 
 
@@ -398,15 +410,18 @@ class GenerationConfig(FairseqDataclass):
     and n-gram constraints, penalties, an added language model.
     """
 
-    beam: int = field(default=5, metadata={"help": "number of hypotheses kept at each step"})
-    nbest: int = field(default=1, metadata={"help": "number of hypotheses returned per input"})
+    beam: int = field(default=5, metadata={"help": "number of hypotheses kept at each step", "min": 1})
+    nbest: int = field(default=1, metadata={"help": "number of hypotheses returned per input", "min": 1})
     max_len_a: float = field(
-        default=0, metadata={"help": "the longest output is max_len_a * input length + max_len_b"}
+        default=0, metadata={"help": "the longest output is max_len_a * input length + max_len_b",
+                              "min": 0}
     )
     max_len_b: int = field(
-        default=200, metadata={"help": "the longest output is max_len_a * input length + max_len_b"}
+        default=200, metadata={"help": "the longest output is max_len_a * input length + max_len_b",
+                                "min": 0}
     )
-    min_len: int = field(default=1, metadata={"help": "the shortest output (EOS is blocked before)"})
+    min_len: int = field(default=1, metadata={"help": "the shortest output (EOS is blocked before)",
+                                             "min": 0})
     match_source_len: bool = field(
         default=False, metadata={"help": "outputs are exactly as long as their input"}
     )
@@ -443,24 +458,25 @@ class GenerationConfig(FairseqDataclass):
         default=False, metadata={"help": "only score the reference, generate nothing"}
     )
     prefix_size: int = field(
-        default=0, metadata={"help": "force the first N target tokens to those of the reference"}
+        default=0, metadata={"help": "force the first N target tokens to those of the reference", "min": 0}
     )
     no_repeat_ngram_size: int = field(
-        default=0, metadata={"help": "never repeat an n-gram of this size (0: off)"}
+        default=0, metadata={"help": "never repeat an n-gram of this size (0: off)", "min": 0}
     )
     sampling: bool = field(
         default=False, metadata={"help": "sample the next token instead of searching a beam"}
     )
     sampling_topk: int = field(
-        default=-1, metadata={"help": "sample among the K most likely tokens only (-1: all)"}
+        default=-1, metadata={"help": "sample among the K most likely tokens only (-1: all)",
+                               "min": 1, "also": (-1,)}
     )
     sampling_topp: float = field(
         default=-1.0,
         metadata={"help": "sample among the fewest most likely tokens whose probabilities add up "
-                  "to more than p (-1: off)"},
+                  "to more than p (-1: off)", "above": 0, "max": 1, "also": (-1,)},
     )
     temperature: float = field(
-        default=1.0, metadata={"help": "divide the logits by this before the softmax"}
+        default=1.0, metadata={"help": "divide the logits by this before the softmax", "above": 0}
     )
     diverse_beam_groups: int = field(
         default=-1,
@@ -504,7 +520,7 @@ class InteractiveConfig(FairseqDataclass):
     """Options of interactive generation (``fairseq.options.get_interactive_parser``)."""
 
     buffer_size: int = field(
-        default=0, metadata={"help": "read this many inputs before generating for them (0: one)"}
+        default=0, metadata={"help": "read this many inputs before generating for them (0: one)", "min": 0}
     )
     input: str = field(default="-", metadata={"help": "file to read inputs from; - for stdin"})
 

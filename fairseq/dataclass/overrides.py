@@ -18,6 +18,9 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 from fairseq.dataclass.configs import COMPONENT_GROUPS
 from fairseq.dataclass.list_fields import is_number, sequence_field as _is_sequence_field
 from fairseq.dataclass.values import describe_type, field_python_type, parse_sequence
+from fairseq.dataclass.value_checks import (  # noqa: F401 -- also imported from here
+    _format_list, accepted_values, check_field_value, check_run_rules, check_settings, check_values,
+    undecodable_file_error, undecodable_yaml_error)
 from fairseq.errors import ConfigError  # noqa: F401 -- also imported from here
 
 
@@ -73,10 +76,6 @@ def field_of(cfg: DictConfig, key: str) -> Optional[dataclasses.Field]:
     if schema is None or not dataclasses.is_dataclass(schema):
         return None
     return {f.name: f for f in dataclasses.fields(schema)}.get(leaf)
-
-
-def _format_list(values: List[Any]) -> str:
-    return "[" + ",".join(repr(v) if isinstance(v, str) else str(v) for v in values) + "]"
 
 
 def missing_message(key: str, door: str) -> str:
@@ -184,6 +183,8 @@ def check_overrides(overrides: Sequence[str], multirun: bool = False, config_nam
             raise ConfigError(str(e).splitlines()[0]) from e
         except yaml.YAMLError as e:
             raise ConfigError(f"malformed YAML: {' '.join(str(e).split())}") from e
+        except UnicodeDecodeError as e:
+            raise undecodable_yaml_error(user_config_dir, e) from None
         except ConfigCompositionException as e:
             raise ConfigError(_explain(e)) from e
 
@@ -327,118 +328,6 @@ def _explain(e: ConfigCompositionException) -> str:
     if isinstance(cause, ConfigKeyError):
         return f"{head}: {str(cause).splitlines()[0]}"
     return " ".join(str(e).split())
-
-
-# -- declared bounds of values -------------------------------------------------------------------
-# A field declares what it accepts in its metadata, checked for every config node by
-# :func:`check_values` (both doors, before anything runs):
-#   "min": lowest accepted value (inclusive)    "max": highest accepted value (inclusive)
-#   "below": values must be smaller than this   "len": a list of exactly this many items
-#   "nonempty": a list needs at least one item
-# For a list field the value bounds apply to every item. A check relating several fields of one
-# node lives in the node's config class as ``check_config(cls, node, prefix)``, raising ConfigError.
-BOUND_KEYS = ("min", "max", "below", "len", "nonempty")
-
-
-def accepted_values(metadata: Any) -> str:
-    """What a field accepts, in words: ``a value in [0, 1]``, ``2 values, each in [0, 1)``."""
-    lo, hi, below = metadata.get("min"), metadata.get("max"), metadata.get("below")
-    if lo is not None and (hi is not None or below is not None):
-        what = f"in [{lo}, {hi}]" if hi is not None else f"in [{lo}, {below})"
-    elif lo is not None:
-        what = f">= {lo}"
-    elif hi is not None:
-        what = f"<= {hi}"
-    elif below is not None:
-        what = f"< {below}"
-    else:
-        what = ""
-    if "len" in metadata:
-        return f"{metadata['len']} values" + (f", each {what}" if what else "")
-    if metadata.get("nonempty"):
-        return "at least one value" + (f", each {what}" if what else "")
-    return f"a value {what}"
-
-
-def _out_of_bounds(value: Any, metadata: Any) -> bool:
-    lo, hi, below = metadata.get("min"), metadata.get("max"), metadata.get("below")
-    return ((lo is not None and value < lo) or (hi is not None and value > hi)
-            or (below is not None and value >= below))
-
-
-def check_field_value(key: str, value: Any, metadata: Any) -> None:
-    """Raise :class:`ConfigError` when ``value`` breaks the bounds ``metadata`` declares."""
-    if value is None or not any(k in metadata for k in BOUND_KEYS):
-        return
-    flag = "--" + key.rsplit(".", 1)[-1].replace("_", "-")
-    accepted = accepted_values(metadata)
-    if isinstance(value, (list, tuple)):
-        shown = _format_list(list(value))
-        if "len" in metadata and len(value) != metadata["len"]:
-            raise ConfigError(f"{key}={shown} ({flag}) has {len(value)} values; accepted: {accepted}")
-        if metadata.get("nonempty") and not value:
-            raise ConfigError(f"{key}={shown} ({flag}) is empty; accepted: {accepted}")
-        for i, item in enumerate(value):
-            if isinstance(item, (int, float)) and _out_of_bounds(item, metadata):
-                raise ConfigError(f"{key}={shown} ({flag}): value {i + 1} ({item}) is out of range; "
-                                  f"accepted: {accepted}")
-        return
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and _out_of_bounds(value, metadata):
-        raise ConfigError(f"{key}={value} ({flag}) is out of range; accepted: {accepted}")
-
-
-def _resolve_or_explain(node: DictConfig, key: str, path: str) -> Any:
-    try:
-        return node[key]
-    except OmegaConfBaseException as e:
-        raw = node._get_node(key)._value()
-        reason = str(e).splitlines()[0]
-        if "oc.env" in str(raw):
-            fix = "set that environment variable, or give a default: ${oc.env:NAME,default}"
-        else:
-            fix = "refer to an existing key (e.g. ${optimization.lr}) or give a plain value"
-        raise ConfigError(f"{path}={raw}: the interpolation cannot be resolved ({reason}); {fix}") from None
-
-
-def _walk(node: DictConfig, prefix: str):
-    """Every config node under ``node`` (itself first) with its dotted path, resolving (and
-    checking) every interpolation on the way."""
-    yield node, prefix
-    for key in node.keys():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        if node._get_node(key)._is_missing():  # ``???``: check_missing's concern
-            continue
-        value = _resolve_or_explain(node, key, path)
-        if isinstance(value, DictConfig):
-            yield from _walk(value, path)
-        elif OmegaConf.is_list(value):
-            for i in range(len(value)):
-                if not value._get_node(i)._is_missing():
-                    _resolve_or_explain(value, i, f"{path}[{i}]")
-
-
-def check_values(cfg: DictConfig) -> None:
-    """Check a composed run config before anything runs: every interpolation resolves, every
-    value is within the bounds its field declares (``BOUND_KEYS``), and every config class's
-    ``check_config`` (checks relating several fields) passes.
-
-    Raises:
-        ConfigError: naming the key, the value and what would be accepted.
-    """
-    for node, prefix in list(_walk(cfg, "")):
-        schema = OmegaConf.get_type(node)
-        if schema is None or not dataclasses.is_dataclass(schema):
-            continue
-        for f in dataclasses.fields(schema):
-            if (f.name in node and any(k in f.metadata for k in BOUND_KEYS)
-                    and not node._get_node(f.name)._is_missing()):
-                value = node[f.name]
-                if OmegaConf.is_list(value):
-                    value = list(value)
-                check_field_value(f"{prefix}.{f.name}" if prefix else f.name, value, f.metadata)
-        check = getattr(schema, "check_config", None)
-        if check is not None:
-            check(node, prefix)
 
 
 def explain_unknown_flag(unknown: Sequence[str], argv: Sequence[str], command: str) -> ConfigError:

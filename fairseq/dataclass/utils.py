@@ -198,13 +198,28 @@ def convert_namespace_to_omegaconf(args: Namespace) -> DictConfig:
             continue
         for key, value in entry.dataclass.namespace_values(args, keep_interpolations=True).items():
             cfg[group][key] = value
+    # the values the flags gave, checked as the Hydra door checks its overrides: one line
+    # naming the key and its flag for a value out of range, NaN or infinite (every legacy
+    # command: training, evaluation, generation)
+    from fairseq.dataclass.overrides import check_values
+
+    check_values(cfg)
     return cfg
 
 
 def overwrite_args_by_name(cfg: DictConfig, overrides: dict) -> None:
     """Set eval-time overrides on ``cfg``: a full key (``task.max_target_positions``) on its own
     node only; a bare name (fairseq's ``arg_overrides``: ``tokens_per_sample``) on every node
-    that has it."""
+    that has it.
+
+    Each value is first checked against the fields it would set (their declared bounds; no NaN
+    or infinity), whether or not ``cfg`` has their node: the values an evaluation command's
+    flags and the Python API's ``from_pretrained(..., **overrides)`` give.
+
+    Raises:
+        ConfigError: naming the key, the value and what is accepted.
+    """
+    check_override_values(cfg, overrides)
     for group in list(GENERIC_GROUPS) + list(COMPONENT_GROUPS):
         node = cfg.get(group)
         if node is None:
@@ -213,3 +228,33 @@ def overwrite_args_by_name(cfg: DictConfig, overrides: dict) -> None:
             where, _, name = key.rpartition(".")
             if (not where or where == group) and name in node:
                 node[name] = value
+
+
+def check_override_values(cfg: DictConfig, overrides: dict) -> None:
+    """Check the values of eval-time ``overrides`` (see :func:`overwrite_args_by_name`) against
+    every field they name: a full key's field, or for a bare name each generic group's field and
+    each of ``cfg``'s component nodes' field of that name.
+
+    Raises:
+        ConfigError: naming the key, the value and what is accepted.
+    """
+    from omegaconf import OmegaConf
+
+    from fairseq.dataclass.overrides import check_field_value
+
+    schemas = dict(GENERIC_GROUPS)
+    for group in COMPONENT_GROUPS:
+        node = cfg.get(group) if isinstance(cfg, DictConfig) else None
+        schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+        if schema is not None and dataclasses.is_dataclass(schema):
+            schemas[group] = schema
+    for key, value in overrides.items():
+        where, _, name = str(key).rpartition(".")
+        if OmegaConf.is_list(value):
+            value = list(value)
+        for group, schema in schemas.items():
+            if where and where != group:
+                continue
+            f = next((f for f in dataclasses.fields(schema) if f.name == name), None)
+            if f is not None:
+                check_field_value(f"{group}.{name}", value, f.metadata)

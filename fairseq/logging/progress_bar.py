@@ -21,6 +21,7 @@ from 1e-07 stays visible.
 import json
 import logging
 import numbers
+import os
 import shutil
 import sys
 from collections import OrderedDict
@@ -200,5 +201,106 @@ def setup_logging(log_file: Optional[str] = None, level: int = logging.INFO) -> 
                for h in root.handlers):
         add(logging.StreamHandler(sys.stdout))
     if log_file:
-        add(logging.FileHandler(log_file))
+        check_log_file(str(log_file))
+        try:
+            handler = logging.FileHandler(log_file)
+        except OSError as e:
+            raise _log_path_error("common.log_file", "--log-file", str(log_file), _why(e, str(log_file)),
+                                  "give a writable file path") from None
+        add(handler)
     root.setLevel(level)
+
+
+# -- where logs go: checked before a run starts ------------------------------------------------------
+# A device with less free space than this counts as full: a log needs little, but a log line that
+# cannot be written prints a traceback on every line (logging's handleError), and a full device
+# also fails the run's checkpoints.
+MIN_FREE_BYTES = 1 << 20
+
+
+def free_bytes(path: str) -> Optional[int]:
+    """The bytes an unprivileged writer may still use on the device holding ``path`` (or the
+    nearest existing directory above it), or None where that cannot be known."""
+    path = os.path.abspath(path)
+    while path and not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    try:
+        st = os.statvfs(path)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _log_path_error(key: str, flag: str, path: str, why: str, fix: str) -> Exception:
+    from fairseq.errors import ResourceError
+
+    return ResourceError(f"{key}={path!r} ({flag}) cannot be written: {why}; {fix}")
+
+
+def _why(error: OSError, path: str) -> str:
+    if isinstance(error, FileExistsError) or (os.path.exists(path) and not os.path.isdir(path)
+                                              and isinstance(error, NotADirectoryError)):
+        return "a file is in the way (it exists and is not a directory)"
+    return error.strerror or type(error).__name__
+
+
+def _check_space(key: str, flag: str, path: str, fix: str) -> None:
+    free = free_bytes(path)
+    if free is not None and free < MIN_FREE_BYTES:
+        raise _log_path_error(key, flag, path, f"no space left on the device holding it ({free} bytes free)",
+                              f"free space there or {fix}")
+
+
+def check_log_file(path: str) -> None:
+    """Check that ``common.log_file`` (``--log-file``) can be appended to (its directory is
+    created when missing) on a device with space left.
+
+    Raises:
+        ResourceError: naming the key, the flag, the path, why and the fix (exit code 2).
+    """
+    fix = "give a writable file path"
+    if os.path.isdir(path):
+        raise _log_path_error("common.log_file", "--log-file", path, "it is a directory", fix)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "a"):
+            pass
+    except OSError as e:
+        raise _log_path_error("common.log_file", "--log-file", path, _why(e, path), fix) from None
+    _check_space("common.log_file", "--log-file", path, "give another --log-file")
+
+
+def check_log_dir(path: str, key: str = "common.tensorboard_logdir", flag: str = "--tensorboard-logdir") -> None:
+    """Check that the directory ``path`` exists or can be created, can take new files (a probe
+    file is written and removed) and is on a device with space left.
+
+    Raises:
+        ResourceError: naming the key, the flag, the path, why and the fix (exit code 2).
+    """
+    fix = "give a writable directory"
+    probe = os.path.join(path, f".write_probe.{os.getpid()}")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise _log_path_error(key, flag, path, _why(e, path), fix) from None
+    _check_space(key, flag, path, f"give another {flag}")
+
+
+def verify_log_paths(common: Any) -> None:
+    """Check, before a run starts, where its logs go: ``common.log_file`` and
+    ``common.tensorboard_logdir`` when set (see :func:`check_log_file`, :func:`check_log_dir`).
+
+    Raises:
+        ResourceError: one line naming the key, the flag and the path.
+    """
+    get = common.get if hasattr(common, "get") else (lambda key: getattr(common, key, None))
+    if get("log_file"):
+        check_log_file(str(get("log_file")))
+    if get("tensorboard_logdir"):
+        check_log_dir(str(get("tensorboard_logdir")))

@@ -37,11 +37,12 @@ class TransformerLanguageModelConfig(FairseqDataclass):
     decoder_embed_dim: int = field(default=512, metadata={"help": "model (hidden) dimension",
                                                                   "min": 1})
     decoder_output_dim: int = field(
-        default=512, metadata={"help": "dimension of the features fed to the output layer"}
+        default=512, metadata={"help": "dimension of the features fed to the output layer", "min": 1}
     )
-    decoder_input_dim: int = field(default=512, metadata={"help": "dimension of the token embeddings"})
+    decoder_input_dim: int = field(default=512, metadata={"help": "dimension of the token embeddings",
+                                                               "min": 1})
     decoder_ffn_embed_dim: int = field(
-        default=2048, metadata={"help": "hidden dimension of the feed-forward networks"}
+        default=2048, metadata={"help": "hidden dimension of the feed-forward networks", "min": 1}
     )
     decoder_layers: int = field(default=6, metadata={"help": "number of decoder layers", "min": 0})
     decoder_attention_heads: int = field(default=8, metadata={"help": "number of attention heads",
@@ -62,7 +63,8 @@ class TransformerLanguageModelConfig(FairseqDataclass):
         default=0.0, metadata={"help": "dropout inside the adaptive softmax tails", "min": 0, "max": 1}
     )
     adaptive_softmax_factor: float = field(
-        default=4, metadata={"help": "each adaptive softmax tail shrinks the dimension by this factor"}
+        default=4, metadata={"help": "each adaptive softmax tail shrinks the dimension by this factor",
+                              "above": 0}
     )
     no_token_positional_embeddings: bool = field(
         default=False, metadata={"help": "do not add position embeddings"}
@@ -72,7 +74,8 @@ class TransformerLanguageModelConfig(FairseqDataclass):
     )
     adaptive_input: bool = field(default=False, metadata={"help": "use adaptive input embeddings"})
     adaptive_input_factor: float = field(
-        default=4, metadata={"help": "each adaptive input band shrinks the dimension by this factor"}
+        default=4, metadata={"help": "each adaptive input band shrinks the dimension by this factor",
+                              "above": 0}
     )
     adaptive_input_cutoff: Optional[str] = field(
         default=None, metadata={"help": "comma-separated vocabulary cutoffs of the adaptive input"}
@@ -102,7 +105,8 @@ class TransformerLanguageModelConfig(FairseqDataclass):
                   "backward needs them (implies checkpoint_activations; no effect when training on the CPU)"},
     )
     decoder_layerdrop: float = field(
-        default=0.0, metadata={"help": "probability of skipping each layer while training (LayerDrop)"}
+        default=0.0, metadata={"help": "probability of skipping each layer while training (LayerDrop)",
+                                "min": 0, "max": 1}
     )
     decoder_layers_to_keep: Optional[str] = field(
         default=None, metadata={"help": "comma-separated layers to keep, pruning the others, e.g. 0,2,4"}
@@ -121,7 +125,8 @@ class TransformerLanguageModelConfig(FairseqDataclass):
     )
     max_target_positions: Optional[int] = field(
         default=II("task.tokens_per_sample"),
-        metadata={"help": f"longest sequence the model accepts (unset: {DEFAULT_MAX_TARGET_POSITIONS})"},
+        metadata={"help": f"longest sequence the model accepts (unset: {DEFAULT_MAX_TARGET_POSITIONS})",
+                  "min": 1},
     )
 
     @classmethod

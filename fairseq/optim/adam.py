@@ -19,8 +19,8 @@ class FairseqAdamConfig(FairseqDataclass):
         metadata={"help": "betas for Adam; a list [0.9,0.98] or the string '(0.9, 0.98)'",
                   "len": 2, "min": 0, "below": 1},
     )
-    adam_eps: float = field(default=1e-8, metadata={"help": "epsilon for Adam"})
-    weight_decay: float = field(default=0.0, metadata={"help": "decoupled weight decay"})
+    adam_eps: float = field(default=1e-8, metadata={"help": "epsilon for Adam", "min": 0})
+    weight_decay: float = field(default=0.0, metadata={"help": "decoupled weight decay", "min": 0})
     amsgrad: bool = field(
         default=False,
         metadata={"help": "use the AMSGrad variant (the maximum of past second moments)"},

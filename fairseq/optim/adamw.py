@@ -14,7 +14,7 @@ from fairseq.optim.adam import FairseqAdam, FairseqAdamConfig
 class FairseqAdamWConfig(FairseqAdamConfig):
     """``adam``'s fields; only the weight decay default differs."""
 
-    weight_decay: float = field(default=0.01, metadata={"help": "decoupled weight decay"})
+    weight_decay: float = field(default=0.01, metadata={"help": "decoupled weight decay", "min": 0})
 
 
 @register_optimizer("adamw", dataclass=FairseqAdamWConfig)

@@ -13,8 +13,9 @@ from fairseq.optim.fairseq_optimizer import FairseqOptimizer, first_lr
 
 @dataclass
 class FairseqNAGConfig(FairseqDataclass):
-    momentum: float = field(default=0.99, metadata={"help": "Nesterov momentum factor"})
-    weight_decay: float = field(default=0.0, metadata={"help": "decoupled weight decay (scaled by lr)"})
+    momentum: float = field(default=0.99, metadata={"help": "Nesterov momentum factor", "min": 0})
+    weight_decay: float = field(default=0.0, metadata={"help": "decoupled weight decay (scaled by lr)",
+                                                           "min": 0})
     lr: List[float] = II("optimization.lr")
 
 

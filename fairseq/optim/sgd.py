@@ -13,8 +13,9 @@ from fairseq.optim.fairseq_optimizer import FairseqOptimizer, first_lr
 
 @dataclass
 class FairseqSGDConfig(FairseqDataclass):
-    momentum: float = field(default=0.0, metadata={"help": "momentum factor (0: plain SGD)"})
-    weight_decay: float = field(default=0.0, metadata={"help": "L2 penalty added to the gradient"})
+    momentum: float = field(default=0.0, metadata={"help": "momentum factor (0: plain SGD)", "min": 0})
+    weight_decay: float = field(default=0.0, metadata={"help": "L2 penalty added to the gradient",
+                                                           "min": 0})
     lr: List[float] = II("optimization.lr")
 
 

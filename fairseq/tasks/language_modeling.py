@@ -62,12 +62,12 @@ class LanguageModelingConfig(FairseqDataclass):
     tokens_per_sample: int = field(
         default=1024,
         metadata={"help": "maximum tokens per sample, the beginning-of-sentence token of "
-                  "add_bos_token included"},
+                  "add_bos_token included", "min": 1},
     )
     output_dictionary_size: int = field(
         default=-1,
         metadata={"help": "limit the output vocabulary to the first N symbols of dict.txt (the "
-                  "most frequent); rarer target words become <unk>. -1: the whole dictionary"},
+                  "most frequent); rarer target words become <unk>. -1: the whole dictionary", "min": -1},
     )
     self_target: bool = field(
         default=False, metadata={"help": "predict the input token itself (the model must support it)"}
@@ -82,7 +82,8 @@ class LanguageModelingConfig(FairseqDataclass):
         default=False, metadata={"help": "start every sample with the beginning-of-sentence token"}
     )
     max_target_positions: Optional[int] = field(
-        default=None, metadata={"help": "longest sample accepted, in tokens (unset: tokens_per_sample)"}
+        default=None, metadata={"help": "longest sample accepted, in tokens (unset: tokens_per_sample)",
+                                "min": 1}
     )
     shorten_method: SHORTEN_METHOD_CHOICES = field(  # type: ignore[valid-type]
         default="none",
@@ -94,7 +95,8 @@ class LanguageModelingConfig(FairseqDataclass):
         metadata={"help": "comma-separated splits to shorten, e.g. 'train,valid' (empty: every split)"},
     )
     seed: int = field(
-        default=II("common.seed"), metadata={"help": "seed of the random crops and sample order"}
+        default=II("common.seed"), metadata={"help": "seed of the random crops and sample order",
+                                             "min": 0, "max": 2**32 - 1}
     )
     dataset_impl: Optional[DATASET_IMPL_CHOICES] = field(  # type: ignore[valid-type]
         default=II("dataset.dataset_impl"), metadata={"help": "storage format of the binarized data"}

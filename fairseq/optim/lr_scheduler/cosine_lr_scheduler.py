@@ -14,25 +14,30 @@ from fairseq.optim.lr_scheduler.fairseq_lr_scheduler import FairseqLRScheduler
 @dataclass
 class CosineLRScheduleConfig(FairseqDataclass):
     warmup_updates: int = field(
-        default=0, metadata={"help": "raise the lr linearly to its peak over the first N updates"}
+        default=0, metadata={"help": "raise the lr linearly to its peak over the first N updates", "min": 0}
     )
     warmup_init_lr: float = field(
-        default=-1, metadata={"help": "lr at update 0 of the warmup; -1 means min_lr"}
+        default=-1, metadata={"help": "lr at update 0 of the warmup; -1 means min_lr", "min": 0,
+                               "also": (-1,)}
     )
     lr: List[float] = field(
         default=II("optimization.lr"),
         metadata={"help": "peak lr of the cosine cycles (one value), above min_lr"},
     )
-    min_lr: float = field(default=0.0, metadata={"help": "lowest lr, reached at the end of a cycle"})
+    min_lr: float = field(default=0.0, metadata={"help": "lowest lr, reached at the end of a cycle",
+                                                 "min": 0})
     t_mult: float = field(
-        default=1.0, metadata={"help": "each restart period is t_mult times the previous one (>= 1)"}
+        default=1.0, metadata={"help": "each restart period is t_mult times the previous one (>= 1)",
+                                "min": 1}
     )
     lr_period_updates: float = field(
         default=-1,
-        metadata={"help": "updates in the first cosine period; -1 means max_update - warmup_updates"},
+        metadata={"help": "updates in the first cosine period; -1 means max_update - warmup_updates",
+                  "above": 0, "also": (-1,)},
     )
     lr_shrink: float = field(
-        default=0.1, metadata={"help": "multiply both the peak and min_lr by this at each restart"}
+        default=0.1, metadata={"help": "multiply both the peak and min_lr by this at each restart",
+                                "above": 0}
     )
     max_update: int = II("optimization.max_update")
 

@@ -13,13 +13,14 @@ from fairseq.optim.lr_scheduler.fairseq_lr_scheduler import FairseqLRScheduler
 @dataclass
 class FixedLRScheduleConfig(FairseqDataclass):
     force_anneal: Optional[int] = field(
-        default=None, metadata={"help": "from this epoch on, multiply the lr by lr_shrink every epoch"}
+        default=None, metadata={"help": "from this epoch on, multiply the lr by lr_shrink every epoch",
+                                "min": 1}
     )
     lr_shrink: float = field(
-        default=0.1, metadata={"help": "factor applied to the lr once per annealed epoch"}
+        default=0.1, metadata={"help": "factor applied to the lr once per annealed epoch", "above": 0}
     )
     warmup_updates: int = field(
-        default=0, metadata={"help": "ramp the lr up linearly over the first N updates"}
+        default=0, metadata={"help": "ramp the lr up linearly over the first N updates", "min": 0}
     )
     lr: List[float] = II("optimization.lr")
 

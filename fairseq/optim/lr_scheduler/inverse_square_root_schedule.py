@@ -14,10 +14,11 @@ from fairseq.optim.lr_scheduler.fairseq_lr_scheduler import FairseqLRScheduler
 @dataclass
 class InverseSquareRootLRScheduleConfig(FairseqDataclass):
     warmup_updates: int = field(
-        default=4000, metadata={"help": "warm the lr up linearly over this many updates"}
+        default=4000, metadata={"help": "warm the lr up linearly over this many updates", "min": 0}
     )
     warmup_init_lr: float = field(
-        default=-1, metadata={"help": "lr at update 0; -1 means 0 with warmup, else the peak lr"}
+        default=-1, metadata={"help": "lr at update 0; -1 means 0 with warmup, else the peak lr",
+                               "min": 0, "also": (-1,)}
     )
     lr: List[float] = II("optimization.lr")
 

@@ -13,19 +13,20 @@ from fairseq.optim.lr_scheduler.fairseq_lr_scheduler import FairseqLRScheduler
 @dataclass
 class PolynomialDecayLRScheduleConfig(FairseqDataclass):
     warmup_updates: int = field(
-        default=0, metadata={"help": "raise the lr linearly to its peak over the first N updates"}
+        default=0, metadata={"help": "raise the lr linearly to its peak over the first N updates", "min": 0}
     )
     force_anneal: Optional[int] = field(
         default=None,
-        metadata={"help": "from this epoch on, restart the decay at each epoch from the lr then in force"},
+        metadata={"help": "from this epoch on, restart the decay at each epoch from the lr then in force",
+                  "min": 1},
     )
     end_learning_rate: float = field(
-        default=0.0, metadata={"help": "lr reached at total_num_update and kept afterwards"}
+        default=0.0, metadata={"help": "lr reached at total_num_update and kept afterwards", "min": 0}
     )
-    power: float = field(default=1.0, metadata={"help": "exponent of the decay (1: linear)"})
+    power: float = field(default=1.0, metadata={"help": "exponent of the decay (1: linear)", "above": 0})
     total_num_update: float = field(
         default=II("optimization.max_update"),
-        metadata={"help": "update at which the decay reaches end_learning_rate"},
+        metadata={"help": "update at which the decay reaches end_learning_rate", "min": 0},
     )
     lr: List[float] = II("optimization.lr")
 
