@@ -414,3 +414,78 @@ def test_a_yaml_config_that_is_not_utf8(data_bin, tmp_path, capsys):
                                                   f"task.data={data_bin}", *TINY_HYDRA], capsys)
     one_line(code, err, 2, str(configs / "experiment.yaml"))
     assert "byte 37 (line 4" in err  # 0-based offset of \xe9
+
+
+# -- every declared bound, generated from the fields ------------------------------------------------
+def _bound_rows():
+    """(flag, bad value, key) for every field of the default training config that declares a
+    bound (just outside it) and every float field (NaN): generated from the metadata, so a bound
+    added to a field is tested here without a new row."""
+    import dataclasses
+
+    from fairseq.dataclass.configs import GENERIC_GROUPS
+    from fairseq.dataclass.list_fields import sequence_field
+    from fairseq.dataclass.values import field_python_type
+    from fairseq.registry import ALL_REGISTRIES, import_builtin_components
+
+    import_builtin_components()
+    skip_groups = {"generation", "interactive", "eval_lm", "common_eval", "bmuf", "ema"}
+    schemas = [(g, dc) for g, dc in GENERIC_GROUPS.items() if g not in skip_groups]
+    for group, name in (("task", "language_modeling"), ("model", "transformer_lm"),
+                        ("optimizer", "adam"), ("lr_scheduler", "inverse_sqrt")):
+        schemas.append((group, ALL_REGISTRIES[group].get(name).dataclass))
+    rows, flags = [], set()
+    for group, schema in schemas:
+        for f in dataclasses.fields(schema):
+            if f.name.startswith("_") or f.metadata.get("suppress_argparse"):
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            if flag in flags:  # one field per flag (the first group holding a name wins)
+                continue
+            tp = field_python_type(f)
+            is_seq, item = sequence_field(f)
+            kind = item if is_seq else tp
+            meta, bad = f.metadata, None
+            if kind in (int, float) and "min" in meta and not meta.get("also"):
+                bad = meta["min"] - 1
+            elif kind in (int, float) and "above" in meta and not meta.get("also"):
+                bad = meta["above"]
+            elif kind in (int, float) and "max" in meta:
+                bad = meta["max"] + 1
+            if bad is not None and not (is_seq and meta.get("len")):
+                flags.add(flag)
+                rows.append((flag, str(bad), f"{group}.{f.name}"))
+            if kind is float and not (is_seq and meta.get("len")):
+                rows.append((flag, "nan", f"{group}.{f.name}"))
+                flags.add(flag)
+    return rows
+
+
+BOUND_ROWS = _bound_rows()
+
+
+def test_the_generated_table_is_large_enough():
+    assert len(BOUND_ROWS) >= 60, BOUND_ROWS
+
+
+@pytest.mark.parametrize("flag, value, key", BOUND_ROWS, ids=[f"{r[0]}={r[1]}" for r in BOUND_ROWS])
+def test_every_declared_bound_is_refused_by_the_legacy_door(data_bin, tmp_path, capsys, flag, value, key):
+    from fairseq_cli import train
+
+    code, err = in_process(train.cli_main, [data_bin, *TINY_LEGACY, "--lr-scheduler", "inverse_sqrt",
+                                            "--save-dir", str(tmp_path / "ck"), flag, value], capsys)
+    one_line(code, err, 2, key)
+    assert value in err or (value == "nan" and "nan" in err.lower())
+    assert not (tmp_path / "ck").exists()
+
+
+@pytest.mark.parametrize("flag, value, key", BOUND_ROWS, ids=[f"{r[2]}={r[1]}" for r in BOUND_ROWS])
+def test_every_declared_bound_is_refused_by_the_hydra_door(data_bin, tmp_path, capsys, flag, value, key):
+    from fairseq_cli import train_hydra
+
+    group, name = key.split(".", 1)
+    override = f"{key}=[{value}]" if name in ("lr", "update_freq", "adam_betas") else f"{key}={value}"
+    code, err = in_process(train_hydra.cli_main, [f"task.data={data_bin}", *TINY_HYDRA,
+                                                  f"checkpoint.save_dir={tmp_path / 'ck'}", override], capsys)
+    one_line(code, err, 2, key)
+    assert not (tmp_path / "ck").exists()

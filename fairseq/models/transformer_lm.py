@@ -14,6 +14,10 @@ from fairseq.modules.activations import ACTIVATION_NAMES
 from fairseq.modules.adaptive_input import AdaptiveInput, normalize_cutoff
 from fairseq.modules.transformer_decoder import DEFAULT_MAX_TARGET_POSITIONS, TransformerDecoder
 
+# the longest positions table a config may ask for: 2**20 positions (a sinusoidal table of 1M x 512
+# floats is 2 GiB); a typo such as 10**9 would otherwise hang allocating it
+MAX_POSITIONS = 1 << 20
+
 ACTIVATION_FN_CHOICES = ChoiceEnum(ACTIVATION_NAMES, "ActivationFn")
 
 
@@ -126,7 +130,7 @@ class TransformerLanguageModelConfig(FairseqDataclass):
     max_target_positions: Optional[int] = field(
         default=II("task.tokens_per_sample"),
         metadata={"help": f"longest sequence the model accepts (unset: {DEFAULT_MAX_TARGET_POSITIONS})",
-                  "min": 1},
+                  "min": 1, "max": MAX_POSITIONS},
     )
 
     @classmethod

@@ -62,7 +62,7 @@ class LanguageModelingConfig(FairseqDataclass):
     tokens_per_sample: int = field(
         default=1024,
         metadata={"help": "maximum tokens per sample, the beginning-of-sentence token of "
-                  "add_bos_token included", "min": 1},
+                  "add_bos_token included", "min": 1, "max": 1 << 20},
     )
     output_dictionary_size: int = field(
         default=-1,
@@ -83,7 +83,7 @@ class LanguageModelingConfig(FairseqDataclass):
     )
     max_target_positions: Optional[int] = field(
         default=None, metadata={"help": "longest sample accepted, in tokens (unset: tokens_per_sample)",
-                                "min": 1}
+                                "min": 1, "max": 1 << 20}
     )
     shorten_method: SHORTEN_METHOD_CHOICES = field(  # type: ignore[valid-type]
         default="none",
