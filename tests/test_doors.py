@@ -231,3 +231,36 @@ def test_doors_give_equal_bpe_and_tokenizer_nodes(data_bin):
         assert OmegaConf.to_container(cfg.tokenizer) == {"_name": "space"}
     plain = legacy_config([data_bin, "--arch", "transformer_lm", "--optimizer", "adam"])
     assert plain.bpe is None and plain.tokenizer is None and plain.generation.beam == 5
+
+
+def test_input_and_output_dims_follow_the_embedding_dim_in_both_doors():
+    """``decoder_embed_dim`` alone sizes the whole model (fairseq 0.12's legacy door did so; its
+    Hydra door kept 512-wide input and output layers); a value given stays exact."""
+    from fairseq import options
+    from fairseq.dataclass.initialize import compose_config
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq.models.transformer_lm import TransformerLanguageModel
+
+    def legacy(*flags):
+        argv = ["/tmp/data", "--arch", "transformer_lm", "--decoder-embed-dim", "128", *flags]
+        return convert_namespace_to_omegaconf(options.parse_args_and_arch(
+            options.get_training_parser(input_args=argv), argv)).model
+
+    def hydra(*overrides):
+        return compose_config(["task.data=x", "model.decoder_embed_dim=128", *overrides]).model
+
+    for model in (legacy(), hydra()):
+        assert (model.decoder_input_dim, model.decoder_output_dim) == (128, 128)
+    for model in (legacy("--decoder-input-dim", "64", "--decoder-output-dim", "96"),
+                  hydra("model.decoder_input_dim=64", "model.decoder_output_dim=96")):
+        assert (model.decoder_input_dim, model.decoder_output_dim) == (64, 96)
+
+    class Task:
+        from fairseq.data import Dictionary
+
+        source_dictionary = target_dictionary = Dictionary()
+
+    cfg = hydra("model.decoder_layers=1", "model.decoder_ffn_embed_dim=32")
+    net = TransformerLanguageModel.build_model(cfg, Task())
+    assert net.decoder.embed_tokens.embedding_dim == 128 and net.decoder.output_projection.in_features == 128
+    assert net.decoder.project_in_dim is None

@@ -46,6 +46,19 @@ def max_target_positions_of(cfg: Any) -> int:
     return int(value)
 
 
+def dim_of(cfg: Any, name: str) -> int:
+    """``cfg.<name>`` (``decoder_input_dim``, ``decoder_output_dim``), or ``decoder_embed_dim``
+    when it is unset: the field's default follows the embedding dimension, and a dataclass used
+    on its own still holds that default as the unresolved ``${.decoder_embed_dim}``."""
+    try:
+        value = getattr(cfg, name, None)
+    except InterpolationResolutionError:
+        value = None
+    if value is None or (isinstance(value, str) and value.startswith("${")):
+        return int(cfg.decoder_embed_dim)
+    return int(value)
+
+
 def parse_layers_to_keep(layers_to_keep: Optional[str], num_layers: int) -> List[int]:
     """Indices of the layers to build: ``"0,2,5"`` -> ``[0, 2, 5]``; ``None`` keeps all.
 
@@ -100,7 +113,7 @@ class TransformerDecoder(nn.Module):
         self.max_target_positions = max_target_positions_of(cfg)
         input_dim = embed_tokens.embedding_dim
         embed_dim = cfg.decoder_embed_dim
-        self.output_dim = cfg.decoder_output_dim
+        self.output_dim = dim_of(cfg, "decoder_output_dim")
 
         # -- input: tokens -> (B, T, C) --
         self.embed_tokens = embed_tokens
