@@ -170,6 +170,7 @@ def validate(cfg: DictConfig, trainer: Trainer, task: Any, epoch: int, subsets: 
             epoch=1,
         ).next_epoch_itr(shuffle=False)
         progress = pb.progress_bar(itr, log_format=cfg.common.log_format, log_interval=cfg.common.log_interval,
+                                   log_seconds=cfg.common.log_seconds,
                                    epoch=epoch, prefix=f"valid on '{subset}' subset",
                                    no_progress_bar=cfg.common.no_progress_bar)
         start = time.perf_counter()
@@ -235,6 +236,7 @@ def train_epoch(cfg: DictConfig, trainer: Trainer, task: Any, epoch_itr: Any,
     grouped = GroupedIterator(itr, update_freq)
     progress = pb.progress_bar(grouped, log_format=cfg.common.log_format,
                                log_interval=cfg.common.log_interval, epoch=epoch_itr.epoch,
+                               log_seconds=cfg.common.log_seconds,
                                no_progress_bar=cfg.common.no_progress_bar)
     trainer.lr_step_begin_epoch(epoch_itr.epoch)
     log_interval = max(int(cfg.common.log_interval), 1)
@@ -435,6 +437,54 @@ def run_training(cfg: DictConfig) -> Dict[str, Any]:
     return result
 
 
+def write_config(cfg: DictConfig) -> Optional[str]:
+    """Write the full resolved config to ``save_dir/config.json`` now (every save rewrites it);
+    its path, or None when nothing is saved or it cannot be written (the run does not need it)."""
+    from fairseq.checkpoint.saving import save_run_config
+    from fairseq.dataclass.json_io import CONFIG_JSON
+
+    if cfg.checkpoint.no_save:
+        return None
+    try:
+        save_run_config(cfg, cfg.checkpoint.save_dir)
+    except OSError as e:
+        logger.warning("could not write the run's config to %s: %s", cfg.checkpoint.save_dir, e.strerror)
+        return None
+    return os.path.join(cfg.checkpoint.save_dir, CONFIG_JSON)
+
+
+def run_header(cfg: DictConfig, task: Any, model: Any, config_file: Optional[str]) -> List[str]:
+    """The few lines a run starts with, instead of its full config: the task and data, the
+    model and its size, the batch and the lr, where checkpoints and logs go."""
+    m, d, o = cfg.model, cfg.dataset, cfg.optimization
+    nparams = sum(p.numel() for p in model.parameters())
+    shape = ""
+    if m.get("decoder_layers") is not None and m.get("decoder_embed_dim") is not None:
+        shape = (f" ({m.decoder_layers} layers x {m.decoder_embed_dim}, ffn {m.get('decoder_ffn_embed_dim')}, "
+                 f"{m.get('decoder_attention_heads')} heads)")
+    batch = (f"max_tokens {d.max_tokens}" if d.max_tokens else "") + \
+        (" and " if d.max_tokens and d.batch_size else "") + (f"batch_size {d.batch_size}" if d.batch_size else "")
+    world = int(cfg.distributed_training.distributed_world_size)
+    sched = cfg.lr_scheduler.get("_name") if cfg.get("lr_scheduler") is not None else None
+    warmup = cfg.lr_scheduler.get("warmup_updates") if sched else None
+    lines = [
+        f"task {cfg.task._name}: data {cfg.task.get('data')}, dictionary {len(task.source_dictionary):,} types, "
+        f"tokens_per_sample {cfg.task.get('tokens_per_sample')}",
+        f"model {m._name}{shape}: {nparams:,} parameters; criterion {cfg.criterion._name}",
+        f"batch {batch or 'unset'} x update_freq {list(o.update_freq)} x {world} process{'es' if world > 1 else ''}; "
+        f"optimizer {cfg.optimizer._name}, lr {list(o.lr)}"
+        + (f" ({sched}{f', warmup {warmup} updates' if warmup else ''})" if sched else "")
+        + f"; max_update {o.max_update or 'none'}, max_epoch {o.max_epoch or 'none'}",
+    ]
+    where = "nothing saved (checkpoint.no_save)" if cfg.checkpoint.no_save else \
+        f"checkpoints in {os.path.abspath(cfg.checkpoint.save_dir)}"
+    extras = [f"full config {config_file}" if config_file else "",
+              f"log file {cfg.common.log_file}" if cfg.common.get("log_file") else "",
+              f"tensorboard {cfg.common.tensorboard_logdir}" if cfg.common.get("tensorboard_logdir") else ""]
+    lines.append("; ".join([where] + [e for e in extras if e]))
+    return lines
+
+
 def _run_training(cfg: DictConfig, state: TrainingState) -> Dict[str, Any]:
     require_components(cfg)
     # the doors check the values (and the rules relating them) already; a config handed straight
@@ -447,14 +497,16 @@ def _run_training(cfg: DictConfig, state: TrainingState) -> Dict[str, Any]:
     if distributed_utils.is_master():  # a save_dir that cannot be written stops before training
         checkpoint_utils.verify_checkpoint_directory(cfg.checkpoint.save_dir)
     set_seed(cfg.common.seed)
-    if distributed_utils.is_master():
+    config_file = write_config(cfg) if distributed_utils.is_master() else None
+    if distributed_utils.is_master() and cfg.common.print_config:
         logger.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     task = tasks.setup_task(cfg.task)
     load_valid_datasets(cfg, task)
     model = task.build_model(cfg.model)
     criterion = task.build_criterion(cfg.criterion)
-    nparams = sum(p.numel() for p in model.parameters())
-    logger.info("model %s: %d parameters; criterion %s", cfg.model._name, nparams, cfg.criterion._name)
+    if distributed_utils.is_master():
+        for line in run_header(cfg, task, model, config_file):
+            logger.info("%s", line)
     trainer = Trainer(cfg, task, model, criterion)
     state.trainer = trainer
     extra_state, epoch_itr = checkpoint_utils.load_checkpoint(cfg, trainer)

@@ -233,7 +233,8 @@ def progress_settings(overrides: Dict[str, Any]) -> Dict[str, Any]:
     training run's ``log_format``, which would print an evaluation the way that run logged)."""
     return {"log_format": setting(overrides, "log_format"),
             "log_interval": int(setting(overrides, "log_interval", 100)),
-            "no_progress_bar": bool(setting(overrides, "no_progress_bar", False))}
+            "no_progress_bar": bool(setting(overrides, "no_progress_bar", False)),
+            "log_seconds": float(setting(overrides, "log_seconds", 60.0))}
 
 
 def model_overrides(text: str) -> Dict[str, Any]:

@@ -182,6 +182,7 @@ def generate(cfg: DictConfig, overrides: Dict[str, Any]) -> Dict[str, float]:
         num_workers=int(data_cfg.num_workers),
     ).next_epoch_itr(shuffle=False)
     progress = progress_bar(itr, log_format=cfg.common.log_format, log_interval=cfg.common.log_interval,
+                            log_seconds=cfg.common.log_seconds,
                             no_progress_bar=bool(cfg.common.no_progress_bar))
 
     out: TextIO = sys.stdout

@@ -108,7 +108,54 @@ def test_none_format_keeps_only_summaries(data_bin, tmp_path):
     text = train(data_bin, tmp_path, "--log-format", "none", "--log-interval", "1", "--max-update", "4")
     assert not re.search(r"epoch 001:\s+\d+ /", text)
     assert re.search(r"\| train \| epoch 001 \| loss ", text)
-    assert "config:" in text and "decoder_layers: 1" in text  # the resolved config, printed at start
+
+
+def test_a_run_starts_with_a_short_header_and_the_full_config_goes_to_the_save_dir(data_bin, tmp_path):
+    import json
+
+    text = train(data_bin, tmp_path, "--log-format", "none", "--max-update", "1")
+    header = [line.split(" | fairseq.train | ", 1)[1] for line in text.splitlines()
+              if " | fairseq.train | " in line][:4]
+    assert header[0].startswith(f"task language_modeling: data {data_bin}, dictionary ")
+    assert re.fullmatch(r"model transformer_lm \(1 layers x 16, ffn 32, 2 heads\): [\d,]+ parameters; "
+                        r"criterion cross_entropy", header[1]), header[1]
+    assert header[2].startswith("batch max_tokens ") and "optimizer adam, lr [" in header[2]
+    assert header[3] == (f"checkpoints in {tmp_path / 'ck'}; full config {tmp_path / 'ck' / 'config.json'}; "
+                         f"log file {tmp_path / 'train.log'}")
+    assert "decoder_layers: 1" not in text and len(text.splitlines()) < 40
+    assert json.loads((tmp_path / "ck" / "config.json").read_text())["model"]["decoder_layers"] == 1
+    printed = train(data_bin, tmp_path / "p", "--log-format", "none", "--max-update", "1", "--print-config")
+    assert "config:" in printed and "decoder_layers: 1" in printed
+
+
+@pytest.mark.parametrize("fmt", ["simple", "json"])
+def test_a_long_stretch_without_a_line_gets_a_progress_line(fmt, caplog, monkeypatch):
+    """Redirected output shows life within seconds: the first progress line after 10 s without
+    a line, then every log_seconds; the per-interval lines are untouched."""
+    import json
+    import logging
+
+    from fairseq.logging import progress_bar as pb
+
+    now = [0.0]
+    monkeypatch.setattr(pb.time, "monotonic", lambda: now[0])
+    bar = pb.progress_bar(range(200), log_format=fmt, log_interval=1000, epoch=1, log_seconds=60)
+    with caplog.at_level(logging.INFO):
+        for i in bar:
+            now[0] += 1.0  # one second an item
+    lines = [r.getMessage() for r in caplog.records if r.name == "progress"]
+    # after 10 s, then every 60 s: at items 10, 70, 130, 190
+    assert len(lines) == 4, lines
+    if fmt == "json":
+        assert [json.loads(line)["progress"] for line in lines] == ["10/200", "70/200", "130/200", "190/200"]
+    else:
+        assert re.fullmatch(r"epoch 001:\s+10 / 200 \(10 s\)", lines[0]), lines[0]
+    caplog.clear()
+    now[0] = 0.0
+    with caplog.at_level(logging.INFO):
+        for i in pb.progress_bar(range(50), log_format=fmt, log_interval=1000, epoch=1, log_seconds=0):
+            now[0] += 1.0
+    assert not [r for r in caplog.records if r.name == "progress"]
 
 
 def test_tqdm_off_a_terminal_writes_plain_lines(data_bin, tmp_path):

@@ -88,6 +88,17 @@ class CommonConfig(FairseqDataclass):
     log_interval: int = field(
         default=100, metadata={"help": "log training statistics every N updates", "min": 1}
     )
+    print_config: bool = field(
+        default=False,
+        metadata={"help": "print the full resolved config when training starts (it is always written "
+                  "to save_dir/config.json; a run prints a short header)"},
+    )
+    log_seconds: float = field(
+        default=60.0,
+        metadata={"help": "with the simple or json log format, also write a progress line (update i of "
+                  "N) when no line was written for this many seconds, the first after 10 s; 0: off",
+                  "min": 0},
+    )
     log_format: Optional[LOG_FORMAT_CHOICES] = field(  # type: ignore[valid-type]
         default=None,
         metadata={"help": "log format; default: tqdm on a terminal, simple otherwise"},

@@ -14,6 +14,12 @@ Every line goes through the logging module under the name of its record (``train
   terminal it falls back to ``simple`` so log files never fill with bar redraws.
 * ``none``: no per-interval lines; summaries as in ``simple``.
 
+In ``simple`` and ``json``, a long stretch without a line gets a progress line of its own, so
+redirected output shows life within seconds: ``epoch 001:     37 / 1000 (12 s)`` (json:
+``{"epoch": 1, "progress": "37/1000", "seconds": 12}`` under the name ``progress``) once no line
+has been written for 10 s, then every ``log_seconds`` (``common.log_seconds``, 60 by default;
+0 turns them off). The per-interval lines keep fairseq's cadence and numbers.
+
 The values arrive already rounded as fairseq's meters round them (``loss`` to 3 decimals,
 ``ppl`` to 2, ...); the lr is not rounded, so ``{:g}`` shows six significant digits and a warmup
 from 1e-07 stays visible.
@@ -24,6 +30,7 @@ import numbers
 import os
 import shutil
 import sys
+import time
 from collections import OrderedDict
 from typing import Any, Dict, Iterable, Iterator, Optional
 
@@ -50,10 +57,17 @@ def format_stats(stats: Dict[str, Any]) -> "OrderedDict[str, str]":
     return OrderedDict((key, str(format_stat(value))) for key, value in stats.items())
 
 
+#: seconds without a line before the first progress line of a bar
+FIRST_PROGRESS_S = 10.0
+
+
 class BaseProgressBar:
     def __init__(self, iterable: Iterable, epoch: Optional[int] = None, prefix: Optional[str] = None,
-                 log_interval: int = 100, total: Optional[int] = None):
+                 log_interval: int = 100, total: Optional[int] = None, log_seconds: float = 0.0):
         self.iterable = iterable
+        self.log_seconds = float(log_seconds or 0.0)
+        self._start = self._last_line = time.monotonic()
+        self._wait = min(FIRST_PROGRESS_S, self.log_seconds)
         self.n = getattr(iterable, "n", 0)
         self.i = self.n - 1
         self.epoch = epoch
@@ -71,7 +85,14 @@ class BaseProgressBar:
     def __iter__(self) -> Iterator:
         for i, item in enumerate(self.iterable, start=self.n):
             self.i = i
+            if self.log_seconds and time.monotonic() - self._last_line >= self._wait:
+                self._progress_line(i - self.n)
+                self._wait = self.log_seconds
             yield item
+
+    def _progress_line(self, done: int) -> None:
+        """A line saying how far the bar is, after a long stretch without one (``done`` items
+        of this run so far)."""
 
     def log(self, stats: Dict[str, Any], tag: Optional[str] = None, step: Optional[int] = None) -> None:
         """Log intermediate stats (every ``log_interval`` updates)."""
@@ -88,9 +109,12 @@ class BaseProgressBar:
         step = step or (self.i + 1 if self.i >= 0 else 0)
         return step > 0 and bool(self.log_interval) and step % self.log_interval == 0
 
-    @staticmethod
-    def _emit(text: str, tag: Optional[str]) -> None:
+    def _emit(self, text: str, tag: Optional[str]) -> None:
+        self._last_line = time.monotonic()
         (logging.getLogger(tag) if tag else logger).info(text)
+
+    def _position(self) -> str:
+        return f"{self.i:d}/{self.total:d}" if self.total else f"{self.i:d}"
 
 
 class NoopProgressBar(BaseProgressBar):
@@ -98,6 +122,12 @@ class NoopProgressBar(BaseProgressBar):
 
 
 class SimpleProgressBar(BaseProgressBar):
+    def _progress_line(self, done: int) -> None:
+        total = self.total if self.total is not None else 0
+        seconds = time.monotonic() - self._start
+        self._emit(f"{self.prefix + ':  ' if self.prefix else ''}{self.i:5d} / {total:d} ({seconds:.0f} s)",
+                   "progress")
+
     def log(self, stats, tag=None, step=None) -> None:
         if not self._due(step):
             return
@@ -118,6 +148,14 @@ class JsonProgressBar(BaseProgressBar):
         record.update((key, format_stat(value)) for key, value in stats.items())
         return json.dumps(record)
 
+    def _progress_line(self, done: int) -> None:
+        record: Dict[str, Any] = OrderedDict()
+        if self.epoch is not None:
+            record["epoch"] = self.epoch
+        record["progress"] = self._position()
+        record["seconds"] = round(time.monotonic() - self._start)
+        self._emit(json.dumps(record), "progress")
+
     def log(self, stats, tag=None, step=None) -> None:
         if not self._due(step):
             return
@@ -133,8 +171,8 @@ class JsonProgressBar(BaseProgressBar):
 
 
 class TqdmProgressBar(BaseProgressBar):
-    def __init__(self, iterable, epoch=None, prefix=None, log_interval=100, total=None):
-        super().__init__(iterable, epoch, prefix, log_interval, total)
+    def __init__(self, iterable, epoch=None, prefix=None, log_interval=100, total=None, log_seconds=0.0):
+        super().__init__(iterable, epoch, prefix, log_interval, total)  # a live bar: no progress lines
         from tqdm import tqdm
 
         # a terminal that reports no size (some pseudo-terminals) would hide the bar entirely
@@ -165,8 +203,10 @@ FORMATS = {"none": NoopProgressBar, "simple": SimpleProgressBar, "json": JsonPro
 
 def progress_bar(iterable: Iterable, log_format: Optional[str] = None, log_interval: int = 100,
                  epoch: Optional[int] = None, prefix: Optional[str] = None,
-                 no_progress_bar: bool = False, total: Optional[int] = None) -> BaseProgressBar:
-    """The progress bar for ``log_format`` (default: tqdm on a terminal, else simple)."""
+                 no_progress_bar: bool = False, total: Optional[int] = None,
+                 log_seconds: float = 60.0) -> BaseProgressBar:
+    """The progress bar for ``log_format`` (default: tqdm on a terminal, else simple);
+    ``log_seconds``: see the module's docstring."""
     fmt = str(log_format) if log_format is not None else default_log_format()
     if no_progress_bar and fmt == "tqdm":
         fmt = "simple"
@@ -174,7 +214,8 @@ def progress_bar(iterable: Iterable, log_format: Optional[str] = None, log_inter
         fmt = "simple"
     if fmt not in FORMATS:
         raise ValueError(f"common.log_format={fmt!r}: choose one of {sorted(FORMATS)}")
-    return FORMATS[fmt](iterable, epoch=epoch, prefix=prefix, log_interval=log_interval, total=total)
+    return FORMATS[fmt](iterable, epoch=epoch, prefix=prefix, log_interval=log_interval, total=total,
+                        log_seconds=log_seconds)
 
 
 def setup_logging(log_file: Optional[str] = None, level: int = logging.INFO) -> None:
