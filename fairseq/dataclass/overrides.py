@@ -8,7 +8,7 @@ typed field accepts what fairseq users type.
 import dataclasses
 import difflib
 import enum
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 import yaml
 from hydra.errors import ConfigCompositionException, MissingConfigException
@@ -200,51 +200,10 @@ def check_overrides(overrides: Sequence[str], multirun: bool = False, config_nam
         rewritten.append(f"dataset.max_tokens={default_max_tokens}")
         checked.append(rewritten[-1])
     for idx, text, ov in values:
-        key = ov.key_or_group
-        exists = key_exists(base, key)
-        if ov.is_delete():
-            continue
-        if ov.is_add() and exists and not ov.is_force_add():
-            raise ConfigError(f"{text!r}: {key} already exists, so no '+' is needed; write "
-                              f"'{key}={text.split('=', 1)[1]}'")
-        if not exists and not ov.is_add() and not ov.is_force_add():
-            hint = closest_key(key, keys)
-            did_you_mean = f"; did you mean '{hint}'?" if hint else ""
-            raise ConfigError(f"unknown config key {key!r} in {text!r}{did_you_mean} "
-                              "(`fairseq-hydra-train --cfg job` prints every key)")
-        f = field_of(base, key)
-        if ov.is_sweep_override():
-            if multirun:
-                if f is not None and _is_sequence_field(f)[0] and ov.is_discrete_sweep():
-                    # `optimization.lr=0.001,0.002`: one job per value, each value a list
-                    rewritten[idx] = _sweep_of_lists(key, ov, _is_sequence_field(f)[1])
-                continue
-            # outside --multirun, `key=a,b` can only mean one value: a string or a list
-            raw = text.split("=", 1)[1]
-            if f is not None and (_is_sequence_field(f)[0] or field_python_type(f) is str):
-                text = f"{'+' if ov.is_add() else ''}{key}={raw!r}" if not _is_sequence_field(f)[0] \
-                    else f"{'+' if ov.is_add() else ''}{key}=[{raw}]"
-                rewritten[idx] = text
-                checked.append(text)
-                continue
-            raise ConfigError(f"{text!r} is a sweep over several values: add --multirun to run "
-                              "one job per value")
-        value = ov.value()
-        if f is not None and isinstance(value, str):
-            is_seq, item_type = _is_sequence_field(f)
-            if is_seq:
-                try:
-                    items = parse_sequence(value, {int: int, float: float}.get(item_type, str))
-                except ValueError as e:
-                    raise ConfigError(f"{key}={value!r}: {e}; {key} expects a {describe_type(f)}, "
-                                      f"e.g. {key}=[...]") from e
-                text = f"{'+' if ov.is_add() else ''}{key}={_format_list(items)}"
-                rewritten[idx] = text
-        elif f is not None and is_number(value) and _is_sequence_field(f)[0]:
-            # the rule of fairseq.dataclass.list_fields, written out in the checked override
-            text = f"{'+' if ov.is_add() else ''}{key}=[{value}]"
-            rewritten[idx] = text
-        checked.append(text)
+        new, check = _check_value_override(text, ov, base, keys, multirun)
+        rewritten[idx] = new
+        if check:
+            checked.append(new)
 
     if multirun:
         return _sweep_save_dirs(rewritten, parsed)
@@ -256,6 +215,60 @@ def check_overrides(overrides: Sequence[str], multirun: bool = False, config_nam
     if check_required:
         check_missing(cfg, door="hydra")
     return rewritten
+
+
+def _check_value_override(text: str, ov: Any, base: DictConfig, keys: List[str],
+                          multirun: bool) -> Tuple[str, bool]:
+    """Check one ``key=value`` override against the composed ``base``; return it rewritten (a
+    list field's legacy string or number as a list, a sweep of lists as a choice of lists) and
+    whether it belongs to the single config composed to check the values (not a sweep or a
+    deletion).
+
+    Raises:
+        ConfigError: an unknown key (naming the closest), a needless ``+``, a sweep outside
+            ``--multirun``, a list value that does not parse.
+    """
+    key = ov.key_or_group
+    plus = "+" if ov.is_add() else ""
+    exists = key_exists(base, key)
+    if ov.is_delete():
+        return text, False
+    if ov.is_add() and exists and not ov.is_force_add():
+        raise ConfigError(f"{text!r}: {key} already exists, so no '+' is needed; write "
+                          f"'{key}={text.split('=', 1)[1]}'")
+    if not exists and not ov.is_add() and not ov.is_force_add():
+        hint = closest_key(key, keys)
+        did_you_mean = f"; did you mean '{hint}'?" if hint else ""
+        raise ConfigError(f"unknown config key {key!r} in {text!r}{did_you_mean} "
+                          "(`fairseq-hydra-train --cfg job` prints every key)")
+    f = field_of(base, key)
+    is_seq, item_type = _is_sequence_field(f) if f is not None else (False, None)
+    if ov.is_sweep_override():
+        if multirun:
+            if is_seq and ov.is_discrete_sweep():
+                # `optimization.lr=0.001,0.002`: one job per value, each value a list
+                return _sweep_of_lists(key, ov, item_type), False
+            return text, False
+        # outside --multirun, `key=a,b` can only mean one value: a string or a list
+        raw = text.split("=", 1)[1]
+        if is_seq:
+            return f"{plus}{key}=[{raw}]", True
+        if f is not None and field_python_type(f) is str:
+            return f"{plus}{key}={raw!r}", True
+        raise ConfigError(f"{text!r} is a sweep over several values: add --multirun to run "
+                          "one job per value")
+    value = ov.value()
+    if is_seq and isinstance(value, str):
+        try:
+            items = parse_sequence(value, {int: int, float: float}.get(item_type, str))
+        except ValueError as e:
+            raise ConfigError(f"{key}={value!r}: {e}; {key} expects a {describe_type(f)}, "
+                              f"e.g. {key}=[...]") from e
+        return f"{plus}{key}={_format_list(items)}", True
+    if is_seq and is_number(value):
+        # the rule of fairseq.dataclass.list_fields, written out in the checked override
+        return f"{plus}{key}=[{value}]", True
+    return text, True
 
 
 def _sweep_of_lists(key: str, ov: Any, item_type: Any) -> str:
