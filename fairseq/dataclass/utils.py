@@ -70,6 +70,26 @@ def _prefixed_flag(name: str, with_prefix: Optional[str]) -> str:
     return f"--{prefix}-{flag[2:]}" if prefix else flag
 
 
+def _value_kwargs(tp: Any, dest: str, default: Any, delete_default: bool) -> dict:
+    """How a flag of type ``tp`` takes its value: a switch for a bool (``--no-x`` too when it
+    defaults to true), else a parsed value with its choices; and its default (absent from the
+    namespace with ``delete_default``)."""
+    kwargs: dict = {}
+    if tp is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction if default else "store_true"
+    else:
+        parse, choices = _argparse_type(tp)
+        kwargs["type"] = parse
+        if choices is not None:
+            kwargs["choices"] = choices
+        else:
+            kwargs["metavar"] = dest.upper()
+    if isinstance(default, enum.Enum):
+        default = default.value
+    kwargs["default"] = argparse.SUPPRESS if delete_default else default
+    return kwargs
+
+
 def gen_parser_from_dataclass(parser: Union[ArgumentParser, argparse._ArgumentGroup],
                               dataclass_instance: Union[FairseqDataclass, type],
                               delete_default: bool = False,
@@ -141,26 +161,7 @@ def gen_parser_from_dataclass(parser: Union[ArgumentParser, argparse._ArgumentGr
             container.add_argument(dest, nargs="?", default=None if delete_default else default,
                                    help=help_text, metavar=dest.upper())
             continue
-        if tp is bool:
-            if default:
-                kwargs["action"] = argparse.BooleanOptionalAction
-            else:
-                kwargs["action"] = "store_true"
-        else:
-            parse, choices = _argparse_type(tp)
-            kwargs["type"] = parse
-            if choices is not None:
-                kwargs["choices"] = choices
-            kwargs["metavar"] = dest.upper() if choices is None else None
-            if kwargs["metavar"] is None:
-                del kwargs["metavar"]
-        if isinstance(default, enum.Enum):
-            default = default.value
-        if not delete_default:
-            kwargs["default"] = default
-        else:
-            kwargs["default"] = argparse.SUPPRESS
-        kwargs["help"] = help_text
+        kwargs.update(_value_kwargs(tp, dest, default, delete_default), help=help_text)
         alias = f.metadata.get("argparse_alias", ())
         aliases = [alias] if isinstance(alias, str) else list(alias)
         aliases = [a for a in aliases if a not in existing]
