@@ -49,7 +49,8 @@ def test_the_table_covers_every_console_script():
     assert set(SCRIPTS) == {"fairseq-preprocess", "fairseq-train", "fairseq-hydra-train", "fairseq-eval-lm",
                             "fairseq-validate", "fairseq-generate", "fairseq-interactive",
                             "fairseq-hydra-eval-lm", "fairseq-hydra-validate", "fairseq-hydra-generate",
-                            "fairseq-hydra-interactive", "fairseq-hydra-convert"}
+                            "fairseq-hydra-interactive", "fairseq-hydra-convert", "fairseq-export-hf",
+                            "fairseq-import-hf"}
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
@@ -73,6 +74,8 @@ def test_help_exits_0(name, tmp_path):
     ("fairseq-hydra-generate", ["common_eval.path=x.pt", "--multirun"]),
     ("fairseq-hydra-interactive", ["common_eval.path=x.pt", "--max-tokens", "5"]),
     ("fairseq-hydra-convert", ["--to", "nothing"]),
+    ("fairseq-export-hf", ["--path", "x.pt", "--no-such-flag"]),
+    ("fairseq-import-hf", ["hf_dir", "--no-such-flag"]),
 ])
 def test_a_usage_error_exits_2_with_one_line(name, args, tmp_path):
     result = run(name, args, tmp_path)

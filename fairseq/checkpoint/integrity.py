@@ -39,6 +39,12 @@ warning that their non-tensor state loads unverified.
 Loading recomputes the digest before anything else reads the state; the record and the marker
 are then removed from the loaded state, so a state loaded and saved again with plain
 ``torch.save`` carries no stale digest.
+
+A checkpoint saved as a safetensors pair (:mod:`fairseq.checkpoint.state`) keeps its weights in
+``NAME.safetensors`` and, in ``NAME.pt``, the entry ``model_safetensors`` with that file's size
+and SHA-256 (of its bytes, header included). The digest above covers the entry, so a flipped
+byte in either file is refused: in ``NAME.pt`` by the record, in ``NAME.safetensors`` by
+:func:`verify_weights_file`, which hashes the file before it is read.
 """
 import argparse
 import hashlib
@@ -51,7 +57,8 @@ import torch
 
 from fairseq.checkpoint.state import FORMAT, FORMAT_KEY
 
-__all__ = ["checkpoint_digests", "tensor_digest", "verify_integrity", "with_integrity"]
+__all__ = ["checkpoint_digests", "file_sha256", "tensor_digest", "verify_integrity",
+           "verify_weights_file", "with_integrity"]
 
 logger = logging.getLogger("fairseq.checkpoint_integrity")  # its name before the move
 
@@ -383,3 +390,74 @@ def verify_integrity(state: Any, path: str) -> Optional[bool]:
     del state[INTEGRITY_KEY]
     state.pop(FORMAT_KEY, None)
     return True
+
+
+# -- the weights file of a safetensors pair ------------------------------------------------------
+_CHUNK = 1 << 24
+
+
+def file_sha256(path: str) -> Tuple[str, int]:
+    """The SHA-256 (hex) of the bytes of ``path`` and their number, read in 16 MiB pieces."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while True:
+            piece = f.read(_CHUNK)
+            if not piece:
+                break
+            digest.update(piece)
+            size += len(piece)
+    return digest.hexdigest(), size
+
+
+def check_weights_record(record: Any, path: str) -> None:
+    """Refuse a ``model_safetensors`` entry of ``path`` that is not the one this package writes
+    (verified already by the checkpoint's own record: only a writer's bug or a hand edit re-saved
+    with ``torch_persistent_save`` can make it malformed)."""
+    from fairseq.errors import CheckpointError
+
+    ok = (isinstance(record, dict) and record.get("version") == 1 and _is_hex64(record.get("sha256"))
+          and isinstance(record.get("bytes"), int) and isinstance(record.get("keys"), list)
+          and isinstance(record.get("aliases", {}), dict))
+    if not ok:
+        raise CheckpointError(f"{path}: its 'model_safetensors' entry is malformed (not the version-1 "
+                              "record of a safetensors pair: sha256, bytes, keys, aliases); use "
+                              "another checkpoint" + _other_checkpoints(path))
+
+
+def weights_file_matches(weights: str, record: Dict[str, Any]) -> bool:
+    """Whether the file ``weights`` has the size and SHA-256 that ``record`` stores."""
+    try:
+        if os.path.getsize(weights) != record["bytes"]:
+            return False
+    except OSError:
+        return False
+    return file_sha256(weights)[0] == record["sha256"]
+
+
+def verify_weights_file(weights: str, record: Dict[str, Any], path: str) -> None:
+    """Check the weights file ``weights`` of the pair whose ``.pt`` is ``path`` against the size
+    and SHA-256 ``record`` (its ``model_safetensors`` entry) stores.
+
+    Raises:
+        fairseq.errors.CheckpointError: the file is missing, or its bytes are not those written
+            with ``path`` (flipped or truncated, or the weights of another save).
+    """
+    from fairseq.errors import CheckpointError
+
+    if not os.path.isfile(weights):
+        raise CheckpointError(
+            f"{path} keeps its model weights in {os.path.basename(weights)} beside it (checkpoint."
+            "save_format=safetensors), which does not exist: the two files of a pair go together "
+            "(copy, move or rename both), or use another checkpoint" + _other_checkpoints(path))
+    size = os.path.getsize(weights)
+    if size != record["bytes"]:
+        why = f"{size} bytes, not the {record['bytes']} written"
+    elif file_sha256(weights)[0] != record["sha256"]:
+        why = "its SHA-256 is not the one stored in the .pt"
+    else:
+        return
+    raise CheckpointError(
+        f"{weights} is corrupt or not the weights saved with {os.path.basename(path)} ({why}): its "
+        "bytes were altered, truncated or replaced by another save's; copy the pair of files together "
+        "or use another checkpoint" + _other_checkpoints(path))

@@ -9,8 +9,14 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 from omegaconf import DictConfig
 
-from fairseq.checkpoint.integrity import verify_integrity
-from fairseq.checkpoint.state import SAFE_GLOBALS, _torch_load
+from fairseq.checkpoint.files import pid_alive
+from fairseq.checkpoint.integrity import (
+    check_weights_record, verify_integrity, verify_weights_file, weights_file_matches,
+)
+from fairseq.checkpoint.state import (
+    SAFE_GLOBALS, WEIGHTS_KEY, WEIGHTS_SUFFIX, _torch_load, import_safetensors, join_model_state,
+    state_file_path, weights_path,
+)
 from fairseq.checkpoint.upgrade import _upgrade_state
 from fairseq.errors import CheckpointError, ConfigError
 from fairseq.file_io import PathManager
@@ -54,10 +60,13 @@ def load_ema_from_checkpoint(fpath: str) -> Dict[str, Any]:
     """
     from collections import OrderedDict
 
+    fpath = state_file_path(fpath)  # a pair's EMA weights are in its .pt (extra_state)
     with PathManager.open(fpath, "rb") as f:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             state = torch.load(f, map_location="cpu", weights_only=True)
     verify_integrity(state, fpath)
+    if isinstance(state, dict):
+        state.pop(WEIGHTS_KEY, None)  # the model it stands for is replaced by the EMA weights
     extra = state.get("extra_state") if isinstance(state, dict) else None
     ema = extra.get("ema") if isinstance(extra, dict) else None
     if not isinstance(ema, dict):
@@ -79,8 +88,13 @@ def load_checkpoint_to_cpu(path: str, arg_overrides: Optional[Dict[str, Any]] = 
     dict converted from their flags. ``torch.load(weights_only=True)`` with only
     ``argparse.Namespace`` allowed besides tensors and containers: loading never runs code.
 
+    A checkpoint saved as a safetensors pair (``checkpoint.save_format=safetensors``) is read
+    from its ``NAME.pt`` (``path`` may name either file): the weights file's SHA-256 is checked
+    against the one the ``.pt`` stores, then its tensors become ``state["model"]`` as if the
+    checkpoint were one ``.pt`` (the pair's ``model_safetensors`` entry is removed).
+
     Args:
-        path: the checkpoint file.
+        path: the checkpoint file (``NAME.pt``, or ``NAME.safetensors`` of a pair).
         arg_overrides: ``{key: value}`` set on every node of ``cfg`` that has ``key``.
         load_on_all_ranks: accepted for fairseq's signature; every process reads the local file.
 
@@ -100,6 +114,14 @@ def load_checkpoint_to_cpu(path: str, arg_overrides: Optional[Dict[str, Any]] = 
             f"{path} is a sharded checkpoint directory (ddp_backend=fully_sharded); write it as one "
             f"file with `python -m fairseq.checkpoint.sharded consolidate {path} OUT.pt`, or "
             "train with checkpoint.save_consolidated=true (--save-consolidated)")
+    given = path
+    path = state_file_path(path)
+    if given != path and os.path.isfile(given) and not os.path.isfile(path):
+        raise CheckpointError(
+            f"{given} holds model weights only; a checkpoint saved with checkpoint.save_format="
+            f"safetensors keeps its config and training state in {os.path.basename(path)} beside it, "
+            "which does not exist: copy the pair of files together (for other tools, the "
+            ".safetensors alone is a plain weights file)")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} does not exist")
     if os.path.getsize(path) == 0:
@@ -116,6 +138,12 @@ def load_checkpoint_to_cpu(path: str, arg_overrides: Optional[Dict[str, Any]] = 
         raise CheckpointError(f"{path} is not a fairseq checkpoint (a {type(state).__name__}, not a "
                               "dict with a 'model' entry)")
     verify_integrity(state, path)  # before anything reads it: flipped bytes are refused
+    if WEIGHTS_KEY in state:
+        _read_weights(state, path)
+    elif given != path:
+        raise CheckpointError(f"{path} is a checkpoint of its own (its weights inside it), not the "
+                              f"state file of {os.path.basename(given)}: pass {path}; "
+                              f"{os.path.basename(given)} is left over from an earlier save")
     if "model" not in state:
         raise CheckpointError(f"{path} is not a fairseq checkpoint (no 'model' entry)")
     check_model_state(state["model"], path)
@@ -127,6 +155,81 @@ def load_checkpoint_to_cpu(path: str, arg_overrides: Optional[Dict[str, Any]] = 
                     if key in node:
                         node[key] = value
     return state
+
+
+def _read_weights(state: Dict[str, Any], path: str) -> None:
+    """Replace the ``model_safetensors`` entry of the pair's ``.pt`` (``path``, verified) by the
+    weights of its ``.safetensors``, checked against the SHA-256 that entry stores.
+
+    Raises:
+        CheckpointError: the weights file is missing, altered, of another save, or unreadable.
+    """
+    record = state.pop(WEIGHTS_KEY)
+    check_weights_record(record, path)
+    if "model" in state:
+        raise CheckpointError(f"{path} holds both a 'model' entry and the 'model_safetensors' of a "
+                              "safetensors pair, which no save writes; use another checkpoint")
+    weights = weights_path(path)
+    try:
+        verify_weights_file(weights, record, path)
+        source = weights
+    except CheckpointError:
+        source = interrupted_save_weights(weights, record)
+        if source is None:
+            raise
+    st = import_safetensors(f"reading {weights} (a checkpoint saved with checkpoint.save_format=safetensors)")
+    try:
+        tensors = st.load_file(source)
+    except Exception as e:  # noqa: BLE001 -- verified bytes that do not parse: one line
+        raise CheckpointError(f"cannot read {weights}: {type(e).__name__}: "
+                              f"{(str(e).splitlines() or [''])[0]}; use another checkpoint") from None
+    try:
+        state["model"] = join_model_state(tensors, record)
+    except KeyError as e:
+        raise CheckpointError(f"{weights} lacks the weight {e.args[0]!r} that {path} lists; "
+                              "use another checkpoint") from None
+
+
+# ``.tmp_NAME.safetensors.<pid>.<random>``: the temporary weights file of a save in progress
+_WEIGHTS_TEMP = re.compile(r"\.tmp_(checkpoint[\w.\-]*" + re.escape(WEIGHTS_SUFFIX) + r")\.(\d+)\.([A-Za-z0-9_]+)")
+
+
+def interrupted_save_weights(weights: str, record: Dict[str, Any]) -> Optional[str]:
+    """The weights a pair's ``.pt`` names when they are still in the save's temporary file.
+
+    A save renames the new ``NAME.pt`` into place first and its complete, fsynced
+    ``.tmp_NAME.safetensors.<pid>.*`` second: a save killed between the two renames leaves the
+    new ``.pt`` beside the previous ``NAME.safetensors``. When such a temporary file has the size
+    and SHA-256 the ``.pt`` stores, the save is completed (the file renamed into place, with one
+    warning) if its writer is dead, or read where it is if the writer is still renaming it.
+
+    Returns:
+        The path to read the weights from, or None when no temporary file matches.
+    """
+    directory = os.path.dirname(os.path.abspath(weights))
+    name = os.path.basename(weights)
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return None
+    for candidate in names:
+        m = _WEIGHTS_TEMP.fullmatch(candidate)
+        if not m or m.group(1) != name:
+            continue
+        temp = os.path.join(directory, candidate)
+        if not weights_file_matches(temp, record):
+            continue
+        pid = int(m.group(2))
+        if pid == os.getpid() or pid_alive(pid):
+            return temp  # its writer renames it in a moment
+        try:
+            os.replace(temp, weights)
+        except OSError:
+            return temp if os.path.isfile(temp) else (weights if weights_file_matches(weights, record) else None)
+        logger.warning("completed the save that was interrupted: %s now holds the weights its .pt "
+                       "names (they were still in %s)", weights, candidate)
+        return weights
+    return None
 
 
 def _check_supported(saved: Dict[str, Any], path: str) -> None:

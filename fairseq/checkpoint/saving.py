@@ -4,21 +4,39 @@ Every save writes ``checkpoint_last.pt`` first and gives the file its other name
 (copies where links are impossible), so ``checkpoint_last.pt`` is never older than another
 complete checkpoint. ``checkpoint.write_checkpoints_asynchronously`` hands the write to one
 background thread (:class:`_BackgroundWrites`).
+
+With ``checkpoint.save_format=safetensors`` each name is a pair, ``NAME.pt`` (the training state,
+with the SHA-256 of the weights) and ``NAME.safetensors`` (the weights; layout in
+:mod:`fairseq.checkpoint.state`), written by :func:`_write_pair`: both files to temporaries,
+fsynced, then the ``.pt`` renamed into place, then the weights. A kill between those two renames
+leaves the new ``.pt`` and the complete weights under their temporary name, which the next load
+finds by their SHA-256 and renames (``loading.interrupted_save_weights``). The other names link
+the weights first and the ``.pt`` second; pruning removes both files of a name, and a name
+linked to ``checkpoint_last.pt`` without its weights (a kill between links) gets them at the
+next save or start (:func:`_complete_pairs`).
 """
+import errno
+import hashlib
 import io
 import logging
 import os
 import re
+import tempfile
 import threading
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from omegaconf import DictConfig
 
 from fairseq.checkpoint import sharded
-from fairseq.checkpoint.files import _atomic_write, atomic_link
-from fairseq.checkpoint.integrity import with_integrity
-from fairseq.checkpoint.state import CHECKPOINT_VERSION, _is_full_config, get_rng_state, plain_config
+from fairseq.checkpoint.files import _atomic_write, _fsync_dir, _temp_prefix, _umask, atomic_link, pid_alive
+from fairseq.checkpoint.integrity import file_sha256, with_integrity, weights_file_matches
+from fairseq.checkpoint.loading import _WEIGHTS_TEMP, interrupted_save_weights
+from fairseq.checkpoint.state import (
+    CHECKPOINT_VERSION, WEIGHTS_KEY, WEIGHTS_SUFFIX, _is_full_config, _torch_load, get_rng_state,
+    import_safetensors, plain_config, safetensors_metadata, split_model_state, state_file_path,
+    weights_path,
+)
 from fairseq.distributed import fully_sharded
 from fairseq.distributed_utils import get_world_size, is_master
 from fairseq.errors import ConfigError, DiskFullError, ResourceError
@@ -120,16 +138,22 @@ def _save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Op
     }
     save_dir = ckpt.save_dir
     first = os.path.join(save_dir, names[0])
+    save_format = str(ckpt.get("save_format", "pt") or "pt")
     if as_dirs:
+        if save_format != "pt":
+            _warn_sharded_format()
         wait_for_checkpoint_writes()
         _save_sharded(cfg, trainer, snapshot, names, val_loss)
+        return
+    done = "saved %s (epoch %d @ %d updates%s)" % (
+        ", ".join(names), epoch, updates,
+        f", valid {ckpt.best_checkpoint_metric} {val_loss:.3f}" if val_loss is not None else "")
+    if save_format == "safetensors":
+        _save_pair(cfg, snapshot, names, done)
         return
     # the format marker and the SHA-256 of the whole checkpoint (tensors, config, optimizer and
     # scheduler state, RNG, extra_state), checked when it is read
     snapshot = with_integrity(snapshot)
-    done = "saved %s (epoch %d @ %d updates%s)" % (
-        ", ".join(names), epoch, updates,
-        f", valid {ckpt.best_checkpoint_metric} {val_loss:.3f}" if val_loss is not None else "")
 
     def write(save: Any) -> None:
         if os.path.isdir(first):  # a sharded checkpoint of the same name (save_consolidated changed)
@@ -137,6 +161,8 @@ def _save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Op
         _atomic_write(first, save)
         for name in names[1:]:  # one file, many names (a copy where links are impossible)
             atomic_link(first, os.path.join(save_dir, name))
+        # weights of a safetensors pair these names had (save_format changed): no longer theirs
+        _remove_stale_weights(save_dir, names)
         logger.info(done)
         _prune(save_dir, ckpt)
 
@@ -149,6 +175,279 @@ def _save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Op
     else:
         wait_for_checkpoint_writes()
         write(lambda f: _torch_save(snapshot, f, save_dir, first))
+
+
+# -- safetensors pairs -----------------------------------------------------------------------------
+_sharded_format_warned = False
+
+
+def _warn_sharded_format() -> None:
+    global _sharded_format_warned
+    if not _sharded_format_warned:
+        _sharded_format_warned = True
+        logger.warning("checkpoint.save_format=safetensors applies to single-file checkpoints: sharded "
+                       "(fully_sharded) checkpoints are written as torch.distributed.checkpoint "
+                       "directories; add --save-consolidated (checkpoint.save_consolidated=true) for pairs")
+
+
+def _save_pair(cfg: DictConfig, snapshot: Dict[str, Any], names: List[str], done: str) -> None:
+    """Write ``snapshot`` (the trainer's state and extra_state, no integrity record yet) as the
+    safetensors pair ``names[0]`` and give it the other ``names`` (weights first, then ``.pt``);
+    in the background with ``checkpoint.write_checkpoints_asynchronously``."""
+    ckpt = cfg.checkpoint
+    save_dir = ckpt.save_dir
+    first = os.path.join(save_dir, names[0])
+    st = import_safetensors("checkpoint.save_format=safetensors (--save-format safetensors)")
+    tensors, record = split_model_state(snapshot.pop("model"))
+    metadata = safetensors_metadata(os.path.basename(first), record)
+    record["file"] = os.path.basename(weights_path(first))
+
+    def state_with(sha: str, size: int) -> Dict[str, Any]:
+        return with_integrity({**snapshot, WEIGHTS_KEY: dict(record, sha256=sha, bytes=size)})
+
+    def finish() -> None:
+        for name in names[1:]:
+            target = os.path.join(save_dir, name)
+            # the weights first: a kill between the two links leaves a .pt older than its weights
+            # under a name the rerun links again (restore_save_names), completing the pair
+            atomic_link(weights_path(first), weights_path(target))
+            atomic_link(first, target)
+        logger.info(done)
+        _prune(save_dir, ckpt)
+
+    save_run_config(cfg, save_dir)
+    if ckpt.get("write_checkpoints_asynchronously", False):
+        # serialized now (training goes on changing the weights and moments), written by a thread
+        data = st.save(tensors, metadata=metadata)
+        sha, size = hashlib.sha256(data).hexdigest(), len(data)
+        buffer = io.BytesIO()
+        torch.save(state_with(sha, size), buffer)
+
+        def write_weights(path: str) -> Tuple[str, int]:
+            with open(path, "wb") as f:
+                f.write(data)
+            return sha, size
+
+        def job() -> None:
+            _write_pair(first, write_weights, lambda f, _sha, _size: f.write(buffer.getbuffer()))
+            finish()
+
+        _background_writes.submit(job)
+        return
+    wait_for_checkpoint_writes()
+
+    def save_weights(path: str) -> None:
+        st.save_file(tensors, path, metadata=metadata)
+
+    _write_pair(first, save_weights, lambda f, sha, size: _torch_save(state_with(sha, size), f, save_dir, first))
+    finish()
+
+
+def save_pair(state: Dict[str, Any], path: str) -> None:
+    """Write a checkpoint dict (with its ``model``, as ``load_checkpoint_to_cpu`` returns it) as
+    the safetensors pair ``path`` (``NAME.pt``) and ``NAME.safetensors``, atomically: e.g. to
+    turn a single ``.pt`` into a pair. (The other way: ``torch_persistent_save`` of the loaded
+    pair writes one ``.pt``.)
+
+    Raises:
+        ConfigError: ``path`` does not end in ``.pt``, or safetensors is not installed.
+        CheckpointError: ``state`` holds no ``model`` state dict.
+    """
+    from fairseq.errors import CheckpointError
+
+    if not str(path).endswith(".pt"):
+        raise ConfigError(f"save_pair: {path} does not end in .pt; the pair is NAME.pt and NAME.safetensors")
+    model = state.get("model")
+    if not isinstance(model, dict):
+        raise CheckpointError(f"save_pair: the state to write as {path} has no 'model' state dict")
+    st = import_safetensors("writing a safetensors pair")
+    rest = {k: v for k, v in state.items() if k not in ("model", WEIGHTS_KEY)}
+    tensors, record = split_model_state(model)
+    metadata = safetensors_metadata(os.path.basename(path), record)
+    record["file"] = os.path.basename(weights_path(path))
+    directory = os.path.dirname(os.path.abspath(path))
+    _write_pair(path, lambda p: st.save_file(tensors, p, metadata=metadata),
+                lambda f, sha, size: _torch_save(with_integrity({**rest, WEIGHTS_KEY: dict(record, sha256=sha, bytes=size)}),
+                                                 f, directory, path))
+
+
+def _new_temp(path: str) -> Tuple[int, str]:
+    """A new temporary file beside ``path`` (``.tmp_<name>.<pid>.<random>``), with the mode the
+    umask gives: ``(fd, its path)``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), dir=directory)
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, tmp
+
+
+def _full_disk(error: BaseException) -> bool:
+    text = str(error)
+    return ((isinstance(error, OSError) and error.errno == errno.ENOSPC)
+            or "No space left" in text or "StorageFull" in text)
+
+
+def _write_pair(first: str, write_weights: Callable[[str], Optional[Tuple[str, int]]],
+                write_state: Callable[[Any, str, int], Any]) -> None:
+    """Write the pair ``first`` (``NAME.pt``) and ``NAME.safetensors`` atomically as a pair.
+
+    ``write_weights(path)`` writes the weights file at the temporary ``path`` (returning its
+    SHA-256 and size when it knows them); ``write_state(file, sha256, size)`` writes the ``.pt``
+    that names them. Both are fsynced as temporaries, then the ``.pt`` is renamed into place (the
+    commit: from then on it names the new weights) and the weights after it. An error before the
+    commit removes both temporaries and leaves the previous pair whole.
+
+    Raises:
+        DiskFullError: the device filled up (nothing of this save is left).
+    """
+    weights = weights_path(first)
+    directory = os.path.dirname(os.path.abspath(first))
+    if os.path.isdir(first):  # a sharded checkpoint of the same name (save_consolidated changed)
+        sharded.remove_path(first)
+    weights_tmp: Optional[str] = None
+    state_tmp: Optional[str] = None
+    committed = False
+    try:
+        fd, weights_tmp = _new_temp(weights)
+        os.close(fd)
+        known = write_weights(weights_tmp)
+        os.chmod(weights_tmp, 0o666 & ~_umask())  # safetensors creates the file anew (mode 0600)
+        fd = os.open(weights_tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        sha, size = known if known is not None else file_sha256(weights_tmp)
+        fd, state_tmp = _new_temp(first)
+        with os.fdopen(fd, "wb") as f:
+            write_state(f, sha, size)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(state_tmp, first)
+        committed = True
+        os.replace(weights_tmp, weights)
+    except BaseException as e:
+        if committed and weights_tmp is not None and os.path.exists(weights_tmp):
+            try:  # the .pt names these weights now: complete the pair rather than drop them
+                os.replace(weights_tmp, weights)
+            except OSError:
+                pass  # the next load completes it (interrupted_save_weights)
+        else:
+            for tmp in (weights_tmp, state_tmp):
+                if tmp is not None and os.path.exists(tmp):
+                    os.remove(tmp)
+        if _full_disk(e) and not isinstance(e, DiskFullError):
+            raise DiskFullError(f"no space left on device while writing {weights} and {first}; free "
+                                "space there or give another checkpoint.save_dir (--save-dir); the "
+                                "previous checkpoints are untouched") from None
+        raise
+    _fsync_dir(directory)
+
+
+def _remove_stale_weights(save_dir: str, names: List[str]) -> None:
+    """Remove the ``.safetensors`` of ``names`` just written as single ``.pt`` files: weights
+    of an earlier save in the other format, which no ``.pt`` names any more."""
+    for name in names:
+        stale = weights_path(os.path.join(save_dir, name))
+        if os.path.lexists(stale) and not os.path.isdir(stale):
+            os.remove(stale)
+
+
+def _pair_record(path: str) -> Optional[Dict[str, Any]]:
+    """The ``model_safetensors`` entry of the ``.pt`` ``path``; None when it is no pair's (or
+    cannot be read)."""
+    try:
+        state = _torch_load(path)
+    except Exception:  # noqa: BLE001 -- unreadable: no pair to complete (its loader says why)
+        return None
+    record = state.get(WEIGHTS_KEY) if isinstance(state, dict) else None
+    return record if isinstance(record, dict) else None
+
+
+def _complete_pairs(save_dir: str) -> None:
+    """Give every name hard-linked to ``checkpoint_last.pt`` the same weights file.
+
+    A save links the weights of each further name before its ``.pt``; a run killed between those
+    links leaves names whose ``.pt`` the rerun links to ``checkpoint_last.pt``
+    (``restore_save_names``) while their ``.safetensors`` is missing or older. Those get
+    ``checkpoint_last.safetensors`` now, when ``checkpoint_last.pt`` is a pair's (read only
+    then); when it is a single file, their leftover weights are removed. Cheap otherwise: stats.
+    """
+    last = os.path.join(save_dir, "checkpoint_last.pt")
+    try:
+        own = os.stat(last)
+    except OSError:
+        return
+    if not os.path.isfile(last):
+        return
+    last_weights = weights_path(last)
+    try:
+        reference = os.stat(last_weights)
+    except OSError:
+        reference = None
+    behind = []
+    for name in sorted(os.listdir(save_dir)):
+        if name == "checkpoint_last.pt" or not re.fullmatch(r"checkpoint[\w.\-]*\.pt", name):
+            continue
+        path = os.path.join(save_dir, name)
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if (st.st_ino, st.st_dev) != (own.st_ino, own.st_dev):
+            continue
+        try:
+            partner = os.stat(weights_path(path))
+        except OSError:
+            partner = None
+        if reference is None and partner is None:
+            continue
+        if reference is not None and partner is not None and (
+                (partner.st_ino, partner.st_dev) == (reference.st_ino, reference.st_dev)
+                or (partner.st_size == reference.st_size
+                    and file_sha256(weights_path(path)) == file_sha256(last_weights))):
+            continue
+        behind.append(path)
+    if not behind:
+        return
+    record = _pair_record(last)
+    for path in behind:
+        if record is not None and reference is not None:
+            atomic_link(last_weights, weights_path(path))
+        elif record is None and os.path.lexists(weights_path(path)):
+            os.remove(weights_path(path))
+    if record is not None and reference is not None:
+        logger.warning("completed the save that was interrupted: %s now %s the weights of "
+                       "checkpoint_last.pt", ", ".join(os.path.basename(weights_path(p)) for p in behind),
+                       "holds" if len(behind) == 1 else "hold")
+
+
+def _remove_weight_temps(save_dir: str) -> None:
+    """Remove the temporary weights files (``.tmp_NAME.safetensors.<pid>.*``) of saves that are no
+    longer running, unless one holds the weights its ``NAME.pt`` names: that one completes its
+    save (renamed into place). A live writer's (another process's) are kept."""
+    try:
+        names = sorted(os.listdir(save_dir))
+    except OSError:
+        return
+    for name in names:
+        m = _WEIGHTS_TEMP.fullmatch(name)
+        if not m:
+            continue
+        pid = int(m.group(2))
+        if pid != os.getpid() and pid_alive(pid):
+            continue
+        temp = os.path.join(save_dir, name)
+        weights = os.path.join(save_dir, m.group(1))
+        pt = state_file_path(weights)
+        record = _pair_record(pt) if os.path.isfile(pt) else None
+        if (record is not None and isinstance(record.get("bytes"), int)
+                and os.path.getsize(temp) == record["bytes"] and not weights_file_matches(weights, record)
+                and interrupted_save_weights(weights, record) == weights):
+            continue
+        if os.path.lexists(temp):
+            os.remove(temp)
+            logger.warning("removed %s, left by a save that was interrupted", name)
 
 
 # what torch.save raises when the file it writes takes no more bytes: its zip writer swallows the
@@ -316,34 +615,44 @@ def verify_checkpoint_directory(save_dir: str) -> None:
 
 
 def _prune(save_dir: str, ckpt: Any) -> None:
-    """Remove old interval/epoch checkpoints beyond ``keep_interval_updates``/``keep_last_epochs``."""
-    def matching(pattern: str) -> List[Tuple[int, str]]:
-        found = []
+    """Remove old interval/epoch checkpoints beyond ``keep_interval_updates``/``keep_last_epochs``
+    (and ``keep_best_checkpoints``); a safetensors pair goes as a whole, its ``.pt`` first."""
+    _complete_pairs(save_dir)
+    _remove_weight_temps(save_dir)
+
+    def matching(pattern: str, number: Callable[[str], Any] = int) -> List[Tuple[Any, str]]:
+        """``(number, NAME.pt)`` of every checkpoint name ``pattern`` (without the extension)
+        matches, as a ``.pt`` or a ``.safetensors`` (a pair's weights left alone count too)."""
+        found: Dict[str, Any] = {}
         for name in os.listdir(save_dir):
-            m = re.fullmatch(pattern, name)
-            if m:
-                found.append((int(m.group(1)), os.path.join(save_dir, name)))
-        return sorted(found, reverse=True)
+            for ext in (".pt", WEIGHTS_SUFFIX):
+                if name.endswith(ext):
+                    m = re.fullmatch(pattern, name[: -len(ext)])
+                    if m:
+                        found[name[: -len(ext)]] = number(m.group(1))
+        return sorted(((n, os.path.join(save_dir, stem + ".pt")) for stem, n in found.items()),
+                      key=lambda item: item[0], reverse=True)
 
     if ckpt.keep_interval_updates > 0:
-        for _, path in matching(r"checkpoint_\d+_(\d+)\.pt")[ckpt.keep_interval_updates:]:
+        for _, path in matching(r"checkpoint_\d+_(\d+)")[ckpt.keep_interval_updates:]:
             _remove_checkpoint(path)
     if ckpt.keep_last_epochs > 0:
-        for _, path in matching(r"checkpoint(\d+)\.pt")[ckpt.keep_last_epochs:]:
+        for _, path in matching(r"checkpoint(\d+)")[ckpt.keep_last_epochs:]:
             _remove_checkpoint(path)
     if ckpt.keep_best_checkpoints > 0:
         metric = re.escape(str(ckpt.best_checkpoint_metric))
-        found = []
-        for name in os.listdir(save_dir):
-            m = re.fullmatch(rf"checkpoint\.best_{metric}_(-?[\d.]+(?:e-?\d+)?)\.pt", name)
-            if m:
-                found.append((float(m.group(1)), os.path.join(save_dir, name)))
-        found.sort(reverse=bool(ckpt.maximize_best_checkpoint_metric))
+        found = matching(rf"checkpoint\.best_{metric}_(-?[\d.]+(?:e-?\d+)?)", float)
+        found.sort(key=lambda item: item[0], reverse=bool(ckpt.maximize_best_checkpoint_metric))
         for _, path in found[ckpt.keep_best_checkpoints:]:
             _remove_checkpoint(path)
 
 
 def _remove_checkpoint(path: str) -> None:
-    """Remove a checkpoint file, or a sharded checkpoint's directory."""
+    """Remove a checkpoint file, or a sharded checkpoint's directory; for ``NAME.pt`` also the
+    ``NAME.safetensors`` of its pair (after it: a kill between leaves weights no .pt names, which
+    the next pruning removes, never a .pt without its weights)."""
     sharded.remove_path(path)
-
+    if path.endswith(".pt"):
+        partner = weights_path(path)
+        if os.path.lexists(partner) and not os.path.isdir(partner):
+            os.remove(partner)

@@ -16,6 +16,7 @@ from fairseq.dataclass.constants import DATASET_IMPL_CHOICES, LOG_FORMAT_CHOICES
 from fairseq.dataclass.values import coerce_legacy_value
 
 DDP_BACKEND_CHOICES = ChoiceEnum(["pytorch_ddp", "c10d", "no_c10d", "fully_sharded"], "DDPBackend")
+SAVE_FORMAT_CHOICES = ChoiceEnum(["pt", "safetensors"], "SaveFormat")
 
 
 def interpolation_target(default: Any) -> Optional[str]:
@@ -345,6 +346,13 @@ class CheckpointConfig(FairseqDataclass):
                   "write stays atomic); sharded checkpoints are always written in the foreground",
                   "argparse_alias": ("--save-async",)},
     )
+    save_format: SAVE_FORMAT_CHOICES = field(  # type: ignore[valid-type]
+        default="pt",
+        metadata={"help": "pt: each checkpoint is one NAME.pt (torch.save); safetensors: the model "
+                  "weights go to NAME.safetensors (no pickle, mmap-loadable, readable by other "
+                  "tools) and the rest of the training state to NAME.pt, which records the "
+                  "weights' SHA-256; every loader takes either file of the pair"},
+    )
     finetune_from_model: Optional[str] = field(
         default=None,
         metadata={"help": "start from this checkpoint's model weights only (fresh optimizer, "
@@ -359,6 +367,15 @@ class CheckpointConfig(FairseqDataclass):
     maximize_best_checkpoint_metric: bool = field(
         default=False, metadata={"help": "a larger best_checkpoint_metric is better"}
     )
+
+    @classmethod
+    def check_config(cls, node: Any, prefix: str = "checkpoint") -> None:
+        """``save_format=safetensors`` needs ``safetensors``: said before training, not at the first save."""
+        import importlib.util
+        from fairseq.errors import ConfigError
+        if str(node.get("save_format", "pt")) == "safetensors" and importlib.util.find_spec("safetensors") is None:
+            raise ConfigError(f"{prefix}.save_format=safetensors (--save-format) needs the 'safetensors' "
+                              "package: pip install safetensors (or pip install -e '.[hf]')")
 
 
 @dataclass

@@ -195,6 +195,20 @@ class TransformerLanguageModel(FairseqLanguageModel):
             embed_tokens = cls.build_embedding(cfg, dictionary, dim_of(cfg, "decoder_input_dim"))
         return cls(TransformerDecoder(cfg, task.target_dictionary, embed_tokens))
 
+    @classmethod
+    def from_pretrained(cls, model_name_or_path: str, checkpoint_file: str = "model.pt",
+                        data_name_or_path: str = ".", **kwargs: Any):
+        """Load a local checkpoint as a hub object (see ``FairseqLanguageModel.from_pretrained``).
+
+        A Hugging Face model directory (a ``config.json`` with a ``model_type`` and no
+        ``checkpoint_file``) is refused with the two ways to load it: converted in memory by
+        ``fairseq.hf_bridge.from_pretrained_hf(DIR)``, or once to a checkpoint by
+        ``fairseq-import-hf`` (the converter sits above the models, so this method cannot call
+        it; docs/huggingface.md).
+        """
+        _refuse_hf_directory(str(model_name_or_path), checkpoint_file)
+        return super().from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
+
     # fairseq 0.12 options that change what the model computes and that this package does not
     # implement: (option, the value that means "off").
     FAIRSEQ_ONLY_OPTIONS = (("character_embeddings", False), ("base_layers", 0),
@@ -269,6 +283,31 @@ class TransformerLanguageModel(FairseqLanguageModel):
         nn.init.normal_(embedding.weight, mean=0.0, std=embed_dim**-0.5)
         nn.init.zeros_(embedding.weight[dictionary.pad()])
         return embedding
+
+
+def _refuse_hf_directory(path: str, checkpoint_file: str) -> None:
+    """Raise one line when ``path`` is a transformers model directory without ``checkpoint_file``."""
+    import json
+    import os
+
+    config = os.path.join(path, "config.json")
+    if not os.path.isdir(path) or os.path.isfile(os.path.join(path, checkpoint_file.split(os.pathsep)[0])) \
+            or not os.path.isfile(config):
+        return
+    try:
+        with open(config, encoding="utf-8") as f:
+            model_type = json.load(f).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return
+    if model_type is None:
+        return  # a save_dir's run config
+    from fairseq.errors import ConfigError
+
+    converted = os.path.join(os.path.normpath(path) + "-fairseq", "model.pt")
+    raise ConfigError(f"{path} is a Hugging Face transformers model (model_type={model_type}), not a fairseq "
+                      f"checkpoint: load it with fairseq.hf_bridge.from_pretrained_hf({path!r}), or convert it "
+                      f"once with `fairseq-import-hf {path} --out {converted}` and call "
+                      f"from_pretrained({os.path.dirname(converted)!r})")
 
 
 # -- named architectures: presets of the config above ------------------------------------------
