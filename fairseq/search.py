@@ -30,13 +30,20 @@ class BeamSearch(Search):
 
     def __init__(self, tgt_dict=None):
         self.tgt_dict = tgt_dict
+        self._total: Optional[Tensor] = None  # (bsz, K*V) scores of every extension, reused
 
     def num_candidates(self, beam_size: int) -> int:
         return 2 * beam_size
 
     def select(self, step: int, lprobs: Tensor, scores: Tensor) -> Candidates:
         bsz, beam_size, vocab = lprobs.shape
-        total = (scores.unsqueeze(2) + lprobs).view(bsz, beam_size * vocab)  # (bsz, K*V)
+        # every extension's score, written into one buffer kept across steps (no fresh
+        # (bsz, K*V) allocation per step); the candidates below are copies, not views of it
+        total = self._total
+        if (total is None or total.shape != (bsz, beam_size * vocab) or total.dtype != lprobs.dtype
+                or total.device != lprobs.device):
+            total = self._total = lprobs.new_empty(bsz, beam_size * vocab)
+        torch.add(scores.unsqueeze(2), lprobs, out=total.view(bsz, beam_size, vocab))  # (bsz, K*V)
         k = min(self.num_candidates(beam_size), total.size(1))
         cand_scores, flat = total.topk(k, dim=1)  # (bsz, C), best first
         return cand_scores, flat % vocab, torch.div(flat, vocab, rounding_mode="floor")
@@ -67,30 +74,61 @@ class Sampling(Search):
     def num_candidates(self, beam_size: int) -> int:
         return beam_size
 
-    def _restrict(self, lprobs: Tensor) -> Tensor:
-        """``lprobs`` with every token outside the top-k / top-p set at -inf."""
-        if self.sampling_topk > 0 and self.sampling_topk < lprobs.size(-1):
-            kth = lprobs.topk(self.sampling_topk, dim=-1).values[..., -1:]  # (..., 1)
-            lprobs = lprobs.masked_fill(lprobs < kth, float("-inf"))
-        if self.sampling_topp > 0:
-            sorted_lp, order = lprobs.sort(dim=-1, descending=True)
-            before = sorted_lp.exp().cumsum(dim=-1) - sorted_lp.exp()  # probability mass ahead
-            drop_sorted = before >= self.sampling_topp  # the crossing token itself stays
-            drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-            lprobs = lprobs.masked_fill(drop, float("-inf"))
-        return lprobs
+    #: the nucleus search looks at the best ``NUCLEUS_FIRST`` tokens first, then at ``NUCLEUS_GROWTH``
+    #: times more each time some row's nucleus is not inside them yet, and sorts the whole row
+    #: once that would be more than 1/8 of it
+    NUCLEUS_FIRST = 128
+    NUCLEUS_GROWTH = 8
+
+    def _candidates(self, lprobs: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+        """The tokens a row may draw from, best first: ``(their lprobs, their ids)``, each (n, m),
+        ``-inf`` where the nucleus excludes one; ``(lprobs, None)`` when every token may be drawn.
+
+        Args:
+            lprobs: (n, V) log-probabilities (not necessarily normalized: constrained tokens are -inf).
+        """
+        vocab = lprobs.size(1)
+        limit = self.sampling_topk if 0 < self.sampling_topk < vocab else vocab
+        if self.sampling_topp <= 0:
+            if limit == vocab:
+                return lprobs, None
+            return lprobs.topk(limit, dim=1)  # (n, k) each, sorted
+        # nucleus: the smallest best-first prefix whose mass reaches p (within the top-k, if any),
+        # found among the best m tokens, m growing until it holds every row's prefix
+        m = min(limit, self.NUCLEUS_FIRST)
+        while True:
+            if m * 8 > vocab:  # close to the whole row: one sort
+                m = limit
+            if m == vocab:
+                values, ids = lprobs.sort(dim=1, descending=True)  # (n, V)
+            else:
+                values, ids = lprobs.topk(m, dim=1)  # (n, m), sorted
+            probs = values.exp()
+            before = probs.cumsum(dim=1) - probs  # (n, m): probability mass ahead of each token
+            if m == limit:
+                break
+            # a row's prefix ends inside the m tokens once their mass reaches p, or once they
+            # include its last token of non-zero probability (tokens after that add nothing)
+            mass = before[:, -1] + probs[:, -1]  # (n,)
+            if bool((mass.ge(self.sampling_topp) | values[:, -1].eq(float("-inf"))).all()):
+                break
+            m = min(limit, m * self.NUCLEUS_GROWTH)
+        return values.masked_fill(before >= self.sampling_topp, float("-inf")), ids  # the crossing token stays
 
     def select(self, step: int, lprobs: Tensor, scores: Tensor) -> Candidates:
         bsz, beam_size, vocab = lprobs.shape
-        allowed = self._restrict(lprobs)  # (bsz, K, V)
-        probs = allowed.float().softmax(dim=-1).view(-1, vocab)
-        # rows with nothing allowed (all -inf) come out as NaN: fall back to their argmax
-        dead = ~torch.isfinite(allowed.view(-1, vocab)).any(dim=-1)
-        probs = torch.where(dead.unsqueeze(1), torch.full_like(probs, 1.0 / vocab), probs)
-        tokens = torch.multinomial(probs, 1, generator=self.generator).view(bsz, beam_size)
-        token_lprobs = lprobs.gather(2, tokens.unsqueeze(2)).squeeze(2)  # (bsz, K)
+        flat = lprobs.reshape(bsz * beam_size, vocab)  # (n, V), a view
+        allowed, ids = self._candidates(flat)  # (n, m) each, best first (or the whole row)
+        # sampling weights exp(lprob - row max), normalized by multinomial; the candidates are
+        # the k (or nucleus) tokens only, never a masked copy of the vocabulary
+        top = allowed.amax(dim=1, keepdim=True) if ids is None else allowed[:, :1]  # (n, 1)
+        dead = top.eq(float("-inf"))  # nothing allowed (a finished sentence): any candidate
+        weights = (allowed - top.masked_fill(dead, 0.0)).exp_().masked_fill_(dead, 1.0)  # (n, m)
+        choice = torch.multinomial(weights, 1, generator=self.generator)  # (n, 1)
+        tokens = choice if ids is None else ids.gather(1, choice)  # (n, 1)
+        token_lprobs = flat.gather(1, tokens).view(bsz, beam_size)  # (bsz, K)
         beams = torch.arange(beam_size, device=lprobs.device).expand(bsz, beam_size)
-        return scores + token_lprobs, tokens, beams
+        return scores + token_lprobs, tokens.view(bsz, beam_size), beams
 
 
 __all__ = ["BeamSearch", "Sampling", "Search"]

@@ -62,8 +62,46 @@ class EnsembleModel(torch.nn.Module):
         return torch.logsumexp(torch.stack(outputs), dim=0) - math.log(len(outputs))
 
     def reorder(self, new_order: Tensor) -> None:
+        """Row ``b`` of every model's cache becomes old row ``new_order[b]``."""
         for model, state in zip(self.models, self.incremental_states):
-            model.reorder_incremental_state(state, new_order)
+            if _selects_every_tensor(model):
+                _reorder_in_place(state, new_order)
+            else:
+                model.reorder_incremental_state(state, new_order)
+
+
+def _selects_every_tensor(model: torch.nn.Module) -> bool:
+    """Whether ``model.reorder_incremental_state`` is this package's decoder's own, unmodified:
+    select the rows of every tensor of the state. :func:`_reorder_in_place` does the same with
+    the attention caches reordered in place."""
+    from fairseq.models.fairseq_model import FairseqLanguageModel
+    from fairseq.modules.transformer_decoder import TransformerDecoder
+
+    decoder = getattr(model, "decoder", None)
+    return (isinstance(model, FairseqLanguageModel) and isinstance(decoder, TransformerDecoder)
+            and type(model).reorder_incremental_state is FairseqLanguageModel.reorder_incremental_state
+            and type(decoder).reorder_incremental_state is TransformerDecoder.reorder_incremental_state)
+
+
+def _reorder_in_place(state: Dict[str, Any], new_order: Tensor) -> None:
+    """Select the rows of every tensor in ``state`` (nested dicts included), as
+    ``TransformerDecoder.reorder_incremental_state`` does, but the attention caches' keys and
+    values in place (:func:`fairseq.modules.multihead_attention.reorder_cache_`): only their
+    rows that change are copied, into the buffers they already have."""
+    from fairseq.modules.multihead_attention import KVBuffers, reorder_cache_
+
+    if isinstance(state.get("buffers"), KVBuffers):
+        reorder_cache_(state, new_order)
+        skip = ("key", "value")
+    else:
+        skip = ()
+    for key, value in state.items():
+        if key in skip:
+            continue
+        if isinstance(value, Tensor):
+            state[key] = value.index_select(0, new_order)
+        elif isinstance(value, dict):
+            _reorder_in_place(value, new_order)
 
 
 class SequenceGenerator(torch.nn.Module):
@@ -142,14 +180,16 @@ class SequenceGenerator(torch.nn.Module):
         return max_len
 
     def next_token_lprobs(self, lprobs: Tensor, tokens: Tensor, step: int, max_len: int,
-                          forced: Optional[Tensor]) -> Tensor:
+                          forced: Optional[Tensor], inplace: bool = False) -> Tensor:
         """Apply every constraint to the (N, V) log-probabilities of step ``step``.
 
         Args:
             tokens: (N, step + 1) tokens so far, BOS first.
             forced: (N,) the prompt token each row must take at this step, pad where free.
+            inplace: change ``lprobs`` itself (the decoding loop owns them) instead of a copy.
         """
-        lprobs = lprobs.clone()
+        if not inplace:
+            lprobs = lprobs.clone()
         lprobs[:, self.pad] = float("-inf")
         lprobs[:, self.unk] -= self.unk_penalty
         if step >= max_len:  # out of room: only EOS
@@ -232,12 +272,15 @@ class SequenceGenerator(torch.nn.Module):
             forced = None
             if prefix is not None and step < prefix.size(1):
                 forced = prefix[:, step]
+            # step_lprobs are this loop's own (a fresh output of the model): constrained in place
             lprobs = step_lprobs
             if self.temperature != 1.0:
-                lprobs = (lprobs / self.temperature).log_softmax(dim=-1)
-            lprobs = self.next_token_lprobs(lprobs, tokens[:, :step + 1], step, max_len, forced)
+                lprobs = lprobs.div_(self.temperature).log_softmax(dim=-1)
+            lprobs = self.next_token_lprobs(lprobs, tokens[:, :step + 1], step, max_len, forced,
+                                            inplace=True)
             lprobs = lprobs.view(bsz, K, V)
-            lprobs[done] = float("-inf")
+            if bool(done.any()):
+                lprobs[done] = float("-inf")
             cand_scores, cand_tokens, cand_beams = self.search.select(step, lprobs, scores)
             C = cand_scores.size(1)
             rows = cand_beams + torch.arange(bsz, device=device).unsqueeze(1) * K  # (bsz, C)
@@ -275,13 +318,18 @@ class SequenceGenerator(torch.nn.Module):
             keep_tokens = cand_tokens.gather(1, order).view(-1)
             keep_lprobs = cand_lprobs.gather(1, order).view(-1)
 
-            tokens = tokens.index_select(0, keep_rows)
-            pos_scores = pos_scores.index_select(0, keep_rows)
+            # every row continues itself with one hypothesis per sentence (greedy, sampling), and
+            # often with more: then neither the histories nor the caches move
+            same_rows = K == 1 or torch.equal(keep_rows, torch.arange(N, device=device))
+            if not same_rows:
+                tokens = tokens.index_select(0, keep_rows)
+                pos_scores = pos_scores.index_select(0, keep_rows)
             tokens[:, step + 1] = keep_tokens
             pos_scores[:, step] = keep_lprobs
             scores = keep_scores
             if self.use_cache:
-                self.model.reorder(keep_rows)
+                if not same_rows:
+                    self.model.reorder(keep_rows)
                 all_lprobs = self.model.forward_decoder(tokens[:, step + 1:step + 2], True)
             else:
                 all_lprobs = self.model.forward_decoder(tokens[:, :step + 2], False)

@@ -131,6 +131,8 @@ def test_criterion_fused_equals_plain_per_token_and_summed(data_bin, tied):
 
     assert fusable_output_projection(model) is model.decoder.output_projection
     sample = _samples(cfg, task, 1)[0]
+    # blocks of 16 rows: the default rule would take the plain computation at this small size
+    criterion.block_elements = 16 * len(task.target_dictionary)
     model.eval()
     results = {}
     for fused in (True, False):
@@ -196,6 +198,7 @@ def test_twenty_updates_follow_the_plain_loss_curve(data_bin):
     for fused in ("true", "false"):
         cfg, task, model, criterion = _build(data_bin, f"criterion.fused_output_loss={fused}")
         assert criterion.fused_output_loss is (fused == "true")
+        criterion.block_elements = 32 * len(task.target_dictionary)  # the fused blocks, not the fallback
         trainer = Trainer(cfg, task, model, criterion)
         samples = _samples(cfg, task, 20)
         assert len(samples) == 20
@@ -229,6 +232,7 @@ def test_an_update_reads_nothing_back_to_the_host(data_bin):
     from fairseq.trainer import Trainer
 
     cfg, task, model, criterion = _build(data_bin)
+    criterion.block_elements = 32 * len(task.target_dictionary)  # the fused blocks, not the fallback
     trainer = Trainer(cfg, task, model, criterion)
     samples = _samples(cfg, task, 2)
     trainer.train_step([samples[0]])  # builds the optimizer and its state
@@ -237,3 +241,111 @@ def test_an_update_reads_nothing_back_to_the_host(data_bin):
     assert reads.count == 0
     assert torch.is_tensor(out["gnorm"]) and torch.is_tensor(out["logging_outputs"][0]["loss"])
     assert all(p.grad is None for p in model.parameters())
+
+
+# -- the block size ------------------------------------------------------------------------------
+
+def test_block_rule_gives_large_vocabularies_wide_blocks_within_the_memory_cap():
+    from fairseq.modules.fused_cross_entropy import MAX_BLOCK_ELEMENTS, MIN_BLOCK_ROWS, block_rows
+
+    for C in (128, 512):
+        for N in (2048, 4096):
+            rows = block_rows(N, 42856, hidden_size=C)
+            assert rows >= 256, (C, N, rows)  # the old 2**21-logit blocks had 48 rows
+            assert rows * 42856 <= max(MAX_BLOCK_ELEMENTS, 42856 * C)
+    # small vocabularies: every token in one block (the demo's), or >= MIN_BLOCK_ROWS rows
+    assert block_rows(4096, 1400, hidden_size=128) == 4096
+    assert block_rows(4096, 8192, hidden_size=512) >= MIN_BLOCK_ROWS
+    # a huge vocabulary: fewer rows, but the memory stays bounded
+    rows = block_rows(4096, 250_000, hidden_size=64)
+    assert 1 <= rows and rows * 250_000 <= MAX_BLOCK_ELEMENTS
+
+
+@pytest.mark.parametrize("V", [50, 1400, 8192, 42856, 250_000, 2**25])
+@pytest.mark.parametrize("C", [8, 128, 512, 2048])
+@pytest.mark.parametrize("N", [1, 37, 2048, 5000])
+def test_block_rule_bounds_and_equal_blocks(V, C, N):
+    from fairseq.modules.fused_cross_entropy import MAX_BLOCK_ELEMENTS, MIN_BLOCK_ROWS, TARGET_BLOCK_ELEMENTS, block_rows
+
+    rows = block_rows(N, V, hidden_size=C)
+    cap = max(MAX_BLOCK_ELEMENTS, V * C) // V
+    assert 1 <= rows <= N
+    assert rows <= max(cap, 1)  # memory: never more logits than the cap (one row at least)
+    assert rows >= min(N, MIN_BLOCK_ROWS, cap) // 2  # matmuls: wide blocks (halved at most by balancing)
+    if N * V <= min(TARGET_BLOCK_ELEMENTS, MAX_BLOCK_ELEMENTS) or N <= min(MIN_BLOCK_ROWS, cap):
+        assert rows == N  # it all fits: one block
+    blocks = -(-N // rows)
+    assert N - (blocks - 1) * rows >= rows - blocks  # the last block is not a thin remainder
+
+
+def test_explicit_block_elements_are_taken_as_given():
+    from fairseq.modules.fused_cross_entropy import block_rows
+
+    assert block_rows(37, 50, 50 * 8) == 8
+    assert block_rows(37, 50, 10) == 1
+    assert block_rows(37, 50, 10**6) == 37
+
+
+def test_large_vocabulary_in_several_blocks_equals_the_plain_path():
+    """V = 42,856 (tiny hidden size, so that it is fast): the default rule makes 2 blocks of 200
+    rows of 400 tokens; loss and gradients as the plain path's."""
+    from fairseq.modules.fused_cross_entropy import block_rows
+
+    N, C, V = 400, 4, 42856
+    assert block_rows(N, V, hidden_size=C) == 200
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(N, C, generator=g)
+    w = torch.randn(V, C, generator=g)
+    t = torch.randint(0, V, (N,), generator=g)
+    t[::7] = PAD
+    ref_loss, ref_grads = _grads(_plain, x, w, None, t, "sum")
+    with ShapeWatch() as watch:
+        loss, grads = _grads(_fused(None), x, w, None, t, "sum")
+    assert watch.largest < N * V  # blocks, not the (N, V) logits
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-4)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    per_token, _ = _grads(_fused(None), x, w, None, t, "none", torch.ones(N))
+    torch.testing.assert_close(per_token, F.cross_entropy(x @ w.T, t, ignore_index=PAD, reduction="none"),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("needs", ["x", "weight"])
+def test_gradient_of_only_one_input(needs):
+    x, w, _, t = _inputs()
+    xs, ws = x.clone().requires_grad_(needs == "x"), w.clone().requires_grad_(needs == "weight")
+    fused_linear_cross_entropy(xs, ws, t, ignore_index=PAD, block_elements=50 * 8).backward()
+    xr, wr = x.clone().requires_grad_(needs == "x"), w.clone().requires_grad_(needs == "weight")
+    _plain([xr, wr], t, "sum").backward()
+    got, want = (xs.grad, xr.grad) if needs == "x" else (ws.grad, wr.grad)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    assert (ws.grad if needs == "x" else xs.grad) is None
+
+
+def test_a_second_backward_through_the_same_graph_is_a_clear_error():
+    x, w, _, t = _inputs()
+    x.requires_grad_()
+    loss = fused_linear_cross_entropy(x, w, t, ignore_index=PAD, block_elements=50 * 8)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward ran twice"):
+        loss.backward()
+
+
+def test_small_problems_take_the_plain_computation_by_default():
+    """All logits within one target block: the plain computation (no block wins there), the
+    same values as F.cross_entropy of F.linear exactly."""
+    from fairseq.modules.fused_cross_entropy import TARGET_BLOCK_ELEMENTS
+
+    x, w, _, t = _inputs(N=64, C=8, V=50)
+    assert 64 * 50 <= TARGET_BLOCK_ELEMENTS
+    ref_loss, ref_grads = _grads(_plain, x, w, None, t, "sum")
+    loss, grads = _grads(_fused(None), x, w, None, t, "sum")
+    assert torch.equal(loss, ref_loss) and all(torch.equal(a, b) for a, b in zip(grads, ref_grads))
+
+
+def test_the_criterion_uses_the_rule_by_default(data_bin):
+    from fairseq.criterions.cross_entropy import CrossEntropyCriterion
+
+    assert CrossEntropyCriterion.block_elements is None
+    cfg, task, model, criterion = _build(data_bin)
+    assert criterion.block_elements is None

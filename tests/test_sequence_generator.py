@@ -145,3 +145,161 @@ def test_bad_settings_are_clear_errors():
         Sampling(d, sampling_topp=1.5)
     with pytest.raises(ValueError, match="temperature"):
         SequenceGenerator([model], d, temperature=0)
+
+
+# -- sampling from the candidates only, beam search's cache reordered in place ----------------------
+
+def _nucleus(lp_row, p, k=None):
+    """The tokens of one row that top-k then top-p sampling may draw, by brute force."""
+    order = lp_row.argsort(descending=True).tolist()
+    if k is not None:
+        order = order[:k]
+    kept, mass = [], 0.0
+    for tok in order:
+        if mass >= p or lp_row[tok] == float("-inf"):
+            break
+        kept.append(tok)
+        mass += math.exp(float(lp_row[tok]))
+    return set(kept)
+
+
+@pytest.mark.parametrize("topk, topp", [(5, -1.0), (-1, 0.5), (-1, 0.999), (40, 0.9), (1, -1.0)])
+def test_sampling_draws_only_from_the_top_k_or_the_nucleus(topk, topp):
+    g = torch.Generator().manual_seed(0)
+    bsz, K, V = 3, 2, 2000
+    lprobs = (torch.randn(bsz, K, V, generator=g) * 2).log_softmax(-1)
+    lprobs[0, 1, 7:] = float("-inf")  # a row with fewer finite tokens than k
+    scores = torch.randn(bsz, K, generator=g)
+    allowed = [_nucleus(lprobs.view(-1, V)[r], topp if topp > 0 else 2.0, topk if topk > 0 else None)
+               for r in range(bsz * K)]
+    search = Sampling(sampling_topk=topk, sampling_topp=topp, generator=torch.Generator().manual_seed(1))
+    seen = [set() for _ in range(bsz * K)]
+    for _ in range(50):
+        s, tokens, beams = search.select(0, lprobs, scores)
+        assert tokens.shape == beams.shape == s.shape == (bsz, K)
+        assert beams.tolist() == [[0, 1]] * bsz
+        torch.testing.assert_close(s, scores + lprobs.gather(2, tokens.unsqueeze(2)).squeeze(2))
+        for r, tok in enumerate(tokens.view(-1).tolist()):
+            seen[r].add(tok)
+    for r in range(bsz * K):
+        assert seen[r] <= allowed[r], r
+    if topk == 1:
+        assert [min(a) for a in seen] == lprobs.view(-1, V).argmax(-1).tolist()
+
+
+def test_sampling_follows_the_renormalized_top_k_distribution():
+    lprobs = torch.tensor([0.4, 0.3, 0.2, 0.05, 0.05]).log().view(1, 1, 5)
+    search = Sampling(sampling_topk=3, generator=torch.Generator().manual_seed(0))
+    counts = torch.zeros(5)
+    for _ in range(3000):
+        counts[search.select(0, lprobs, torch.zeros(1, 1))[1].item()] += 1
+    assert counts[3:].sum() == 0
+    torch.testing.assert_close(counts[:3] / 3000, torch.tensor([4, 3, 2]) / 9, atol=0.03, rtol=0)
+
+
+def test_a_sentence_with_nothing_allowed_gets_a_minus_infinity_score():
+    lprobs = torch.full((2, 1, 30), float("-inf"))
+    lprobs[1, 0] = torch.randn(30).log_softmax(-1)
+    for search in (Sampling(sampling_topk=4), Sampling(sampling_topp=0.8), Sampling()):
+        s, tokens, _ = search.select(0, lprobs, torch.zeros(2, 1))
+        assert s[0, 0] == float("-inf") and torch.isfinite(s[1, 0])
+        assert 0 <= int(tokens[0, 0]) < 30
+
+
+class _LargestOutput(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor) and func is not torch.ops.aten.view.default:
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def test_top_k_sampling_makes_no_copy_of_the_vocabulary():
+    lprobs = torch.randn(8, 1, 5000).log_softmax(-1)
+    search = Sampling(sampling_topk=10, generator=torch.Generator().manual_seed(0))
+    with _LargestOutput() as watch:
+        search.select(0, lprobs, torch.zeros(8, 1))
+    assert watch.largest <= 8 * 10
+
+
+@pytest.mark.parametrize("search", ["topk", "topp"])
+def test_sampling_a_batch_is_reproducible_with_a_seed(search):
+    d = _dictionary(30)
+    model = _model(d)
+    sample, src = _sample([[4, 5], [6], [7, 8, 9], [10]], d)
+
+    def draw(seed):
+        g = torch.Generator().manual_seed(seed)
+        strategy = Sampling(d, sampling_topk=5, generator=g) if search == "topk" else \
+            Sampling(d, sampling_topp=0.7, generator=g)
+        gen = SequenceGenerator([model], d, beam_size=2, max_len_b=12, search_strategy=strategy)
+        return [[h["tokens"].tolist() for h in hyps] for hyps in gen.generate([model], sample, prefix_tokens=src)]
+
+    assert draw(5) == draw(5)
+    assert draw(5) != draw(6)
+
+
+def test_beam_search_with_the_in_place_cache_reorder_equals_the_models_own_reorder(monkeypatch):
+    """The generator reorders this package's decoder caches in place (only the rows that move);
+    the result equals the decoder's own ``reorder_incremental_state`` (a copy of every tensor)."""
+    import fairseq.sequence_generator as sg
+
+    d = _dictionary(12)
+    model = _model(d)
+    sample, src = _sample([[4, 5, 6], [7], [8, 9]], d)
+    assert sg._selects_every_tensor(model)
+    runs = []
+    for in_place in (True, False):
+        monkeypatch.setattr(sg, "_selects_every_tensor", lambda m, v=in_place: v)
+        gen = SequenceGenerator([model], d, beam_size=3, max_len_b=12, min_len=8)
+        runs.append(gen.generate([model], sample, prefix_tokens=src))
+    for a_hyps, b_hyps in zip(*runs):
+        for a, b in zip(a_hyps, b_hyps):
+            assert a["tokens"].tolist() == b["tokens"].tolist()
+            assert torch.equal(a["positional_scores"], b["positional_scores"])
+
+
+def test_greedy_and_sampling_never_reorder_the_cache(monkeypatch):
+    from fairseq.sequence_generator import EnsembleModel
+
+    calls = []
+    monkeypatch.setattr(EnsembleModel, "reorder", lambda self, order: calls.append(order))
+    d = _dictionary(12)
+    model = _model(d)
+    sample, src = _sample([[4, 5], [6]], d)
+    SequenceGenerator([model], d, beam_size=1, max_len_b=10).generate([model], sample, prefix_tokens=src)
+    SequenceGenerator([model], d, beam_size=1, max_len_b=10, search_strategy=Sampling(d, sampling_topk=3)
+                      ).generate([model], sample, prefix_tokens=src)
+    assert calls == []
+
+
+def test_the_attention_cache_grows_in_place_and_reorders_in_place():
+    from fairseq.modules.multihead_attention import MultiheadAttention, reorder_cache_
+
+    attn = MultiheadAttention(16, 4).eval()
+    x = torch.randn(3, 6, 16)
+    cache = {}
+    with torch.no_grad():
+        attn(x[:, :2], cache=cache)
+        ptr = cache["key"].data_ptr()
+        for t in range(2, 6):
+            attn(x[:, t:t + 1], cache=cache)
+        assert cache["key"].shape == (3, 4, 6, 4) and cache["key"].data_ptr() == ptr  # no new buffer
+        keys, values = cache["key"].clone(), cache["value"].clone()
+        order = torch.tensor([2, 0, 0])
+        reorder_cache_(cache, order)
+        assert cache["key"].data_ptr() == ptr
+        assert torch.equal(cache["key"], keys[order]) and torch.equal(cache["value"], values[order])
+        # a generic reorder replaces the tensors: the next step adopts them
+        cache["key"], cache["value"] = keys[order], values[order]
+        y = attn(x[order][:, 5:6], cache=cache)
+        assert cache["key"].shape == (3, 4, 7, 4)
+        torch.testing.assert_close(cache["key"][:, :, :6], keys[order])
+        fresh = {}
+        attn(x[order], cache=fresh)  # the same 6 positions, in the new order from the start
+        torch.testing.assert_close(y, attn(x[order][:, 5:6], cache=fresh))

@@ -69,8 +69,9 @@ class CrossEntropyCriterion(FairseqCriterion):
     ``fused_output_loss=false``, the model's logits go through ``F.cross_entropy``.
     """
 
-    #: logits per block of the fused path (rows x vocabulary), see ``fused_linear_cross_entropy``
-    block_elements: int = 2**21
+    #: logits per block of the fused path (rows x vocabulary); None: the rule of
+    #: :func:`fairseq.modules.fused_cross_entropy.block_rows` (from the vocabulary and hidden sizes)
+    block_elements: Optional[int] = None
 
     def __init__(self, cfg: Any, task: Any):
         super().__init__(task)

@@ -18,19 +18,69 @@ How the gradients are made
 
 Mixed precision: under ``torch.autocast`` the matmuls run in the autocast dtype (as
 ``F.linear`` would), the softmax and the loss in float32, as in the plain path.
+
+Block size
+----------
+Each block costs the same three matmuls as the plain path on its rows, plus a fixed part that
+does not shrink with the rows: every matmul with the (V, C) projection reads (and packs) all of
+it, and the (V, C) gradient is read and written once per block. Thin blocks (a few dozen rows
+of a large vocabulary) therefore run far below the plain path's speed; large blocks cost memory.
+:func:`block_rows` picks, when no ``block_elements`` is given:
+
+* ``max(MIN_BLOCK_ROWS, TARGET_BLOCK_ELEMENTS // V)`` rows: at least 512 rows, so that the fixed
+  part is small next to the matmuls, and more (up to 8M logits, 32 MiB) for small vocabularies;
+* at most ``max(MAX_BLOCK_ELEMENTS, V * C) // V`` rows: a block holds at most 16M logits
+  (64 MiB), or as many as the (V, C) gradient that the fused path holds anyway;
+* at most the number of tokens, in blocks of equal size (no thin last block).
+
+With V = 42,856: at most 391 rows at C = 128 (342 for 2048 tokens), 512 at C = 512 (the old
+2**21-logit blocks had 48); with V = 8192: 1024 rows.
+
+When all the logits fit in one block of the target size (``N * V <= TARGET_BLOCK_ELEMENTS``,
+e.g. 2048 or 4096 tokens of the demo's ~1.4k words) and no ``block_elements`` is given, the
+plain computation runs instead (``F.cross_entropy`` of ``F.linear``): one block does the same
+work as the plain path with a few more small operators, so it does not win there, and the
+memory it would save is at most a few such blocks.
 """
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-#: about how many logits one block holds (rows x vocabulary): 2**21 floats = 8 MiB
-DEFAULT_BLOCK_ELEMENTS = 2**21
+#: rows a block should have at least, so that its matmuls run at full speed
+MIN_BLOCK_ROWS = 512
+#: logits a block should hold (8M floats, 32 MiB), when the vocabulary is small enough
+TARGET_BLOCK_ELEMENTS = 2**23
+#: logits a block may hold at most (16M floats, 64 MiB), unless the (V, C) projection is larger
+MAX_BLOCK_ELEMENTS = 2**24
+#: kept for callers of the old name: the logits a block should hold
+DEFAULT_BLOCK_ELEMENTS = TARGET_BLOCK_ELEMENTS
 
 
-def block_rows(num_tokens: int, vocab_size: int, block_elements: int = DEFAULT_BLOCK_ELEMENTS) -> int:
-    """Rows of one block: ``block_elements // vocab_size``, at least 1, at most ``num_tokens``."""
-    return max(1, min(num_tokens, block_elements // max(vocab_size, 1)))
+def block_rows(num_tokens: int, vocab_size: int, block_elements: Optional[int] = None,
+               hidden_size: int = 0) -> int:
+    """Rows of one block of ``num_tokens`` x ``vocab_size`` logits (see the module docstring).
+
+    Args:
+        num_tokens: N, the rows to cover.
+        vocab_size: V.
+        block_elements: logits per block, exactly (``block_elements // V`` rows, at least 1);
+            ``None``: the rule below.
+        hidden_size: C, the projection's input size (the cap grows with the (V, C) gradient).
+
+    Returns:
+        rows per block, between 1 and ``num_tokens``. With the rule, the blocks are of equal
+        size: ``ceil(N / blocks)`` rows for the fewest blocks that respect the cap.
+    """
+    vocab_size, num_tokens = max(vocab_size, 1), max(num_tokens, 1)
+    if block_elements is not None:
+        return max(1, min(num_tokens, block_elements // vocab_size))
+    wanted = max(MIN_BLOCK_ROWS, TARGET_BLOCK_ELEMENTS // vocab_size)
+    cap = max(MAX_BLOCK_ELEMENTS, vocab_size * hidden_size) // vocab_size
+    rows = max(1, min(num_tokens, wanted, cap))
+    blocks = -(-num_tokens // rows)
+    return -(-num_tokens // blocks)
 
 
 def _compute_dtype(x: Tensor) -> Optional[torch.dtype]:
@@ -75,52 +125,62 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         cb = None if bias is None else bias.to(mm_dtype)
         valid = target.ne(ignore_index)  # (N,)
         safe_target = torch.where(valid, target, torch.zeros_like(target))  # (N,)
-        rows = block_rows(N, V, block_elements)
-        losses = torch.empty(N, dtype=torch.float32, device=x.device)  # (N,), every row written
+        rows = block_rows(N, V, block_elements, C)
+        picked_all = torch.empty(N, dtype=torch.float32, device=x.device)  # (N,) log p(target)
         lse_all = None if grad_now else torch.empty(N, dtype=torch.float32, device=x.device)
-        grad_x = grad_w = grad_b = None
+        grad_x = grad_w = grad_b = x_masked = minus_one = valid_mm = None
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
         if grad_now:
-            grad_x = torch.empty((N, C), dtype=mm_dtype, device=x.device)  # every row written
-            grad_w = torch.empty((V, C), dtype=acc_dtype, device=x.device)  # first block sets it
-            grad_b = torch.empty(V, dtype=acc_dtype, device=x.device) if bias is not None else None
+            # Few large operations per block: ignored rows are handled once for all blocks, not
+            # per block (x rows zeroed before for grad_w; grad_x rows zeroed in backward).
+            valid_mm = valid.unsqueeze(1).to(mm_dtype)  # (N, 1)
+            minus_one = torch.full((rows, 1), -1.0, dtype=torch.float32, device=x.device)
+            if need_x:
+                grad_x = torch.empty((N, C), dtype=mm_dtype, device=x.device)  # every row written
+            if need_w:
+                grad_w = torch.empty((V, C), dtype=acc_dtype, device=x.device)  # first block sets it
+                x_masked = cx * valid_mm  # (N, C)
+            if bias is not None and need_b:
+                grad_b = torch.empty(V, dtype=acc_dtype, device=x.device)
         # two (rows, V) float32 blocks, reused by every block: fresh large allocations would
         # cost page faults on every block
         logits_buf = torch.empty((rows, V), dtype=torch.float32, device=x.device)
         logp_buf = torch.empty((rows, V), dtype=torch.float32, device=x.device)
         for start in range(0, N, rows):
             end = min(start + rows, N)
+            n = end - start
             xb = cx[start:end]  # (n, C)
-            logits = _block_logits(xb, cw, cb, logits_buf[: end - start])  # (n, V) float32
-            logp = torch.log_softmax(logits, dim=1, out=logp_buf[: end - start])  # (n, V)
+            logits = _block_logits(xb, cw, cb, logits_buf[:n])  # (n, V) float32
+            logp = torch.log_softmax(logits, dim=1, out=logp_buf[:n])  # (n, V)
             tb = safe_target[start:end].unsqueeze(1)  # (n, 1)
-            vb = valid[start:end].unsqueeze(1)  # (n, 1)
             picked = logp.gather(1, tb)  # (n, 1)
-            losses[start:end] = torch.where(vb, -picked, torch.zeros_like(picked)).squeeze(1)
+            picked_all[start:end] = picked.squeeze(1)
             if not grad_now:
                 if lse_all is not None:  # log-normaliser of every row, for backward
                     lse_all[start:end] = (logits.gather(1, tb) - picked).squeeze(1)
                 continue
-            # d loss_sum / d logits = softmax - onehot. Ignored rows keep their softmax here, but
-            # their x rows are zeroed for grad_w and their grad_x rows are zeroed after: they
-            # contribute nothing, without another pass over the (n, V) block.
+            # d loss_sum / d logits = softmax - onehot. Ignored rows get it too (their target is
+            # 0 here), but their x rows are zero for grad_w and their grad_x rows are zeroed in
+            # backward: they contribute nothing, without another pass over the (n, V) block.
             dlogits = logp.exp_()  # (n, V), in place of the log-probabilities
-            dlogits.scatter_add_(1, tb, -vb.to(dlogits.dtype))
+            dlogits.scatter_add_(1, tb, minus_one[:n])
             dl = dlogits.to(mm_dtype)  # (n, V); no copy in float32
-            vf = vb.to(mm_dtype)  # (n, 1)
-            gxb = grad_x[start:end]  # (n, C)
-            torch.mm(dl, cw, out=gxb)
-            gxb.mul_(vf)
-            xm = xb * vf  # (n, C)
-            _accumulate(grad_w, dl.t(), xm, first=start == 0)  # (V, C)
+            if grad_x is not None:
+                torch.mm(dl, cw, out=grad_x[start:end])  # (n, C)
+            if grad_w is not None:
+                _accumulate(grad_w, dl.t(), x_masked[start:end], first=start == 0)  # (V, C)
             if grad_b is not None:
-                _accumulate(grad_b.unsqueeze(0), vf.t(), dl, first=start == 0)  # (1, V)
+                _accumulate(grad_b.unsqueeze(0), valid_mm[start:end].t(), dl, first=start == 0)  # (1, V)
+        losses = torch.where(valid, -picked_all, torch.zeros_like(picked_all))  # (N,)
         ctx.reduction = reduction
         ctx.grad_now = grad_now
         ctx.block_elements = block_elements
         ctx.has_bias = bias is not None
         ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
         if grad_now:
-            ctx.save_for_backward(grad_x, grad_w, grad_b)
+            # kept as attributes, not saved tensors: backward scales them in place and hands
+            # them over (no second (V, C) allocation); a second backward finds them gone
+            ctx.grads = (grad_x, grad_w, grad_b, valid_mm)
         elif any(ctx.needs_input_grad[:3]):
             ctx.save_for_backward(x, weight, bias, safe_target, valid, lse_all)
         return losses.sum() if reduction == "sum" else losses
@@ -129,11 +189,21 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor) -> Tuple[Optional[Tensor], ...]:
         x_dtype, w_dtype, b_dtype = ctx.dtypes
         if ctx.grad_now:
-            grad_x, grad_w, grad_b = ctx.saved_tensors
+            grads = getattr(ctx, "grads", None)
+            if grads is None:
+                raise RuntimeError("fused_linear_cross_entropy (reduction='sum'): backward ran twice "
+                                   "through the same graph (retain_graph=True); its gradients are "
+                                   "made in forward and handed over once")
+            del ctx.grads
+            grad_x, grad_w, grad_b, valid_mm = grads
             g = grad_out.float()
-            gx = (grad_x * g.to(grad_x.dtype)).to(x_dtype)
-            gw = (grad_w * g).to(w_dtype)
-            gb = (grad_b * g).to(b_dtype) if grad_b is not None else None
+            gx = gw = gb = None
+            if grad_x is not None:  # the incoming scale and the ignored rows' zeros in one pass
+                gx = grad_x.mul_(valid_mm * g.to(valid_mm.dtype)).to(x_dtype)
+            if grad_w is not None:
+                gw = grad_w.mul_(g).to(w_dtype)
+            if grad_b is not None:
+                gb = grad_b.mul_(g).to(b_dtype)
             return gx, gw, gb, None, None, None, None, None, None
         x, weight, bias, safe_target, valid, lse_all = ctx.saved_tensors
         dtype = ctx.compute_dtype
@@ -145,7 +215,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         V = weight.size(0)
         g = grad_out.float().expand(N) if grad_out.dim() == 0 else grad_out.float()  # (N,)
         g = torch.where(valid, g, torch.zeros_like(g))
-        rows = block_rows(N, V, ctx.block_elements)
+        rows = block_rows(N, V, ctx.block_elements, C)
         grad_x = torch.empty((N, C), dtype=mm_dtype, device=x.device)  # every row written
         grad_w = torch.empty((V, C), dtype=acc_dtype, device=x.device)  # first block sets it
         grad_b = torch.empty(V, dtype=acc_dtype, device=x.device) if bias is not None else None
@@ -169,7 +239,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
 
 def fused_linear_cross_entropy(x: Tensor, weight: Tensor, target: Tensor, bias: Optional[Tensor] = None,
                                ignore_index: int = -100, reduction: str = "sum",
-                               block_elements: int = DEFAULT_BLOCK_ELEMENTS) -> Tensor:
+                               block_elements: Optional[int] = None) -> Tensor:
     """Cross entropy of ``x @ weight.T (+ bias)`` against ``target``, block by block.
 
     Args:
@@ -179,8 +249,9 @@ def fused_linear_cross_entropy(x: Tensor, weight: Tensor, target: Tensor, bias: 
         bias: optional (V,) output bias.
         ignore_index: the target id to skip (the padding index).
         reduction: ``"sum"`` (a scalar) or ``"none"`` (the (N,) per-token losses, 0 where ignored).
-        block_elements: about how many logits one block holds; rows per block are
-            ``block_elements // V``.
+        block_elements: how many logits one block holds (``block_elements // V`` rows);
+            ``None`` (the default): :func:`block_rows`' rule, from V and C, and the plain
+            computation when all the logits fit in one block (see the module docstring).
 
     Returns:
         float32 loss in nats: a scalar for ``"sum"``, (N,) for ``"none"``.
@@ -193,6 +264,9 @@ def fused_linear_cross_entropy(x: Tensor, weight: Tensor, target: Tensor, bias: 
     if x.dim() != 2 or weight.dim() != 2 or x.size(1) != weight.size(1) or target.shape != x.shape[:1]:
         raise ValueError(f"fused_linear_cross_entropy needs x (N, C), weight (V, C) and target (N,); got "
                          f"x {tuple(x.shape)}, weight {tuple(weight.shape)}, target {tuple(target.shape)}")
+    if block_elements is None and x.size(0) * weight.size(0) <= TARGET_BLOCK_ELEMENTS:
+        return F.cross_entropy(F.linear(x, weight, bias).float(), target, ignore_index=ignore_index,
+                               reduction=reduction)
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad))
     grad_now = needs_grad and reduction == "sum"
@@ -203,4 +277,5 @@ def fused_linear_cross_entropy(x: Tensor, weight: Tensor, target: Tensor, bias: 
                                               block_elements, grad_now, dtype)
 
 
-__all__ = ["DEFAULT_BLOCK_ELEMENTS", "block_rows", "fused_linear_cross_entropy"]
+__all__ = ["DEFAULT_BLOCK_ELEMENTS", "MAX_BLOCK_ELEMENTS", "MIN_BLOCK_ROWS", "TARGET_BLOCK_ELEMENTS",
+           "block_rows", "fused_linear_cross_entropy"]

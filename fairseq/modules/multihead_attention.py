@@ -1,13 +1,90 @@
-"""Causal multi-head self-attention with an optional key/value cache for decoding."""
-from typing import Dict, Optional
+"""Causal multi-head self-attention with an optional key/value cache for decoding.
+
+The cache
+---------
+A module's cache is a dict: ``"key"`` and ``"value"``, (B, H, S, D), are the keys and values of
+the S positions so far. They are views of the first S positions of larger buffers
+(``"buffers"``, a :class:`KVBuffers`, not a tensor), so that a step writes its new positions in
+place instead of concatenating (and copying) the whole past, and
+:func:`reorder_cache_` reorders the rows (beam search) in place. Anyone may still replace
+``"key"``/``"value"`` by other tensors (a generic reorder does): the next step then adopts them
+into the buffers.
+"""
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-# cached keys/values of one attention module: {"key": (B, H, S, D), "value": (B, H, S, D)}
-AttentionCache = Dict[str, Tensor]
+# cached keys/values of one attention module: {"key": (B, H, S, D), "value": (B, H, S, D),
+# "buffers": KVBuffers}
+AttentionCache = Dict[str, Any]
+
+
+class KVBuffers:
+    """The (B, H, capacity, D) key and value buffers whose first S positions a cache's
+    ``"key"``/``"value"`` are. Not a tensor nor a dict, so that walks over a decoder's state that
+    select rows of every tensor (a generic reorder) leave it alone."""
+
+    __slots__ = ("key", "value")
+
+    def __init__(self, key: Tensor, value: Tensor):
+        self.key, self.value = key, value
+
+    def capacity(self) -> int:
+        return self.key.size(2)
+
+    def holds(self, key: Tensor, value: Tensor) -> bool:
+        """Whether ``key``/``value`` are the buffers' first positions (no one replaced them)."""
+        return all(t.data_ptr() == b.data_ptr() and t.stride() == b.stride() and t.shape[:2] == b.shape[:2]
+                   and t.dtype == b.dtype and t.device == b.device
+                   for t, b in ((key, self.key), (value, self.value)))
+
+
+def _cache_append(cache: AttentionCache, k: Tensor, v: Tensor) -> None:
+    """Append the (B, H, T, D) new keys and values to ``cache``, in place when they fit."""
+    past_k, past_v = cache.get("key"), cache.get("value")
+    past = 0 if past_k is None else past_k.size(2)
+    total = past + k.size(2)
+    buffers = cache.get("buffers")
+    adopt = past_k is not None and not (isinstance(buffers, KVBuffers) and buffers.holds(past_k, past_v))
+    fits = (isinstance(buffers, KVBuffers) and buffers.capacity() >= total
+            and buffers.key.shape[:2] == k.shape[:2] and buffers.key.dtype == k.dtype
+            and buffers.key.device == k.device)
+    if not fits:  # new buffers, 1.5x (at least 64 positions) what is needed now
+        B, H, _, D = k.shape
+        capacity = total + max(total // 2, 64)
+        new = KVBuffers(k.new_empty(B, H, capacity, D), v.new_empty(B, H, capacity, D))
+        if past:
+            new.key[:, :, :past].copy_(past_k)
+            new.value[:, :, :past].copy_(past_v)
+        buffers = cache["buffers"] = new
+    elif adopt:  # "key"/"value" were replaced (e.g. reordered by a copy): take them in
+        buffers.key[:, :, :past].copy_(past_k)
+        buffers.value[:, :, :past].copy_(past_v)
+    buffers.key[:, :, past:total].copy_(k)
+    buffers.value[:, :, past:total].copy_(v)
+    cache["key"], cache["value"] = buffers.key[:, :, :total], buffers.value[:, :, :total]
+
+
+def reorder_cache_(cache: AttentionCache, new_order: Tensor) -> None:
+    """Reorder the rows of one module's cache in place: row ``b`` becomes old row ``new_order[b]``.
+
+    Only the rows that change are copied (gathered, then ``index_copy_`` into the existing
+    tensors); nothing the size of the whole cache is allocated. ``new_order`` must have as many
+    rows as the cache (beam search keeps the number of hypotheses)."""
+    key, value = cache.get("key"), cache.get("value")
+    if key is None:
+        return
+    if new_order.numel() != key.size(0):
+        raise ValueError(f"reorder_cache_ keeps the {key.size(0)} rows; got an order of {new_order.numel()}")
+    changed = new_order.ne(torch.arange(new_order.numel(), device=new_order.device)).nonzero().squeeze(1)
+    if changed.numel() == 0:
+        return
+    source = new_order.index_select(0, changed)
+    for t in (key, value):  # gather first: a row may be both read and overwritten
+        t.index_copy_(0, changed, t.index_select(0, source))
 
 
 class MultiheadAttention(nn.Module):
@@ -66,10 +143,8 @@ class MultiheadAttention(nn.Module):
         v = v.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
 
         if cache is not None:
-            if "key" in cache:
-                k = torch.cat([cache["key"], k], dim=2)  # (B, H, S, D)
-                v = torch.cat([cache["value"], v], dim=2)  # (B, H, S, D)
-            cache["key"], cache["value"] = k, v
+            _cache_append(cache, k, v)
+            k, v = cache["key"], cache["value"]  # (B, H, S, D)
 
         is_causal = False
         if attn_mask is None:
@@ -94,4 +169,4 @@ class MultiheadAttention(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-__all__ = ["AttentionCache", "MultiheadAttention"]
+__all__ = ["AttentionCache", "KVBuffers", "MultiheadAttention", "reorder_cache_"]
