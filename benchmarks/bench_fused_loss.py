@@ -10,7 +10,11 @@ summed cross entropy of ``x @ W.T`` (x: (N, C) features, W: (V, C) output projec
   ``cross_entropy`` criterion calls it (its default block size, or ``--block-elements``);
 * ``unfused``: the criterion's plain path (``criterion.fused_output_loss=false``): ``F.linear``,
   then ``F.cross_entropy`` of the float32 logits with ``ignore_index``;
-* ``reference``: the plain PyTorch loop ``F.cross_entropy(x @ W.T, t, ignore_index=pad)``.
+* ``reference``: the plain PyTorch loop ``F.cross_entropy(x @ W.T, t, ignore_index=pad)``;
+* with ``--compare FILE``, also ``compared``: ``fused_linear_cross_entropy`` of another version
+  of the module (a file saved with ``git show REV:fairseq/modules/fused_cross_entropy.py``),
+  with its own defaults, timed in the same rounds; ``compared / fused`` (> 1: this version is
+  faster) is reported.
 
 The three alternate ``--rounds`` times per shape (after one warm-up each), the order rotating
 from round to round; medians are reported, with ``unfused / fused`` (> 1: the fused path is
@@ -31,8 +35,11 @@ of logits for the fused one).
     python benchmarks/bench_fused_loss.py --hidden 512 --vocab 42856 --tokens 2048 --rounds 5
     python benchmarks/bench_fused_loss.py --block-elements 2097152       # force a block size
     python benchmarks/bench_fused_loss.py --threads 1
+    git show HEAD~1:fairseq/modules/fused_cross_entropy.py > /tmp/old_fce.py
+    python benchmarks/bench_fused_loss.py --compare /tmp/old_fce.py --no-memory
 """
 import argparse
+import importlib.util
 import os
 import statistics
 import sys
@@ -57,6 +64,17 @@ def fused_step(block_elements: Optional[int]) -> Step:
     def step(x, w, t):
         kwargs = {} if block_elements is None else {"block_elements": block_elements}
         return fused_linear_cross_entropy(x, w, t, ignore_index=PAD, reduction="sum", **kwargs)
+    return step
+
+
+def compared_step(path: str) -> Step:
+    """The fused loss of another version of the module, loaded from ``path``."""
+    spec = importlib.util.spec_from_file_location("compared_fused_cross_entropy", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def step(x, w, t):
+        return module.fused_linear_cross_entropy(x, w, t, ignore_index=PAD, reduction="sum")
     return step
 
 
@@ -131,6 +149,8 @@ def main() -> None:
     parser.add_argument("--block-elements", type=int, default=None,
                         help="logits per block of the fused path (default: the library's rule)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
+    parser.add_argument("--compare", metavar="FILE",
+                        help="also time fused_linear_cross_entropy of this file (another version)")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.threads > 0:
@@ -139,11 +159,14 @@ def main() -> None:
           f"{' '.join(f'{a:.2f}' for a in os.getloadavg())}; float32, forward + backward, "
           f"medians of {args.rounds} alternating rounds")
     header = ("| C | V | N | fused ms | unfused ms | reference ms | unfused/fused | reference/fused "
-              "| fused peak MiB | unfused peak MiB | fused largest (rows x V) | unfused largest |")
+              + ("| compared ms | compared/fused " if args.compare else "")
+              + "| fused peak MiB | unfused peak MiB | fused largest (rows x V) | unfused largest |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     ways: Dict[str, Step] = {"fused": fused_step(args.block_elements), "unfused": unfused_step,
                              "reference": reference_step}
+    if args.compare:
+        ways["compared"] = compared_step(args.compare)
     worst = float("inf")
     for c in args.hidden:
         for v in args.vocab:
@@ -154,11 +177,14 @@ def main() -> None:
                     run_once(step, x, w, t)  # warm-up
                 names = list(ways)
                 for r in range(args.rounds):
-                    for name in names[r % 3:] + names[:r % 3]:  # the order rotates
+                    for name in names[r % len(names):] + names[:r % len(names)]:  # the order rotates
                         times[name].append(run_once(ways[name], x, w, t))
                 med = {k: statistics.median(s) * 1e3 for k, s in times.items()}
                 ratio = med["unfused"] / med["fused"]
                 worst = min(worst, ratio)
+                compared = ""
+                if args.compare:
+                    compared = f"| {med['compared']:.1f} | **{med['compared'] / med['fused']:.2f}** "
                 mem = "| - | - | - | - |"
                 if not args.no_memory:
                     fp, fl = peak_bytes(ways["fused"], x, w, t)
@@ -166,7 +192,7 @@ def main() -> None:
                     mem = f"| {fp / 2**20:.1f} | {up / 2**20:.1f} | {fl} x {v} | {ul} x {v} |"
                 print(f"| {c} | {v} | {n} | {med['fused']:.1f} | {med['unfused']:.1f} "
                       f"| {med['reference']:.1f} | **{ratio:.2f}** "
-                      f"| {med['reference'] / med['fused']:.2f} {mem}", flush=True)
+                      f"| {med['reference'] / med['fused']:.2f} {compared}{mem}", flush=True)
     print(f"worst unfused/fused: {worst:.2f}; load average now "
           f"{' '.join(f'{a:.2f}' for a in os.getloadavg())}")
 

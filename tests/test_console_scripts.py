@@ -131,7 +131,7 @@ def test_a_stop_signal_during_an_evaluation_ends_with_one_line_and_128_plus_the_
     proc = subprocess.Popen(command("fairseq-interactive") + [data_bin, "--path", path], cwd=tmp_path, env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 300  # generous: the model loads slowly on a loaded machine
         seen = ""
         while "Type the input sentence" not in seen:  # logged on stdout once the model is loaded
             assert proc.poll() is None and time.time() < deadline, seen
