@@ -62,46 +62,10 @@ class EnsembleModel(torch.nn.Module):
         return torch.logsumexp(torch.stack(outputs), dim=0) - math.log(len(outputs))
 
     def reorder(self, new_order: Tensor) -> None:
-        """Row ``b`` of every model's cache becomes old row ``new_order[b]``."""
+        """Row ``b`` of every model's cache becomes old row ``new_order[b]`` (this package's
+        decoder reorders its attention caches in place)."""
         for model, state in zip(self.models, self.incremental_states):
-            if _selects_every_tensor(model):
-                _reorder_in_place(state, new_order)
-            else:
-                model.reorder_incremental_state(state, new_order)
-
-
-def _selects_every_tensor(model: torch.nn.Module) -> bool:
-    """Whether ``model.reorder_incremental_state`` is this package's decoder's own, unmodified:
-    select the rows of every tensor of the state. :func:`_reorder_in_place` does the same with
-    the attention caches reordered in place."""
-    from fairseq.models.fairseq_model import FairseqLanguageModel
-    from fairseq.modules.transformer_decoder import TransformerDecoder
-
-    decoder = getattr(model, "decoder", None)
-    return (isinstance(model, FairseqLanguageModel) and isinstance(decoder, TransformerDecoder)
-            and type(model).reorder_incremental_state is FairseqLanguageModel.reorder_incremental_state
-            and type(decoder).reorder_incremental_state is TransformerDecoder.reorder_incremental_state)
-
-
-def _reorder_in_place(state: Dict[str, Any], new_order: Tensor) -> None:
-    """Select the rows of every tensor in ``state`` (nested dicts included), as
-    ``TransformerDecoder.reorder_incremental_state`` does, but the attention caches' keys and
-    values in place (:func:`fairseq.modules.multihead_attention.reorder_cache_`): only their
-    rows that change are copied, into the buffers they already have."""
-    from fairseq.modules.multihead_attention import KVBuffers, reorder_cache_
-
-    if isinstance(state.get("buffers"), KVBuffers):
-        reorder_cache_(state, new_order)
-        skip = ("key", "value")
-    else:
-        skip = ()
-    for key, value in state.items():
-        if key in skip:
-            continue
-        if isinstance(value, Tensor):
-            state[key] = value.index_select(0, new_order)
-        elif isinstance(value, dict):
-            _reorder_in_place(value, new_order)
+            model.reorder_incremental_state(state, new_order)
 
 
 class SequenceGenerator(torch.nn.Module):

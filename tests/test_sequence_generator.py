@@ -244,24 +244,51 @@ def test_sampling_a_batch_is_reproducible_with_a_seed(search):
     assert draw(5) != draw(6)
 
 
-def test_beam_search_with_the_in_place_cache_reorder_equals_the_models_own_reorder(monkeypatch):
-    """The generator reorders this package's decoder caches in place (only the rows that move);
-    the result equals the decoder's own ``reorder_incremental_state`` (a copy of every tensor)."""
-    import fairseq.sequence_generator as sg
+def test_beam_search_with_the_in_place_cache_reorder_equals_a_copying_reorder(monkeypatch):
+    """The decoder reorders its attention caches in place (only the rows that move); beam search
+    gives the same hypotheses and scores as with a reorder that copies every tensor."""
+    from fairseq.modules.transformer_decoder import TransformerDecoder
 
     d = _dictionary(12)
     model = _model(d)
     sample, src = _sample([[4, 5, 6], [7], [8, 9]], d)
-    assert sg._selects_every_tensor(model)
+
+    def copying(self, state, new_order):
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                state[key] = value.index_select(0, new_order)
+            elif isinstance(value, dict):
+                copying(self, value, new_order)
+
     runs = []
-    for in_place in (True, False):
-        monkeypatch.setattr(sg, "_selects_every_tensor", lambda m, v=in_place: v)
+    for patch in (False, True):
+        if patch:
+            monkeypatch.setattr(TransformerDecoder, "reorder_incremental_state", copying)
         gen = SequenceGenerator([model], d, beam_size=3, max_len_b=12, min_len=8)
         runs.append(gen.generate([model], sample, prefix_tokens=src))
     for a_hyps, b_hyps in zip(*runs):
         for a, b in zip(a_hyps, b_hyps):
             assert a["tokens"].tolist() == b["tokens"].tolist()
             assert torch.equal(a["positional_scores"], b["positional_scores"])
+
+
+def test_the_decoder_reorders_its_attention_caches_in_place():
+    d = _dictionary(12)
+    model = _model(d).eval()
+    state = {}
+    tokens = torch.tensor([[2, 4, 5], [2, 6, 7], [2, 8, 9]])
+    with torch.no_grad():
+        model(tokens, incremental_state=state)
+    caches = [c for c in state.values() if isinstance(c, dict) and "buffers" in c]
+    assert caches
+    before = [(c["key"].data_ptr(), c["key"].clone()) for c in caches]
+    order = torch.tensor([2, 2, 0])
+    model.reorder_incremental_state(state, order)
+    for c, (ptr, key) in zip(caches, before):
+        assert c["key"].data_ptr() == ptr and torch.equal(c["key"], key[order])
+    shrink = torch.tensor([1])  # fewer rows: the caches are replaced by the selected rows
+    model.reorder_incremental_state(state, shrink)
+    assert all(c["key"].size(0) == 1 for c in caches)
 
 
 def test_greedy_and_sampling_never_reorder_the_cache(monkeypatch):

@@ -23,6 +23,7 @@ from torch.utils.checkpoint import checkpoint
 
 from fairseq.modules.adaptive_input import AdaptiveInput
 from fairseq.modules.adaptive_softmax import AdaptiveSoftmax
+from fairseq.modules.multihead_attention import KVBuffers, reorder_cache_
 from fairseq.modules.positional_embedding import PositionalEmbedding
 from fairseq.modules.transformer_layer import TransformerDecoderLayer
 
@@ -269,10 +270,21 @@ class TransformerDecoder(nn.Module):
         return (causal & visible).unsqueeze(1), past_counts, past_length  # (B, 1, T, S)
 
     def reorder_incremental_state(self, incremental_state: IncrementalState, new_order: Tensor) -> None:
-        """Select rows of every cached tensor, in place: row ``b`` becomes old row ``new_order[b]``."""
+        """Row ``b`` of every cached tensor becomes old row ``new_order[b]``.
+
+        The attention caches' keys and values are reordered in place when the number of rows
+        stays (beam search): only the rows that change are copied, into the buffers they already
+        have (:func:`fairseq.modules.multihead_attention.reorder_cache_`). Every other tensor,
+        and every cache whose number of rows changes, is replaced by its selected rows."""
 
         def reorder(state: Dict[str, Any]) -> None:
+            in_place = (isinstance(state.get("buffers"), KVBuffers) and isinstance(state.get("key"), Tensor)
+                        and state["key"].size(0) == new_order.numel())
+            if in_place:
+                reorder_cache_(state, new_order)
             for key, value in state.items():
+                if in_place and key in ("key", "value"):
+                    continue
                 if isinstance(value, Tensor):
                     state[key] = value.index_select(0, new_order)
                 elif isinstance(value, dict):
