@@ -16,8 +16,9 @@ summed cross entropy of ``x @ W.T`` (x: (N, C) features, W: (V, C) output projec
   with its own defaults, timed in the same rounds; ``compared / fused`` (> 1: this version is
   faster) is reported.
 
-The three alternate ``--rounds`` times per shape (after one warm-up each), the order rotating
-from round to round; medians are reported, with ``unfused / fused`` (> 1: the fused path is
+The three alternate ``--rounds`` times per shape (after one warm-up each), in a new random
+order every round (what ran just before changes the allocator's state, e.g. whether large
+blocks are still mapped, so no way should always follow the same one); medians are reported, with ``unfused / fused`` (> 1: the fused path is
 faster) and ``reference / fused``. ``--threads`` sets torch's threads (default: torch's own).
 
 On a shared machine, every operator that runs on several threads may wait for a thread the
@@ -41,6 +42,7 @@ of logits for the fused one).
 import argparse
 import importlib.util
 import os
+import random
 import statistics
 import sys
 import time
@@ -175,9 +177,9 @@ def main() -> None:
                 times: Dict[str, List[float]] = {k: [] for k in ways}
                 for step in ways.values():
                     run_once(step, x, w, t)  # warm-up
-                names = list(ways)
-                for r in range(args.rounds):
-                    for name in names[r % len(names):] + names[:r % len(names)]:  # the order rotates
+                names, order = list(ways), random.Random(f"{c} {v} {n}")
+                for _ in range(args.rounds):
+                    for name in order.sample(names, len(names)):  # a new order every round
                         times[name].append(run_once(ways[name], x, w, t))
                 med = {k: statistics.median(s) * 1e3 for k, s in times.items()}
                 ratio = med["unfused"] / med["fused"]

@@ -54,7 +54,7 @@ def build(vocab: int, layers: int, dim: int, positions: int):
 
 def search_of(args, seed: int = 0):
     """(beam size, search strategy) of ``--search``."""
-    if args.search in ("cache", "greedy"):
+    if args.search == "cache":
         return 1, None
     if args.search == "beam":
         return args.beam, BeamSearch()

@@ -331,16 +331,37 @@ def test_a_second_backward_through_the_same_graph_is_a_clear_error():
         loss.backward()
 
 
-def test_small_problems_take_the_plain_computation_by_default():
-    """All logits within one target block: the plain computation (no block wins there), the
-    same values as F.cross_entropy of F.linear exactly."""
-    from fairseq.modules.fused_cross_entropy import TARGET_BLOCK_ELEMENTS
+class OpNames(TorchDispatchMode):
+    """Records the names of the ops that run while active."""
 
-    x, w, _, t = _inputs(N=64, C=8, V=50)
-    assert 64 * 50 <= TARGET_BLOCK_ELEMENTS
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func.__name__.split(".")[0])
+        return func(*args, **(kwargs or {}))
+
+
+def test_where_the_fused_path_does_not_win_the_plain_computation_runs():
+    """All logits within one target block and V < 4 C: the plain computation, the same values
+    as F.cross_entropy of F.linear exactly; larger problems or vocabularies take the blocks."""
+    from fairseq.modules.fused_cross_entropy import takes_plain_path
+
+    assert takes_plain_path(2048, 1400, 512) and takes_plain_path(64, 50, 16)
+    assert not takes_plain_path(2048, 1400, 128)  # the demo's vocabulary at its width: fused
+    assert not takes_plain_path(8192, 1400, 512)  # over one block: fused (memory)
+    assert not takes_plain_path(2048, 8192, 512) and not takes_plain_path(2048, 42856, 512)
+    x, w, _, t = _inputs(N=64, C=16, V=50)
     ref_loss, ref_grads = _grads(_plain, x, w, None, t, "sum")
-    loss, grads = _grads(_fused(None), x, w, None, t, "sum")
+    with OpNames() as ops:
+        loss, grads = _grads(_fused(None), x, w, None, t, "sum")
+    assert "nll_loss_forward" in ops.names  # F.cross_entropy's
     assert torch.equal(loss, ref_loss) and all(torch.equal(a, b) for a, b in zip(grads, ref_grads))
+    x, w, _, t = _inputs(N=64, C=8, V=50)  # V >= 4 C: the fused blocks
+    with OpNames() as ops:
+        _grads(_fused(None), x, w, None, t, "sum")
+    assert "nll_loss_forward" not in ops.names and "log_softmax" in ops.names
 
 
 def test_the_criterion_uses_the_rule_by_default(data_bin):

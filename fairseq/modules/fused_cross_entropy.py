@@ -36,11 +36,13 @@ of a large vocabulary) therefore run far below the plain path's speed; large blo
 With V = 42,856: at most 391 rows at C = 128 (342 for 2048 tokens), 512 at C = 512 (the old
 2**21-logit blocks had 48); with V = 8192: 1024 rows.
 
-When all the logits fit in one block of the target size (``N * V <= TARGET_BLOCK_ELEMENTS``,
-e.g. 2048 or 4096 tokens of the demo's ~1.4k words) and no ``block_elements`` is given, the
-plain computation runs instead (``F.cross_entropy`` of ``F.linear``): one block does the same
-work as the plain path with a few more small operators, so it does not win there, and the
-memory it would save is at most a few such blocks.
+Where the fused path does not win, the plain computation runs instead (``F.cross_entropy`` of
+``F.linear``), when no ``block_elements`` is given: all the logits fit in one block of the target
+size (``N * V <= TARGET_BLOCK_ELEMENTS``: the memory to save is small) and the vocabulary is
+less than ``PLAIN_VOCAB_PER_HIDDEN`` (4) times the hidden size. What the fused path saves is
+passes over the (N, V) logits; what it adds is passes over (N, C) and (V, C) tensors (ignored
+rows masked, the gradients scaled by the incoming gradient): with V < 4 C they cost as much
+(measured: 2048 tokens, V = 1400, C = 512: 0.84-1.0x the plain path; C = 128: 1.16-1.3x).
 """
 from typing import Optional, Tuple
 
@@ -54,6 +56,8 @@ MIN_BLOCK_ROWS = 512
 TARGET_BLOCK_ELEMENTS = 2**23
 #: logits a block may hold at most (16M floats, 64 MiB), unless the (V, C) projection is larger
 MAX_BLOCK_ELEMENTS = 2**24
+#: a problem that fits one block takes the plain computation when V < this times C
+PLAIN_VOCAB_PER_HIDDEN = 4
 #: kept for callers of the old name: the logits a block should hold
 DEFAULT_BLOCK_ELEMENTS = TARGET_BLOCK_ELEMENTS
 
@@ -81,6 +85,13 @@ def block_rows(num_tokens: int, vocab_size: int, block_elements: Optional[int] =
     rows = max(1, min(num_tokens, wanted, cap))
     blocks = -(-num_tokens // rows)
     return -(-num_tokens // blocks)
+
+
+def takes_plain_path(num_tokens: int, vocab_size: int, hidden_size: int) -> bool:
+    """Whether :func:`fused_linear_cross_entropy` (default block size) runs the plain computation
+    for these sizes: all logits within one target block and ``V < PLAIN_VOCAB_PER_HIDDEN * C``."""
+    return (num_tokens * vocab_size <= TARGET_BLOCK_ELEMENTS
+            and vocab_size < PLAIN_VOCAB_PER_HIDDEN * hidden_size)
 
 
 def _compute_dtype(x: Tensor) -> Optional[torch.dtype]:
@@ -251,7 +262,7 @@ def fused_linear_cross_entropy(x: Tensor, weight: Tensor, target: Tensor, bias: 
         reduction: ``"sum"`` (a scalar) or ``"none"`` (the (N,) per-token losses, 0 where ignored).
         block_elements: how many logits one block holds (``block_elements // V`` rows);
             ``None`` (the default): :func:`block_rows`' rule, from V and C, and the plain
-            computation when all the logits fit in one block (see the module docstring).
+            computation where the fused one does not win (:func:`takes_plain_path`).
 
     Returns:
         float32 loss in nats: a scalar for ``"sum"``, (N,) for ``"none"``.
@@ -264,7 +275,7 @@ def fused_linear_cross_entropy(x: Tensor, weight: Tensor, target: Tensor, bias: 
     if x.dim() != 2 or weight.dim() != 2 or x.size(1) != weight.size(1) or target.shape != x.shape[:1]:
         raise ValueError(f"fused_linear_cross_entropy needs x (N, C), weight (V, C) and target (N,); got "
                          f"x {tuple(x.shape)}, weight {tuple(weight.shape)}, target {tuple(target.shape)}")
-    if block_elements is None and x.size(0) * weight.size(0) <= TARGET_BLOCK_ELEMENTS:
+    if block_elements is None and takes_plain_path(x.size(0), weight.size(0), x.size(1)):
         return F.cross_entropy(F.linear(x, weight, bias).float(), target, ignore_index=ignore_index,
                                reduction=reduction)
     needs_grad = torch.is_grad_enabled() and (
@@ -277,5 +288,5 @@ def fused_linear_cross_entropy(x: Tensor, weight: Tensor, target: Tensor, bias: 
                                               block_elements, grad_now, dtype)
 
 
-__all__ = ["DEFAULT_BLOCK_ELEMENTS", "MAX_BLOCK_ELEMENTS", "MIN_BLOCK_ROWS", "TARGET_BLOCK_ELEMENTS",
-           "block_rows", "fused_linear_cross_entropy"]
+__all__ = ["DEFAULT_BLOCK_ELEMENTS", "MAX_BLOCK_ELEMENTS", "MIN_BLOCK_ROWS", "PLAIN_VOCAB_PER_HIDDEN",
+           "TARGET_BLOCK_ELEMENTS", "block_rows", "fused_linear_cross_entropy", "takes_plain_path"]
