@@ -129,16 +129,19 @@ def test_a_stop_signal_during_an_evaluation_ends_with_one_line_and_128_plus_the_
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     path = str(tiny_checkpoint / "checkpoint_last.pt")
     proc = subprocess.Popen(command("fairseq-interactive") + [data_bin, "--path", path], cwd=tmp_path, env=env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 300  # generous: the model loads slowly on a loaded machine
-        seen = ""
-        while "Type the input sentence" not in seen:  # logged on stdout once the model is loaded
-            assert proc.poll() is None and time.time() < deadline, seen
+        seen = b""
+        # read the pipe's bytes as they come (os.read, no Python buffer: a buffered readline
+        # could hold the prompt's line while select() waits on the empty pipe)
+        while b"Type the input sentence" not in seen:  # logged on stdout once the model is loaded
+            assert proc.poll() is None and time.time() < deadline, seen.decode(errors="replace")
             if select.select([proc.stdout], [], [], 1.0)[0]:
-                seen += proc.stdout.readline()
+                seen += os.read(proc.stdout.fileno(), 65536)
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=60)
+        err = err.decode(errors="replace")
     finally:
         if proc.poll() is None:
             proc.kill()

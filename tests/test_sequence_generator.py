@@ -87,9 +87,10 @@ def test_beam_search_finds_the_brute_force_optimum_when_the_beam_covers_every_se
     model = _model(d, seed=1)
     max_len = 3
     words = [i for i in range(len(d)) if i not in (d.pad(), d.eos())]
-    # every sequence of up to max_len tokens followed by EOS (a hypothesis may end early)
+    # every sequence of up to max_len tokens ending in EOS (a hypothesis may end early), but
+    # not EOS alone: min_len=1 (the default) forbids EOS as the first token, as in fairseq
     best_score, best_seq = -math.inf, None
-    for length in range(1, max_len + 1):
+    for length in range(2, max_len + 1):
         for body in itertools.product(words, repeat=length - 1):
             seq = list(body) + [d.eos()]
             score = _logprob(model, d, seq) / len(seq)

@@ -310,3 +310,18 @@ def test_aliases_share_their_preset():
         MODEL_REGISTRY.get("transformer_lm_baevski_wiki103").preset
     assert MODEL_REGISTRY.get("transformer_lm_gbw").preset == \
         MODEL_REGISTRY.get("transformer_lm_baevski_gbw").preset
+
+
+def test_feed_forward_layers_keep_nn_linears_initialisation_as_fairseq_does():
+    """fairseq 0.12.2 builds fc1/fc2 as plain nn.Linear: weights and biases uniform within
+    1/sqrt(fan_in) (kaiming a=sqrt(5)), not xavier with zero biases (whose fc2 bound at
+    128 -> 512 -> 128 would be twice as large)."""
+    from fairseq.modules.transformer_layer import TransformerDecoderLayer
+
+    torch.manual_seed(0)
+    layer = TransformerDecoderLayer(128, 512, 4)
+    for fc in (layer.fc1, layer.fc2):
+        bound = fc.in_features ** -0.5
+        for p in (fc.weight, fc.bias):
+            assert p.abs().max() <= bound
+            assert p.abs().max() > 0.9 * bound  # spread over the whole range, biases not zero

@@ -56,9 +56,9 @@ class TransformerDecoderLayer(nn.Module):
         self.activation_fn = get_activation_fn(activation_fn)
         self.activation_dropout = nn.Dropout(activation_dropout)
         self.dropout = nn.Dropout(dropout)
-        for fc in (self.fc1, self.fc2):
-            nn.init.xavier_uniform_(fc.weight)
-            nn.init.zeros_(fc.bias)
+        # fc1 and fc2 keep nn.Linear's own initialisation (kaiming-uniform weights, uniform
+        # biases), as fairseq 0.12.2's layers do: with xavier weights the feed-forward output is
+        # about twice as large at the start, and the first losses of wide models differ
 
     def feed_forward(self, x: Tensor) -> Tensor:
         """(B, T, C) -> (B, T, C) position-wise network."""
