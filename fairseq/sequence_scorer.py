@@ -15,7 +15,8 @@ class SequenceScorer:
         tgt_dict: the target dictionary (gives ``pad`` and ``eos``).
         softmax_batch: normalize the output over at most this many (row, position) pairs at a
             time, to bound the memory of the (tokens x vocabulary) softmax. ``None`` or 0: all
-            at once.
+            at once. A single model that scores by itself (``score_targets``: the transformer
+            LM with a plain output projection) never holds those logits, so it needs no limit.
         compute_alignment: accepted for fairseq compatibility; language models have no
             alignment, so it is always ``None``.
         eos: the end-of-sentence index (default: ``tgt_dict.eos()``).
@@ -83,8 +84,15 @@ class SequenceScorer:
         avg_attn: Optional[Tensor] = None
         for model in models:
             model.eval()
-            net_output = model(**net_input)
-            probs = self._target_probs(model, net_output, sample, log_probs=single)
+            # one model: its own scoring without the (B, T, V) logits, where it has one
+            fast = getattr(model, "score_targets", None) if single else None
+            scored = fast(net_input, sample["target"]) if fast is not None else None
+            if scored is not None:
+                probs, extra = scored
+                net_output = (probs, extra)
+            else:
+                net_output = model(**net_input)
+                probs = self._target_probs(model, net_output, sample, log_probs=single)
             total = probs if total is None else total + probs
             attn = None
             if len(net_output) > 1:

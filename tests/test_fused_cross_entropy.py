@@ -370,3 +370,90 @@ def test_the_criterion_uses_the_rule_by_default(data_bin):
     assert CrossEntropyCriterion.block_elements is None
     cfg, task, model, criterion = _build(data_bin)
     assert criterion.block_elements is None
+
+
+# -- scoring without gradients: slices of the vocabulary -------------------------------------
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("N,V", [(300, 15000), (40, 50)])  # sliced (4.5M logits), and at once
+def test_target_log_probs_equal_the_log_softmax_of_the_logits(N, V, bias):
+    from fairseq.modules.fused_cross_entropy import SCORE_PLAIN_ELEMENTS, linear_target_log_probs
+
+    x, w, b, t = (v.float() if v is not None and v.is_floating_point() else v for v in _inputs(N=N, C=8, V=V, bias=bias))
+    expected = F.log_softmax(F.linear(x, w, b), dim=-1).gather(1, t.unsqueeze(1)).squeeze(1)
+    with ShapeWatch() as watch:
+        got = linear_target_log_probs(x, w, t, b)
+    assert got.dtype == torch.float32 and got.shape == (N,)
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-5)
+    if N * V > SCORE_PLAIN_ELEMENTS:  # never the whole (N, V) logits
+        assert watch.largest <= N * V // 4
+
+
+def test_validation_losses_take_the_slices_and_equal_the_training_losses():
+    """Without gradients, fused_linear_cross_entropy scores by slices of the vocabulary; its
+    losses equal the gradient path's (ignored positions 0)."""
+    x, w, _, t = (v.float() if v is not None and v.is_floating_point() else v for v in _inputs(N=300, C=8, V=15000))
+    with_grad = fused_linear_cross_entropy(x.requires_grad_(), w, t, ignore_index=PAD, reduction="none")
+    with torch.no_grad():
+        without = fused_linear_cross_entropy(x, w, t, ignore_index=PAD, reduction="none")
+        total = fused_linear_cross_entropy(x, w, t, ignore_index=PAD, reduction="sum")
+    torch.testing.assert_close(without, with_grad.detach(), atol=2e-5, rtol=1e-5)
+    assert torch.all(without[t == PAD] == 0)
+    torch.testing.assert_close(total, without.sum())
+
+
+def _lm(vocab=40, seed=0):
+    from fairseq.data import Dictionary
+    from fairseq.models.transformer_lm import TransformerLanguageModel, TransformerLanguageModelConfig
+
+    d = Dictionary()
+    for i in range(vocab):
+        d.add_symbol(f"w{i}")
+
+    class Task:
+        source_dictionary = target_dictionary = d
+
+    torch.manual_seed(seed)
+    cfg = TransformerLanguageModelConfig(decoder_layers=1, decoder_embed_dim=16, decoder_ffn_embed_dim=32,
+                                         decoder_attention_heads=2, dropout=0.0, max_target_positions=32)
+    return TransformerLanguageModel.build_model(cfg, Task()).eval(), d
+
+
+def test_the_scorer_takes_the_models_own_scoring_and_gets_the_same_scores(monkeypatch):
+    import fairseq.modules.fused_cross_entropy as fce
+    from fairseq.models.transformer_lm import TransformerLanguageModel
+    from fairseq.sequence_scorer import SequenceScorer
+
+    monkeypatch.setattr(fce, "SCORE_PLAIN_ELEMENTS", 0)  # slices even at this size
+    model, d = _lm()
+    tokens = torch.randint(4, len(d), (3, 9))
+    tokens[2, 6:] = d.pad()
+    sample = {"net_input": {"src_tokens": tokens[:, :-1], "src_lengths": torch.tensor([8, 8, 5])},
+              "target": tokens[:, 1:]}
+    calls = []
+    original = TransformerLanguageModel.score_targets
+    monkeypatch.setattr(TransformerLanguageModel, "score_targets",
+                        lambda self, *a: calls.append(1) or original(self, *a))
+    fast = SequenceScorer(d).generate([model], sample)
+    assert calls == [1]
+    monkeypatch.setattr(TransformerLanguageModel, "score_targets", lambda self, *a: None)
+    slow = SequenceScorer(d).generate([model], sample)
+    for (a,), (b,) in zip(fast, slow):
+        assert torch.equal(a["tokens"], b["tokens"])
+        torch.testing.assert_close(a["positional_scores"], b["positional_scores"], atol=1e-5, rtol=1e-5)
+
+
+def test_a_model_that_changes_its_normalisation_is_scored_through_it():
+    from fairseq.models.transformer_lm import TransformerLanguageModel
+
+    class Tempered(TransformerLanguageModel):
+        def get_normalized_probs(self, net_output, log_probs, sample=None):
+            return super().get_normalized_probs((net_output[0] / 2,) + tuple(net_output[1:]), log_probs, sample)
+
+    model, d = _lm()
+    model.__class__ = Tempered
+    tokens = torch.randint(4, len(d), (2, 6))
+    assert model.score_targets({"src_tokens": tokens}, tokens) is None
+    model.__class__ = TransformerLanguageModel
+    assert model.score_targets({"src_tokens": tokens}, tokens) is not None

@@ -116,6 +116,25 @@ class FairseqLanguageModel(BaseFairseqModel):
         """Project features (B, T, C) to the vocabulary."""
         return self.decoder.output_layer(features)
 
+    def score_targets(self, net_input: Dict[str, Any], target: Tensor) -> Optional[Tuple[Tensor, Dict[str, Any]]]:
+        """The (B, T) float32 log-probabilities of ``target`` and the decoder's extras, computed
+        without the (B, T, V) logits, or ``None`` where that cannot be done: then score with
+        ``forward`` and :meth:`get_normalized_probs` (what ``SequenceScorer`` does).
+
+        The fast way applies when the decoder offers ``target_log_probs`` (the transformer
+        decoder with a plain output projection does) and this class keeps the base class's
+        ``forward``, ``output_layer`` and ``get_normalized_probs``: the values are then those
+        methods' results within float rounding."""
+        decoder_scores = getattr(self.decoder, "target_log_probs", None)
+        cls = type(self)
+        if (decoder_scores is None or cls.forward is not FairseqLanguageModel.forward
+                or cls.output_layer is not FairseqLanguageModel.output_layer
+                or cls.get_normalized_probs is not FairseqLanguageModel.get_normalized_probs):
+            return None
+        features, extra = self(**net_input, features_only=True)
+        scores = decoder_scores(features, target)
+        return None if scores is None else (scores, extra)
+
     def reorder_incremental_state(self, incremental_state: Dict[str, Any], new_order: Tensor) -> None:
         """Reorder (select) the batch rows of a decoding cache, e.g. after a beam search step."""
         self.decoder.reorder_incremental_state(incremental_state, new_order)

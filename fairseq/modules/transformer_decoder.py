@@ -23,6 +23,7 @@ from torch.utils.checkpoint import checkpoint
 
 from fairseq.modules.adaptive_input import AdaptiveInput
 from fairseq.modules.adaptive_softmax import AdaptiveSoftmax
+from fairseq.modules.fused_cross_entropy import linear_target_log_probs
 from fairseq.modules.multihead_attention import KVBuffers, reorder_cache_
 from fairseq.modules.positional_embedding import PositionalEmbedding
 from fairseq.modules.transformer_layer import TransformerDecoderLayer
@@ -242,6 +243,19 @@ class TransformerDecoder(nn.Module):
         if self.output_projection is None:
             return features
         return self.output_projection(features)
+
+    def target_log_probs(self, features: Tensor, target: Tensor) -> Optional[Tensor]:
+        """(B, T) float32 log-probabilities of ``target`` from (B, T, output_dim) ``features``,
+        as the log-softmax of :meth:`output_layer` would give them, without the (B, T, V)
+        logits (:func:`~fairseq.modules.fused_cross_entropy.linear_target_log_probs`).
+        ``None`` with an adaptive softmax or where a subclass changes :meth:`output_layer`."""
+        if (self.output_projection is None or type(self).output_layer is not TransformerDecoder.output_layer
+                or not isinstance(self.output_projection, nn.Linear)):
+            return None
+        flat = features.reshape(-1, features.size(-1))
+        scores = linear_target_log_probs(flat, self.output_projection.weight, target.reshape(-1),
+                                         self.output_projection.bias)
+        return scores.view(target.shape)
 
     # -- cached decoding ----------------------------------------------------------------------
     def _extend_padding_state(self, tokens: Tensor, state: IncrementalState) -> Tuple[Tensor, Tensor, int]:
