@@ -52,8 +52,8 @@ What it does:
      Ts (X tokens/s)" line);
    * generation with ``fairseq-interactive`` (LM task, ``--prompts`` prompts of 8 words
      from the valid split, every hypothesis exactly ``--gen-len`` tokens long, prompt
-     included, via ``--min-len``/``--max-len-b``): sampling top-k 10 and beam 5, batch 1
-     and 8; time = the "translation time" both print (model loading excluded), reported
+     included, via ``--min-len``/``--max-len-b``): greedy, sampling top-k 10 and beam 5,
+     batch 1 and 8; time = the "translation time" both print (model loading excluded), reported
      as new tokens of the best hypotheses per second.
 
 Usage::
@@ -596,7 +596,8 @@ def main(argv=None):
                 prompts = [" ".join(ln.split()[:8]) for ln in open(corpus / "valid.txt")
                            if len(ln.split()) >= 8][: args.prompts]
                 stdin = "\n".join(prompts) + "\n"
-                for mode, margs in (("sampling top-k 10", ["--beam", "1", "--sampling", "--sampling-topk", "10"]),
+                for mode, margs in (("greedy", ["--beam", "1"]),
+                                    ("sampling top-k 10", ["--beam", "1", "--sampling", "--sampling-topk", "10"]),
                                     ("beam 5", ["--beam", "5"])):
                     for bsz in (1, 8):
                         a = [data, "--path", ckpt[s.name], "--task", "language_modeling", *margs,

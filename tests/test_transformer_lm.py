@@ -325,3 +325,41 @@ def test_feed_forward_layers_keep_nn_linears_initialisation_as_fairseq_does():
         for p in (fc.weight, fc.bias):
             assert p.abs().max() <= bound
             assert p.abs().max() > 0.9 * bound  # spread over the whole range, biases not zero
+
+
+def test_a_decoding_steps_few_rows_against_a_large_vocabulary_give_the_same_logits():
+    """Inference with at most FEW_ROWS rows and V >= FEW_ROWS_MIN_VOCAB computes weight @ x.T
+    (faster on CPU BLAS); the logits equal the projection's within float rounding, and with
+    gradients, more rows or a small vocabulary the projection itself runs."""
+    from fairseq.data import Dictionary
+    from fairseq.modules.transformer_decoder import FEW_ROWS, FEW_ROWS_MIN_VOCAB
+
+    d = Dictionary()
+    for i in range(FEW_ROWS_MIN_VOCAB):
+        d.add_symbol(f"w{i}")
+
+    class Task:
+        source_dictionary = target_dictionary = d
+
+    torch.manual_seed(0)
+    model = TransformerLanguageModel.build_model(TransformerLanguageModelConfig(
+        decoder_layers=1, decoder_embed_dim=16, decoder_ffn_embed_dim=32, decoder_attention_heads=2,
+        dropout=0.0), Task()).eval()
+    decoder = model.decoder
+    for rows in (1, FEW_ROWS, FEW_ROWS + 1):
+        features = torch.randn(rows, 1, 16)
+        with torch.no_grad():
+            got = decoder.output_layer(features)
+        expected = decoder.output_projection(features)
+        assert got.shape == expected.shape == (rows, 1, len(d))
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+        assert got.is_contiguous() == (rows == 1 or rows > FEW_ROWS)  # the transposed view, or not
+    features = torch.randn(4, 1, 16, requires_grad=True)
+    assert decoder.output_layer(features).is_contiguous()  # training: the projection
+    with torch.no_grad():
+        tokens = torch.randint(4, len(d), (4, 6))
+        full = model(tokens)[0][:, -1]
+        state = {}
+        model(tokens[:, :-1], incremental_state=state)
+        step = model(tokens[:, -1:], incremental_state=state)[0][:, -1]  # 4 rows: weight @ x.T
+    torch.testing.assert_close(step, full, atol=1e-5, rtol=1e-5)
