@@ -457,3 +457,12 @@ def test_a_model_that_changes_its_normalisation_is_scored_through_it():
     assert model.score_targets({"src_tokens": tokens}, tokens) is None
     model.__class__ = TransformerLanguageModel
     assert model.score_targets({"src_tokens": tokens}, tokens) is not None
+
+
+def test_torch_log_softmax_may_write_over_its_input():
+    """The fused forward relies on it: log_softmax(x, out=x) equals the out-of-place result
+    (each row's max and sum are taken before the row is written)."""
+    x = torch.randn(3, 40000) * 4
+    expected = torch.log_softmax(x, dim=1)
+    torch.log_softmax(x, dim=1, out=x)
+    assert torch.equal(x, expected)

@@ -153,22 +153,25 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
                 x_masked = cx * valid_mm  # (N, C)
             if bias is not None and need_b:
                 grad_b = torch.empty(V, dtype=acc_dtype, device=x.device)
-        # two (rows, V) float32 blocks, reused by every block: fresh large allocations would
-        # cost page faults on every block
+        # one (rows, V) float32 block, reused by every block (fresh large allocations would cost
+        # page faults on every block); the log-softmax overwrites the logits in it
         logits_buf = torch.empty((rows, V), dtype=torch.float32, device=x.device)
-        logp_buf = torch.empty((rows, V), dtype=torch.float32, device=x.device)
         for start in range(0, N, rows):
             end = min(start + rows, N)
             n = end - start
             xb = cx[start:end]  # (n, C)
             logits = _block_logits(xb, cw, cb, logits_buf[:n])  # (n, V) float32
-            logp = torch.log_softmax(logits, dim=1, out=logp_buf[:n])  # (n, V)
             tb = safe_target[start:end].unsqueeze(1)  # (n, 1)
+            if lse_all is not None:
+                target_logits = logits.gather(1, tb)  # (n, 1), before the logits are overwritten
+            # in place: each row's max and sum are taken before the row is written (tested in
+            # tests/test_fused_cross_entropy.py against an out-of-place log_softmax)
+            logp = torch.log_softmax(logits, dim=1, out=logits)  # (n, V)
             picked = logp.gather(1, tb)  # (n, 1)
             picked_all[start:end] = picked.squeeze(1)
             if not grad_now:
                 if lse_all is not None:  # log-normaliser of every row, for backward
-                    lse_all[start:end] = (logits.gather(1, tb) - picked).squeeze(1)
+                    lse_all[start:end] = (target_logits - picked).squeeze(1)
                 continue
             # d loss_sum / d logits = softmax - onehot. Ignored rows get it too (their target is
             # 0 here), but their x rows are zero for grad_w and their grad_x rows are zeroed in
