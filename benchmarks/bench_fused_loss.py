@@ -36,6 +36,7 @@ of logits for the fused one).
     python benchmarks/bench_fused_loss.py --hidden 512 --vocab 42856 --tokens 2048 --rounds 5
     python benchmarks/bench_fused_loss.py --block-elements 2097152       # force a block size
     python benchmarks/bench_fused_loss.py --threads 1
+    python benchmarks/bench_fused_loss.py --score --tokens 64 2048 8192    # scoring, no gradients
     git show HEAD~1:fairseq/modules/fused_cross_entropy.py > /tmp/old_fce.py
     python benchmarks/bench_fused_loss.py --compare /tmp/old_fce.py --no-memory
 """
@@ -141,6 +142,43 @@ def peak_bytes(step: Step, x: torch.Tensor, w: torch.Tensor, t: torch.Tensor) ->
     return peak, watch.largest
 
 
+def score_grid(args) -> None:
+    """``--score``: scoring without gradients (eval-lm, validation): the plain log-softmax of
+    the logits, gathered, against :func:`linear_target_log_probs` (vocabulary slices)."""
+    from fairseq.modules.fused_cross_entropy import linear_target_log_probs
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
+          f"{' '.join(f'{a:.2f}' for a in os.getloadavg())}; float32, no gradients, "
+          f"medians of {args.rounds} alternating rounds")
+    print("| C | V | N | sliced ms | plain ms | plain/sliced |")
+    print("|---|---|---|---|---|---|")
+
+    def plain(x, w, t):
+        return F.log_softmax(F.linear(x, w).float(), dim=-1).gather(1, t.unsqueeze(1)).squeeze(1)
+
+    ways = {"sliced": lambda x, w, t: linear_target_log_probs(x, w, t), "plain": plain}
+    worst = float("inf")
+    with torch.no_grad():
+        for c in args.hidden:
+            for v in args.vocab:
+                for n in args.tokens:
+                    x, w, t = inputs(n, c, v)
+                    times: Dict[str, List[float]] = {k: [] for k in ways}
+                    for f in ways.values():
+                        f(x, w, t)  # warm-up
+                    names, order = list(ways), random.Random(f"{c} {v} {n}")
+                    for _ in range(args.rounds):
+                        for name in order.sample(names, len(names)):
+                            start = time.perf_counter()
+                            ways[name](x, w, t)
+                            times[name].append(time.perf_counter() - start)
+                    med = {k: statistics.median(s) * 1e3 for k, s in times.items()}
+                    worst = min(worst, med["plain"] / med["sliced"])
+                    print(f"| {c} | {v} | {n} | {med['sliced']:.1f} | {med['plain']:.1f} "
+                          f"| **{med['plain'] / med['sliced']:.2f}** |", flush=True)
+    print(f"worst plain/sliced: {worst:.2f}; load average now {' '.join(f'{a:.2f}' for a in os.getloadavg())}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 512])
@@ -153,10 +191,15 @@ def main() -> None:
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     parser.add_argument("--compare", metavar="FILE",
                         help="also time fused_linear_cross_entropy of this file (another version)")
+    parser.add_argument("--score", action="store_true",
+                        help="time scoring without gradients instead (plain log-softmax vs vocabulary slices)")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    if args.score:
+        score_grid(args)
+        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
           f"{' '.join(f'{a:.2f}' for a in os.getloadavg())}; float32, forward + backward, "
           f"medians of {args.rounds} alternating rounds")
