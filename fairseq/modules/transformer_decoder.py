@@ -256,10 +256,11 @@ class TransformerDecoder(nn.Module):
                 and features.dtype == weight.dtype and self.output_projection.bias is None
                 and not (torch.is_grad_enabled() and (features.requires_grad or weight.requires_grad))):
             # a decoding step's few rows against a large vocabulary: weight @ x.T (the vocabulary
-            # as the matmul's long side) runs 1.6-7x faster on CPU BLAS than x @ weight.T
-            # (benchmarks/bench_generate.py); the (rows, V) result is a transposed view
+            # as the matmul's long side) runs 1.6-7x faster on CPU BLAS than x @ weight.T; the
+            # (V, rows) result is transposed into a contiguous (rows, V) tensor, as callers that
+            # .view() the logits expect (the copy costs a few percent of the product)
             flat = features.reshape(rows, features.size(-1))
-            return torch.mm(weight, flat.t()).t().view(*features.shape[:-1], weight.size(0))
+            return torch.mm(weight, flat.t()).t().contiguous().view(*features.shape[:-1], weight.size(0))
         return self.output_projection(features)
 
     def target_log_probs(self, features: Tensor, target: Tensor) -> Optional[Tensor]:
