@@ -47,7 +47,7 @@ import random
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -108,6 +108,27 @@ def run_once(step: Step, x: torch.Tensor, w: torch.Tensor, t: torch.Tensor) -> f
     return time.perf_counter() - start
 
 
+def call_once(step: Callable[..., Any], x: torch.Tensor, w: torch.Tensor, t: torch.Tensor) -> float:
+    """Seconds of one call of ``step`` (scoring: no backward)."""
+    start = time.perf_counter()
+    step(x, w, t)
+    return time.perf_counter() - start
+
+
+def median_ms(ways: Dict[str, Any], timed: Callable[..., float], data: Tuple[torch.Tensor, ...],
+              rounds: int, seed: str) -> Dict[str, float]:
+    """Median milliseconds of each way: one warm-up each, then ``rounds`` rounds in a new random
+    order every round (what ran just before changes the allocator's state)."""
+    times: Dict[str, List[float]] = {k: [] for k in ways}
+    for way in ways.values():
+        timed(way, *data)  # warm-up
+    names, order = list(ways), random.Random(seed)
+    for _ in range(rounds):
+        for name in order.sample(names, len(names)):
+            times[name].append(timed(ways[name], *data))
+    return {k: statistics.median(s) * 1e3 for k, s in times.items()}
+
+
 class LargestRows(TorchDispatchMode):
     """The most rows of any (rows, V) tensor (logits, or a block of them) an op produces."""
 
@@ -163,16 +184,7 @@ def score_grid(args) -> None:
             for v in args.vocab:
                 for n in args.tokens:
                     x, w, t = inputs(n, c, v)
-                    times: Dict[str, List[float]] = {k: [] for k in ways}
-                    for f in ways.values():
-                        f(x, w, t)  # warm-up
-                    names, order = list(ways), random.Random(f"{c} {v} {n}")
-                    for _ in range(args.rounds):
-                        for name in order.sample(names, len(names)):
-                            start = time.perf_counter()
-                            ways[name](x, w, t)
-                            times[name].append(time.perf_counter() - start)
-                    med = {k: statistics.median(s) * 1e3 for k, s in times.items()}
+                    med = median_ms(ways, call_once, (x, w, t), args.rounds, f"{c} {v} {n}")
                     worst = min(worst, med["plain"] / med["sliced"])
                     print(f"| {c} | {v} | {n} | {med['sliced']:.1f} | {med['plain']:.1f} "
                           f"| **{med['plain'] / med['sliced']:.2f}** |", flush=True)
@@ -217,14 +229,7 @@ def main() -> None:
         for v in args.vocab:
             for n in args.tokens:
                 x, w, t = inputs(n, c, v)
-                times: Dict[str, List[float]] = {k: [] for k in ways}
-                for step in ways.values():
-                    run_once(step, x, w, t)  # warm-up
-                names, order = list(ways), random.Random(f"{c} {v} {n}")
-                for _ in range(args.rounds):
-                    for name in order.sample(names, len(names)):  # a new order every round
-                        times[name].append(run_once(ways[name], x, w, t))
-                med = {k: statistics.median(s) * 1e3 for k, s in times.items()}
+                med = median_ms(ways, run_once, (x, w, t), args.rounds, f"{c} {v} {n}")
                 ratio = med["unfused"] / med["fused"]
                 worst = min(worst, ratio)
                 compared = ""

@@ -198,8 +198,9 @@ def _temp_prefix(path: str) -> str:
     return f".tmp_{os.path.basename(path)}.{os.getpid()}."
 
 
-def _atomic_write(path: str, write: Any) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it over
+def _atomic_write_path(path: str, write_path: Any) -> None:
+    """Call ``write_path(tmp)`` with the name of a temporary file beside ``path`` (for writers
+    that take a file name, e.g. safetensors' ``save_file``), fsync it, then rename it over
     ``path``: readers see the old file or the complete new one, never a partial write. The file
     gets the mode the umask gives (0644 by default), as ``open`` would, not mkstemp's 0600."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -207,12 +208,15 @@ def _atomic_write(path: str, write: Any) -> None:
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), dir=directory)
     try:
         os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
+        os.close(fd)
+        fd = -1
+        write_path(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
+        if fd >= 0:
+            os.close(fd)
         if os.path.exists(tmp):
             os.remove(tmp)
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
@@ -220,6 +224,16 @@ def _atomic_write(path: str, write: Any) -> None:
                                   "or give another checkpoint.save_dir (--save-dir)") from None
         raise
     _fsync_dir(directory)
+
+
+def _atomic_write(path: str, write: Any) -> None:
+    """Call ``write(file)`` on a temporary binary file beside ``path``, then as
+    :func:`_atomic_write_path`: fsynced, renamed over ``path``."""
+    def write_path(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            write(f)
+
+    _atomic_write_path(path, write_path)
 
 
 def _fsync_dir(directory: str) -> None:

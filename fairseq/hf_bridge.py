@@ -504,6 +504,18 @@ def hf_to_fairseq(hf_config: Mapping[str, Any], hf_state: Mapping[str, Tensor], 
         used.add(key)
         return value
 
+    def output_head(C: int) -> Optional[Tensor]:
+        """``lm_head.weight`` (V, C), or None where the weights leave it tied to the embedding."""
+        lm_head = src.get("lm_head.weight")
+        if lm_head is None:
+            if not tied:
+                raise UnmappableModelError("tie_word_embeddings=false but the weights have no lm_head.weight")
+            return None
+        used.add("lm_head.weight")
+        if tuple(lm_head.shape) != (V, C):
+            raise UnmappableModelError(f"lm_head.weight is {tuple(lm_head.shape)}, not ({V}, {C})")
+        return lm_head
+
     V = int(hf_config["vocab_size"])
     activation_name = str(hf_config.get("activation_function", "gelu_new" if model_type == "gpt2" else "gelu"))
     if activation_name not in ACTIVATION_FROM_HF:
@@ -532,13 +544,7 @@ def hf_to_fairseq(hf_config: Mapping[str, Any], hf_state: Mapping[str, Tensor], 
         P = int(hf_config.get("n_positions", 1024))
         wte = take("wte.weight", (V, C))
         wpe = take("wpe.weight", (P, C))
-        lm_head = src.get("lm_head.weight")
-        if lm_head is not None:
-            used.add("lm_head.weight")
-            if tuple(lm_head.shape) != (V, C):
-                raise UnmappableModelError(f"lm_head.weight is {tuple(lm_head.shape)}, not ({V}, {C})")
-        elif not tied:
-            raise UnmappableModelError("tie_word_embeddings=false but the weights have no lm_head.weight")
+        lm_head = output_head(C)
         if tied or lm_head is None:
             lm_head = wte
         # an export of a scaled model: wte = table * scale, lm_head = table
@@ -596,13 +602,7 @@ def hf_to_fairseq(hf_config: Mapping[str, Any], hf_state: Mapping[str, Tensor], 
             raise UnmappableModelError(f"pad_token_id={hf_pad}: XGLM zeroes that row of its sinusoid table, i.e. "
                                        f"position {hf_pad - 2}; fairseq's table zeroes row 1 (no position)")
         embed_in = take("embed_tokens.weight", (V, C))
-        lm_head = src.get("lm_head.weight")
-        if lm_head is not None:
-            used.add("lm_head.weight")
-            if tuple(lm_head.shape) != (V, C):
-                raise UnmappableModelError(f"lm_head.weight is {tuple(lm_head.shape)}, not ({V}, {C})")
-        elif not tied:
-            raise UnmappableModelError("tie_word_embeddings=false but the weights have no lm_head.weight")
+        lm_head = output_head(C)
         share = tied or lm_head is None or torch.equal(lm_head, embed_in)
         lm_head = embed_in if share else lm_head
         no_scale = not bool(hf_config.get("scale_embedding", True))
@@ -1265,26 +1265,12 @@ def _plain(node: Any) -> Dict[str, Any]:
 
 
 def _save_safetensors(tensors: Dict[str, Tensor], metadata: Dict[str, str], path: str) -> None:
-    """``safetensors`` ``save_file`` made atomic: written beside ``path`` under a temporary name
-    (the writer's PID in it), fsynced, renamed over ``path``."""
+    """``safetensors`` ``save_file`` made atomic (:func:`fairseq.file_io._atomic_write_path`)."""
     from safetensors.torch import save_file
 
-    from fairseq.file_io import _fsync_dir, _temp_prefix, _umask
+    from fairseq.file_io import _atomic_write_path
 
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), dir=directory)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_dir(directory)
+    _atomic_write_path(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def export_model(model: Any, cfg: Any, dictionary: Any, out_dir: str, data_dir: Optional[str] = None,

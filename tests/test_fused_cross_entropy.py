@@ -6,23 +6,9 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from fairseq.modules.fused_cross_entropy import fused_linear_cross_entropy
+from op_watch import LargestOutput, OpCalls
 
 PAD = 1
-
-
-class ShapeWatch(TorchDispatchMode):
-    """Records the largest tensor (in elements) any op produces while active."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else [out]:
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
 
 
 def _inputs(N=37, C=8, V=50, bias=False, seed=0):
@@ -157,7 +143,7 @@ def test_fused_path_never_builds_a_tokens_by_vocabulary_tensor(data_bin):
     for fused in (True, False):
         criterion.fused_output_loss = fused
         model.zero_grad(set_to_none=True)
-        with ShapeWatch() as watch:
+        with LargestOutput() as watch:
             loss, _, _ = criterion(model, sample)
             loss.backward()
         largest[fused] = watch.largest
@@ -299,7 +285,7 @@ def test_large_vocabulary_in_several_blocks_equals_the_plain_path():
     t = torch.randint(0, V, (N,), generator=g)
     t[::7] = PAD
     ref_loss, ref_grads = _grads(_plain, x, w, None, t, "sum")
-    with ShapeWatch() as watch:
+    with LargestOutput() as watch:
         loss, grads = _grads(_fused(None), x, w, None, t, "sum")
     assert watch.largest < N * V  # blocks, not the (N, V) logits
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-4)
@@ -331,18 +317,6 @@ def test_a_second_backward_through_the_same_graph_is_a_clear_error():
         loss.backward()
 
 
-class OpNames(TorchDispatchMode):
-    """Records the names of the ops that run while active."""
-
-    def __init__(self):
-        super().__init__()
-        self.names = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.add(func.__name__.split(".")[0])
-        return func(*args, **(kwargs or {}))
-
-
 def test_where_the_fused_path_does_not_win_the_plain_computation_runs():
     """All logits within one target block and V < 4 C: the plain computation, the same values
     as F.cross_entropy of F.linear exactly; larger problems or vocabularies take the blocks."""
@@ -354,12 +328,12 @@ def test_where_the_fused_path_does_not_win_the_plain_computation_runs():
     assert not takes_plain_path(2048, 8192, 512) and not takes_plain_path(2048, 42856, 512)
     x, w, _, t = _inputs(N=64, C=16, V=50)
     ref_loss, ref_grads = _grads(_plain, x, w, None, t, "sum")
-    with OpNames() as ops:
+    with OpCalls() as ops:
         loss, grads = _grads(_fused(None), x, w, None, t, "sum")
     assert "nll_loss_forward" in ops.names  # F.cross_entropy's
     assert torch.equal(loss, ref_loss) and all(torch.equal(a, b) for a, b in zip(grads, ref_grads))
     x, w, _, t = _inputs(N=64, C=8, V=50)  # V >= 4 C: the fused blocks
-    with OpNames() as ops:
+    with OpCalls() as ops:
         _grads(_fused(None), x, w, None, t, "sum")
     assert "nll_loss_forward" not in ops.names and "log_softmax" in ops.names
 
@@ -382,7 +356,7 @@ def test_target_log_probs_equal_the_log_softmax_of_the_logits(N, V, bias):
 
     x, w, b, t = (v.float() if v is not None and v.is_floating_point() else v for v in _inputs(N=N, C=8, V=V, bias=bias))
     expected = F.log_softmax(F.linear(x, w, b), dim=-1).gather(1, t.unsqueeze(1)).squeeze(1)
-    with ShapeWatch() as watch:
+    with LargestOutput() as watch:
         got = linear_target_log_probs(x, w, t, b)
     assert got.dtype == torch.float32 and got.shape == (N,)
     torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-5)

@@ -333,6 +333,7 @@ def test_a_decoding_steps_few_rows_against_a_large_vocabulary_give_the_same_logi
     gradients, more rows or a small vocabulary the projection itself runs."""
     from fairseq.data import Dictionary
     from fairseq.modules.transformer_decoder import FEW_ROWS, FEW_ROWS_MIN_VOCAB
+    from op_watch import OpCalls
 
     d = Dictionary()
     for i in range(FEW_ROWS_MIN_VOCAB):
@@ -346,24 +347,12 @@ def test_a_decoding_steps_few_rows_against_a_large_vocabulary_give_the_same_logi
         decoder_layers=1, decoder_embed_dim=16, decoder_ffn_embed_dim=32, decoder_attention_heads=2,
         dropout=0.0), Task()).eval()
     decoder = model.decoder
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class FirstOperands(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.shapes = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func.__name__.split(".")[0] == "mm":
-                self.shapes.append(tuple(args[0].shape))
-            return func(*args, **(kwargs or {}))
-
     for rows in (1, FEW_ROWS, FEW_ROWS + 1):
         features = torch.randn(rows, 1, 16)
-        with torch.no_grad(), FirstOperands() as ops:
+        with torch.no_grad(), OpCalls() as ops:
             got = decoder.output_layer(features)
         # the vocabulary as the product's long (first) side for a decoding step's few rows
-        assert ((len(d), 16) in ops.shapes) == (rows <= FEW_ROWS), ops.shapes
+        assert ((len(d), 16) in ops.first_shapes.get("mm", [])) == (rows <= FEW_ROWS), ops.first_shapes
         expected = decoder.output_projection(features)
         assert got.shape == expected.shape == (rows, 1, len(d))
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
