@@ -440,3 +440,26 @@ def test_torch_log_softmax_may_write_over_its_input():
     expected = torch.log_softmax(x, dim=1)
     torch.log_softmax(x, dim=1, out=x)
     assert torch.equal(x, expected)
+
+
+def test_an_adaptive_softmax_model_is_not_run_twice_to_find_it_cannot_score_itself():
+    from fairseq.data import Dictionary
+    from fairseq.models.transformer_lm import TransformerLanguageModel, TransformerLanguageModelConfig
+
+    d = Dictionary()
+    for i in range(40):
+        d.add_symbol(f"w{i}")
+
+    class Task:
+        source_dictionary = target_dictionary = d
+
+    cfg = TransformerLanguageModelConfig(decoder_layers=1, decoder_embed_dim=16, decoder_ffn_embed_dim=32,
+                                         decoder_attention_heads=2, adaptive_softmax_cutoff="20")
+    model = TransformerLanguageModel.build_model(cfg, Task()).eval()
+
+    def no_forward(*args, **kwargs):
+        raise AssertionError("score_targets ran the model")
+
+    model.decoder.forward = no_forward
+    tokens = torch.randint(4, len(d), (2, 6))
+    assert model.score_targets({"src_tokens": tokens}, tokens) is None

@@ -121,19 +121,19 @@ class FairseqLanguageModel(BaseFairseqModel):
         without the (B, T, V) logits, or ``None`` where that cannot be done: then score with
         ``forward`` and :meth:`get_normalized_probs` (what ``SequenceScorer`` does).
 
-        The fast way applies when the decoder offers ``target_log_probs`` (the transformer
-        decoder with a plain output projection does) and this class keeps the base class's
+        The fast way applies when the decoder says it can (``can_score_targets``: the transformer
+        decoder with a plain output projection) and this class keeps the base class's
         ``forward``, ``output_layer`` and ``get_normalized_probs``: the values are then those
-        methods' results within float rounding."""
-        decoder_scores = getattr(self.decoder, "target_log_probs", None)
+        methods' results within float rounding. The check comes before any forward, so a model
+        scored the other way runs its forward once."""
+        can_score = getattr(self.decoder, "can_score_targets", None)
         cls = type(self)
-        if (decoder_scores is None or cls.forward is not FairseqLanguageModel.forward
+        if (can_score is None or not can_score() or cls.forward is not FairseqLanguageModel.forward
                 or cls.output_layer is not FairseqLanguageModel.output_layer
                 or cls.get_normalized_probs is not FairseqLanguageModel.get_normalized_probs):
             return None
         features, extra = self(**net_input, features_only=True)
-        scores = decoder_scores(features, target)
-        return None if scores is None else (scores, extra)
+        return self.decoder.target_log_probs(features, target), extra
 
     def reorder_incremental_state(self, incremental_state: Dict[str, Any], new_order: Tensor) -> None:
         """Reorder (select) the batch rows of a decoding cache, e.g. after a beam search step."""

@@ -263,13 +263,18 @@ class TransformerDecoder(nn.Module):
             return torch.mm(weight, flat.t()).t().contiguous().view(*features.shape[:-1], weight.size(0))
         return self.output_projection(features)
 
+    def can_score_targets(self) -> bool:
+        """Whether :meth:`target_log_probs` applies: a plain ``nn.Linear`` output projection (no
+        adaptive softmax) and this class's own :meth:`output_layer`."""
+        return (isinstance(self.output_projection, nn.Linear)
+                and type(self).output_layer is TransformerDecoder.output_layer)
+
     def target_log_probs(self, features: Tensor, target: Tensor) -> Optional[Tensor]:
         """(B, T) float32 log-probabilities of ``target`` from (B, T, output_dim) ``features``,
         as the log-softmax of :meth:`output_layer` would give them, without the (B, T, V)
         logits (:func:`~fairseq.modules.fused_cross_entropy.linear_target_log_probs`).
-        ``None`` with an adaptive softmax or where a subclass changes :meth:`output_layer`."""
-        if (self.output_projection is None or type(self).output_layer is not TransformerDecoder.output_layer
-                or not isinstance(self.output_projection, nn.Linear)):
+        ``None`` where :meth:`can_score_targets` says no."""
+        if not self.can_score_targets():
             return None
         flat = features.reshape(-1, features.size(-1))
         scores = linear_target_log_probs(flat, self.output_projection.weight, target.reshape(-1),
