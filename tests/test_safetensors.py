@@ -248,6 +248,25 @@ def test_a_save_killed_between_its_two_renames_is_completed_by_the_next_load(run
     assert all(torch.equal(state["model"][k], v) for k, v in reference["model"].items())
 
 
+def test_a_live_writers_temporary_wins_whatever_the_order_of_the_names(runs, tmp_path):
+    """A dead writer's temporary whose name sorts first (pid 0999999999: no such process) and
+    a live writer's with the same weights: the load reads the live one and renames nothing."""
+    from fairseq import checkpoint_utils
+
+    ck = tmp_path / "ck"
+    new = _copy_pair(runs["full"], "checkpoint_1_8", ck, "checkpoint_last")
+    weights = new.with_suffix(".safetensors")
+    dead = ck / ".tmp_checkpoint_last.safetensors.0999999999.k1ll3d"
+    os.replace(weights, dead)
+    shutil.copy(runs["full"] / "checkpoint_1_6.safetensors", weights)
+    previous = weights.read_bytes()
+    live = ck / f".tmp_checkpoint_last.safetensors.{os.getpid()}.wr1t1ng"
+    shutil.copy(dead, live)
+    assert sorted([dead.name, live.name])[0] == dead.name
+    state = checkpoint_utils.load_checkpoint_to_cpu(str(new))
+    assert "model" in state and dead.exists() and live.exists() and weights.read_bytes() == previous
+
+
 def test_a_save_killed_between_the_links_of_its_names_is_completed_at_the_rerun(runs, tmp_path):
     """``checkpoint_last`` is the new pair, ``checkpoint_best`` still the previous save's: the rerun
     links the .pt (restore_save_names) and the weights follow it (pruning completes pairs)."""

@@ -212,16 +212,21 @@ def interrupted_save_weights(weights: str, record: Dict[str, Any]) -> Optional[s
         names = sorted(os.listdir(directory))
     except OSError:
         return None
+    matching = []  # (writer alive, name) of the temporary files holding these weights
     for candidate in names:
         m = _WEIGHTS_TEMP.fullmatch(candidate)
         if not m or m.group(1) != name:
             continue
-        temp = os.path.join(directory, candidate)
-        if not weights_file_matches(temp, record):
+        if not weights_file_matches(os.path.join(directory, candidate), record):
             continue
         pid = int(m.group(2))
-        if pid == os.getpid() or pid_alive(pid):
-            return temp  # its writer renames it in a moment
+        matching.append((pid == os.getpid() or pid_alive(pid), candidate))
+    # a live writer's file first, whatever the order of the names: its writer renames it in a
+    # moment, so the save is left to finish (a dead writer's file is only renamed when none is)
+    for alive, candidate in sorted(matching, key=lambda item: not item[0]):
+        temp = os.path.join(directory, candidate)
+        if alive:
+            return temp
         try:
             os.replace(temp, weights)
         except OSError:
