@@ -48,6 +48,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import torch
 from torch import Tensor
 
+from fairseq import hf_validation as checks
 from fairseq.errors import CheckpointError, ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -696,39 +697,47 @@ def is_hf_model_dir(path: str) -> bool:
 
 def _read_weights(directory: str) -> Tuple[Dict[str, Tensor], Dict[str, str]]:
     """The tensors of ``model.safetensors`` (or its shards, or ``pytorch_model.bin``) and the
-    safetensors header metadata."""
+    safetensors header metadata; every file resolved inside ``directory`` first
+    (:func:`fairseq.hf_validation.weight_files`).
+
+    Raises:
+        HFDirectoryError: no weights, a file outside the directory, or one that cannot be read.
+    """
     from safetensors import safe_open
 
-    single = os.path.join(directory, "model.safetensors")
-    index = os.path.join(directory, "model.safetensors.index.json")
-    files: List[str] = []
-    if os.path.isfile(single):
-        files = [single]
-    elif os.path.isfile(index):
-        shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
-        files = [os.path.join(directory, s) for s in shards]
-    if files:
+    kind, files = checks.weight_files(directory)
+    if kind == "safetensors":
         state: Dict[str, Tensor] = {}
         metadata: Dict[str, str] = {}
         for path in files:
+            if not os.path.isfile(path):
+                raise checks.HFDirectoryError(f"{path} does not exist or is not a file, but the directory names "
+                                              "it as a weight file: copy the whole directory save_pretrained wrote")
             try:
                 with safe_open(path, framework="pt") as f:
-                    metadata.update(f.metadata() or {})
+                    found = f.metadata() or {}
+                    if not isinstance(found, dict):
+                        raise ValueError("its metadata is not a mapping")
+                    metadata.update(found)
                     for key in f.keys():
                         state[key] = f.get_tensor(key)
             except Exception as e:  # noqa: BLE001 -- a damaged file becomes one line
-                raise CheckpointError(f"{path} cannot be read as safetensors ({type(e).__name__}: "
-                                      f"{(str(e).splitlines() or [''])[0]}); save the model again") from None
+                raise checks.HFDirectoryError(f"{path} cannot be read as safetensors ({type(e).__name__}: "
+                                              f"{(str(e).splitlines() or [''])[0]}); save the model again") from None
         return state, metadata
-    bin_path = os.path.join(directory, "pytorch_model.bin")
-    if os.path.isfile(bin_path):
+    if kind == "bin":
+        bin_path = files[0]
         try:
-            return dict(torch.load(bin_path, map_location="cpu", weights_only=True)), {}
+            loaded = torch.load(bin_path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001
-            raise CheckpointError(f"{bin_path} cannot be loaded safely ({type(e).__name__}); convert it to "
-                                  "model.safetensors with transformers' save_pretrained") from None
-    raise CheckpointError(f"{directory} holds no model.safetensors (nor shards, nor pytorch_model.bin): "
-                          "save the model with save_pretrained")
+            raise checks.HFDirectoryError(f"{bin_path} cannot be loaded safely ({type(e).__name__}); convert it to "
+                                          "model.safetensors with transformers' save_pretrained") from None
+        if not isinstance(loaded, dict) or not all(isinstance(v, Tensor) for v in loaded.values()):
+            raise checks.HFDirectoryError(f"{bin_path} holds {type(loaded).__name__}, not a mapping of tensor "
+                                          "names to tensors: save the model with save_pretrained")
+        return dict(loaded), {}
+    raise checks.HFDirectoryError(f"{directory} holds no model.safetensors (nor shards, nor pytorch_model.bin): "
+                                  "save the model with save_pretrained")
 
 
 @dataclass
@@ -751,7 +760,29 @@ def _token_name(value: Any) -> Optional[str]:
     return value if isinstance(value, str) else None
 
 
-def _read_tokenizer(directory: str) -> TokenizerInfo:
+def _merges_of(merges: Any, where: str) -> List[str]:
+    """BPE merges as ``"a b"`` lines (tokenizers writes strings or ``[a, b]`` pairs)."""
+    if not isinstance(merges, list):
+        raise checks.HFDirectoryError(f"{where}: model.merges is {type(merges).__name__}, not a list")
+    out = []
+    for i, m in enumerate(merges):
+        if isinstance(m, str):
+            out.append(m)
+        elif isinstance(m, list) and len(m) == 2 and all(isinstance(x, str) for x in m):
+            out.append(" ".join(m))
+        else:
+            raise checks.HFDirectoryError(f"{where}: model.merges[{i}] is {json.dumps(m)[:60]}, not \"a b\" or "
+                                          "[\"a\", \"b\"]; save the tokenizer again")
+    return out
+
+
+def _read_tokenizer(directory: str, limit: Optional[int] = None) -> TokenizerInfo:
+    """What the tokenizer files of ``directory`` say, each checked: ids integers, non-negative,
+    unique and below ``limit`` (the model's vocabulary rows).
+
+    Raises:
+        HFDirectoryError: a malformed tokenizer file, one line.
+    """
     info = TokenizerInfo()
     dict_txt = os.path.join(directory, "dict.txt")
     if os.path.isfile(dict_txt):
@@ -765,38 +796,63 @@ def _read_tokenizer(directory: str) -> TokenizerInfo:
     special_names: Dict[str, Optional[str]] = {}
     cfg_path = os.path.join(directory, "tokenizer_config.json")
     if os.path.isfile(cfg_path):
-        tok_cfg = _read_json(cfg_path)
+        tok_cfg = checks.read_json_object(cfg_path)
         special_names = {"unk": _token_name(tok_cfg.get("unk_token")), "pad": _token_name(tok_cfg.get("pad_token"))}
     vocab: Optional[Dict[str, int]] = None
     if os.path.isfile(tok_json):
-        data = _read_json(tok_json)
+        data = checks.read_json_object(tok_json, finite=False)
         model = data.get("model") or {}
+        if not isinstance(model, dict):
+            raise checks.HFDirectoryError(f"{tok_json}: model is {type(model).__name__}, not a JSON object with "
+                                          "type and vocab; save the tokenizer again")
         kind = model.get("type")
-        if kind in ("BPE", "WordLevel", "WordPiece") and isinstance(model.get("vocab"), dict):
-            vocab = dict(model["vocab"])
-        elif kind == "Unigram" and isinstance(model.get("vocab"), list):
-            vocab = {str(piece[0]): i for i, piece in enumerate(model["vocab"])}
+        if kind in ("BPE", "WordLevel", "WordPiece"):
+            vocab = checks.check_token_ids(model.get("vocab"), f"{tok_json} (model.vocab)", limit)
+        elif kind == "Unigram":
+            pieces = model.get("vocab")
+            if not isinstance(pieces, list) or not all(
+                    isinstance(p, list) and p and isinstance(p[0], str) for p in pieces):
+                raise checks.HFDirectoryError(f"{tok_json}: a Unigram model.vocab must be a list of [piece, score] "
+                                              "pairs; save the tokenizer again")
+            if limit is not None and len(pieces) > limit:
+                raise checks.HFDirectoryError(f"{tok_json}: model.vocab has {len(pieces)} pieces, more than the "
+                                              f"model's vocab_size={limit}")
+            vocab = {}
+            for i, piece in enumerate(pieces):
+                if piece[0] in vocab:
+                    raise checks.HFDirectoryError(f"{tok_json}: piece {piece[0]!r} appears twice in model.vocab "
+                                                  f"(ids {vocab[piece[0]]} and {i}); save the tokenizer again")
+                vocab[piece[0]] = i
         if vocab is not None:
-            for added in data.get("added_tokens") or []:
-                if isinstance(added, dict) and isinstance(added.get("id"), int):
-                    vocab[str(added.get("content"))] = int(added["id"])
+            added_tokens = data.get("added_tokens") or []
+            if not isinstance(added_tokens, list):
+                raise checks.HFDirectoryError(f"{tok_json}: added_tokens is {type(added_tokens).__name__}, not a list")
+            taken = {i: t for t, i in vocab.items()}
+            for n, added in enumerate(added_tokens):
+                if not isinstance(added, dict) or not isinstance(added.get("content"), str):
+                    raise checks.HFDirectoryError(f"{tok_json}: added_tokens[{n}] is not an object with a string "
+                                                  "content; save the tokenizer again")
+                content = added["content"]
+                if vocab.get(content) is not None and taken.get(vocab[content]) == content:
+                    del taken[vocab[content]]  # an added token may move its own id
+                checks.check_token_ids({content: added.get("id")}, f"{tok_json} (added_tokens[{n}])", limit, taken)
+                vocab[content] = int(added["id"])
         pre = json.dumps(data.get("pre_tokenizer"))
         if kind == "BPE" and "ByteLevel" in pre:
             info.kind = "gpt2"
             info.encoder = {k: v for k, v in model["vocab"].items()}
-            merges = model.get("merges") or []
-            info.merges = [m if isinstance(m, str) else " ".join(m) for m in merges]
+            info.merges = _merges_of(model.get("merges") or [], tok_json)
         elif kind == "WordLevel":
             info.kind = "words"
         if isinstance(model.get("unk_token"), str) and special_names.get("unk") is None:
             special_names["unk"] = model["unk_token"]
     elif os.path.isfile(vocab_json) and os.path.isfile(merges_txt):
-        vocab = {str(k): int(v) for k, v in _read_json(vocab_json).items()}
+        vocab = checks.check_token_ids(checks.read_json(vocab_json), vocab_json, limit)
         info.kind, info.encoder = "gpt2", dict(vocab)
         with open(merges_txt, encoding="utf-8") as f:
             info.merges = [line.rstrip("\n") for line in f if line.strip() and not line.startswith("#version")]
     elif os.path.isfile(encoder_json) and os.path.isfile(vocab_bpe):
-        vocab = {str(k): int(v) for k, v in _read_json(encoder_json).items()}
+        vocab = checks.check_token_ids(checks.read_json(encoder_json), encoder_json, limit)
         info.kind, info.encoder = "gpt2", dict(vocab)
         with open(vocab_bpe, encoding="utf-8") as f:
             info.merges = [line.rstrip("\n") for line in f if line.strip() and not line.startswith("#version")]
@@ -847,29 +903,45 @@ def _drop_unk_aliases(hf_config: Dict[str, Any], weights: Dict[str, Tensor]) -> 
     return {**hf_config, "vocab_size": size}, weights
 
 
-def load_hf_directory(directory: str) -> LoadedHF:
+def load_hf_directory(directory: str, allow_nonfinite: bool = False) -> LoadedHF:
     """Read a local GPT2LMHeadModel / XGLMForCausalLM directory and map it (in memory).
 
+    Every file is checked before anything is allocated from it (:mod:`fairseq.hf_validation`):
+    config.json against its model type's schema, the weight files inside the directory, the
+    weights finite, the tokenizer's ids unique and within the vocabulary.
+
+    Args:
+        directory: the directory ``save_pretrained`` wrote.
+        allow_nonfinite: accept weights holding NaN or infinity (refused by default).
+
     Raises:
+        MissingPathError: the directory does not exist (a ConfigError and a FileNotFoundError).
         ConfigError: not an HF model directory, or a model that does not map (one line).
-        CheckpointError: weights that cannot be read.
+        HFDirectoryError: a malformed or unsafe file of the directory (one line).
     """
-    directory = str(directory)
-    if not os.path.isdir(directory):
-        raise ConfigError(f"{directory} is not a directory: give the directory save_pretrained wrote "
-                          "(config.json, model.safetensors); nothing is downloaded")
-    if not is_hf_model_dir(directory):
-        raise ConfigError(f"{directory} has no config.json with a model_type: it is not a transformers model "
-                          "directory (save one with model.save_pretrained(DIR))")
-    hf_config = _read_json(os.path.join(directory, "config.json"))
+    directory = checks.require_directory(str(directory), "the model directory")
+    config_path = os.path.join(directory, "config.json")
+    if not os.path.lexists(config_path):
+        raise ConfigError(f"{directory} has no config.json: it is not a transformers model directory (save one "
+                          "with model.save_pretrained(DIR))")
+    checks.resolve_inside(directory, "config.json", config_path)
+    hf_config = checks.read_json_object(config_path, checks.MAX_CONFIG_BYTES)
+    if "model_type" not in hf_config:
+        raise ConfigError(f"{config_path} has no model_type: it is not a transformers model's config (a fairseq "
+                          "save_dir's config.json is the run config); save the model with model.save_pretrained(DIR)")
+    checks.check_config(hf_config, config_path)
     if str(hf_config.get("model_type")) not in SUPPORTED_MODEL_TYPES:
         raise UnmappableModelError(f"{directory}: model_type={hf_config.get('model_type')!r}; only gpt2 "
                                    "(GPT2LMHeadModel) and xglm (XGLMForCausalLM) map to transformer_lm")
-    if "vocab_size" not in hf_config:
-        raise UnmappableModelError(f"{directory}/config.json has no vocab_size")
     weights, st_meta = _read_weights(directory)
+    checks.check_vocab_rows(weights, VOCAB_KEYS, int(hf_config["vocab_size"]), config_path)
+    nonfinite = checks.check_finite(weights, directory, allow=allow_nonfinite)
+    # ids of the tokenizer are the model's, aliases included: checked before those are dropped
+    tokenizer = _read_tokenizer(directory, int(hf_config["vocab_size"]))
     hf_config, weights = _drop_unk_aliases(hf_config, weights)
-    tokenizer = _read_tokenizer(directory)
+    if nonfinite:
+        tokenizer.notes.append(f"{len(nonfinite)} weight tensors hold NaN or infinity (first: {nonfinite[0]}); "
+                               "imported as they are (allow_nonfinite): their outputs will be NaN")
     vocab = build_vocab_map(hf_config, tokenizer.tokens, tokenizer.kind, tokenizer.unk_id, tokenizer.pad_id,
                             tokenizer.fairseq_symbols)
     if vocab.kind == "gpt2" and not tokenizer.encoder:
@@ -1005,7 +1077,8 @@ class ImportReport:
         return " ".join(flags)
 
 
-def import_directory(directory: str, out: str, data_out: Optional[str] = None, overwrite: bool = False) -> ImportReport:
+def import_directory(directory: str, out: str, data_out: Optional[str] = None, overwrite: bool = False,
+                     allow_nonfinite: bool = False) -> ImportReport:
     """Write a GPT-2 / XGLM directory as a checkpoint of this package, with its ``dict.txt``.
 
     The checkpoint holds the run config (``transformer_lm``, ``language_modeling`` with
@@ -1020,6 +1093,7 @@ def import_directory(directory: str, out: str, data_out: Optional[str] = None, o
         data_out: the directory for ``dict.txt`` (and a GPT-2 BPE's ``encoder.json`` and
             ``vocab.bpe``); default: the checkpoint's directory.
         overwrite: replace an existing checkpoint (else that is an error).
+        allow_nonfinite: import weights holding NaN or infinity (refused by default).
 
     Raises:
         ConfigError: see :func:`load_hf_directory`; an existing ``out`` without ``overwrite``.
@@ -1034,7 +1108,7 @@ def import_directory(directory: str, out: str, data_out: Optional[str] = None, o
     if os.path.exists(out) and not overwrite:
         raise ConfigError(f"--out {out} exists: remove it, choose another path or pass --overwrite")
     data_dir = str(data_out) if data_out else (os.path.dirname(os.path.abspath(out)) or ".")
-    loaded = load_hf_directory(directory)
+    loaded = load_hf_directory(directory, allow_nonfinite=allow_nonfinite)
     dictionary = _dictionary(loaded.vocab)
     source_dict = os.path.join(str(directory), "dict.txt")
     if loaded.vocab.kind == "dict" and os.path.isfile(source_dict):
@@ -1088,7 +1162,7 @@ class _TextWriter:
         self.f.write(text.encode("utf-8"))
 
 
-def from_pretrained_hf(directory: str, **kwargs: Any) -> Any:
+def from_pretrained_hf(directory: str, allow_nonfinite: bool = False, **kwargs: Any) -> Any:
     """``TransformerLanguageModel.from_pretrained`` for a local GPT-2 / XGLM directory: the
     model converted in memory, as a hub object (``score``, ``sample``, ``generate``).
 
@@ -1096,11 +1170,12 @@ def from_pretrained_hf(directory: str, **kwargs: Any) -> Any:
     itself cannot convert; this function is its counterpart, and ``fairseq-import-hf`` writes
     the same model as a checkpoint. ``kwargs`` go to the hub interface (``bpe=...``, ...).
     Files a GPT-2 BPE needs (encoder.json, vocab.bpe) are taken from the directory or, from a
-    tokenizer.json, written to a temporary directory.
+    tokenizer.json, written to a temporary directory. ``allow_nonfinite`` accepts weights
+    holding NaN or infinity (refused by default, see :func:`load_hf_directory`).
     """
     from fairseq.hub_utils import GeneratorHubInterface
 
-    loaded = load_hf_directory(directory)
+    loaded = load_hf_directory(directory, allow_nonfinite=allow_nonfinite)
     dictionary = _dictionary(loaded.vocab)
     bpe: Dict[str, str] = {}
     pairs = (("encoder.json", "vocab.bpe"),) if loaded.vocab.kind == "dict" else \
@@ -1340,6 +1415,28 @@ def export_model(model: Any, cfg: Any, dictionary: Any, out_dir: str, data_dir: 
                         notes + built.notes, time.perf_counter() - start)
 
 
+def _check_fit(weights: Mapping[str, Any], model_node: Mapping[str, Any], dict_size: int, path: str,
+               data_dir: str) -> None:
+    """Say what is wrong when a checkpoint and its dictionary or config disagree, before the
+    strict load (whose message would blame the config for a wrong dict.txt).
+
+    Raises:
+        ConfigError: the dictionary's size is not the embedding's rows (exit 2: another --data).
+        CheckpointError: the config's layer count is not the weights' (a damaged checkpoint).
+    """
+    embed = weights.get("decoder.embed_tokens.weight")
+    if isinstance(embed, Tensor) and embed.dim() == 2 and int(embed.shape[0]) != dict_size:
+        raise ConfigError(f"{data_dir}/dict.txt has {dict_size} types but the model in {path} was trained with "
+                          f"{int(embed.shape[0])}: give --data the directory with the dictionary it was trained "
+                          "with")
+    layers = model_node.get("decoder_layers") if isinstance(model_node, Mapping) else None
+    found = len(_layer_ids(weights))
+    if isinstance(layers, int) and not isinstance(layers, bool) and layers != found and \
+            not model_node.get("decoder_layers_to_keep"):
+        raise CheckpointError(f"{path}: its config says decoder_layers={layers} but its weights hold {found} "
+                              "layers: the checkpoint is damaged or was edited; use another checkpoint")
+
+
 def export_checkpoint(path: str, out_dir: str, data: Optional[str] = None, overwrite: bool = False) -> ExportReport:
     """Load a checkpoint (this package's or fairseq 0.12's) and write it with :func:`export_model`.
 
@@ -1353,6 +1450,17 @@ def export_checkpoint(path: str, out_dir: str, data: Optional[str] = None, overw
     from fairseq.checkpoint.loading import config_from_checkpoint
 
     start = time.perf_counter()
+    path = str(path)
+    if not os.path.exists(path):
+        raise checks.MissingPathError(f"--path {path} does not exist: give the checkpoint file to export (e.g. "
+                                      "checkpoints/checkpoint_best.pt)")
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, ".metadata")):  # not a sharded one
+        raise ConfigError(f"--path {path} is a directory: give the checkpoint file in it (e.g. "
+                          f"{os.path.join(path, 'checkpoint_best.pt')})")
+    if data is not None:
+        if not os.path.isdir(str(data).split(":")[0]):
+            raise checks.MissingPathError(f"--data {data} is not a directory: give the data directory with the "
+                                          "dict.txt the model was trained with")
     state = load_checkpoint_to_cpu(path)
     model_node = (state.get("cfg") or {}).get("model") or {}
     hf_target(model_node)  # refuse before building the model
@@ -1365,6 +1473,7 @@ def export_checkpoint(path: str, out_dir: str, data: Optional[str] = None, overw
     if data:
         cfg.task.data = data
     task = tasks.setup_task(cfg.task)
+    _check_fit(state["model"], model_node, len(task.source_dictionary), path, str(cfg.task.data).split(":")[0])
     # the weights come from the checkpoint: the model is built without memory or random
     # initialization (seconds for a large model) and takes the checkpoint's tensors, as
     # load_model_ensemble_and_task would copy them (same keys, same upgrades of old layouts)

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from fairseq.errors import ConfigError, UserError
+from fairseq.hf_validation import MissingPathError
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,9 @@ class FairseqLM(_HarnessLM):
             ``from_pretrained`` finds them.
 
     Raises:
-        ConfigError: an unknown or bad setting; CheckpointError: an unreadable checkpoint.
+        ConfigError: an unknown or bad setting; MissingPathError (a ConfigError and a
+            FileNotFoundError): ``path`` or ``data`` does not exist; CheckpointError: an
+            unreadable checkpoint.
     """
 
     def __init__(self, path: Optional[str] = None, data: Optional[str] = None, batch_size: Any = None,
@@ -129,6 +132,14 @@ class FairseqLM(_HarnessLM):
             raise ConfigError("--model_args path=CHECKPOINT is required (e.g. --model_args "
                               "path=checkpoints/checkpoint_best.pt,data=data-bin)")
         paths = [os.path.abspath(p) for p in str(path).split(os.pathsep)]
+        for given in paths:  # a missing file is the user's mistake (exit 2), not a failed load
+            if not os.path.exists(given):
+                raise MissingPathError(f"--model_args path={given} does not exist: give the checkpoint file (e.g. "
+                                       "path=checkpoints/checkpoint_best.pt)")
+        if data and not os.path.isdir(str(data)):
+            what = "is not a directory" if os.path.exists(str(data)) else "does not exist"
+            raise MissingPathError(f"--model_args data={data} {what}: give the data directory with the dict.txt "
+                                   "the model was trained with, or leave data out to use the checkpoint's own")
         overrides: Dict[str, Any] = {k: v for k, v in bpe.items() if v is not None}
         if user_dir:
             overrides["user_dir"] = str(user_dir)

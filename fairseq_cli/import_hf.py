@@ -30,6 +30,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-out", default=None, metavar="DIR",
                         help="where dict.txt (and BPE files) go; default: the checkpoint's directory")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--allow-nonfinite", action="store_true",
+                        help="import weights that hold NaN or infinity (refused by default: such a model "
+                             "scores NaN)")
     return parser
 
 
@@ -37,7 +40,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     from fairseq.hf_bridge import import_directory
 
-    report = import_directory(args.directory, args.out, data_out=args.data_out, overwrite=args.overwrite)
+    report = import_directory(args.directory, args.out, data_out=args.data_out, overwrite=args.overwrite,
+                              allow_nonfinite=args.allow_nonfinite)
     print(f"wrote {report.checkpoint} ({report.model_type} -> transformer_lm, {report.num_parameters:,} parameters) "
           f"and {report.dictionary} ({report.vocab_size:,} types); {report.seconds:.1f} s")
     for note in report.notes:
