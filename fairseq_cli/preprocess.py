@@ -15,6 +15,7 @@ swapped in only once complete, so a bad input, Ctrl-C or a kill leaves the old o
 from __future__ import annotations
 
 import argparse
+import codecs
 import errno
 import logging
 import multiprocessing
@@ -98,7 +99,7 @@ def _describe_missing(path: str, flag: str) -> str:
 
 
 def _validate(args: argparse.Namespace) -> List[Tuple[str, str, str]]:
-    """Check the arguments and that every input exists before writing anything."""
+    """Check the arguments, and that every input exists and holds a token, before writing anything."""
     if args.target_lang is not None and not args.only_source:
         raise PreprocessError(
             "bilingual (translation) preprocessing is not supported yet; pass --only-source to process "
@@ -130,7 +131,42 @@ def _validate(args: argparse.Namespace) -> List[Tuple[str, str, str]]:
                                   "its language suffix (e.g. --trainpref corpus/train.txt)")
         if not os.path.isfile(path):
             raise PreprocessError(_describe_missing(path, flag))
+    for flag, _, path in needed:
+        if not _has_a_token(path):
+            raise PreprocessError(_describe_empty(path, flag))
     return planned
+
+
+# Bytes read per step when looking for a first token: a real corpus answers in the first one.
+_EMPTY_CHECK_CHUNK = 1 << 16
+
+
+def _has_a_token(path: str) -> bool:
+    """Whether the text file at ``path`` holds at least one token (non-whitespace character).
+
+    Reads only up to the first one; bytes that are not UTF-8 count as a token here (the
+    binarization then reports them with their line).
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    with open(path, "rb") as file:
+        while True:
+            chunk = file.read(_EMPTY_CHECK_CHUNK)
+            text = decoder.decode(chunk, final=not chunk)
+            if text and not text.isspace():
+                return True
+            if not chunk:
+                return False
+
+
+def _describe_empty(path: str, flag: str) -> str:
+    """The one line refusing an input file without a token."""
+    size = os.path.getsize(path)
+    what = "is empty" if size == 0 else f"holds no token (its {size} bytes are all whitespace)"
+    if flag == "--trainpref":
+        fix = "a corpus needs at least one word: give a text file with text in it"
+    else:
+        fix = f"give a text file with at least one line of text, or leave {flag} out"
+    return f"{flag} {path} {what}; {fix}"
 
 
 def _build_dictionary(args: argparse.Namespace) -> Dictionary:

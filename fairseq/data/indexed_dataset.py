@@ -18,8 +18,11 @@ and still read (the boundaries are ignored: document breaks are empty lines, i.e
 sequences of ``document_sep_len`` tokens, as in fairseq); rerun ``fairseq-preprocess`` to
 rewrite them in fairseq's layout.
 
-Both files are read through ``numpy.memmap``: opening a dataset costs nothing whatever
-its size, and pages are loaded on demand and shared between processes.
+Both files are read through ``numpy.memmap``: pages are loaded on demand and shared between
+processes. Opening a dataset checks, vectorised, that the index describes the ``.bin`` exactly
+(entries back to back from byte 0 to its last byte), so a damaged pair is refused instead of
+read as other tokens or none; the check reads only the index (about 10 ms per 2 million
+sequences) and is done once per pair and process.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ import os
 import shutil
 import struct
 from array import array
-from typing import Any, Dict, Optional, Tuple, Type
+from typing import Any, Dict, NamedTuple, Optional, Set, Tuple, Type
 
 import numpy as np
 import torch
@@ -156,31 +159,44 @@ def infer_dataset_impl(path: str) -> Optional[str]:
 def make_dataset(
     prefix: str, impl: str = "mmap", fix_lua_indexing: bool = False, dictionary: Any = None
 ) -> Optional["MMapIndexedDataset"]:
-    """Open the dataset at ``prefix``, or return None if its files do not exist.
+    """Open the dataset at ``prefix``, or return None if neither of its files exists.
 
     ``fix_lua_indexing`` and ``dictionary`` are accepted for fairseq compatibility; they
     only matter to implementations other than mmap.
 
     Raises:
-        ValueError: if ``impl`` is not supported, or the files are corrupt.
+        ValueError: if ``impl`` is not supported.
+        FileNotFoundError: if one of the two files is missing.
+        DataError: if a file is not a regular file, or the pair is corrupt.
     """
-    if not dataset_exists(prefix, impl):
+    _check_impl(impl)
+    if not any(os.path.lexists(path) for path in (index_file_path(prefix), data_file_path(prefix))):
         return None
+    # one of the two is there: opening names what is wrong (a half missing, a directory, ...)
     return MMapIndexedDataset(prefix)
 
 
-def _read_index(index_file: str) -> Tuple[np.dtype, np.ndarray, np.ndarray]:
-    """Parse an ``.idx`` file into (dtype, sizes, pointers), memory-mapped.
+class _Index(NamedTuple):
+    """What an ``.idx`` file holds, its arrays memory-mapped."""
+
+    dtype: np.dtype
+    sizes: np.ndarray
+    pointers: np.ndarray
+    # sequence ids where documents start; only in the layout of earlier versions of this package
+    doc_idx: Optional[np.ndarray]
+
+
+def _parse_index(index_file: str) -> _Index:
+    """Parse an ``.idx`` file, memory-mapped; its header and length are checked, not its entries.
 
     Reads fairseq's layout and the layout of earlier versions of this package (which
-    carried a document index, ignored here).
+    carried a document index, ignored when reading sequences).
 
     Raises:
         FileNotFoundError: if the file does not exist.
-        DataError: if the file is not a well-formed index.
+        DataError: if the path is not a file or the file is not a well-formed index.
     """
-    if not os.path.isfile(index_file):
-        raise FileNotFoundError(f"index file {index_file} not found; rerun fairseq-preprocess to create it")
+    _require_regular_file(index_file)
     not_an_index = (
         f"{index_file} is not a fairseq mmap index (corrupt or from another tool); rerun fairseq-preprocess"
     )
@@ -196,8 +212,8 @@ def _read_index(index_file: str) -> Tuple[np.dtype, np.ndarray, np.ndarray]:
         raise DataError(f"{not_an_index} [unknown dtype code {dtype_code}]")
     sizes_offset = _HEADER.size
     expected_size = _HEADER.size + num_sequences * (4 + 8)
+    legacy_doc_count = None
     if file_size != expected_size:
-        legacy_doc_count = None
         if len(header_bytes) == _HEADER.size + _LEGACY_DOC_COUNT.size:
             (legacy_doc_count,) = _LEGACY_DOC_COUNT.unpack(header_bytes[_HEADER.size :])
         legacy_size = expected_size + _LEGACY_DOC_COUNT.size + 8 * (legacy_doc_count or 0)
@@ -220,7 +236,111 @@ def _read_index(index_file: str) -> Tuple[np.dtype, np.ndarray, np.ndarray]:
 
     sizes = section(np.int32, num_sequences, sizes_offset)
     pointers = section(np.int64, num_sequences, sizes_offset + 4 * num_sequences)
-    return np.dtype(DTYPE_CODES[dtype_code]), sizes, pointers
+    doc_idx = None
+    if legacy_doc_count is not None:
+        doc_idx = section(np.int64, legacy_doc_count, sizes_offset + 12 * num_sequences)
+    return _Index(np.dtype(DTYPE_CODES[dtype_code]), sizes, pointers, doc_idx)
+
+
+def _read_index(index_file: str) -> Tuple[np.dtype, np.ndarray, np.ndarray]:
+    """Parse an ``.idx`` file into (dtype, sizes, pointers), memory-mapped (see :func:`_parse_index`)."""
+    index = _parse_index(index_file)
+    return index.dtype, index.sizes, index.pointers
+
+
+def _require_regular_file(path: str) -> None:
+    """Refuse a path that is missing or is something other than a file (a directory, a FIFO).
+
+    Raises:
+        FileNotFoundError: if nothing is there (or a dangling symlink).
+        DataError: if it is not a regular file.
+    """
+    if os.path.isfile(path):
+        return
+    role = "index file" if path.endswith(".idx") else "data file" if path.endswith(".bin") else "file"
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{role} {path} not found; rerun fairseq-preprocess to create it")
+    kind = "a directory" if os.path.isdir(path) else "not a regular file"
+    raise DataError(f"{role} {path} is {kind}, not a file; put the file fairseq-preprocess wrote there "
+                    "(or rerun fairseq-preprocess)")
+
+
+# Entries checked per step: the check's temporaries stay a few MiB whatever the split's size.
+_CHECK_CHUNK = 1 << 20
+# Keys (path, device, inode, size, mtime) of the index/data pairs already found consistent, so a
+# split reopened in the same process (each epoch, or in a forked DataLoader worker) is not
+# checked again.
+_CHECKED_PAIRS: Set[Tuple[Any, ...]] = set()
+# Token id range (min, max) of data files already scanned, by the same kind of key.
+_TOKEN_RANGES: Dict[Tuple[Any, ...], Tuple[int, int]] = {}
+
+
+def _file_key(*paths: str) -> Tuple[Any, ...]:
+    """Identity of the files' current contents, as far as a stat tells: a rewrite changes it."""
+    key: Tuple[Any, ...] = ()
+    for path in paths:
+        st = os.stat(path)
+        key += (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return key
+
+
+def _check_index(index_file: str, data_file: str, index: "_Index") -> None:
+    """Check that the entries of ``index`` describe ``data_file`` exactly, vectorised.
+
+    An index fairseq or this package writes lists the sequences back to back: entry 0 starts at
+    byte 0, each entry starts where the one before ends (pointer + size * itemsize), and the
+    last one ends at the end of the ``.bin``. Anything else (zeroed, negative or out-of-range
+    pointers, sizes that disagree with them, a truncated or extended ``.bin``) would make
+    sequences read garbage or nothing without a word, so it is refused. A legacy document
+    index must be non-decreasing sequence ids within the index.
+
+    Raises:
+        DataError: naming the index file and its first bad entry.
+    """
+    data_name = os.path.basename(data_file)
+    fix = f"the index does not match {data_name}; rebuild both with fairseq-preprocess"
+    itemsize = index.dtype.itemsize
+    data_bytes = os.path.getsize(data_file)
+    num_entries = len(index.sizes)
+    previous_end = 0
+    for start in range(0, num_entries, _CHECK_CHUNK):
+        stop = min(start + _CHECK_CHUNK, num_entries)
+        sizes = np.asarray(index.sizes[start:stop], dtype=np.int64)
+        pointers = np.asarray(index.pointers[start:stop], dtype=np.int64)
+        ends = pointers + sizes * itemsize
+        expected = np.empty_like(pointers)
+        expected[0] = previous_end
+        expected[1:] = ends[:-1]
+        negative = np.flatnonzero(sizes < 0)
+        misplaced = np.flatnonzero(pointers != expected)
+        first_negative = int(negative[0]) if negative.size else None
+        first_misplaced = int(misplaced[0]) if misplaced.size else None
+        if first_negative is not None and (first_misplaced is None or first_negative <= first_misplaced):
+            raise DataError(f"{index_file}: entry {start + first_negative} has a negative size "
+                            f"({int(sizes[first_negative])} tokens); the index is corrupt, rebuild it and "
+                            f"{data_name} with fairseq-preprocess")
+        if first_misplaced is not None:
+            entry, pointer = start + first_misplaced, int(pointers[first_misplaced])
+            if entry == 0:
+                raise DataError(f"{index_file}: entry 0 points at byte {pointer} but the first entry "
+                                f"starts at byte 0; {fix}")
+            raise DataError(f"{index_file}: entry {entry} points at byte {pointer} but entry {entry - 1} "
+                            f"ends at byte {int(expected[first_misplaced])}; {fix}")
+        previous_end = int(ends[-1])
+    if previous_end != data_bytes:
+        index_name = os.path.basename(index_file)
+        what = (f"the last entry ({num_entries - 1}) of {index_name} ends at byte {previous_end}" if num_entries
+                else f"{index_name} lists no sequence")
+        raise DataError(f"{data_file} has {data_bytes} bytes but {what} (truncated, or written by another "
+                        "run?); rebuild both with fairseq-preprocess")
+    if index.doc_idx is not None and len(index.doc_idx):
+        boundaries = np.asarray(index.doc_idx, dtype=np.int64)
+        bad = np.flatnonzero((boundaries < 0) | (boundaries > num_entries)
+                             | (np.diff(boundaries, prepend=0) < 0))
+        if bad.size:
+            k = int(bad[0])
+            raise DataError(f"{index_file}: document boundary {k} is sequence {int(boundaries[k])}, "
+                            f"outside 0-{num_entries} or before the boundary ahead of it; {fix}")
 
 
 def _write_index(index_file: str, dtype: np.dtype, sizes: np.ndarray) -> None:
@@ -331,7 +451,9 @@ class MMapIndexedDataset(torch.utils.data.Dataset):
 
     Raises:
         FileNotFoundError: if a file is missing.
-        DataError: if the index is corrupt or does not match the ``.bin`` size.
+        DataError: if a path is not a file, the index is corrupt, or its entries do not
+            describe the ``.bin`` exactly (checked once per pair and process; see
+            :func:`_check_index`).
     """
 
     supports_prefetch = False
@@ -342,23 +464,19 @@ class MMapIndexedDataset(torch.utils.data.Dataset):
         self._open()
 
     def _open(self) -> None:
-        dtype, sizes, pointers = _read_index(index_file_path(self.prefix))
-        data_file = data_file_path(self.prefix)
-        if not os.path.isfile(data_file):
-            raise FileNotFoundError(f"data file {data_file} not found next to its index; rerun fairseq-preprocess")
-        expected_bytes = int(np.sum(sizes, dtype=np.int64)) * dtype.itemsize
-        actual_bytes = os.path.getsize(data_file)
-        if actual_bytes != expected_bytes:
-            raise DataError(
-                f"{data_file} has {actual_bytes} bytes but its index announces {expected_bytes} "
-                f"(corrupt or truncated); rerun fairseq-preprocess"
-            )
-        self._dtype = dtype
-        self._sizes, self._pointers = sizes, pointers
-        if expected_bytes:
-            self._tokens = np.memmap(data_file, mode="r", dtype=dtype)
+        index_file, data_file = index_file_path(self.prefix), data_file_path(self.prefix)
+        index = _parse_index(index_file)
+        _require_regular_file(data_file)
+        key = _file_key(index_file, data_file)
+        if key not in _CHECKED_PAIRS:
+            _check_index(index_file, data_file, index)
+            _CHECKED_PAIRS.add(key)
+        self._dtype = index.dtype
+        self._sizes, self._pointers = index.sizes, index.pointers
+        if os.path.getsize(data_file):
+            self._tokens = np.memmap(data_file, mode="r", dtype=index.dtype)
         else:  # numpy cannot map an empty file
-            self._tokens = np.zeros(0, dtype=dtype)
+            self._tokens = np.zeros(0, dtype=index.dtype)
 
     def __getstate__(self) -> Dict[str, Any]:
         return {"prefix": self.prefix}
@@ -412,26 +530,41 @@ class MMapIndexedDataset(torch.utils.data.Dataset):
         return int(self.sizes[i])
 
     def check_token_ids(self, vocab_size: int, dictionary_path: str = "the dictionary") -> None:
-        """Check that every token id is below ``vocab_size`` (the dictionary's length).
+        """Check that every token id is in ``[0, vocab_size)`` (the dictionary's ids).
 
         Cheap: nothing is read when the stored dtype cannot hold an id >= ``vocab_size``;
-        otherwise one vectorised max over the memory-mapped tokens.
+        otherwise one vectorised pass over the memory-mapped tokens, whose result is kept for
+        the rest of the process (keyed by the file's path, size and mtime), so a split loaded
+        again is not scanned again.
 
         Raises:
-            DataError: naming the ``.bin``, its largest id and the dictionary: the data was
-                binarized with another dictionary.
+            DataError: naming the ``.bin``, the first sequence holding a bad id, and the
+                dictionary: the data was binarized with another dictionary.
         """
         self._ensure_open()
         if not len(self._tokens):
             return
         if self._dtype.kind == "u" and np.iinfo(self._dtype).max < vocab_size:
             return
-        largest = int(self._tokens.max())
-        if largest >= vocab_size or (self._dtype.kind == "i" and int(self._tokens.min()) < 0):
-            raise DataError(
-                f"{data_file_path(self.prefix)} holds token id {largest} but {dictionary_path} has "
-                f"{vocab_size} symbols (ids 0-{vocab_size - 1}): the data was binarized with another "
-                "dictionary; use that dict.txt, or rerun fairseq-preprocess with --srcdict of this one")
+        data_file = data_file_path(self.prefix)
+        key = _file_key(data_file)
+        if key not in _TOKEN_RANGES:
+            _TOKEN_RANGES[key] = _token_range(self._tokens)
+        low, high = _TOKEN_RANGES[key]
+        if low >= 0 and high < vocab_size:
+            return
+        position = _first_outside(self._tokens, vocab_size)
+        if position is None:  # rewritten in place since its scan, within the mtime's resolution
+            _TOKEN_RANGES[key] = _token_range(self._tokens)
+            return
+        token_starts = np.asarray(self._pointers, dtype=np.int64) // self._dtype.itemsize
+        entry = int(np.searchsorted(token_starts, position, side="right")) - 1
+        bad_id = self._tokens[position].item()  # a float when stored as floats: shown as it is
+        raise DataError(
+            f"{data_file}: sequence {entry} (token {position - int(token_starts[entry])} of it) holds "
+            f"token id {bad_id} but {dictionary_path} has {vocab_size} symbols (ids 0-{vocab_size - 1}): "
+            "the data was binarized with another dictionary; use that dict.txt, or rerun "
+            "fairseq-preprocess with --srcdict of this one")
 
     @staticmethod
     def exists(prefix: str) -> bool:
@@ -440,3 +573,45 @@ class MMapIndexedDataset(torch.utils.data.Dataset):
 
     def __repr__(self) -> str:
         return f"MMapIndexedDataset({self.prefix!r}, {len(self)} sequences)"
+
+
+# Tokens per step of a scan: large enough for numpy's speed, small enough to stay in cache
+# between the min and the max.
+_SCAN_CHUNK = 1 << 20
+
+
+def _not_an_id(chunk: np.ndarray) -> np.ndarray:
+    """Mask of the values of a float-stored ``chunk`` that are no token id (NaN, inf, fractions)."""
+    with np.errstate(invalid="ignore"):
+        return ~np.isfinite(chunk) | (chunk != np.floor(chunk))
+
+
+def _token_range(tokens: np.ndarray) -> Tuple[int, int]:
+    """(smallest, largest) id of ``tokens`` (non-empty), chunk by chunk; unsigned skip the min.
+
+    Float storage (which no writer of this package or fairseq picks) holding a value that is no
+    id reports -1 as its smallest, so that the caller looks for it.
+    """
+    low, high = 0, 0
+    kind = tokens.dtype.kind
+    for start in range(0, len(tokens), _SCAN_CHUNK):
+        chunk = tokens[start : start + _SCAN_CHUNK]
+        if kind == "f" and _not_an_id(chunk).any():
+            return -1, high
+        high = max(high, int(chunk.max()))
+        if kind != "u":
+            low = min(low, int(chunk.min()))
+    return low, high
+
+
+def _first_outside(tokens: np.ndarray, vocab_size: int) -> Optional[int]:
+    """Position of the first value of ``tokens`` that is no id in ``[0, vocab_size)``, if any."""
+    for start in range(0, len(tokens), _SCAN_CHUNK):
+        chunk = tokens[start : start + _SCAN_CHUNK]
+        outside = (chunk >= vocab_size) | (chunk < 0)
+        if tokens.dtype.kind == "f":
+            outside |= _not_an_id(chunk)
+        bad = np.flatnonzero(outside)
+        if bad.size:
+            return start + int(bad[0])
+    return None

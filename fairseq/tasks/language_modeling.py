@@ -296,7 +296,9 @@ class LanguageModelingTask(FairseqTask):
 
         Raises:
             FileNotFoundError: if the shard has no ``split.bin``/``.idx`` (the message lists
-                the splits it has).
+                the splits it has), or only one of the two.
+            DataError: if the pair is corrupt (see :class:`~fairseq.data.MMapIndexedDataset`),
+                holds ids the dictionary does not have, or holds no token.
         """
         from fairseq.data import MonolingualDataset, TokenBlockDataset, indexed_dataset
         from fairseq.data.shorten_dataset import maybe_shorten_dataset
@@ -313,9 +315,17 @@ class LanguageModelingTask(FairseqTask):
             )
         if hasattr(sentences, "check_token_ids"):
             sentences.check_token_ids(len(self.dictionary), os.path.join(self.data_paths(self.cfg)[0], "dict.txt"))
-        if split == self.cfg.train_subset and int(np.sum(sentences.sizes, dtype=np.int64)) == 0:
+        if int(np.sum(sentences.sizes, dtype=np.int64)) == 0:
+            # no block can be cut from it: training would have nothing to learn and scoring
+            # would divide by zero tokens
+            if split == self.cfg.train_subset:
+                fix = "binarize a non-empty text with fairseq-preprocess (--trainpref)"
+            else:
+                fix = (f"binarize a non-empty text as this split with fairseq-preprocess, or leave "
+                       f"{split!r} out of the splits to load (--valid-subset, --gen-subset, or "
+                       "--disable-validation)")
             raise DataError(f"split {split!r} has no tokens: {prefix}.bin/.idx hold {len(sentences)} "
-                            "sentences and no token; binarize a non-empty text with fairseq-preprocess")
+                            f"sentences and no token; {fix}")
         sentences = maybe_shorten_dataset(
             sentences, split, self.cfg.shorten_data_split_list, str(self.cfg.shorten_method),
             self.block_size, self.cfg.seed, epoch=epoch,
