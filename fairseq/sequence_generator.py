@@ -139,8 +139,11 @@ class SequenceGenerator(torch.nn.Module):
         """How many tokens (prompt included, EOS excluded) a hypothesis may have."""
         max_len = min(int(self.max_len_a * src_width + self.max_len_b), self.max_len - 1)
         if self.min_len > max_len:
-            raise ValueError(f"min_len={self.min_len} is larger than the longest allowed output "
-                             f"({max_len} tokens); lower min_len or raise max_len_b")
+            raise GenerationSettingError(
+                f"generation.min_len={self.min_len} (--min-len) is more than the longest output for "
+                f"prompts {src_width} wide: {max_len} tokens (max_len_a={self.max_len_a} * width + "
+                f"max_len_b={self.max_len_b}, within the model's {self.max_len} positions); give "
+                f"--min-len {max_len} or less, or a larger --max-len-a / --max-len-b")
         return max_len
 
     def next_token_lprobs(self, lprobs: Tensor, tokens: Tensor, step: int, max_len: int,
@@ -195,6 +198,7 @@ class SequenceGenerator(torch.nn.Module):
         K = self.beam_size
         device = src_tokens.device
         max_len = self.max_new_length(src_width)
+        check_generation_memory(bsz, K, self.vocab_size, max_len, device)
         self.model.reset()
 
         # (N = bsz * K) rows: sentence b's hypotheses are rows b*K .. b*K+K-1
@@ -305,6 +309,47 @@ class SequenceGenerator(torch.nn.Module):
         return finalized
 
 
+def device_memory_bytes(device: torch.device) -> Optional[int]:
+    """The memory of ``device``: a GPU's total memory, the machine's physical memory for the
+    CPU; None where it cannot be read."""
+    import os
+
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.get_device_properties(device).total_memory)
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError, RuntimeError):
+        return None
+
+
+def generation_memory_bytes(bsz: int, beam: int, vocab_size: int, max_len: int) -> int:
+    """A lower bound of the memory a generation call's own tensors take: for each of the
+    ``bsz * beam`` rows, the token and score histories of ``max_len`` steps, and the
+    log-probabilities of one step over the vocabulary (three float32 copies: the model's output,
+    the constrained one and the search's candidates). The models' caches come on top."""
+    rows = bsz * beam
+    return rows * ((max_len + 2) * 8 + (max_len + 1) * 4 + vocab_size * 4 * 3)
+
+
+def check_generation_memory(bsz: int, beam: int, vocab_size: int, max_len: int,
+                            device: torch.device) -> None:
+    """Refuse a generation call whose tensors alone would take more than the device's memory,
+    before allocating any of them (``beam=10**9`` would otherwise ask the allocator for hundreds
+    of GB, or get the process killed).
+
+    Raises:
+        GenerationSettingError: naming the rows (batch x beam), the estimate and the memory.
+    """
+    need = generation_memory_bytes(bsz, beam, vocab_size, max_len)
+    have = device_memory_bytes(device)
+    if have is not None and need > have:
+        raise GenerationSettingError(
+            f"generation.beam={beam} with {bsz} prompts at once needs {bsz * beam:,} rows of {max_len} "
+            f"tokens and {vocab_size:,} scores each, at least {need / 2**30:.1f} GiB, more than the "
+            f"{have / 2**30:.1f} GiB of {device.type}; give a smaller beam (--beam; beam= in Python) "
+            "or fewer prompts at once (--batch-size; batch_size=)")
+
+
 # the defaults of every generation setting: GenerationConfig's, declared there only
 _DEFAULTS: Dict[str, Any] = {f.name: field_default(f) for f in dataclasses.fields(GenerationConfig)}
 # fairseq's default --max-len-b; left at it, it is fitted to the model's positions, while a
@@ -388,6 +433,13 @@ def build_generator(models: Sequence[torch.nn.Module], gen_cfg: Any, tgt_dict: A
     if beam < 1:
         raise GenerationSettingError(f"generation.beam={beam}: give at least 1 (--beam)")
     sampling = bool(_get(gen_cfg, "sampling"))
+    if not sampling and beam > len(tgt_dict):
+        # each step ranks at most one candidate per vocabulary entry from the first hypothesis:
+        # a wider beam is never filled, only allocated
+        raise GenerationSettingError(
+            f"generation.beam={beam} (--beam) is more than the {len(tgt_dict)} symbols of the "
+            f"vocabulary, the most hypotheses a beam search can tell apart; give --beam {len(tgt_dict)} "
+            "or less (a few, e.g. 5, is usual)")
     topk, topp = int(_get(gen_cfg, "sampling_topk")), float(_get(gen_cfg, "sampling_topp"))
     if (topk > 0 or topp > 0) and not sampling:
         raise GenerationSettingError(
@@ -410,6 +462,15 @@ def build_generator(models: Sequence[torch.nn.Module], gen_cfg: Any, tgt_dict: A
     min_len = int(_get(gen_cfg, "min_len"))
     if min_len < 0:
         raise GenerationSettingError(f"generation.min_len={min_len}: give 0 or more")
+    if float(_get(gen_cfg, "max_len_a")) == 0 and min_len > max_len_b:
+        # EOS is blocked for min_len tokens: no hypothesis could ever end
+        given = max_len_b == int(_get(gen_cfg, "max_len_b"))
+        bound = (f"generation.max_len_b={max_len_b} (--max-len-b)" if given else
+                 f"the {max_len_b} tokens the model's positions leave (model.max_target_positions={limit})")
+        more = f", or --max-len-b {min_len} or more" if given and min_len <= limit - 1 else ""
+        raise GenerationSettingError(
+            f"generation.min_len={min_len} (--min-len) is more than the longest output, {bound}: no "
+            f"output could end; give --min-len {max_len_b} or less{more}")
     ngram = int(_get(gen_cfg, "no_repeat_ngram_size"))
     if ngram < 0:
         raise GenerationSettingError(f"generation.no_repeat_ngram_size={ngram}: give 0 (off) or more")

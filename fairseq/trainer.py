@@ -44,19 +44,25 @@ def get_train_iterator(cfg: Any, task: Any, epoch: int):
     if split not in task.datasets or ":" in str(cfg.task.data):
         task.load_dataset(split, epoch=epoch)
     dataset = task.dataset(split)
-    return task.get_batch_iterator(
-        dataset,
-        max_tokens=cfg.dataset.max_tokens,
-        max_sentences=cfg.dataset.batch_size,
-        max_positions=task.max_positions(),
-        ignore_invalid_inputs=True,
-        required_batch_size_multiple=cfg.dataset.required_batch_size_multiple,
-        seed=cfg.common.seed,
-        num_shards=cfg.distributed_training.distributed_world_size,
-        shard_id=cfg.distributed_training.distributed_rank,
-        num_workers=cfg.dataset.num_workers,
-        epoch=epoch,
-    )
+    from fairseq.data.data_utils import name_batch_limits
+
+    # a sample no batch of max_tokens can hold stops the run here, before its first update, with
+    # the two settings that fix it (samples longer than the model's positions are skipped, as
+    # in fairseq; one too large for a batch is a setting to change, not data to drop)
+    with name_batch_limits(split, cfg.task.data, "dataset.max_tokens", cfg.task.get("tokens_per_sample")):
+        return task.get_batch_iterator(
+            dataset,
+            max_tokens=cfg.dataset.max_tokens,
+            max_sentences=cfg.dataset.batch_size,
+            max_positions=task.max_positions(),
+            ignore_invalid_inputs=True,
+            required_batch_size_multiple=cfg.dataset.required_batch_size_multiple,
+            seed=cfg.common.seed,
+            num_shards=cfg.distributed_training.distributed_world_size,
+            shard_id=cfg.distributed_training.distributed_rank,
+            num_workers=cfg.dataset.num_workers,
+            epoch=epoch,
+        )
 
 
 class Trainer:

@@ -141,6 +141,39 @@ def valid_subsets(cfg: DictConfig) -> List[str]:
     return [s.strip() for s in str(cfg.dataset.valid_subset).split(",") if s.strip()]
 
 
+def valid_iterator(cfg: DictConfig, task: Any, subset: str) -> Any:
+    """The batches of validation subset ``subset`` (an epoch iterator, not started).
+
+    With ``dataset.skip_invalid_size_inputs_valid_test`` the samples longer than the task's
+    positions, or than ``dataset.max_tokens_valid`` lets a batch hold, are skipped with a warning.
+
+    Raises:
+        SampleTooLargeError: without that flag, for a sample no batch can hold (the message
+            names the sample, its size and the settings that fix it).
+    """
+    from fairseq.data.data_utils import name_batch_limits, positions_within_batch
+
+    skip = bool(cfg.dataset.skip_invalid_size_inputs_valid_test)
+    max_tokens = cfg.dataset.max_tokens_valid
+    positions = positions_within_batch(task.max_positions(), max_tokens) if skip else task.max_positions()
+    # max_tokens_valid follows max_tokens unless given: then the message names the flag given
+    key = "dataset.max_tokens" if max_tokens == cfg.dataset.max_tokens else "dataset.max_tokens_valid"
+    with name_batch_limits(subset, cfg.task.data, key, cfg.task.get("tokens_per_sample"), skip):
+        return task.get_batch_iterator(
+            task.dataset(subset),
+            max_tokens=max_tokens,
+            max_sentences=cfg.dataset.batch_size_valid,
+            max_positions=positions,
+            ignore_invalid_inputs=skip,
+            required_batch_size_multiple=cfg.dataset.required_batch_size_multiple,
+            seed=cfg.common.seed,
+            num_shards=cfg.distributed_training.distributed_world_size,
+            shard_id=cfg.distributed_training.distributed_rank,
+            num_workers=cfg.dataset.num_workers,
+            epoch=1,
+        )
+
+
 def validate(cfg: DictConfig, trainer: Trainer, task: Any, epoch: int, subsets: List[str],
              writers: Optional[MetricWriters] = None, best: Optional[float] = None) -> List[Optional[float]]:
     """Validate on each subset; return the ``best_checkpoint_metric`` of each.
@@ -156,19 +189,7 @@ def validate(cfg: DictConfig, trainer: Trainer, task: Any, epoch: int, subsets: 
     max_steps = cfg.dataset.get("max_valid_steps")
     for index, subset in enumerate(subsets):
         logger.info('begin validation on "%s" subset', subset)
-        itr = task.get_batch_iterator(
-            task.dataset(subset),
-            max_tokens=cfg.dataset.max_tokens_valid,
-            max_sentences=cfg.dataset.batch_size_valid,
-            max_positions=task.max_positions(),
-            ignore_invalid_inputs=cfg.dataset.skip_invalid_size_inputs_valid_test,
-            required_batch_size_multiple=cfg.dataset.required_batch_size_multiple,
-            seed=cfg.common.seed,
-            num_shards=cfg.distributed_training.distributed_world_size,
-            shard_id=cfg.distributed_training.distributed_rank,
-            num_workers=cfg.dataset.num_workers,
-            epoch=1,
-        ).next_epoch_itr(shuffle=False)
+        itr = valid_iterator(cfg, task, subset).next_epoch_itr(shuffle=False)
         progress = pb.progress_bar(itr, log_format=cfg.common.log_format, log_interval=cfg.common.log_interval,
                                    log_seconds=cfg.common.log_seconds,
                                    epoch=epoch, prefix=f"valid on '{subset}' subset",
@@ -510,6 +531,12 @@ def _run_training(cfg: DictConfig, state: TrainingState) -> Dict[str, Any]:
     trainer = Trainer(cfg, task, model, criterion)
     state.trainer = trainer
     extra_state, epoch_itr = checkpoint_utils.load_checkpoint(cfg, trainer)
+    if not cfg.dataset.disable_validation:
+        # batch every validation subset once now (the training split was, just above): a sample
+        # no batch can hold stops the run before its first update, not after an epoch
+        for subset in valid_subsets(cfg):
+            if subset in task.datasets:
+                valid_iterator(cfg, task, subset)
     writers = MetricWriters(cfg.common) if distributed_utils.is_master() else MetricWriters(None)
     state.best = extra_state.get("best")
     state.num_bad_validations = extra_state.get("num_bad_validations", 0)

@@ -319,15 +319,21 @@ def evaluate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
     if len(dataset) == 0:
         raise ConfigError(f"split {split!r} of {cfg.task.data} has no samples to evaluate: choose "
                           "another --gen-subset")
-    itr = task.eval_lm_dataloader(
-        dataset=dataset,
-        max_tokens=cfg.dataset.max_tokens or 36000,
-        batch_size=cfg.dataset.batch_size,
-        max_positions=positions,
-        num_workers=int(cfg.dataset.num_workers),
-        data_buffer_size=int(cfg.dataset.get("data_buffer_size", 10)),
-        context_window=context_window,
-    )
+    from fairseq.data.data_utils import name_batch_limits, positions_within_batch
+
+    max_tokens = cfg.dataset.max_tokens or 36000
+    skip = bool(cfg.dataset.get("skip_invalid_size_inputs_valid_test", False))
+    with name_batch_limits(split, cfg.task.data, "dataset.max_tokens", cfg.task.get("tokens_per_sample"), skip):
+        itr = task.eval_lm_dataloader(
+            dataset=dataset,
+            max_tokens=max_tokens,
+            batch_size=cfg.dataset.batch_size,
+            # with --skip-invalid-size-inputs-valid-test a block no batch can hold is skipped too
+            max_positions=positions_within_batch(positions, max_tokens) if skip else positions,
+            num_workers=int(cfg.dataset.num_workers),
+            data_buffer_size=int(cfg.dataset.get("data_buffer_size", 10)),
+            context_window=context_window,
+        )
     itr = progress_bar(itr, **progress_settings(overrides))
     results_file = _results_handler(cfg.common_eval.get("results_path"), split)
     try:

@@ -174,13 +174,20 @@ def generate(cfg: DictConfig, overrides: Dict[str, Any]) -> Dict[str, float]:
     if len(dataset) == 0:
         raise ConfigError(f"split {split!r} of {saved_cfg.task.data} has no sentences: choose another "
                           "--gen-subset")
+    from fairseq.data.data_utils import name_batch_limits, positions_within_batch
+
     positions = min(m.max_positions() for m in models)
-    itr = task.get_batch_iterator(
-        dataset, max_tokens=data_cfg.max_tokens, max_sentences=data_cfg.batch_size,
-        max_positions=positions, ignore_invalid_inputs=bool(data_cfg.skip_invalid_size_inputs_valid_test),
-        required_batch_size_multiple=int(data_cfg.required_batch_size_multiple),
-        num_workers=int(data_cfg.num_workers),
-    ).next_epoch_itr(shuffle=False)
+    skip = bool(data_cfg.skip_invalid_size_inputs_valid_test)
+    with name_batch_limits(split, saved_cfg.task.data, "dataset.max_tokens",
+                           saved_cfg.task.get("tokens_per_sample"), skip):
+        itr = task.get_batch_iterator(
+            dataset, max_tokens=data_cfg.max_tokens, max_sentences=data_cfg.batch_size,
+            # with --skip-invalid-size-inputs-valid-test a sample no batch can hold is skipped too
+            max_positions=positions_within_batch(positions, data_cfg.max_tokens) if skip else positions,
+            ignore_invalid_inputs=skip,
+            required_batch_size_multiple=int(data_cfg.required_batch_size_multiple),
+            num_workers=int(data_cfg.num_workers),
+        ).next_epoch_itr(shuffle=False)
     progress = progress_bar(itr, log_format=cfg.common.log_format, log_interval=cfg.common.log_interval,
                             log_seconds=cfg.common.log_seconds,
                             no_progress_bar=bool(cfg.common.no_progress_bar))

@@ -12,7 +12,7 @@ import logging
 import sys
 import time
 from argparse import Namespace
-from typing import Any, Dict, Iterator, List, Optional, TextIO, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import torch
 from omegaconf import DictConfig
@@ -22,12 +22,46 @@ from fairseq_cli.generate import Printer, as_config, build_encoders, generation_
 logger = logging.getLogger("fairseq_cli.interactive")
 
 
+def _decoded_lines(stream: Any, name: str) -> Iterator[str]:
+    """The lines of a binary ``stream``, decoded as UTF-8; lines end as in Python's text mode
+    (at ``\\n``, ``\\r\\n`` or a lone ``\\r``).
+
+    Raises:
+        DataError: naming ``name``, the line number and the byte offset of the first line that
+            is not UTF-8 (as fairseq-preprocess refuses such a file): a prompt is never turned
+            into ``<unk>`` tokens behind the user's back.
+    """
+    from fairseq.errors import DataError
+
+    position = 0
+    for number, raw in enumerate(stream, 1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(f"{name}: line {number} (starting at byte {position}) is not valid UTF-8 "
+                            f"({err.reason} at byte {position + err.start}); re-encode the input as "
+                            "UTF-8") from None
+        position += len(raw)
+        if "\r" in text:
+            # bytes.splitlines splits at \n, \r\n and \r only: text mode's universal newlines
+            yield from (piece.decode("utf-8") for piece in raw.splitlines())
+        else:
+            yield text
+
+
 def buffered_read(source: str, buffer_size: int) -> Iterator[List[str]]:
-    """Lines of ``source`` (``-``: stdin), ``buffer_size`` at a time."""
-    stream: TextIO = sys.stdin if source == "-" else open(source, encoding="utf-8")
+    """Lines of ``source`` (``-``: stdin), ``buffer_size`` at a time.
+
+    Raises:
+        DataError: for a line that is not UTF-8 (its number and byte offset named).
+    """
+    binary = getattr(sys.stdin, "buffer", None) if source == "-" else open(source, "rb")
+    # a stdin replaced by a text stream without bytes underneath (an embedding program) is read as text
+    lines: Iterator[str] = (_decoded_lines(binary, "stdin" if source == "-" else source)
+                            if binary is not None else iter(sys.stdin))
     try:
         buffer: List[str] = []
-        for line in stream:
+        for line in lines:
             buffer.append(line.strip())
             if len(buffer) >= buffer_size:
                 yield buffer
@@ -35,8 +69,8 @@ def buffered_read(source: str, buffer_size: int) -> Iterator[List[str]]:
         if buffer:
             yield buffer
     finally:
-        if stream is not sys.stdin:
-            stream.close()
+        if source != "-" and binary is not None:
+            binary.close()
 
 
 def interact(cfg: DictConfig, overrides: Dict[str, Any]) -> Dict[str, float]:

@@ -79,6 +79,7 @@ def validate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
         FileNotFoundError: for a subset the data directory lacks (the message lists those it has).
     """
     from fairseq import checkpoint_utils
+    from fairseq.data.data_utils import name_batch_limits, positions_within_batch
     from fairseq.errors import ConfigError
     from fairseq.logging.progress_bar import progress_bar
     from fairseq.trainer import Trainer
@@ -102,17 +103,22 @@ def validate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
     trainer = Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
     limits = [p for p in (task.max_positions(), model.max_positions()) if p is not None]
 
+    skip = bool(cfg.dataset.skip_invalid_size_inputs_valid_test)
+    positions = min(limits) if limits else None
+    if skip:  # a sample no batch can hold is skipped like one longer than the model's positions
+        positions = positions_within_batch(positions, max_tokens)
+
     results: Dict[str, Dict[str, float]] = {}
     for subset in names:
         task.load_dataset(subset, combine=False, epoch=1)
-        itr = task.get_batch_iterator(
-            dataset=task.dataset(subset), max_tokens=max_tokens, max_sentences=batch_size,
-            max_positions=min(limits) if limits else None,
-            ignore_invalid_inputs=bool(cfg.dataset.skip_invalid_size_inputs_valid_test),
-            required_batch_size_multiple=int(cfg.dataset.required_batch_size_multiple),
-            seed=int(cfg.common.seed), num_workers=int(cfg.dataset.num_workers),
-            data_buffer_size=int(cfg.dataset.get("data_buffer_size", 0)),
-        ).next_epoch_itr(shuffle=False)
+        with name_batch_limits(subset, cfg.task.data, "dataset.max_tokens", cfg.task.get("tokens_per_sample"), skip):
+            itr = task.get_batch_iterator(
+                dataset=task.dataset(subset), max_tokens=max_tokens, max_sentences=batch_size,
+                max_positions=positions, ignore_invalid_inputs=skip,
+                required_batch_size_multiple=int(cfg.dataset.required_batch_size_multiple),
+                seed=int(cfg.common.seed), num_workers=int(cfg.dataset.num_workers),
+                data_buffer_size=int(cfg.dataset.get("data_buffer_size", 0)),
+            ).next_epoch_itr(shuffle=False)
         progress = progress_bar(itr, prefix=f"valid on '{subset}' subset", **progress_settings(overrides))
         logs = valid_steps(trainer, progress, cfg.dataset.get("max_valid_steps"))
         progress.close()

@@ -30,6 +30,14 @@ class PluginRequiredError(ConfigError):
     (that would run code named by the file), so the user must pass it explicitly."""
 
 
+class CheckpointConfigError(CheckpointError):
+    """A checkpoint whose own config holds a value no model can be built from (a negative layer
+    count, a zero dimension, 2**40 positions): the file is damaged or not fairseq's. It is
+    refused before anything is allocated, as bad input (exit code 2)."""
+
+    exit_code = 2
+
+
 def check_model_state(model_state: Any, path: str, entry: str = "model") -> None:
     """One clear line when a checkpoint's weights are not a state dict (names to tensors).
 
@@ -312,9 +320,74 @@ def config_from_checkpoint(state: Dict[str, Any], path: str = "the checkpoint") 
             model.pop("max_target_positions", None)
     dropped = [f"args.{k}" for k in state.get("dropped_args", [])]
     try:
-        return config_from_dict(saved, source=path, dropped=dropped)
+        cfg = config_from_dict(saved, source=path, dropped=dropped)
     except ConfigValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
+    check_checkpoint_model_config(cfg, path)
+    return cfg
+
+
+def check_checkpoint_model_config(cfg: DictConfig, path: str) -> None:
+    """Check the model node of a checkpoint's config with the value checks the doors use
+    (declared bounds, NaN, the model class's ``check_config``) before any model is built: the
+    sizes in a damaged config would otherwise decide what is allocated (2**40 positions) or fail
+    deep inside the model (``decoder_attention_heads=0``).
+
+    Raises:
+        CheckpointConfigError: naming the checkpoint, the key, its value and what is accepted.
+    """
+    from fairseq.dataclass.value_checks import check_node_values
+
+    model = cfg.get("model")
+    if not isinstance(model, DictConfig):
+        return
+    try:
+        check_node_values(model, "model")
+    except ConfigError as e:
+        # the flag a door would name does not apply: the value comes from the file
+        reason = re.sub(r" \(--[\w-]+\)", "", str(e))
+        raise CheckpointConfigError(
+            f"checkpoint {path}: its config is not valid: {reason}; the checkpoint is damaged or "
+            "was not written by fairseq: use another checkpoint") from None
+
+
+def check_weights_fit_config(task: Any, cfg: DictConfig, model_state: Dict[str, Any], path: str) -> None:
+    """Compare the shapes of a checkpoint's weights with those of the model its config describes,
+    before that model is built: the model is first built on PyTorch's ``meta`` device (shapes
+    only, nothing allocated), so a mismatch is named without building a model that cannot hold
+    the weights. A dictionary of another size than the one trained with (a different data
+    directory) is named as such. Models that cannot be built on ``meta`` are not compared here
+    (loading the weights still reports a mismatch).
+
+    Raises:
+        CheckpointConfigError: naming the first weight whose shape differs, or the dictionary.
+    """
+    try:
+        with torch.device("meta"):
+            probe = task.build_model(cfg.model)
+        expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    except Exception:  # noqa: BLE001 -- the real build, next, reports its own error
+        return
+    finally:
+        probe = None
+    for key, tensor in model_state.items():
+        want = expected.get(key)
+        have = tuple(tensor.shape)
+        if want is None or want == have:
+            continue
+        if (key.endswith(("embed_tokens.weight", "output_projection.weight")) and len(have) == 2
+                and len(want) == 2 and have[1:] == want[1:]):
+            data = str(cfg.task.get("data") or "").split(os.pathsep)[0]
+            dict_file = os.path.join(data, "dict.txt") if data else "the data directory's dict.txt"
+            raise CheckpointConfigError(
+                f"{path}: the dictionary {dict_file} gives the model {want[0]} embedding rows "
+                f"({len(task.source_dictionary)} symbols), but the checkpoint's {key} has {have[0]}: "
+                "that dict.txt is not the one the model was trained with; use the data directory "
+                "(or dict.txt) it was trained with")
+        raise CheckpointConfigError(
+            f"{path}: its weights do not match its own config: {key} has shape {list(have)} in the "
+            f"file, but the model its config describes needs {list(want)}; the checkpoint is "
+            "damaged or was not written by fairseq: use another checkpoint")
 
 
 def _load_weights(model: torch.nn.Module, model_state: Dict[str, Any], path: str, strict: bool,
@@ -408,6 +481,7 @@ def load_model_ensemble_and_task(filenames: Sequence[str], arg_overrides: Option
             overwrite_args_by_name(model_cfg, overrides)
         if task is None:
             task = tasks.setup_task(model_cfg.task)
+        check_weights_fit_config(task, model_cfg, ckpt["model"], path)
         try:
             model = task.build_model(model_cfg.model)
         except ValueError as e:

@@ -7,9 +7,10 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, 
 import numpy as np
 import torch
 
-from fairseq.errors import DataError
+from fairseq.errors import ConfigError, DataError
 
-__all__ = ["batch_by_size", "collate_tokens", "collect_filtered", "filter_by_size", "numpy_seed", "post_process"]
+__all__ = ["SampleTooLargeError", "batch_by_size", "collate_tokens", "collect_filtered", "filter_by_size",
+           "name_batch_limits", "numpy_seed", "positions_within_batch", "post_process"]
 
 
 def collate_tokens(
@@ -108,6 +109,83 @@ def filter_by_size(
     return indices[~too_long], ignored
 
 
+class SampleTooLargeError(ConfigError):
+    """One sample alone has more tokens than a batch may hold: no batch can be formed for it.
+
+    Attributes:
+        index: the sample's id.
+        size: its number of tokens.
+        max_tokens: the bound on the tokens of a batch.
+        largest: the largest number of tokens of a sample being batched (the bound that fits all).
+    """
+
+    def __init__(self, index: int, size: int, max_tokens: int, largest: int, message: Optional[str] = None):
+        self.index, self.size, self.max_tokens, self.largest = index, size, max_tokens, largest
+        super().__init__(message or (
+            f"sample {index} has {size} tokens, more than max_tokens={max_tokens} lets a batch hold; "
+            f"give --max-tokens {largest} or more, or a --tokens-per-sample of {max_tokens} or less"))
+
+
+def _flag(key: str) -> str:
+    return "--" + key.rsplit(".", 1)[-1].replace("_", "-")
+
+
+@contextlib.contextmanager
+def name_batch_limits(split: str, data: Any, max_tokens_key: str = "dataset.max_tokens",
+                      tokens_per_sample: Optional[int] = None, skip: Optional[bool] = None) -> Iterator[None]:
+    """Turn a :class:`SampleTooLargeError` raised while batching ``split`` into one line that
+    names the split, the sample and its size, and every way out: a larger ``max_tokens_key``,
+    a smaller ``task.tokens_per_sample`` (when the samples are blocks of it), and, where the
+    command has it (``skip`` is False: not given), ``--skip-invalid-size-inputs-valid-test``.
+
+    Args:
+        split: the split being batched (``train``, ``valid``).
+        data: its data directory, for the message.
+        max_tokens_key: the key bounding the batch (``dataset.max_tokens_valid`` in validation).
+        tokens_per_sample: the task's block size, when lowering it shortens the samples.
+        skip: None where skipping is not offered; else whether the skip flag is given.
+    """
+    try:
+        yield
+    except SampleTooLargeError as e:
+        flag = _flag(max_tokens_key)
+        fixes = [f"{flag} {e.largest} or more ({max_tokens_key})"]
+        if tokens_per_sample:
+            fixes.append(f"--tokens-per-sample {e.max_tokens} or less (task.tokens_per_sample, now "
+                         f"{tokens_per_sample}) to cut the samples to fit")
+        if skip is False:
+            fixes.append("--skip-invalid-size-inputs-valid-test (dataset.skip_invalid_size_inputs_valid_test"
+                         "=true) to skip such samples")
+        raise SampleTooLargeError(
+            e.index, e.size, e.max_tokens, e.largest,
+            f"split {split!r} of {data}: sample {e.index} has {e.size} tokens, more than a batch may "
+            f"hold ({max_tokens_key}={e.max_tokens}, {flag}); give {', or '.join(fixes)}") from None
+
+
+def positions_within_batch(max_positions: Any, max_tokens: Optional[int]) -> Any:
+    """The size limit of samples to keep when too large samples are skipped
+    (``--skip-invalid-size-inputs-valid-test``): ``max_positions``, lowered to ``max_tokens``
+    where a batch holds fewer tokens, so that a sample no batch can hold is skipped like one the
+    model cannot take. A tuple limit (several parts per sample) is left as it is."""
+    if not max_tokens or int(max_tokens) <= 0 or isinstance(max_positions, (tuple, list)):
+        return max_positions
+    return int(max_tokens) if max_positions is None else min(int(max_positions), int(max_tokens))
+
+
+def _refuse_samples_over(indices: np.ndarray, lengths: np.ndarray, max_tokens: int) -> None:
+    """Raise :class:`SampleTooLargeError` naming the largest of ``indices`` when its length
+    (``lengths``, aligned with ``indices``) exceeds ``max_tokens``; one pass over the array."""
+    if max_tokens <= 0 or len(lengths) == 0:
+        return
+    lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+    if len(lengths) != len(indices):
+        return  # the batching below names this mismatch
+    position = int(np.argmax(lengths))
+    largest = int(lengths[position])
+    if largest > max_tokens:
+        raise SampleTooLargeError(int(indices[position]), largest, int(max_tokens), largest)
+
+
 def batch_by_size(
     indices: Union[np.ndarray, Iterable[int]],
     num_tokens_fn: Optional[Callable[[int], int]] = None,
@@ -142,8 +220,9 @@ def batch_by_size(
         The batches, each an int64 array of sample ids.
 
     Raises:
-        ValueError: if a single sample has more than ``max_tokens`` tokens, or the
-            token counts are needed but neither ``num_tokens_fn`` nor
+        SampleTooLargeError: if a single sample has more than ``max_tokens`` tokens (a
+            ``ConfigError``, so a ``ValueError``; :func:`name_batch_limits` words it for a command).
+        ValueError: if the token counts are needed but neither ``num_tokens_fn`` nor
             ``num_tokens_vec`` is given.
     """
     from fairseq.data.data_utils_fast import batch_by_size_fn, batch_by_size_vec, batch_fixed_shapes_fast
@@ -167,7 +246,11 @@ def batch_by_size(
         order = np.lexsort([shapes[:, 1].argsort(), shapes[:, 0].argsort()])
         batches = batch_fixed_shapes_fast(indices, num_tokens_fn, shapes[order])
         return [np.asarray(batch, dtype=np.int64) for batch in batches]
+    if num_tokens_vec is None and num_tokens_fn is not None and max_tokens > 0:
+        # counted once here, so that a sample too large is found before any batch is formed
+        num_tokens_vec = np.fromiter((num_tokens_fn(i) for i in indices), dtype=np.int64, count=len(indices))
     if num_tokens_vec is not None:
+        _refuse_samples_over(indices, num_tokens_vec, max_tokens)
         return batch_by_size_vec(indices, num_tokens_vec, max_tokens, max_sentences, bsz_mult)
     if num_tokens_fn is None:
         if max_tokens > 0:

@@ -191,22 +191,34 @@ def check_values(cfg: DictConfig) -> None:
         ConfigError: naming the key, the value and what would be accepted.
     """
     for node, prefix in list(_walk(cfg, "")):
-        schema = OmegaConf.get_type(node)
-        if schema is None or not dataclasses.is_dataclass(schema):
-            continue
-        for f in dataclasses.fields(schema):
-            if f.name not in node or node._get_node(f.name)._is_missing():
-                continue
-            value = node[f.name]
-            if OmegaConf.is_list(value):
-                value = list(value)
-            elif not (is_number(value) or any(k in f.metadata for k in BOUND_KEYS)):
-                continue
-            check_field_value(f"{prefix}.{f.name}" if prefix else f.name, value, f.metadata)
-        check = getattr(schema, "check_config", None)
-        if check is not None:
-            check(node, prefix)
+        check_node_values(node, prefix)
     check_run_rules(cfg)
+
+
+def check_node_values(node: DictConfig, prefix: str) -> None:
+    """Check the fields of one typed config node (not the nodes under it): the bounds each field
+    declares, no NaN or undeclared infinity, and the node class's ``check_config``. A node that
+    is not typed by a dataclass is left alone. Also used on the model node of a checkpoint's
+    config before the model is built (a damaged config must not decide what is allocated).
+
+    Raises:
+        ConfigError: naming ``prefix.field``, the value and what would be accepted.
+    """
+    schema = OmegaConf.get_type(node)
+    if schema is None or not dataclasses.is_dataclass(schema):
+        return
+    for f in dataclasses.fields(schema):
+        if f.name not in node or node._get_node(f.name)._is_missing():
+            continue
+        value = node[f.name]
+        if OmegaConf.is_list(value):
+            value = list(value)
+        elif not (is_number(value) or any(k in f.metadata for k in BOUND_KEYS)):
+            continue
+        check_field_value(f"{prefix}.{f.name}" if prefix else f.name, value, f.metadata)
+    check = getattr(schema, "check_config", None)
+    if check is not None:
+        check(node, prefix)
 
 
 # -- rules relating several groups ------------------------------------------------------------------
@@ -249,12 +261,20 @@ def reported_metrics(cfg: DictConfig) -> Optional[List[str]]:
 
 
 def _check_generation(generation: Any) -> None:
-    """``generation.nbest <= generation.beam``: a search keeps at most ``beam`` hypotheses."""
+    """``generation.nbest <= generation.beam``: a search keeps at most ``beam`` hypotheses; and
+    with ``max_len_a`` 0, ``generation.min_len <= generation.max_len_b``: EOS is blocked for
+    ``min_len`` tokens, so no output could end within ``max_len_b`` tokens."""
     beam, nbest = generation.get("beam"), generation.get("nbest")
     if is_number(beam) and is_number(nbest) and beam >= 1 and nbest > beam:
         raise ConfigError(f"generation.nbest={nbest} (--nbest) is more than generation.beam={beam} "
                           f"(--beam): at most beam hypotheses are kept; give --nbest {beam} or less, "
                           f"or --beam {nbest} or more")
+    len_a, len_b, min_len = generation.get("max_len_a"), generation.get("max_len_b"), generation.get("min_len")
+    if (is_number(len_b) and is_number(min_len) and (len_a is None or (is_number(len_a) and len_a == 0))
+            and min_len > len_b >= 0):
+        raise ConfigError(f"generation.min_len={min_len} (--min-len) is more than generation.max_len_b="
+                          f"{len_b} (--max-len-b), the longest output with max_len_a 0: no output could "
+                          f"end; give --max-len-b {min_len} or more, or --min-len {len_b} or less")
 
 
 # rules relating fields of one generic group (its config class stays plain fields), by group;
