@@ -48,11 +48,12 @@ def compose_eval_config(argv: List[str], command: str) -> Optional[DictConfig]:
     from fairseq.dataclass.compose import import_plugins_of_overrides, import_plugins_of_yaml
     from fairseq.dataclass.initialize import compose_config
     from fairseq.dataclass.overrides import ConfigError, check_overrides
-    from fairseq.dataclass.config_code import check_yaml_size
+    from fairseq.dataclass.config_code import check_searchpath, check_yaml_size
     from fairseq_cli.train_hydra import check_config_files, parse_command_line
 
     flags, overrides = parse_command_line(argv, command)
     check_yaml_size(flags.config_dir)
+    check_searchpath(flags.config_dir, flags.config_name or "config", flags.allow_config_code)
     import_plugins_of_overrides(overrides)
     if flags.help:
         print(_usage(command))
@@ -66,11 +67,12 @@ def compose_eval_config(argv: List[str], command: str) -> Optional[DictConfig]:
     user_config_dir = flags.config_dir
     # a common.user_dir set only in the user's YAML: imported before anything is checked, as in
     # fairseq-hydra-train (found by a first composition, then the registries are stored again)
-    import_plugins_of_yaml(overrides, config_name, user_config_dir)
+    import_plugins_of_yaml(overrides, config_name, user_config_dir, allowed=flags.allow_config_code)
     overrides = check_overrides(overrides, config_name=config_name, user_config_dir=user_config_dir,
                                 check_required=False)
-    # no Hydra app runs here (no callbacks, no logging config): the job's own keys are checked
-    check_config_files(flags, overrides, config_name, with_hydra=False)
+    # no Hydra app runs here, nothing of the hydra node is called or written; its code keys are
+    # refused all the same, so a config file gets the same answer from every command
+    check_config_files(flags, overrides, config_name, check_paths=False)
     cfg = compose_config(overrides, config_name=config_name, user_config_dir=user_config_dir)
     if flags.cfg is not None:
         print(OmegaConf.to_yaml(cfg))

@@ -134,21 +134,37 @@ def parse_command_line(argv: List[str], command: str):
     return flags, overrides
 
 
-def check_config_files(flags, overrides: List[str], config_name: str, with_hydra: bool = True) -> None:
-    """Refuse a run whose config files would run code or explode in size (see
-    :mod:`fairseq.dataclass.config_code`): checked before Hydra builds anything of it."""
+def check_config_files(flags, overrides: List[str], config_name: str, with_hydra: bool = True,
+                       multirun: bool = False, check_paths: bool = True) -> None:
+    """Refuse a run whose config files would run code or write outside the run's directory (see
+    :mod:`fairseq.dataclass.config_code`): checked before Hydra builds or writes anything of it.
+
+    Raises:
+        ConfigError: the first such key, or an override Hydra cannot apply, in one line.
+    """
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
     from fairseq.dataclass.compose import compose_config
-    from fairseq.dataclass.config_code import check_config_code
+    from fairseq.dataclass.config_code import check_config_code, check_override_code
+    from fairseq.dataclass.overrides import ConfigError
 
+    check_override_code(overrides, flags.allow_config_code)
     # one job of a sweep is enough: the sweep's values are data, its files are what is checked
     parsed = OverridesParser.create().parse_overrides(overrides)
     single = [text for text, ov in zip(overrides, parsed) if not ov.is_sweep_override()]
-    cfg = compose_config(single, config_name=config_name, user_config_dir=flags.config_dir,
-                         with_hydra=with_hydra)
+    try:
+        cfg = compose_config(single, config_name=config_name, user_config_dir=flags.config_dir,
+                             with_hydra=with_hydra)
+    except (HydraException, OmegaConfBaseException) as e:
+        # a hydra.* override the schema checks never see (`hydra.callbacks.x._target_=...`
+        # without its `+`): Hydra's own explanation, on one line
+        text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        raise ConfigError(text or type(e).__name__) from None
     where = f"the config in {flags.config_dir}" if flags.config_dir else "the config"
-    check_config_code(cfg, flags.allow_config_code, where)
+    check_config_code(cfg, flags.allow_config_code, where, overrides=overrides, multirun=multirun,
+                      check_paths=check_paths)
 
 
 def cli_main(argv: Optional[List[str]] = None) -> None:
@@ -165,11 +181,12 @@ def _cli_main(argv: Optional[List[str]] = None) -> None:
 
     from fairseq.dataclass.hydra_hooks import hydra_flags
 
-    from fairseq.dataclass.config_code import check_yaml_size
+    from fairseq.dataclass.config_code import check_searchpath, check_yaml_size
 
     argv = list(sys.argv[1:] if argv is None else argv)
     flags, overrides = parse_command_line(argv, "fairseq-hydra-train")
     check_yaml_size(flags.config_dir)
+    check_searchpath(flags.config_dir, flags.config_name or "config", flags.allow_config_code)
     import_plugins_of_overrides(overrides)
     if flags.help:
         from fairseq.dataclass.help import hydra_help
@@ -180,7 +197,7 @@ def _cli_main(argv: Optional[List[str]] = None) -> None:
     config_name = flags.config_name or "config"
     user_config_dir = flags.config_dir
     # a common.user_dir set in the user's YAML: its plugins are registered before anything is checked
-    import_plugins_of_yaml(overrides, config_name, user_config_dir)
+    import_plugins_of_yaml(overrides, config_name, user_config_dir, allowed=flags.allow_config_code)
     primary = primary_config_name(config_name, user_config_dir)
     if primary != config_name:  # an experiment file without defaults: on top of config.yaml
         flags.config_name = primary
@@ -189,13 +206,18 @@ def _cli_main(argv: Optional[List[str]] = None) -> None:
     # (required values may stay ???)
     unchecked = flags.hydra_help or flags.config_path is not None
     printing = flags.cfg is not None or flags.info is not None
+    if multirun and printing:  # Hydra itself would answer with a traceback
+        from fairseq.dataclass.overrides import ConfigError
+
+        raise ConfigError(f"--multirun cannot be combined with {'--cfg' if flags.cfg is not None else '--info'}: "
+                          "print one job's config without --multirun (the sweep's values as single values)")
     if not unchecked:
         # a ConfigError ends the process in run_with_clear_errors (cli_main)
         check_plugins(overrides)
         overrides = check_overrides(overrides, multirun=multirun, config_name=config_name,
                                     user_config_dir=user_config_dir, check_required=not printing,
                                     default_max_tokens=DEFAULT_MAX_TOKENS)
-        check_config_files(flags, overrides, config_name)
+        check_config_files(flags, overrides, config_name, multirun=multirun)
     # fairseq 0.12's component files of field values only: on a stored config with their schema
     overrides = component_choices(overrides, user_config_dir)
     sys.argv = [sys.argv[0]] + hydra_flags(flags) + overrides

@@ -87,6 +87,8 @@ def test_code_in_a_config_file_is_refused_and_nothing_is_written(case, tmp_path,
     result = hydra_train(args, tmp_path)
     if case == "target in the job config":  # an unknown key of the typed config is refused first
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    elif case == "log file outside the run":  # a path, not code: the path rule's message
+        one_line(result, "--allow-config-code", "would write outside the run's own directory")
     else:
         one_line(result, "--allow-config-code", "would run code")
     assert victim.read_text(encoding="utf-8") == "keep me"

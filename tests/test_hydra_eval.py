@@ -105,7 +105,7 @@ def test_hydra_eval_imports_a_user_dir_set_only_in_yaml(tiny_checkpoint, data_bi
         return subprocess.run([sys.executable, str(ROOT / "fairseq_cli" / "hydra_eval.py"), "eval-lm", *args],
                               capture_output=True, text=True, cwd=tmp_path, env=env, timeout=180)
 
-    proc = hydra_eval_lm("--config-dir", "conf", "--config-name", "exp", *base)
+    proc = hydra_eval_lm("--config-dir", "conf", "--config-name", "exp", "--allow-config-code", *base)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Loss (base 2)" in proc.stdout + proc.stderr
     # without the YAML the plugin is not imported: one line naming the missing plugin (in this

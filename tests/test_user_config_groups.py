@@ -199,18 +199,20 @@ def test_user_dir_set_in_yaml_registers_its_plugins(tmp_path):
     (configs / "exp.yaml").write_text(
         "defaults:\n  - config\n  - override criterion: yaml_plugin_ce\n  - _self_\n"
         f"common:\n  user_dir: {plugin}\ncriterion:\n  plugin_strength: 0.3\n")
-    result = hydra_train(["--config-dir", "myconf", "--config-name", "exp", "--cfg", "job"], tmp_path)
+    # a user_dir named only in a YAML file is imported with --allow-config-code (test_config_doors.py)
+    result = hydra_train(["--config-dir", "myconf", "--config-name", "exp", "--cfg", "job",
+                          "--allow-config-code"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     printed = yaml.safe_load(result.stdout)
     assert printed["criterion"]["_name"] == "yaml_plugin_ce" and printed["criterion"]["plugin_strength"] == 0.3
     # the YAML only names the user_dir; the command line chooses its component (a relative path)
     (configs / "plain.yaml").write_text("common:\n  user_dir: yaml_plugins\n")
     result = hydra_train(["--config-dir", "myconf", "--config-name", "plain", "criterion=yaml_plugin_ce",
-                          "criterion.plugin_strength=0.5", "--cfg", "job"], tmp_path)
+                          "criterion.plugin_strength=0.5", "--cfg", "job", "--allow-config-code"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert yaml.safe_load(result.stdout)["criterion"]["plugin_strength"] == 0.5
     result = hydra_train(["--config-dir", "myconf", "--config-name", "plain", "criterion=yaml_plugin_cf",
-                          "--cfg", "job"], tmp_path)
+                          "--cfg", "job", "--allow-config-code"], tmp_path)
     assert result.returncode == 2 and "Did you mean 'yaml_plugin_ce'?" in result.stderr
 
 

@@ -15,7 +15,7 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -201,24 +201,28 @@ def component_choices(overrides: Sequence[str], user_config_dir: Optional[str]) 
 def user_dir_in_config(overrides: Sequence[str], config_name: str, user_config_dir: Optional[str]) -> Optional[str]:
     """The ``common.user_dir`` a user's config tree sets in YAML, so its plugins can be imported
     before the run's config is composed and checked. It is read from the composed config, or, when
-    that cannot compose yet (it chooses one of the plugin's components), from the primary YAML."""
+    that cannot compose yet (it chooses one of the plugin's components), from the primary YAML.
+    Nothing is imported here."""
+    return _user_dir_and_file(overrides, config_name, user_config_dir)[0]
+
+
+def _user_dir_and_file(overrides: Sequence[str], config_name: str,
+                       user_config_dir: Optional[str]) -> Tuple[Optional[str], str]:
+    """``(common.user_dir, the file that sets it)`` of the user's config tree (the file as well
+    as it can be told: the primary YAML when it has the key, else the directory)."""
     if not user_config_dir:
-        return None
+        return None, ""
+    path = Path(user_config_dir) / f"{config_name}.yaml"
+    node = _read_yaml(path)
+    in_primary = isinstance(node, dict) and isinstance(node.get("common"), dict) and "user_dir" in node["common"]
+    where = str(path) if in_primary else f"a YAML file in {user_config_dir}"
     try:
         cfg = compose_config([o for o in overrides if not o.lstrip("+~").startswith("hydra")],
                              config_name=config_name, user_config_dir=user_config_dir)
         value = cfg.common.user_dir
     except Exception:  # noqa: BLE001 -- not composable before the plugin is imported
-        value = None
-        path = Path(user_config_dir) / f"{config_name}.yaml"
-        try:
-            import yaml
-
-            node = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
-            value = node["common"]["user_dir"]
-        except Exception:  # noqa: BLE001 -- no such key: nothing to import
-            value = None
-    return str(value) if isinstance(value, (str, os.PathLike)) and str(value) else None
+        value = node["common"]["user_dir"] if in_primary else None
+    return (str(value) if isinstance(value, (str, os.PathLike)) and str(value) else None), where
 
 
 def hydra_init(cfg_name: str = "fairseq_config") -> None:
@@ -284,10 +288,21 @@ def import_plugins_of_overrides(overrides: Sequence[str]) -> None:
     hydra_init()
 
 
-def import_plugins_of_yaml(overrides: Sequence[str], config_name: str, user_config_dir: Optional[str]) -> None:
+def import_plugins_of_yaml(overrides: Sequence[str], config_name: str, user_config_dir: Optional[str],
+                           allowed: bool = False) -> None:
     """Import the ``common.user_dir`` that only the user's YAML sets (found by a first
-    composition, see :func:`user_dir_in_config`), before the overrides are checked."""
-    yaml_user_dir = user_dir_in_config(overrides, config_name, user_config_dir)
+    composition, see :func:`user_dir_in_config`), before the overrides are checked: only when
+    ``allowed`` (``--allow-config-code``); a directory the command line names is imported by
+    :func:`import_plugins_of_overrides`.
+
+    Raises:
+        ConfigError: a ``common.user_dir`` that only a config file names, without the flag
+            (nothing of it is imported).
+    """
+    from fairseq.dataclass.config_code import check_user_dir
+
+    yaml_user_dir, where = _user_dir_and_file(overrides, config_name, user_config_dir)
+    check_user_dir(yaml_user_dir, overrides, allowed, where)
     if yaml_user_dir:
         import_user_module(yaml_user_dir)
         hydra_init()
