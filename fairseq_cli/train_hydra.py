@@ -134,6 +134,14 @@ def parse_command_line(argv: List[str], command: str):
     return flags, overrides
 
 
+def replaced_tree(flags) -> Optional[str]:
+    """The directory ``--config-path`` puts in place of ``config/`` (None without it), resolved
+    as Hydra resolves it: an absolute path as it is, a relative one against this file's directory."""
+    if flags.config_path is None:
+        return None
+    return os.path.join(os.path.dirname(os.path.realpath(__file__)), os.path.expanduser(flags.config_path))
+
+
 def check_config_files(flags, overrides: List[str], config_name: str, with_hydra: bool = True,
                        multirun: bool = False, check_paths: bool = True) -> None:
     """Refuse a run whose config files would run code or write outside the run's directory (see
@@ -142,6 +150,7 @@ def check_config_files(flags, overrides: List[str], config_name: str, with_hydra
     Raises:
         ConfigError: the first such key, or an override Hydra cannot apply, in one line.
     """
+    import yaml
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -156,13 +165,17 @@ def check_config_files(flags, overrides: List[str], config_name: str, with_hydra
     single = [text for text, ov in zip(overrides, parsed) if not ov.is_sweep_override()]
     try:
         cfg = compose_config(single, config_name=config_name, user_config_dir=flags.config_dir,
-                             with_hydra=with_hydra)
+                             config_path=replaced_tree(flags), with_hydra=with_hydra)
+    except yaml.YAMLError as e:  # a malformed file of the user's tree
+        text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        raise ConfigError(f"malformed YAML: {text}") from None
     except (HydraException, OmegaConfBaseException) as e:
         # a hydra.* override the schema checks never see (`hydra.callbacks.x._target_=...`
         # without its `+`): Hydra's own explanation, on one line
         text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
         raise ConfigError(text or type(e).__name__) from None
-    where = f"the config in {flags.config_dir}" if flags.config_dir else "the config"
+    tree = flags.config_dir or replaced_tree(flags)
+    where = f"the config in {tree}" if tree else "the config"
     check_config_code(cfg, flags.allow_config_code, where, overrides=overrides, multirun=multirun,
                       check_paths=check_paths)
 
@@ -185,8 +198,10 @@ def _cli_main(argv: Optional[List[str]] = None) -> None:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     flags, overrides = parse_command_line(argv, "fairseq-hydra-train")
-    check_yaml_size(flags.config_dir)
-    check_searchpath(flags.config_dir, flags.config_name or "config", flags.allow_config_code)
+    # the user's files: a --config-dir beside the built-in tree, or a --config-path in its place
+    for tree in (flags.config_dir, replaced_tree(flags)):
+        check_yaml_size(tree)
+        check_searchpath(tree, flags.config_name or "config", flags.allow_config_code)
     import_plugins_of_overrides(overrides)
     if flags.help:
         from fairseq.dataclass.help import hydra_help
@@ -211,6 +226,10 @@ def _cli_main(argv: Optional[List[str]] = None) -> None:
 
         raise ConfigError(f"--multirun cannot be combined with {'--cfg' if flags.cfg is not None else '--info'}: "
                           "print one job's config without --multirun (the sweep's values as single values)")
+    if flags.config_path is not None and not flags.hydra_help:
+        # a replaced tree is composed by Hydra alone, so only what its files may run or write is
+        # checked here: the same rule as for a --config-dir
+        check_config_files(flags, overrides, config_name, multirun=multirun)
     if not unchecked:
         # a ConfigError ends the process in run_with_clear_errors (cli_main)
         check_plugins(overrides)

@@ -261,3 +261,44 @@ def test_a_sweep_job_directory_outside_the_sweep_is_refused(tmp_path, data_bin, 
 
 def test_multirun_with_cfg_is_one_line(data_bin, capsys):
     refused(capsys, hydra_train, [f"task.data={data_bin}", "-m", "--cfg", "job"], "--multirun", "--cfg")
+
+
+# -- a replaced tree (--config-path) --------------------------------------------------------------
+def replaced_tree(tmp_path, hydra_yaml):
+    """A copy of the built-in config tree with a primary ``exp.yaml`` on top of its ``config.yaml``
+    that adds ``hydra_yaml``: the arguments that name it."""
+    import shutil
+
+    from fairseq.dataclass.initialize import config_dir
+
+    tree = tmp_path / "tree"
+    shutil.copytree(config_dir(), tree)
+    (tree / "exp.yaml").write_text("defaults:\n  - config\n  - _self_\n" + hydra_yaml, encoding="utf-8")
+    return ["--config-path", str(tree), "--config-name", "exp"]
+
+
+@pytest.mark.parametrize("case", ["callbacks", "ext:// stream", "searchpath pkg://"])
+def test_code_in_a_tree_given_by_config_path_is_refused(case, tmp_path, data_bin, hostile_module, capsys):
+    name, marker = hostile_module
+    key, text = LOGGING_CASES[case]
+    text = text.replace("defaults:\n  - config\n  - _self_\n", "")  # config.yaml has its own defaults
+    tree = replaced_tree(tmp_path, text.format(mod=name))
+    refused(capsys, hydra_train, [*tree, f"task.data={data_bin}", "--cfg", "job"],
+            key, ALLOW)
+    assert not marker.exists() and name not in sys.modules
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_log_file_outside_the_run_from_a_config_path_tree_is_refused(tmp_path, data_bin, capsys):
+    victim = tmp_path / "victim"
+    victim.write_text("keep me", encoding="utf-8")
+    tree = replaced_tree(tmp_path, "hydra:\n  job_logging:\n    handlers:\n      file:\n"
+                                   "        filename: ${hydra.runtime.output_dir}/../../../victim\n")
+    refused(capsys, hydra_train, [*tree, f"task.data={data_bin}", "optimization.max_update=1"],
+            "hydra.job_logging.handlers.file.filename", str(victim))
+    assert victim.read_text(encoding="utf-8") == "keep me"
+
+
+def test_a_malformed_file_in_a_config_path_tree_is_one_line(tmp_path, data_bin, capsys):
+    tree = replaced_tree(tmp_path, "hydra:\n  run:\n    dir: x\nhydra:\n  run:\n    dir: y\n")
+    refused(capsys, hydra_train, [*tree, f"task.data={data_bin}", "--cfg", "job"], "exp.yaml")

@@ -275,7 +275,10 @@ def test_vocab_size_that_disagrees_with_the_weights_is_refused_before_the_vocabu
     def never(*args, **kwargs):
         raise AssertionError("the vocabulary was mapped before vocab_size was checked")
 
-    monkeypatch.setattr(hf_bridge, "build_vocab_map", never)
+    # patched where the reader looks it up, so the test fails if the mapping runs first
+    import fairseq.hf_bridge.reading as reading
+
+    monkeypatch.setattr(reading, "build_vocab_map", never)
     refused([directory, "--out", tmp_path / "m.pt"], capsys, "vocab_size=16777216", "rows")
 
 
