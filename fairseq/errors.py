@@ -10,7 +10,7 @@ expects (``ValueError`` for a bad value, ``RuntimeError`` for an unusable checkp
 ``OSError`` for a resource), so ``except ValueError`` keeps working.
 """
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "DiskFullError", "ResourceError", "UserError"]
+__all__ = ["CheckpointError", "CheckpointNotFoundError", "ConfigError", "DataError", "DiskFullError", "ResourceError", "UserError"]
 
 
 class UserError(Exception):
@@ -33,6 +33,13 @@ class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be read or does not fit the run; the message says which and why."""
 
     exit_code = 1
+
+
+class CheckpointNotFoundError(CheckpointError):
+    """A checkpoint path that names no file: a wrong argument, so bad input (exit 2), not a
+    failed run."""
+
+    exit_code = 2
 
 
 class ResourceError(UserError, OSError):

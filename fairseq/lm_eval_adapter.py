@@ -558,6 +558,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except ValueError as e:
+        # lm_eval's own refusal of a task name ends in its traceback; the same line without it
+        if not str(e).startswith("Tasks not found"):
+            raise
+        print(f"error: --tasks: {e}; `lm-eval ls tasks` lists the tasks, and --include_path DIR "
+              "adds a directory of task YAML files", file=sys.stderr)
+        return 2
     finally:
         sys.argv = saved
     return 0

@@ -140,7 +140,7 @@ def test_bad_values_end_with_one_line(checkpoint, data_bin, tmp_path, extra, exp
 
 def test_missing_checkpoint_is_named(data_bin, tmp_path):
     result = run_cli([data_bin, "--path", str(tmp_path / "nope.pt")], tmp_path)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr  # a wrong argument
     assert "nope.pt" in result.stderr and "does not exist" in result.stderr
 
 

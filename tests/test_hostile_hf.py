@@ -386,3 +386,17 @@ def test_every_supported_model_type_has_a_schema_table_and_pristine_configs_pass
     for kind, directory in pristine.items():
         config = hf_validation.read_json_object(str(directory / "config.json"))
         hf_validation.check_config(config, str(directory / "config.json"))
+
+
+def test_lm_eval_adapter_unknown_task_is_one_line(tiny_checkpoint, data_bin, tmp_path, capsys, monkeypatch):
+    from fairseq.lm_eval_adapter import main
+    from test_lm_eval_adapter import fast_task_index
+
+    fast_task_index(monkeypatch)
+    checkpoint = str(tiny_checkpoint / "checkpoint_last.pt")
+    rc = main(["--model", "fairseq", "--model_args", f"path={checkpoint},data={data_bin}",
+               "--tasks", "no_such_task_here", "--device", "cpu"])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert rc == 2 and len(errors) == 1 and "no_such_task_here" in errors[0], err
+    assert "Traceback" not in err

@@ -247,3 +247,15 @@ def test_interactive_reads_lines_as_text_mode_does(data_bin, tiny_checkpoint, ca
                           "--beam", "1", "--max-len-b", "8"])
     sources = [line for line in capsys.readouterr().out.splitlines() if line.startswith("S-")]
     assert len(sources) == 3
+
+
+# -- a checkpoint path that names no file: bad input, exit 2 in every evaluation command ---------------
+@pytest.mark.parametrize("command", ["eval_lm", "generate", "validate"])
+def test_a_missing_checkpoint_is_bad_input(command, data_bin, tmp_path, capsys):
+    import importlib
+
+    cli_main = importlib.import_module(f"fairseq_cli.{command}").cli_main
+    missing = tmp_path / "nowhere" / "checkpoint_best.pt"
+    code, err = in_process(cli_main, [data_bin, "--path", str(missing)], capsys)
+    line = one_line(code, err, str(missing), "does not exist")
+    assert "nowhere" in line

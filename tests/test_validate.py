@@ -113,7 +113,7 @@ def test_missing_path_and_missing_checkpoint_are_named(data_bin, tmp_path):
     result = run_cli([data_bin], tmp_path)
     assert result.returncode == 2 and "--path CHECKPOINT" in result.stderr
     result = run_cli([data_bin, "--path", str(tmp_path / "nope.pt")], tmp_path)
-    assert result.returncode == 1 and "Traceback" not in result.stderr and "nope.pt" in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "nope.pt" in result.stderr
 
 
 def _namespace(argv):

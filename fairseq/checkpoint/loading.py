@@ -18,7 +18,7 @@ from fairseq.checkpoint.state import (
     state_file_path, weights_path,
 )
 from fairseq.checkpoint.upgrade import _upgrade_state
-from fairseq.errors import CheckpointError, ConfigError
+from fairseq.errors import CheckpointError, CheckpointNotFoundError, ConfigError
 from fairseq.file_io import PathManager
 
 logger = logging.getLogger("fairseq.checkpoint_utils")  # the name fairseq logs checkpoints under
@@ -131,7 +131,11 @@ def load_checkpoint_to_cpu(path: str, arg_overrides: Optional[Dict[str, Any]] = 
             "which does not exist: copy the pair of files together (for other tools, the "
             ".safetensors alone is a plain weights file)")
     if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        where = os.path.dirname(os.path.abspath(path))
+        hint = ("" if os.path.isdir(where) else
+                f" (nor does its directory {where})")
+        raise CheckpointNotFoundError(f"checkpoint {path} does not exist{hint}: give the path of a "
+                                      "checkpoint file (e.g. checkpoints/checkpoint_best.pt)")
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): its write never completed; "
                               "use another checkpoint (e.g. checkpoint_last.pt or an earlier one)")

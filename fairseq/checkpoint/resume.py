@@ -15,7 +15,7 @@ from fairseq.checkpoint.loading import load_checkpoint_to_cpu
 from fairseq.checkpoint.saving import _prune, _remove_checkpoint, save_checkpoint
 from fairseq.checkpoint.state import _is_full_config, set_rng_state
 from fairseq.distributed_utils import get_world_size, is_master
-from fairseq.errors import CheckpointError
+from fairseq.errors import CheckpointError, CheckpointNotFoundError
 from fairseq.file_io import PathManager
 
 logger = logging.getLogger("fairseq.checkpoint_utils")  # the name fairseq logs checkpoints under
@@ -202,7 +202,9 @@ def _load_run_checkpoint(cfg: DictConfig, trainer: Any) -> Tuple[Dict[str, Any],
     elif os.path.isdir(path):
         extra_state = _load_sharded_checkpoint(cfg, trainer, path)
     elif explicit:
-        raise CheckpointError(f"checkpoint.restore_file={cfg.checkpoint.restore_file!r}: {path} does not exist")
+        raise CheckpointNotFoundError(f"checkpoint.restore_file={cfg.checkpoint.restore_file!r}: {path} does not exist; "
+                                      "give an existing checkpoint, or leave --restore-file out to start (or resume) "
+                                      "from the save_dir")
     elif finetune:
         state = load_checkpoint_to_cpu(finetune)
         trainer.load_model_weights(state["model"], finetune)
