@@ -29,7 +29,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from fairseq.data import indexed_dataset  # noqa: E402
+from fairseq.data import index_checks, indexed_dataset  # noqa: E402
 
 VOCAB = 50000
 
@@ -44,7 +44,7 @@ def write_split(prefix: str, tokens: int, seed: int = 1) -> int:
         step = 1 << 24
         for start in range(0, total, step):
             data.write(rng.integers(4, VOCAB, size=min(step, total - start), dtype=np.uint16).tobytes())
-    indexed_dataset._write_index(indexed_dataset.index_file_path(prefix), np.dtype(np.uint16), sizes)
+    indexed_dataset.write_index(indexed_dataset.index_file_path(prefix), np.dtype(np.uint16), sizes)
     return len(sizes)
 
 
@@ -59,8 +59,7 @@ def drop_from_page_cache(path: str) -> None:
 
 def one_round(prefix: str, cold: bool) -> dict:
     """Time the index check, the scan, and a reopen with both remembered."""
-    indexed_dataset._CHECKED_PAIRS.clear()
-    indexed_dataset._TOKEN_RANGES.clear()
+    index_checks.forget_checks()
     if cold:
         for path in (indexed_dataset.index_file_path(prefix), indexed_dataset.data_file_path(prefix)):
             drop_from_page_cache(path)

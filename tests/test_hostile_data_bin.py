@@ -230,7 +230,7 @@ def test_the_first_bad_entry_is_named_in_a_large_index(tmp_path):
     prefix = str(tmp_path / "big")
     sizes = np.full((1 << 20) + 1000, 3, dtype=np.int64)
     np.zeros(int(sizes.sum()), dtype=np.uint16).tofile(prefix + ".bin")
-    indexed_dataset._write_index(prefix + ".idx", np.dtype(np.uint16), sizes)
+    indexed_dataset.write_index(prefix + ".idx", np.dtype(np.uint16), sizes)
     assert len(indexed_dataset.MMapIndexedDataset(prefix)) == len(sizes)  # healthy: opens
     edit_index(prefix, lambda s, p: (p.__setitem__(slice((1 << 20) + 7, None), 0),
                                      s.__setitem__((1 << 20) + 500, -1)))
@@ -259,15 +259,15 @@ def test_a_legacy_document_index_out_of_range_is_refused(tmp_path):
 
 def test_token_ids_are_scanned_once_per_file_version(tmp_path, monkeypatch):
     """A split loaded again is not scanned again; the same file rewritten later is."""
-    from fairseq.data import indexed_dataset
+    from fairseq.data import index_checks, indexed_dataset
     from fairseq.errors import DataError
 
     prefix = str(tmp_path / "train")
     shutil.copy(FIXTURE / "data-bin" / "train.bin", prefix + ".bin")
     shutil.copy(FIXTURE / "data-bin" / "train.idx", prefix + ".idx")
     scans = []
-    real_scan = indexed_dataset._token_range
-    monkeypatch.setattr(indexed_dataset, "_token_range", lambda tokens: scans.append(1) or real_scan(tokens))
+    real_scan = index_checks.token_range
+    monkeypatch.setattr(index_checks, "token_range", lambda tokens: scans.append(1) or real_scan(tokens))
     for _ in range(3):
         indexed_dataset.MMapIndexedDataset(prefix).check_token_ids(1000)
     assert len(scans) == 1
@@ -283,12 +283,11 @@ def test_token_ids_are_scanned_once_per_file_version(tmp_path, monkeypatch):
 # -- a healthy data-bin --------------------------------------------------------------------------
 def test_fairseqs_data_bin_still_scores_fairseqs_loss(tmp_path):
     """fairseq 0.12's data-bin passes every check and gives the loss fairseq gave (README of the fixture)."""
-    from fairseq.data import indexed_dataset
+    from fairseq.data import index_checks, indexed_dataset
     from fairseq_cli import eval_lm
 
     for split in ("train", "valid", "test"):
-        indexed_dataset._CHECKED_PAIRS.clear()  # checked here, not remembered from another test
-        indexed_dataset._TOKEN_RANGES.clear()
+        index_checks.forget_checks()  # checked here, not remembered from another test
         indexed_dataset.MMapIndexedDataset(str(FIXTURE / "data-bin" / split)).check_token_ids(1000)
     results = eval_lm.main([str(FIXTURE / "data-bin"), "--path", CHECKPOINT, "--tokens-per-sample", "32",
                             "--max-tokens", "1024", "--gen-subset", "test", "--context-window", "0",
@@ -352,7 +351,7 @@ def test_tokens_stored_as_floats_must_be_ids(tmp_path):
             ([1.0, 2.5, 3.0, 1.0], "2.5"), ([1.0, 2.0, float("inf"), 1.0], "inf")]
     for number, (values, bad) in enumerate(rows):
         np.asarray(values, dtype=np.float64).tofile(prefix + ".bin")
-        indexed_dataset._write_index(prefix + ".idx", np.dtype(np.float64), np.array([2, 2]))
+        indexed_dataset.write_index(prefix + ".idx", np.dtype(np.float64), np.array([2, 2]))
         os.utime(prefix + ".bin", (1e9 + number, 1e9 + number))  # each version its own mtime
         dataset = indexed_dataset.MMapIndexedDataset(prefix)
         if bad is None:

@@ -31,11 +31,12 @@ import os
 import shutil
 import struct
 from array import array
-from typing import Any, Dict, NamedTuple, Optional, Set, Tuple, Type
+from typing import Any, Dict, NamedTuple, Optional, Tuple, Type
 
 import numpy as np
 import torch
 
+from fairseq.data import index_checks
 from fairseq.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -196,7 +197,7 @@ def _parse_index(index_file: str) -> _Index:
         FileNotFoundError: if the file does not exist.
         DataError: if the path is not a file or the file is not a well-formed index.
     """
-    _require_regular_file(index_file)
+    index_checks.require_regular_file(index_file)
     not_an_index = (
         f"{index_file} is not a fairseq mmap index (corrupt or from another tool); rerun fairseq-preprocess"
     )
@@ -248,102 +249,7 @@ def _read_index(index_file: str) -> Tuple[np.dtype, np.ndarray, np.ndarray]:
     return index.dtype, index.sizes, index.pointers
 
 
-def _require_regular_file(path: str) -> None:
-    """Refuse a path that is missing or is something other than a file (a directory, a FIFO).
-
-    Raises:
-        FileNotFoundError: if nothing is there (or a dangling symlink).
-        DataError: if it is not a regular file.
-    """
-    if os.path.isfile(path):
-        return
-    role = "index file" if path.endswith(".idx") else "data file" if path.endswith(".bin") else "file"
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{role} {path} not found; rerun fairseq-preprocess to create it")
-    kind = "a directory" if os.path.isdir(path) else "not a regular file"
-    raise DataError(f"{role} {path} is {kind}, not a file; put the file fairseq-preprocess wrote there "
-                    "(or rerun fairseq-preprocess)")
-
-
-# Entries checked per step: the check's temporaries stay a few MiB whatever the split's size.
-_CHECK_CHUNK = 1 << 20
-# Keys (path, device, inode, size, mtime) of the index/data pairs already found consistent, so a
-# split reopened in the same process (each epoch, or in a forked DataLoader worker) is not
-# checked again.
-_CHECKED_PAIRS: Set[Tuple[Any, ...]] = set()
-# Token id range (min, max) of data files already scanned, by the same kind of key.
-_TOKEN_RANGES: Dict[Tuple[Any, ...], Tuple[int, int]] = {}
-
-
-def _file_key(*paths: str) -> Tuple[Any, ...]:
-    """Identity of the files' current contents, as far as a stat tells: a rewrite changes it."""
-    key: Tuple[Any, ...] = ()
-    for path in paths:
-        st = os.stat(path)
-        key += (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-    return key
-
-
-def _check_index(index_file: str, data_file: str, index: "_Index") -> None:
-    """Check that the entries of ``index`` describe ``data_file`` exactly, vectorised.
-
-    An index fairseq or this package writes lists the sequences back to back: entry 0 starts at
-    byte 0, each entry starts where the one before ends (pointer + size * itemsize), and the
-    last one ends at the end of the ``.bin``. Anything else (zeroed, negative or out-of-range
-    pointers, sizes that disagree with them, a truncated or extended ``.bin``) would make
-    sequences read garbage or nothing without a word, so it is refused. A legacy document
-    index must be non-decreasing sequence ids within the index.
-
-    Raises:
-        DataError: naming the index file and its first bad entry.
-    """
-    data_name = os.path.basename(data_file)
-    fix = f"the index does not match {data_name}; rebuild both with fairseq-preprocess"
-    itemsize = index.dtype.itemsize
-    data_bytes = os.path.getsize(data_file)
-    num_entries = len(index.sizes)
-    previous_end = 0
-    for start in range(0, num_entries, _CHECK_CHUNK):
-        stop = min(start + _CHECK_CHUNK, num_entries)
-        sizes = np.asarray(index.sizes[start:stop], dtype=np.int64)
-        pointers = np.asarray(index.pointers[start:stop], dtype=np.int64)
-        ends = pointers + sizes * itemsize
-        expected = np.empty_like(pointers)
-        expected[0] = previous_end
-        expected[1:] = ends[:-1]
-        negative = np.flatnonzero(sizes < 0)
-        misplaced = np.flatnonzero(pointers != expected)
-        first_negative = int(negative[0]) if negative.size else None
-        first_misplaced = int(misplaced[0]) if misplaced.size else None
-        if first_negative is not None and (first_misplaced is None or first_negative <= first_misplaced):
-            raise DataError(f"{index_file}: entry {start + first_negative} has a negative size "
-                            f"({int(sizes[first_negative])} tokens); the index is corrupt, rebuild it and "
-                            f"{data_name} with fairseq-preprocess")
-        if first_misplaced is not None:
-            entry, pointer = start + first_misplaced, int(pointers[first_misplaced])
-            if entry == 0:
-                raise DataError(f"{index_file}: entry 0 points at byte {pointer} but the first entry "
-                                f"starts at byte 0; {fix}")
-            raise DataError(f"{index_file}: entry {entry} points at byte {pointer} but entry {entry - 1} "
-                            f"ends at byte {int(expected[first_misplaced])}; {fix}")
-        previous_end = int(ends[-1])
-    if previous_end != data_bytes:
-        index_name = os.path.basename(index_file)
-        what = (f"the last entry ({num_entries - 1}) of {index_name} ends at byte {previous_end}" if num_entries
-                else f"{index_name} lists no sequence")
-        raise DataError(f"{data_file} has {data_bytes} bytes but {what} (truncated, or written by another "
-                        "run?); rebuild both with fairseq-preprocess")
-    if index.doc_idx is not None and len(index.doc_idx):
-        boundaries = np.asarray(index.doc_idx, dtype=np.int64)
-        bad = np.flatnonzero((boundaries < 0) | (boundaries > num_entries)
-                             | (np.diff(boundaries, prepend=0) < 0))
-        if bad.size:
-            k = int(bad[0])
-            raise DataError(f"{index_file}: document boundary {k} is sequence {int(boundaries[k])}, "
-                            f"outside 0-{num_entries} or before the boundary ahead of it; {fix}")
-
-
-def _write_index(index_file: str, dtype: np.dtype, sizes: np.ndarray) -> None:
+def write_index(index_file: str, dtype: np.dtype, sizes: np.ndarray) -> None:
     """Write fairseq's ``.idx`` for sequences of ``sizes`` tokens stored back to back."""
     sizes = np.asarray(sizes, dtype=np.int64)
     if len(sizes) and (sizes.max() > np.iinfo(np.int32).max or sizes.min() < 0):
@@ -437,7 +343,7 @@ class MMapIndexedDatasetBuilder:
         sizes = np.frombuffer(self._sizes, dtype=np.int64) if len(self._sizes) else np.zeros(0, np.int64)
         if len(sizes) and sizes.max() > np.iinfo(np.int32).max:
             raise ValueError(f"a sequence of {int(sizes.max())} tokens is too long for the index of {self.out_file}")
-        _write_index(index_file, self.dtype, sizes)
+        write_index(index_file, self.dtype, sizes)
 
 
 class MMapIndexedDataset(torch.utils.data.Dataset):
@@ -453,7 +359,7 @@ class MMapIndexedDataset(torch.utils.data.Dataset):
         FileNotFoundError: if a file is missing.
         DataError: if a path is not a file, the index is corrupt, or its entries do not
             describe the ``.bin`` exactly (checked once per pair and process; see
-            :func:`_check_index`).
+            :func:`fairseq.data.index_checks.check_index`).
     """
 
     supports_prefetch = False
@@ -466,11 +372,8 @@ class MMapIndexedDataset(torch.utils.data.Dataset):
     def _open(self) -> None:
         index_file, data_file = index_file_path(self.prefix), data_file_path(self.prefix)
         index = _parse_index(index_file)
-        _require_regular_file(data_file)
-        key = _file_key(index_file, data_file)
-        if key not in _CHECKED_PAIRS:
-            _check_index(index_file, data_file, index)
-            _CHECKED_PAIRS.add(key)
+        index_checks.require_regular_file(data_file)
+        index_checks.check_index(index_file, data_file, index.sizes, index.pointers, index.dtype, index.doc_idx)
         self._dtype = index.dtype
         self._sizes, self._pointers = index.sizes, index.pointers
         if os.path.getsize(data_file):
@@ -542,29 +445,8 @@ class MMapIndexedDataset(torch.utils.data.Dataset):
                 dictionary: the data was binarized with another dictionary.
         """
         self._ensure_open()
-        if not len(self._tokens):
-            return
-        if self._dtype.kind == "u" and np.iinfo(self._dtype).max < vocab_size:
-            return
-        data_file = data_file_path(self.prefix)
-        key = _file_key(data_file)
-        if key not in _TOKEN_RANGES:
-            _TOKEN_RANGES[key] = _token_range(self._tokens)
-        low, high = _TOKEN_RANGES[key]
-        if low >= 0 and high < vocab_size:
-            return
-        position = _first_outside(self._tokens, vocab_size)
-        if position is None:  # rewritten in place since its scan, within the mtime's resolution
-            _TOKEN_RANGES[key] = _token_range(self._tokens)
-            return
-        token_starts = np.asarray(self._pointers, dtype=np.int64) // self._dtype.itemsize
-        entry = int(np.searchsorted(token_starts, position, side="right")) - 1
-        bad_id = self._tokens[position].item()  # a float when stored as floats: shown as it is
-        raise DataError(
-            f"{data_file}: sequence {entry} (token {position - int(token_starts[entry])} of it) holds "
-            f"token id {bad_id} but {dictionary_path} has {vocab_size} symbols (ids 0-{vocab_size - 1}): "
-            "the data was binarized with another dictionary; use that dict.txt, or rerun "
-            "fairseq-preprocess with --srcdict of this one")
+        index_checks.check_token_ids(self._tokens, self._pointers, data_file_path(self.prefix), vocab_size,
+                                     dictionary_path)
 
     @staticmethod
     def exists(prefix: str) -> bool:
@@ -573,45 +455,3 @@ class MMapIndexedDataset(torch.utils.data.Dataset):
 
     def __repr__(self) -> str:
         return f"MMapIndexedDataset({self.prefix!r}, {len(self)} sequences)"
-
-
-# Tokens per step of a scan: large enough for numpy's speed, small enough to stay in cache
-# between the min and the max.
-_SCAN_CHUNK = 1 << 20
-
-
-def _not_an_id(chunk: np.ndarray) -> np.ndarray:
-    """Mask of the values of a float-stored ``chunk`` that are no token id (NaN, inf, fractions)."""
-    with np.errstate(invalid="ignore"):
-        return ~np.isfinite(chunk) | (chunk != np.floor(chunk))
-
-
-def _token_range(tokens: np.ndarray) -> Tuple[int, int]:
-    """(smallest, largest) id of ``tokens`` (non-empty), chunk by chunk; unsigned skip the min.
-
-    Float storage (which no writer of this package or fairseq picks) holding a value that is no
-    id reports -1 as its smallest, so that the caller looks for it.
-    """
-    low, high = 0, 0
-    kind = tokens.dtype.kind
-    for start in range(0, len(tokens), _SCAN_CHUNK):
-        chunk = tokens[start : start + _SCAN_CHUNK]
-        if kind == "f" and _not_an_id(chunk).any():
-            return -1, high
-        high = max(high, int(chunk.max()))
-        if kind != "u":
-            low = min(low, int(chunk.min()))
-    return low, high
-
-
-def _first_outside(tokens: np.ndarray, vocab_size: int) -> Optional[int]:
-    """Position of the first value of ``tokens`` that is no id in ``[0, vocab_size)``, if any."""
-    for start in range(0, len(tokens), _SCAN_CHUNK):
-        chunk = tokens[start : start + _SCAN_CHUNK]
-        outside = (chunk >= vocab_size) | (chunk < 0)
-        if tokens.dtype.kind == "f":
-            outside |= _not_an_id(chunk)
-        bad = np.flatnonzero(outside)
-        if bad.size:
-            return start + int(bad[0])
-    return None
