@@ -114,18 +114,6 @@ def test_attention_several_new_tokens_after_a_cache_need_a_mask():
         attn(torch.randn(1, 2, 16), cache=cache)
 
 
-def test_attention_loads_separate_q_k_v_projections():
-    attn = MultiheadAttention(8, 2)
-    state = attn.state_dict()
-    q, k, v = state.pop("in_proj.weight").chunk(3)
-    qb, kb, vb = state.pop("in_proj.bias").chunk(3)
-    state.update({"q_proj.weight": q, "k_proj.weight": k, "v_proj.weight": v,
-                  "q_proj.bias": qb, "k_proj.bias": kb, "v_proj.bias": vb})
-    fresh = MultiheadAttention(8, 2)
-    fresh.load_state_dict(state)
-    assert torch.equal(fresh.in_proj.weight, attn.in_proj.weight)
-
-
 def test_heads_must_divide_dim():
     with pytest.raises(ValueError, match="divisible"):
         MultiheadAttention(10, 3)

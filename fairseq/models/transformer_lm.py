@@ -1,13 +1,13 @@
 """``transformer_lm``: a decoder-only transformer language model and its named architectures."""
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
-import torch
 import torch.nn as nn
 from omegaconf import II
 from torch import Tensor
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.formats import FAIRSEQ_LM, from_ours, to_ours
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.fairseq_model import FairseqLanguageModel
 from fairseq.modules.activations import ACTIVATION_NAMES
@@ -247,6 +247,14 @@ class TransformerLanguageModel(FairseqLanguageModel):
             values.setdefault("decoder_input_dim", values["decoder_embed_dim"])
             values.setdefault("decoder_output_dim", values["decoder_embed_dim"])
 
+    def fairseq_layout_context(self) -> Dict[str, Any]:
+        """What the fairseq layout's rows read from this model (:mod:`fairseq.formats.fairseq_lm`)."""
+        softmax = self.decoder.adaptive_softmax
+        return {"adaptive_softmax": softmax is not None,
+                "adaptive_tied": bool(softmax is not None and softmax.tied),
+                "tie_proj": bool(softmax is not None and softmax.tie_proj),
+                "head_words": softmax.cutoff[0] if softmax is not None else 0}
+
     def fairseq_state_dict(self) -> Dict[str, Tensor]:
         """The weights in fairseq 0.12's layout (what its ``TransformerLanguageModel`` saves).
 
@@ -254,27 +262,54 @@ class TransformerLanguageModel(FairseqLanguageModel):
         input, ``head``/``tail.{i}.{0,2}`` for an adaptive softmax, and fairseq's ``version``
         buffers. ``load_state_dict`` of this model accepts it as well as its own layout.
         """
+        return from_ours(self.state_dict(), FAIRSEQ_LM, self.fairseq_layout_context())
+
+    def upgrade_state_dict(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """``state_dict`` in this model's layout: a fairseq checkpoint's keys (0.12's and older)
+        converted through the fairseq layout table, a checkpoint of the whole stack cut down to
+        the layers a pruned model keeps (``decoder_layers_to_keep``). Keys of neither layout
+        are left for ``load_state_dict`` to report.
+
+        Two upgrades change the model rather than the keys, as fairseq does: a checkpoint of
+        ``version`` 2 or older without a final LayerNorm removes this model's; a tied output
+        projection absent from the file is the embedding.
+        """
         decoder = self.decoder
-        out: Dict[str, Tensor] = {"decoder.version": torch.tensor([3.0])}
-        skip = ["decoder.adaptive_softmax."]  # written below in fairseq's layout
-        if isinstance(decoder.embed_tokens, AdaptiveInput):
-            skip.append("decoder.embed_tokens.")
-        for key, value in self.state_dict().items():
-            if key.startswith(tuple(skip)):
-                continue
-            if ".self_attn.in_proj." in key:
-                base, kind = key.split(".self_attn.in_proj.")
-                for name, part in zip("qkv", value.chunk(3, dim=0)):
-                    out[f"{base}.self_attn.{name}_proj.{kind}"] = part.clone()
-                continue
-            out[key] = value
-        if isinstance(decoder.embed_tokens, AdaptiveInput):
-            for key, value in decoder.embed_tokens.fairseq_state_dict().items():
-                out[f"decoder.embed_tokens.{key}"] = value
-        if decoder.adaptive_softmax is not None:
-            for key, value in decoder.adaptive_softmax.fairseq_state_dict().items():
-                out[f"decoder.adaptive_softmax.{key}"] = value
+        version = state_dict.get("decoder.version")
+        if (version is not None and float(version.reshape(-1)[0]) <= 2 and decoder.layer_norm is not None
+                and "decoder.layer_norm.weight" not in state_dict):
+            decoder.layer_norm = None
+        state = to_ours(state_dict, FAIRSEQ_LM, self.fairseq_layout_context(), unmapped="keep")
+        out_key = "decoder.output_projection.weight"
+        if (decoder.output_projection is not None and out_key not in state
+                and decoder.output_projection.weight is getattr(decoder.embed_tokens, "weight", None)
+                and "decoder.embed_tokens.weight" in state):
+            state[out_key] = state["decoder.embed_tokens.weight"]
+        return self._keep_layers(state)
+
+    def _keep_layers(self, state: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """A whole stack's weights renumbered onto the layers this model keeps (the others dropped)."""
+        kept, prefix = self.decoder.kept_layers, "decoder.layers."
+        if kept == list(range(len(self.decoder.layers))):
+            return state
+        saved_ids = {int(k[len(prefix):].split(".", 1)[0]) for k in state if k.startswith(prefix)}
+        if not saved_ids or max(saved_ids) < len(self.decoder.layers):
+            return state  # already the pruned stack
+        new_id = {old: new for new, old in enumerate(kept)}
+        out = {}
+        for key, value in state.items():
+            if key.startswith(prefix):
+                old, rest = key[len(prefix):].split(".", 1)
+                if int(old) in new_id:
+                    out[f"{prefix}{new_id[int(old)]}.{rest}"] = value
+            else:
+                out[key] = value
         return out
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, **kwargs: Any) -> Any:
+        """``nn.Module.load_state_dict`` of :meth:`upgrade_state_dict`'s result, so that fairseq's
+        layouts load as well as this package's."""
+        return super().load_state_dict(self.upgrade_state_dict(dict(state_dict)), strict=strict, **kwargs)
 
     @classmethod
     def build_embedding(cls, cfg: Any, dictionary: Any, embed_dim: int) -> nn.Embedding:

@@ -90,24 +90,5 @@ class AdaptiveInput(nn.Module):
                 out = torch.where(in_band.unsqueeze(-1), band, out)
         return out
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # fairseq's layout: band i is nn.Sequential(embedding, projection), i.e.
-        # ``embeddings.{i}.0.weight`` and ``embeddings.{i}.1.weight``, plus a ``_float_tensor``.
-        state_dict.pop(f"{prefix}_float_tensor", None)
-        for i in range(len(self.embeddings)):
-            for part, name in (("0", "embeddings"), ("1", "projections")):
-                key = f"{prefix}embeddings.{i}.{part}.weight"
-                if key in state_dict:
-                    state_dict[f"{prefix}{name}.{i}.weight"] = state_dict.pop(key)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def fairseq_state_dict(self) -> "dict[str, Tensor]":
-        """This module's weights under fairseq's key names (relative to the module)."""
-        out = {}
-        for i, (embedding, projection) in enumerate(zip(self.embeddings, self.projections)):
-            out[f"embeddings.{i}.0.weight"] = embedding.weight.detach()
-            out[f"embeddings.{i}.1.weight"] = projection.weight.detach()
-        return out
-
 
 __all__ = ["AdaptiveInput", "normalize_cutoff"]

@@ -160,48 +160,5 @@ class AdaptiveSoftmax(nn.Module):
             log_probs[:, start:end] = cluster + F.log_softmax(self.tail(i, x).float(), dim=-1)
         return log_probs.view(B, T, self.vocab_size)
 
-    # -- fairseq's layout ---------------------------------------------------------------------
-    # fairseq keeps the head as one Linear ``head.weight`` (words then clusters) or, tied to an
-    # adaptive input, as ``head.word_proj.weight`` + ``head.class_proj.weight``; tail i is
-    # nn.Sequential(proj, dropout, out): ``tail.{i}.0.weight`` is (band_dim, input_dim) for a
-    # Linear, or the adaptive input's (input_dim, band_dim) projection when tie_proj;
-    # ``tail.{i}.2.weight`` is (band_size, band_dim). Buffers ``version`` and
-    # ``head._float_tensor`` carry no weights.
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for key in ("version", "head._float_tensor"):
-            state_dict.pop(prefix + key, None)
-        head = state_dict.pop(f"{prefix}head.weight", None)
-        if head is not None:
-            words, clusters = head[: self.cutoff[0]], head[self.cutoff[0]:]
-            state_dict[f"{prefix}head_word_weight"] = words
-            state_dict[f"{prefix}head_cluster_weight"] = clusters
-        for old, new in (("head.word_proj.weight", "head_word_weight"),
-                         ("head.class_proj.weight", "head_cluster_weight")):
-            if prefix + old in state_dict:
-                state_dict[prefix + new] = state_dict.pop(prefix + old)
-        for i in range(self.num_tails):
-            proj = state_dict.pop(f"{prefix}tail.{i}.0.weight", None)
-            if proj is not None:
-                state_dict[f"{prefix}tail_proj.{i}"] = proj if self.tie_proj else proj.t()
-            out = state_dict.pop(f"{prefix}tail.{i}.2.weight", None)
-            if out is not None:
-                state_dict[f"{prefix}tail_out.{i}"] = out
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def fairseq_state_dict(self) -> "dict[str, Tensor]":
-        """This module's weights under fairseq's key names (relative to the module)."""
-        out: "dict[str, Tensor]" = {"version": torch.tensor([1], dtype=torch.long)}
-        if self.tied:
-            out["head.word_proj.weight"] = self.head_word_weight.detach()
-            out["head.class_proj.weight"] = self.head_cluster_weight.detach()
-            out["head._float_tensor"] = torch.zeros(1)
-        else:
-            out["head.weight"] = torch.cat([self.head_word_weight, self.head_cluster_weight]).detach()
-        for i in range(self.num_tails):
-            proj = self.tail_proj[i].detach()
-            out[f"tail.{i}.0.weight"] = proj if self.tie_proj else proj.t().contiguous()
-            out[f"tail.{i}.2.weight"] = self.tail_out[i].detach()
-        return out
-
 
 __all__ = ["AdaptiveSoftmax"]

@@ -160,13 +160,5 @@ class MultiheadAttention(nn.Module):
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.out_proj(y)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # Checkpoints with separate q_proj/k_proj/v_proj (fairseq's layout) load into in_proj.
-        for kind in ("weight", "bias"):
-            names = [f"{prefix}{p}_proj.{kind}" for p in ("q", "k", "v")]
-            if all(name in state_dict for name in names):
-                state_dict[f"{prefix}in_proj.{kind}"] = torch.cat([state_dict.pop(n) for n in names], dim=0)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
 
 __all__ = ["AttentionCache", "KVBuffers", "MultiheadAttention", "reorder_cache_"]

@@ -23,22 +23,16 @@ from torch.utils.checkpoint import checkpoint
 
 from fairseq.modules.adaptive_input import AdaptiveInput
 from fairseq.modules.adaptive_softmax import AdaptiveSoftmax
-from fairseq.modules.fused_cross_entropy import linear_target_log_probs
 from fairseq.modules.multihead_attention import KVBuffers, reorder_cache_
+from fairseq.modules.output_projection import (  # noqa: F401 -- FEW_ROWS*: also imported from here
+    FEW_ROWS, FEW_ROWS_MIN_VOCAB, vocabulary_logits, withdraw_if_overridden,
+)
 from fairseq.modules.positional_embedding import PositionalEmbedding
 from fairseq.modules.transformer_layer import TransformerDecoderLayer
 
 DEFAULT_MAX_TARGET_POSITIONS = 1024
 
 IncrementalState = Dict[str, Any]
-
-
-#: at most this many rows (a decoding step's batch x beam) and a vocabulary of at least
-#: FEW_ROWS_MIN_VOCAB: the output layer computes weight @ x.T on CPU (see ``output_layer``);
-#: measured on 2 cores (V = 45,008, C = 128/512): 2-8 rows 1.6-6.9x faster, 1 row equal,
-#: 16 rows and more, or V <= 8192, slower
-FEW_ROWS = 8
-FEW_ROWS_MIN_VOCAB = 16384
 
 
 def max_target_positions_of(cfg: Any) -> int:
@@ -115,6 +109,16 @@ class TransformerDecoder(nn.Module):
         embed_tokens: the token embedding, an ``nn.Embedding`` or ``AdaptiveInput`` with
             ``padding_idx`` and ``embedding_dim``.
     """
+
+    #: this class's logits are ``output_projection`` applied to its ``features_only=True``
+    #: output (see :meth:`plain_output_projection`). A subclass that overrides ``forward`` or
+    #: ``output_layer`` loses this unless it sets it again in its own body
+    #: (:func:`~fairseq.modules.output_projection.withdraw_if_overridden`)
+    plain_output: bool = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        withdraw_if_overridden(cls, "plain_output", ("forward", "output_layer"))
 
     def __init__(self, cfg: Any, dictionary: Any, embed_tokens: nn.Module):
         super().__init__()
@@ -250,36 +254,16 @@ class TransformerDecoder(nn.Module):
         are (it is applied by the criterion and ``get_normalized_probs``)."""
         if self.output_projection is None:
             return features
-        weight = self.output_projection.weight
-        rows = features.numel() // max(features.size(-1), 1)
-        if (rows <= FEW_ROWS and weight.size(0) >= FEW_ROWS_MIN_VOCAB and features.device.type == "cpu"
-                and features.dtype == weight.dtype and self.output_projection.bias is None
-                and not (torch.is_grad_enabled() and (features.requires_grad or weight.requires_grad))):
-            # a decoding step's few rows against a large vocabulary: weight @ x.T (the vocabulary
-            # as the matmul's long side) runs 1.6-7x faster on CPU BLAS than x @ weight.T; the
-            # (V, rows) result is transposed into a contiguous (rows, V) tensor, as callers that
-            # .view() the logits expect (the copy costs a few percent of the product)
-            flat = features.reshape(rows, features.size(-1))
-            return torch.mm(weight, flat.t()).t().contiguous().view(*features.shape[:-1], weight.size(0))
-        return self.output_projection(features)
+        return vocabulary_logits(features, self.output_projection)
 
-    def can_score_targets(self) -> bool:
-        """Whether :meth:`target_log_probs` applies: a plain ``nn.Linear`` output projection (no
-        adaptive softmax) and this class's own :meth:`output_layer`."""
-        return (isinstance(self.output_projection, nn.Linear)
-                and type(self).output_layer is TransformerDecoder.output_layer)
-
-    def target_log_probs(self, features: Tensor, target: Tensor) -> Optional[Tensor]:
-        """(B, T) float32 log-probabilities of ``target`` from (B, T, output_dim) ``features``,
-        as the log-softmax of :meth:`output_layer` would give them, without the (B, T, V)
-        logits (:func:`~fairseq.modules.fused_cross_entropy.linear_target_log_probs`).
-        ``None`` where :meth:`can_score_targets` says no."""
-        if not self.can_score_targets():
+    def plain_output_projection(self) -> Optional[nn.Linear]:
+        """The ``nn.Linear`` whose result on the ``features_only=True`` output is what
+        :meth:`output_layer` gives, for a loss or a scorer that applies it itself; ``None``
+        with an adaptive softmax, another kind of projection, or a subclass that changed
+        ``forward`` or ``output_layer`` without declaring ``plain_output``."""
+        if not self.plain_output or type(self.output_projection) is not nn.Linear:
             return None
-        flat = features.reshape(-1, features.size(-1))
-        scores = linear_target_log_probs(flat, self.output_projection.weight, target.reshape(-1),
-                                         self.output_projection.bias)
-        return scores.view(target.shape)
+        return self.output_projection
 
     # -- cached decoding ----------------------------------------------------------------------
     def _extend_padding_state(self, tokens: Tensor, state: IncrementalState) -> Tuple[Tensor, Tensor, int]:
@@ -336,60 +320,6 @@ class TransformerDecoder(nn.Module):
         if self.embed_positions is None:
             return self.max_target_positions
         return min(self.max_target_positions, self.embed_positions.max_positions)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        self._upgrade_fairseq_keys(state_dict, prefix)
-        # A checkpoint of the whole stack loads into a pruned one (decoder_layers_to_keep): keep
-        # the kept layers' weights, renumbered, and drop the rest.
-        layer_prefix = f"{prefix}layers."
-        if self.kept_layers != list(range(len(self.layers))):
-            layer_keys = [k for k in state_dict if k.startswith(layer_prefix)]
-            saved_ids = {int(k[len(layer_prefix):].split(".", 1)[0]) for k in layer_keys}
-            if saved_ids and max(saved_ids) >= len(self.layers):
-                new_id = {old: new for new, old in enumerate(self.kept_layers)}
-                saved = {k: state_dict.pop(k) for k in layer_keys}
-                for key, value in saved.items():
-                    old, rest = key[len(layer_prefix):].split(".", 1)
-                    if int(old) in new_id:
-                        state_dict[f"{layer_prefix}{new_id[int(old)]}.{rest}"] = value
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-
-    def _upgrade_fairseq_keys(self, state_dict: Dict[str, Any], prefix: str) -> None:
-        """Rename, in place, the keys of checkpoints written by fairseq (0.12 and older).
-
-        * ``version`` (a buffer fairseq keeps) is dropped; a value of 2 or less marks a
-          checkpoint from before the final LayerNorm existed, so this decoder then has none
-          (as fairseq does).
-        * the cached sinusoid tables (``embed_positions.weights``, ``_float_tensor``) are
-          dropped: sinusoids are recomputed.
-        * ``embed_out`` (the old name of the output projection) becomes
-          ``output_projection.weight``; with a tied output it is the embedding itself.
-        * ``layers.N.layer_norms.{0,2}`` (very old layouts) become ``self_attn_layer_norm`` and
-          ``final_layer_norm``.
-        """
-        version = state_dict.pop(f"{prefix}version", None)
-        if (version is not None and float(version.reshape(-1)[0]) <= 2 and self.layer_norm is not None
-                and f"{prefix}layer_norm.weight" not in state_dict):
-            self.layer_norm = None
-        for key in (f"{prefix}embed_positions._float_tensor", f"{prefix}embed_tokens._float_tensor"):
-            state_dict.pop(key, None)
-        if not isinstance(self.embed_positions, nn.Embedding):
-            state_dict.pop(f"{prefix}embed_positions.weights", None)
-        embed_out = state_dict.pop(f"{prefix}embed_out", None)
-        out_key = f"{prefix}output_projection.weight"
-        if (embed_out is not None and self.output_projection is not None and out_key not in state_dict):
-            state_dict[out_key] = embed_out
-        if (self.output_projection is not None and out_key not in state_dict
-                and self.output_projection.weight is getattr(self.embed_tokens, "weight", None)
-                and f"{prefix}embed_tokens.weight" in state_dict):
-            state_dict[out_key] = state_dict[f"{prefix}embed_tokens.weight"]
-        renames = {"0": "self_attn_layer_norm", "2": "final_layer_norm"}
-        for key in [k for k in state_dict if k.startswith(f"{prefix}layers.") and ".layer_norms." in k]:
-            head, tail = key.split(".layer_norms.", 1)
-            index, kind = tail.split(".", 1)
-            if index in renames:
-                state_dict[f"{head}.{renames[index]}.{kind}"] = state_dict.pop(key)
 
 
 __all__ = [
