@@ -31,7 +31,7 @@ from torch import nn
 from fairseq.checkpoint.files import _umask, writer_gone
 from fairseq.checkpoint.integrity import with_integrity
 from fairseq.checkpoint.state import SAFE_GLOBALS
-from fairseq.distributed.fully_sharded import _options
+from fairseq.distributed.fsdp import state_dict_options
 
 logger = logging.getLogger("fairseq.distributed.fully_sharded")  # its name before the move
 
@@ -249,9 +249,9 @@ def save_sharded(path: str, model: nn.Module, optimizer: Optional[torch.optim.Op
         dist.broadcast_object_list(holder, src=0)
     tmp = holder[0]
     assert tmp is not None
-    state: Dict[str, Any] = {"model": get_model_state_dict(model, options=_options(False))}
+    state: Dict[str, Any] = {"model": get_model_state_dict(model, options=state_dict_options(False))}
     if optimizer is not None:
-        state["optimizer"] = get_optimizer_state_dict(model, optimizer, options=_options(False))
+        state["optimizer"] = get_optimizer_state_dict(model, optimizer, options=state_dict_options(False))
     try:
         dcp.save(state, checkpoint_id=tmp)
         if rank == 0:
@@ -297,16 +297,16 @@ def load_sharded(path: str, model: nn.Module, optimizer: Optional[torch.optim.Op
                                                          set_model_state_dict, set_optimizer_state_dict)
 
     check_metadata(path)
-    state: Dict[str, Any] = {"model": get_model_state_dict(model, options=_options(False))}
+    state: Dict[str, Any] = {"model": get_model_state_dict(model, options=state_dict_options(False))}
     if optimizer is not None:
         # allocates the moments (a zero step) so that DCP has tensors to load into
-        state["optimizer"] = get_optimizer_state_dict(model, optimizer, options=_options(False))
+        state["optimizer"] = get_optimizer_state_dict(model, optimizer, options=state_dict_options(False))
     with warnings.catch_warnings():  # one process without a process group is intended here
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         dcp.load(state, checkpoint_id=path, planner=_safe_load_planner())
-    set_model_state_dict(model, state["model"], options=_options(False))
+    set_model_state_dict(model, state["model"], options=state_dict_options(False))
     if optimizer is not None:
-        set_optimizer_state_dict(model, optimizer, state["optimizer"], options=_options(False))
+        set_optimizer_state_dict(model, optimizer, state["optimizer"], options=state_dict_options(False))
 
 
 # -- consolidation --------------------------------------------------------------------------------

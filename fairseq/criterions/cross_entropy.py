@@ -5,6 +5,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from omegaconf import II
+from torch.nn.parallel import DistributedDataParallel
 
 from fairseq.criterions import register_criterion
 from fairseq.criterions.fairseq_criterion import FairseqCriterion
@@ -28,35 +29,18 @@ def fusable_output_projection(model: torch.nn.Module) -> Optional[torch.nn.Linea
     """The output projection of ``model`` when its loss may be fused, else None.
 
     The fused path calls ``model(..., features_only=True)`` and applies the projection itself,
-    which is exact only for this package's decoder-only models with an unmodified output layer
-    (no adaptive softmax, no overridden ``forward``/``output_layer``/``get_targets``). Wrappers
-    (DDP, ``torch.compile``) are looked through; DDP with ``find_unused_parameters`` is not
-    fused (the projection's gradient arrives outside the graph DDP searches).
+    which is exact when the model offers it: ``model.plain_output_projection()`` (see
+    :mod:`fairseq.modules.output_projection`; models without the method take the plain path).
+    ``model`` is what the trainer passes: the model itself (also when ``torch.compile``d in
+    place, or sharded by FSDP2, which keeps its class's methods), or a wrapper that answers the
+    model's methods (``ModuleProxyDDP``, torch's ``OptimizedModule``). DDP with
+    ``find_unused_parameters`` is not fused: the projection's gradient would arrive outside
+    the graph DDP searches for unused parameters.
     """
-    from fairseq.models.fairseq_model import BaseFairseqModel, FairseqLanguageModel
-    from fairseq.modules.transformer_decoder import TransformerDecoder
-
-    if getattr(model, "find_unused_parameters", False):
+    if isinstance(model, DistributedDataParallel) and model.find_unused_parameters:
         return None
-    inner = model
-    for _ in range(4):  # DDP / proxy wrappers (.module), torch.compile (._orig_mod)
-        nxt = getattr(inner, "_orig_mod", None) or getattr(inner, "module", None)
-        if not isinstance(nxt, torch.nn.Module):
-            break
-        inner = nxt
-    if not isinstance(inner, FairseqLanguageModel):
-        return None
-    cls, decoder = type(inner), getattr(inner, "decoder", None)
-    if (cls.forward is not FairseqLanguageModel.forward or cls.get_targets is not BaseFairseqModel.get_targets
-            or not isinstance(decoder, TransformerDecoder)):
-        return None
-    dcls = type(decoder)
-    if dcls.forward is not TransformerDecoder.forward or dcls.output_layer is not TransformerDecoder.output_layer:
-        return None
-    projection = decoder.output_projection
-    if decoder.adaptive_softmax is not None or type(projection) is not torch.nn.Linear:
-        return None
-    return projection
+    offer = getattr(model, "plain_output_projection", None)
+    return offer() if offer is not None else None
 
 
 @register_criterion("cross_entropy", dataclass=CrossEntropyCriterionConfig)
@@ -65,7 +49,7 @@ class CrossEntropyCriterion(FairseqCriterion):
 
     By default (``fused_output_loss``) the output projection and the loss run as one step
     (:func:`fairseq.modules.fused_cross_entropy.fused_linear_cross_entropy`) when the model
-    allows it exactly (see :func:`fusable_output_projection`); otherwise, or with
+    offers its projection (see :func:`fusable_output_projection`); otherwise, or with
     ``fused_output_loss=false``, the model's logits go through ``F.cross_entropy``.
     """
 

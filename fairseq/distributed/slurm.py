@@ -6,10 +6,10 @@ import os
 
 logger = logging.getLogger("fairseq.distributed.utils")
 
-_TORCHRUN_VARS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK")
+TORCHRUN_VARS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK")
 
 
-def _export_slurm_env() -> bool:
+def export_slurm_env() -> bool:
     """Under ``srun`` with several tasks and no ``torchrun``, describe the group the way
     ``torchrun`` would, from SLURM's variables (each task is one process of the group).
     Returns whether it did.
@@ -23,7 +23,7 @@ def _export_slurm_env() -> bool:
     job's ``SLURM_NTASKS`` but is one process; only ``srun`` starts the others). Jobs run by
     submitit (``SUBMITIT_EXECUTOR=slurm``) are steps, so ``SLURM_NTASKS`` counts there.
     """
-    if all(key in os.environ for key in _TORCHRUN_VARS) or "SLURM_PROCID" not in os.environ:
+    if all(key in os.environ for key in TORCHRUN_VARS) or "SLURM_PROCID" not in os.environ:
         return False
     ntasks = os.environ.get("SLURM_STEP_NUM_TASKS")
     if ntasks is None and os.environ.get("SUBMITIT_EXECUTOR") == "slurm":

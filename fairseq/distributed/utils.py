@@ -33,8 +33,11 @@ import torch.distributed as dist
 from torch import nn
 
 from fairseq.distributed.slurm import (  # noqa: F401 -- also imported from here
-    _TORCHRUN_VARS, _export_slurm_env, slurm_first_host, slurm_master_port,
+    TORCHRUN_VARS, export_slurm_env, slurm_first_host, slurm_master_port,
 )
+
+# the name tests/test_multinode.py calls it by (it was private to this module before slurm.py)
+_export_slurm_env = export_slurm_env
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +82,7 @@ def init_from_env(cfg: Any) -> bool:
     Returns:
         True when this is a multi-process run.
     """
-    from_slurm = _export_slurm_env()  # srun without torchrun: one SLURM task per process
+    from_slurm = export_slurm_env()  # srun without torchrun: one SLURM task per process
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     dt = cfg.distributed_training
     if from_slurm and dt.distributed_world_size > 1 and dt.distributed_world_size != world_size:
@@ -149,8 +152,8 @@ def infer_init_method(cfg: Any, force_distributed: bool = False) -> None:
     dt = _dt_node(cfg)
     if _get(dt, "distributed_init_method") is not None:
         return
-    _export_slurm_env()
-    if all(key in os.environ for key in _TORCHRUN_VARS):
+    export_slurm_env()
+    if all(key in os.environ for key in TORCHRUN_VARS):
         _set(dt, "distributed_init_method", "env://")
         _set(dt, "distributed_world_size", int(os.environ["WORLD_SIZE"]))
         _set(dt, "distributed_rank", int(os.environ["RANK"]))

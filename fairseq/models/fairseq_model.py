@@ -1,13 +1,17 @@
 """Base classes of every model: what trainers, criterions and generators may rely on.
 
-This module only depends on torch: ``fairseq.models`` imports it before any model registers.
+It depends on torch, :mod:`fairseq.hub_loader` (which imports nothing) and two functions of
+:mod:`fairseq.modules`: ``fairseq.models`` imports it before any model registers.
 """
-import importlib
 from typing import Any, Dict, Optional, Tuple
 
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+
+from fairseq.hub_loader import hub_loader
+from fairseq.modules.fused_cross_entropy import linear_target_log_probs
+from fairseq.modules.output_projection import withdraw_if_overridden
 
 NetOutput = Tuple[Tensor, Dict[str, Any]]
 
@@ -49,19 +53,24 @@ class BaseFairseqModel(nn.Module):
         """The longest input the model accepts (``None``: no limit)."""
         return None
 
+    def plain_output_projection(self) -> Optional[nn.Linear]:
+        """The ``nn.Linear`` that turns the model's ``features_only=True`` output into its
+        logits, when a loss or a scorer may apply it itself (the fused cross entropy, target
+        scoring without the logits); ``None`` here: the model's own ``forward`` and
+        :meth:`get_normalized_probs` are used."""
+        return None
+
     @classmethod
     def from_pretrained(cls, model_name_or_path: str, checkpoint_file: str = "model.pt",
                         data_name_or_path: str = ".", **kwargs: Any):
         """Load a local checkpoint as a hub object with ``score``, ``sample`` and ``generate``.
 
         See :func:`fairseq.hub_utils.from_pretrained` for the arguments; nothing is downloaded.
+        The hub sits above the models (it loads checkpoints, tasks and generators): this method
+        hands over to the loader the package root installs (:mod:`fairseq.hub_loader`).
         """
-        # the hub sits above the models (it loads checkpoints, tasks and generators): this
-        # convenience of fairseq's model classes reaches it by name, when it is called
-        hub_utils = importlib.import_module("fairseq.hub_utils")
-        loaded = hub_utils.from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path,
-                                           archive_map=cls.hub_models(), **kwargs)
-        return hub_utils.GeneratorHubInterface(loaded["cfg"], loaded["task"], loaded["models"], **kwargs)
+        return hub_loader()(model_name_or_path, checkpoint_file, data_name_or_path,
+                            archive_map=cls.hub_models(), **kwargs)
 
     @classmethod
     def hub_models(cls) -> Dict[str, str]:
@@ -87,6 +96,18 @@ class FairseqLanguageModel(BaseFairseqModel):
     """
 
     supported_targets = {"future"}
+
+    #: this class's ``forward`` hands over to the decoder, its targets are ``sample["target"]``
+    #: and its normalized probabilities the softmax of the logits: :meth:`plain_output_projection`
+    #: may then offer the decoder's projection. A subclass that overrides one of
+    #: ``PLAIN_OUTPUT_METHODS`` loses this unless it sets ``plain_output`` again in its own body
+    #: (:func:`~fairseq.modules.output_projection.withdraw_if_overridden`)
+    plain_output: bool = True
+    PLAIN_OUTPUT_METHODS = ("forward", "output_layer", "get_targets", "get_normalized_probs")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        withdraw_if_overridden(cls, "plain_output", cls.PLAIN_OUTPUT_METHODS)
 
     def __init__(self, decoder: nn.Module):
         super().__init__()
@@ -116,24 +137,32 @@ class FairseqLanguageModel(BaseFairseqModel):
         """Project features (B, T, C) to the vocabulary."""
         return self.decoder.output_layer(features)
 
+    def plain_output_projection(self) -> Optional[nn.Linear]:
+        """The decoder's projection when this class keeps ``plain_output`` and the decoder offers
+        one (``decoder.plain_output_projection()``, e.g. the transformer decoder without an
+        adaptive softmax); ``None`` otherwise."""
+        if not self.plain_output:
+            return None
+        # the decoder is any module with the decoder's call signature: the offer is optional
+        offer = getattr(self.decoder, "plain_output_projection", None)
+        return offer() if offer is not None else None
+
     def score_targets(self, net_input: Dict[str, Any], target: Tensor) -> Optional[Tuple[Tensor, Dict[str, Any]]]:
         """The (B, T) float32 log-probabilities of ``target`` and the decoder's extras, computed
         without the (B, T, V) logits, or ``None`` where that cannot be done: then score with
         ``forward`` and :meth:`get_normalized_probs` (what ``SequenceScorer`` does).
 
-        The fast way applies when the decoder says it can (``can_score_targets``: the transformer
-        decoder with a plain output projection) and this class keeps the base class's
-        ``forward``, ``output_layer`` and ``get_normalized_probs``: the values are then those
-        methods' results within float rounding. The check comes before any forward, so a model
-        scored the other way runs its forward once."""
-        can_score = getattr(self.decoder, "can_score_targets", None)
-        cls = type(self)
-        if (can_score is None or not can_score() or cls.forward is not FairseqLanguageModel.forward
-                or cls.output_layer is not FairseqLanguageModel.output_layer
-                or cls.get_normalized_probs is not FairseqLanguageModel.get_normalized_probs):
+        The fast way applies when :meth:`plain_output_projection` offers a projection; the
+        values are then those of ``forward`` and :meth:`get_normalized_probs` within float
+        rounding. The question comes before any forward, so a model scored the other way runs
+        its forward once."""
+        projection = self.plain_output_projection()
+        if projection is None:
             return None
         features, extra = self(**net_input, features_only=True)
-        return self.decoder.target_log_probs(features, target), extra
+        flat = features.reshape(-1, features.size(-1))
+        scores = linear_target_log_probs(flat, projection.weight, target.reshape(-1), projection.bias)
+        return scores.view(target.shape), extra
 
     def reorder_incremental_state(self, incremental_state: Dict[str, Any], new_order: Tensor) -> None:
         """Reorder (select) the batch rows of a decoding cache, e.g. after a beam search step."""
