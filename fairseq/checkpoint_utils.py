@@ -11,9 +11,7 @@ from typing import Any
 
 import torch
 
-from fairseq.checkpoint.files import (  # noqa: F401
-    _atomic_write, _fsync_dir, _temp_prefix, _umask, atomic_copy, atomic_link, atomic_save,
-)
+from fairseq.checkpoint.files import atomic_copy, atomic_link, atomic_save  # noqa: F401
 from fairseq.checkpoint.integrity import verify_integrity, with_integrity  # noqa: F401
 from fairseq.checkpoint.loading import (  # noqa: F401
     PluginRequiredError, config_from_checkpoint, load_checkpoint_to_cpu, load_ema_from_checkpoint,
@@ -32,7 +30,7 @@ from fairseq.checkpoint.state import (  # noqa: F401
 )
 from fairseq.checkpoint.upgrade import namespace_to_config_dict  # noqa: F401
 from fairseq.errors import CheckpointError  # noqa: F401
-from fairseq.file_io import PathManager  # noqa: F401
+from fairseq.file_io import PathManager, atomic_write  # noqa: F401
 
 
 # fairseq's own write functions, defined here because fairseq's scripts and tests patch
@@ -49,7 +47,7 @@ def torch_persistent_save(obj: Any, filename: str, async_write: bool = False) ->
         with PathManager.opena(filename, "wb") as f:
             _torch_persistent_save(obj, f)
     else:
-        _atomic_write(filename, lambda f: _torch_persistent_save(obj, f))
+        atomic_write(filename, lambda f: _torch_persistent_save(obj, f))
 
 
 def _torch_persistent_save(obj: Any, f: Any) -> None:

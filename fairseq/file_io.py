@@ -14,11 +14,11 @@ import tempfile
 import shutil
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import IO, Any, List, Optional
+from typing import IO, Any, Callable, List, Optional
 
 from fairseq.errors import DiskFullError
 
-__all__ = ["PathManager", "atomic_write"]
+__all__ = ["PathManager", "atomic_write", "atomic_write_path", "fsync_dir", "temp_prefix", "umask"]
 
 
 class _AsyncWrite:
@@ -178,8 +178,14 @@ class PathManager:
 
 
 # -- atomic writes ------------------------------------------------------------------------------
-def _umask() -> int:
-    """The process's umask (read from /proc where possible: setting it is not thread-safe)."""
+# The one home of the atomic-write helpers: checkpoints, Hugging Face exports, config.json and
+# converted configs all go through these, so every file this project writes is whole or absent.
+def umask() -> int:
+    """The process's umask, without changing it.
+
+    Read from ``/proc/self/status`` where possible, because setting the umask to read it (the
+    only portable way) is not thread-safe; elsewhere it is set and restored at once.
+    """
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -192,22 +198,31 @@ def _umask() -> int:
     return mask
 
 
-def _temp_prefix(path: str) -> str:
-    """``.tmp_<name>.<pid>.``: a temporary file names the process writing it, so start-up
-    cleanup (:func:`remove_partial_writes`) never deletes one a live process still writes."""
+def temp_prefix(path: str) -> str:
+    """The name prefix of a temporary file written for ``path``: ``.tmp_<name>.<pid>.``.
+
+    The PID lets start-up cleanup (``fairseq.checkpoint.resume.remove_partial_writes``) tell a
+    dead writer's leftover from a file a live process is still writing.
+    """
     return f".tmp_{os.path.basename(path)}.{os.getpid()}."
 
 
-def _atomic_write_path(path: str, write_path: Any) -> None:
-    """Call ``write_path(tmp)`` with the name of a temporary file beside ``path`` (for writers
-    that take a file name, e.g. safetensors' ``save_file``), fsync it, then rename it over
-    ``path``: readers see the old file or the complete new one, never a partial write. The file
-    gets the mode the umask gives (0644 by default), as ``open`` would, not mkstemp's 0600."""
+def atomic_write_path(path: str, write_path: Callable[[str], Any]) -> None:
+    """Write ``path`` atomically through a writer that takes a file name.
+
+    ``write_path(tmp)`` is called with a temporary file beside ``path`` (e.g. safetensors'
+    ``save_file``); the file is then fsynced and renamed over ``path``, so readers see the old
+    file or the complete new one, never a partial write. The file gets the mode the umask gives
+    (0644 by default), as ``open`` would, not ``mkstemp``'s 0600.
+
+    Raises:
+        DiskFullError: the device filled up (the temporary file is removed).
+    """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), dir=directory)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, 0o666 & ~umask())
         os.close(fd)
         fd = -1
         write_path(tmp)
@@ -223,20 +238,22 @@ def _atomic_write_path(path: str, write_path: Any) -> None:
             raise DiskFullError(f"no space left on device while writing {path}; free space there "
                                   "or give another checkpoint.save_dir (--save-dir)") from None
         raise
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
 
-def _atomic_write(path: str, write: Any) -> None:
-    """Call ``write(file)`` on a temporary binary file beside ``path``, then as
-    :func:`_atomic_write_path`: fsynced, renamed over ``path``."""
+def atomic_write(path: str, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write ``path`` atomically: ``write(file)`` fills a temporary binary file beside it,
+    which is then fsynced and renamed over ``path`` (see :func:`atomic_write_path`)."""
     def write_path(tmp: str) -> None:
         with open(tmp, "wb") as f:
             write(f)
 
-    _atomic_write_path(path, write_path)
+    atomic_write_path(path, write_path)
 
 
-def _fsync_dir(directory: str) -> None:
+def fsync_dir(directory: str) -> None:
+    """Flush ``directory``'s entries to disk, so a rename in it survives a crash; a file system
+    that cannot open or fsync a directory is left as it is."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -247,6 +264,3 @@ def _fsync_dir(directory: str) -> None:
         pass
     finally:
         os.close(fd)
-
-
-atomic_write = _atomic_write

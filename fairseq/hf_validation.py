@@ -24,7 +24,7 @@ What is checked:
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from fairseq.errors import ConfigError, DataError
@@ -177,15 +177,18 @@ def probability(default: float = 0.0) -> Field:
 FLAG = Field("bool")
 TOKEN_ID = Field("token_id", nullable=True)
 EPSILON = Field("float", 0.0, 1.0, low_open=True)
+ROPE_THETA = Field("float", 0.0, 1e12, low_open=True)
 
 
 @dataclass(frozen=True)
 class ModelSchema:
-    """The rules of one ``model_type``: a field table and the pairs ``(a, b)`` where the value
-    of ``a`` must be divisible by that of ``b``."""
+    """The rules of one ``model_type``: a field table and the pairs ``(a, b)`` (or ``(a, b,
+    reason)``) where the value of ``a`` must be divisible by that of ``b``."""
 
     fields: Mapping[str, Field]
-    divisible: Sequence[Tuple[str, str]] = ()
+    divisible: Sequence[Tuple[str, ...]] = ()
+    #: field tables of object-valued keys (e.g. Llama's ``rope_parameters``), checked when set
+    nested: Mapping[str, Mapping[str, Field]] = field(default_factory=dict)
 
 
 COMMON_FIELDS: Dict[str, Field] = {
@@ -222,6 +225,31 @@ SCHEMAS: Dict[str, ModelSchema] = {
         "activation_dropout": probability(0.0), "layerdrop": probability(0.0),
         "init_std": Field("float", 0.0, 1e3),
     }, divisible=(("d_model", "attention_heads"),)),
+    # what does not map (rope scaling, sliding windows, biases, other head dims) is valid
+    # here and refused by the mapping, by name; this table says the file is well-formed
+    "llama": ModelSchema({
+        "vocab_size": size(MAX_VOCAB, required=True),
+        "hidden_size": size(MAX_HIDDEN, 4096),
+        "intermediate_size": size(MAX_FFN, 11008),
+        "num_hidden_layers": size(MAX_LAYERS, 32),
+        "num_attention_heads": size(MAX_HEADS, 32),
+        "num_key_value_heads": size(MAX_HEADS, nullable=True),
+        "head_dim": size(MAX_HIDDEN, nullable=True),
+        "max_position_embeddings": size(MAX_POSITIONS, 2048),
+        "rms_norm_eps": EPSILON,
+        "rope_theta": ROPE_THETA,
+        "rope_scaling": Field("object", nullable=True),
+        "rope_parameters": Field("object", nullable=True),
+        "sliding_window": Field("int", 0, MAX_POSITIONS, nullable=True),
+        "hidden_act": Field("str"),
+        "attention_bias": FLAG, "mlp_bias": FLAG,
+        "pretraining_tp": Field("int", 1, MAX_HEADS),
+        "attention_dropout": probability(0.0),
+        "initializer_range": Field("float", 0.0, 1e3),
+    }, divisible=(("hidden_size", "num_attention_heads"),
+                  ("num_attention_heads", "num_key_value_heads", "each key/value head serves as many query heads")),
+        nested={"rope_parameters": {"rope_theta": ROPE_THETA, "rope_type": Field("str"),
+                                    "partial_rotary_factor": Field("float", 0.0, 1.0, low_open=True)}}),
 }
 
 # the "fairseq" entry an export writes into config.json (read back on import)
@@ -292,17 +320,24 @@ def check_config(config: Mapping[str, Any], path: str) -> None:
         HFDirectoryError: the first field that breaks its rule, one line.
     """
     check_fields(config, COMMON_FIELDS, path)
+    # optional: a missing model_type is refused by check_fields just above
     schema = SCHEMAS.get(str(config.get("model_type")))
     if schema is None:
         return
     check_fields(config, schema.fields, path)
-    for a, b in schema.divisible:
+    for a, b, *why in schema.divisible:
+        # optional: an absent or null size takes transformers' default, which the schema records
         top = config.get(a) if config.get(a) is not None else schema.fields[a].default
-        bottom = config.get(b) if config.get(b) is not None else schema.fields[b].default
+        bottom = config.get(b) if config.get(b) is not None else schema.fields[b].default  # optional: as above
         if top is not None and bottom and top % bottom:
-            raise HFDirectoryError(f"{path}: {a}={top} is not divisible by {b}={bottom} (each head takes "
-                                   f"{a} / {b} features); {CONFIG_FIX}")
+            reason = why[0] if why else f"each head takes {a} / {b} features"
+            raise HFDirectoryError(f"{path}: {a}={top} is not divisible by {b}={bottom} ({reason}); {CONFIG_FIX}")
+    for key, table in schema.nested.items():
+        # optional: a nested table is checked only when the file has one
+        if isinstance(config.get(key), dict):
+            check_fields(config[key], table, f"{path} ({key})")
     vocab_size = int(config["vocab_size"])
+    # optional: only configs this project's exporter wrote carry a fairseq entry
     meta = config.get("fairseq")
     if isinstance(meta, dict) and meta.get("version") == 1:
         check_fields(meta, META_FIELDS, f"{path} (its fairseq entry)")

@@ -105,6 +105,7 @@ def _bpe_node(cfg: Any, overrides: Dict[str, Any], group: str) -> Any:
     from fairseq.data.encoders import BPE_REGISTRY, TOKENIZER_REGISTRY
 
     registry = BPE_REGISTRY if group == "bpe" else TOKENIZER_REGISTRY
+    # optional: no BPE / tokenizer may be chosen, and fairseq's hub passes a Namespace too
     node = cfg.get(group) if hasattr(cfg, "get") else getattr(cfg, group, None)
     name = overrides.get(group)
     if name is None and node is None:
@@ -321,10 +322,10 @@ def _cfg_node(cfg: Any, name: str) -> Any:
         return None
     if hasattr(cfg, "get"):
         try:
-            return cfg.get(name)
+            return cfg.get(name)  # optional: the hub's cfg may be a Namespace or lack a node
         except Exception:
             return None
-    return getattr(cfg, name, None)
+    return getattr(cfg, name, None)  # optional: as above
 
 
 def _cfg_get(cfg: Any, group: str, key: str, default: Any) -> Any:

@@ -180,12 +180,13 @@ class FairseqLM(_HarnessLM):
         self.add_bos_token = bool(self.hub.add_bos_token)
         self.max_length = int(self.hub.max_positions) if self.hub.max_positions is not None else 1 << 20
         task_cfg = self.cfg.task
-        trained = int(task_cfg.get("tokens_per_sample") or self.max_length)
+        trained = int(task_cfg.get("tokens_per_sample") or self.max_length)  # optional: a task other than language_modeling (a plugin's) may have no tokens_per_sample
         self.tokens_per_sample = trained if tokens_per_sample is None else \
             _int_setting("tokens_per_sample", tokens_per_sample, 1)
-        saved_window = self.cfg.get("eval_lm").get("context_window", 0) if self.cfg.get("eval_lm") else 0
+        saved_window = self.cfg.eval_lm.context_window
         self.context_window = int(saved_window or 0) if context_window is None else \
             _int_setting("context_window", context_window, 0)
+        # optional: sample_break_mode belongs to language_modeling; a plugin task may lack it
         self.sample_break_mode = str(sample_break_mode or task_cfg.get("sample_break_mode") or "none")
         self._check_rolling_settings()
 

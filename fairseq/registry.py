@@ -116,8 +116,10 @@ class Registry:
 
     def name_of(self, cfg: Union[DictConfig, Namespace, Any], legacy_attr: Optional[str] = None) -> str:
         """The registered name a config node (or legacy namespace) selects."""
+        # optional: a dataclass instance built by hand has no _name; its type names it (below)
         name = getattr(cfg, "_name", None)
         if name is None and legacy_attr is not None and isinstance(cfg, Namespace):
+            # optional: a Namespace has the choice flag only when its parser added it
             name = getattr(cfg, legacy_attr, None)
         if name is None:
             # a config built by hand (``LanguageModelingConfig(data=...)``) names its component

@@ -67,6 +67,16 @@ class EnsembleModel(torch.nn.Module):
         for model, state in zip(self.models, self.incremental_states):
             model.reorder_incremental_state(state, new_order)
 
+# the arguments already warned about: an argument that changes nothing is said once per process,
+# not at every generator built in a loop
+_warned_no_effect: set = set()
+
+
+def _warn_no_effect(argument: str, why: str) -> None:
+    if argument not in _warned_no_effect:
+        _warned_no_effect.add(argument)
+        logger.warning("%s has no effect: %s", argument, why)
+
 
 class SequenceGenerator(torch.nn.Module):
     """Generate continuations of prompts with a language model (or an ensemble of them).
@@ -86,6 +96,8 @@ class SequenceGenerator(torch.nn.Module):
         no_repeat_ngram_size: never repeat an n-gram of this size (0: allowed).
         search_strategy: a :class:`fairseq.search.Search`; beam search by default.
         eos: the end token (default: the dictionary's).
+        symbols_to_strip_from_output: accepted for fairseq's signature; hypotheses keep every
+            symbol here (one warning when it is given).
         use_cache: decode incrementally with the models' key/value caches (the default); without
             it, every step re-runs the whole sequence, which gives the same tokens, slower.
     """
@@ -105,6 +117,9 @@ class SequenceGenerator(torch.nn.Module):
         if match_source_len or lm_model is not None:
             raise ValueError("match_source_len and lm_model apply to translation, which this "
                              "project does not implement")
+        if symbols_to_strip_from_output is not None:
+            _warn_no_effect("SequenceGenerator(symbols_to_strip_from_output=...)",
+                            "hypotheses keep every symbol; strip them from the output yourself")
         self.model = models if isinstance(models, EnsembleModel) else EnsembleModel(models)
         self.tgt_dict = tgt_dict
         self.pad, self.unk = tgt_dict.pad(), tgt_dict.unk()
@@ -384,14 +399,15 @@ def _get(cfg: Any, key: str, default: Any = None) -> Any:
     """``cfg``'s value of ``key`` (a config node, a namespace or a dict), else its default."""
     default = _DEFAULTS.get(key) if default is None else default
     if isinstance(cfg, dict):
-        value = cfg.get(key, default)
+        value = cfg.get(key, default)  # optional: generation settings come as a partial dict or Namespace
     else:
-        value = getattr(cfg, key, default)
+        value = getattr(cfg, key, default)  # optional: as above
     return default if value is None else value
 
 
 def _given(cfg: Any, key: str) -> bool:
     """Whether ``cfg`` sets ``key`` to something other than its default."""
+    # optional: as in _get
     value = cfg.get(key) if isinstance(cfg, dict) else getattr(cfg, key, None)
     return value is not None and value != _DEFAULTS.get(key)
 

@@ -36,6 +36,8 @@ from fairseq.optim import lr_scheduler as lr_scheduler_module
 from fairseq.optim.dynamic_loss_scaler import DynamicLossScaler
 
 logger = logging.getLogger(__name__)
+# the arguments of fairseq's signatures that have no effect here and were warned about already
+_warned_no_effect: set = set()
 
 
 def get_train_iterator(cfg: Any, task: Any, epoch: int):
@@ -49,6 +51,7 @@ def get_train_iterator(cfg: Any, task: Any, epoch: int):
     # a sample no batch of max_tokens can hold stops the run here, before its first update, with
     # the two settings that fix it (samples longer than the model's positions are skipped, as
     # in fairseq; one too large for a batch is a setting to change, not data to drop)
+    # optional: a task other than language_modeling (a plugin's) may have no tokens_per_sample
     with name_batch_limits(split, cfg.task.data, "dataset.max_tokens", cfg.task.get("tokens_per_sample")):
         return task.get_batch_iterator(
             dataset,
@@ -123,7 +126,7 @@ class Trainer:
     def model(self) -> torch.nn.Module:
         """The model, wrapped for data-parallel training when there are several processes."""
         if self._wrapped_model is None:
-            if getattr(self.cfg.common, "compile", False):  # in place: the same module and state_dict keys
+            if self.cfg.common.compile:  # in place: the same module and state_dict keys
                 compile_utils.compile_training_forward(self._model)
             dt = self.cfg.distributed_training
             if self.world_size > 1 and str(dt.ddp_backend) in ("pytorch_ddp", "c10d"):
@@ -339,7 +342,16 @@ class Trainer:
                            disable_iterator_cache: bool = False) -> Any:
         """The training batch iterator of ``epoch`` (fairseq's signature; this process's shard).
         The dataset is loaded when it is not yet (or when the data has several shards); the
-        other arguments are accepted for fairseq's callers."""
+        other arguments are accepted for fairseq's callers and have no effect (one warning for
+        each given a value other than its default)."""
+        given = {"combine": combine is not True, "load_dataset": load_dataset is not True,
+                 "data_selector": data_selector is not None, "shard_batch_itr": shard_batch_itr is not True,
+                 "disable_iterator_cache": disable_iterator_cache is not False}
+        for name in (n for n, changed in given.items() if changed and n not in _warned_no_effect):
+            # said once per process: fairseq's loops call this every epoch with the same values
+            _warned_no_effect.add(name)
+            logger.warning("Trainer.get_train_iterator(%s=...) has no effect: the data of the epoch is "
+                           "loaded and sharded as task.data and the number of processes say", name)
         return get_train_iterator(self.cfg, self.task, epoch)
 
     def load_model_weights(self, model_state: Dict[str, Any], source: str) -> None:

@@ -158,6 +158,7 @@ def valid_iterator(cfg: DictConfig, task: Any, subset: str) -> Any:
     positions = positions_within_batch(task.max_positions(), max_tokens) if skip else task.max_positions()
     # max_tokens_valid follows max_tokens unless given: then the message names the flag given
     key = "dataset.max_tokens" if max_tokens == cfg.dataset.max_tokens else "dataset.max_tokens_valid"
+    # optional: a task other than language_modeling (a plugin's) may have no tokens_per_sample
     with name_batch_limits(subset, cfg.task.data, key, cfg.task.get("tokens_per_sample"), skip):
         return task.get_batch_iterator(
             task.dataset(subset),
@@ -186,7 +187,7 @@ def validate(cfg: DictConfig, trainer: Trainer, task: Any, epoch: int, subsets: 
     """
     values: List[Optional[float]] = []
     metric = cfg.checkpoint.best_checkpoint_metric
-    max_steps = cfg.dataset.get("max_valid_steps")
+    max_steps = cfg.dataset.max_valid_steps
     for index, subset in enumerate(subsets):
         logger.info('begin validation on "%s" subset', subset)
         itr = valid_iterator(cfg, task, subset).next_epoch_itr(shuffle=False)
@@ -379,6 +380,7 @@ def require_components(cfg: DictConfig) -> None:
     from fairseq.errors import ConfigError
 
     for group, (flag, example) in REQUIRED_COMPONENTS.items():
+        # optional: this is the check that the group was chosen at all
         if cfg.get(group) is None:
             raise ConfigError(f"{group}: none chosen, and training needs one; give {flag} NAME to "
                               f"fairseq-train (e.g. {flag} {example}; it has no default, as in fairseq) "
@@ -439,7 +441,7 @@ def run_training(cfg: DictConfig) -> Dict[str, Any]:
         TrainingInterrupted: after a stop signal; its message says where the last checkpoint is.
     """
     interrupt = InterruptRequest(distributed_utils.get_world_size() == 1,
-                                 bool(cfg.checkpoint.get("save_on_interrupt", False)))
+                                 bool(cfg.checkpoint.save_on_interrupt))
     state = TrainingState(interrupt=interrupt)
     try:
         with interrupt:
@@ -486,9 +488,10 @@ def run_header(cfg: DictConfig, task: Any, model: Any, config_file: Optional[str
     batch = (f"max_tokens {d.max_tokens}" if d.max_tokens else "") + \
         (" and " if d.max_tokens and d.batch_size else "") + (f"batch_size {d.batch_size}" if d.batch_size else "")
     world = int(cfg.distributed_training.distributed_world_size)
-    sched = cfg.lr_scheduler.get("_name") if cfg.get("lr_scheduler") is not None else None
+    sched = cfg.lr_scheduler._name if cfg.get("lr_scheduler") is not None else None  # optional: unchosen
     warmup = cfg.lr_scheduler.get("warmup_updates") if sched else None
     lines = [
+        # optional: data and tokens_per_sample are language_modeling's; a plugin task may lack them
         f"task {cfg.task._name}: data {cfg.task.get('data')}, dictionary {len(task.source_dictionary):,} types, "
         f"tokens_per_sample {cfg.task.get('tokens_per_sample')}",
         f"model {m._name}{shape}: {nparams:,} parameters; criterion {cfg.criterion._name}",
@@ -500,8 +503,8 @@ def run_header(cfg: DictConfig, task: Any, model: Any, config_file: Optional[str
     where = "nothing saved (checkpoint.no_save)" if cfg.checkpoint.no_save else \
         f"checkpoints in {os.path.abspath(cfg.checkpoint.save_dir)}"
     extras = [f"full config {config_file}" if config_file else "",
-              f"log file {cfg.common.log_file}" if cfg.common.get("log_file") else "",
-              f"tensorboard {cfg.common.tensorboard_logdir}" if cfg.common.get("tensorboard_logdir") else ""]
+              f"log file {cfg.common.log_file}" if cfg.common.log_file else "",
+              f"tensorboard {cfg.common.tensorboard_logdir}" if cfg.common.tensorboard_logdir else ""]
     lines.append("; ".join([where] + [e for e in extras if e]))
     return lines
 

@@ -253,6 +253,7 @@ def import_user_module(args: Any) -> None:
     """
     from fairseq.dataclass.compose import import_user_module as import_dir
 
+    # optional: fairseq's API passes any Namespace here, with or without --user-dir
     import_dir(getattr(args, "user_dir", None))
 
 

@@ -7,7 +7,6 @@ config; the values given here (``--tokens-per-sample``, ``--max-tokens``, ...) w
 ``--context-window N`` scores blocks of ``tokens_per_sample - N`` tokens, each with up to ``N``
 tokens of the text before it as context.
 """
-import ast
 import logging
 import math
 import os
@@ -22,6 +21,10 @@ import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from fairseq.utils import move_to_device  # noqa: E402
+from fairseq_cli.common import (  # noqa: E402
+    model_overrides, overrides_from_argv, overrides_from_config, progress_settings, run_with_clear_errors, setting,
+    setup_logging,
+)
 
 logger = logging.getLogger("fairseq_cli.eval_lm")
 
@@ -181,81 +184,6 @@ def _word_scores(tokens: torch.Tensor, pos_scores: torch.Tensor, dictionary: Any
     return words
 
 
-# -- which values win over the checkpoint's config ---------------------------------------------
-NOT_OVERRIDES = {"data", "path", "task", "help", "_name"}
-
-
-def overrides_from_argv(parser: ArgumentParser, args: Namespace, argv: Sequence[str]) -> Dict[str, Any]:
-    """The values of the flags given on the command line (not defaults): these win over the
-    checkpoint's config, even when they equal a default."""
-    given = {a.split("=", 1)[0] for a in argv if a.startswith("-")}
-    explicit = {}
-    for action in parser._actions:
-        if action.dest in NOT_OVERRIDES or not action.option_strings:
-            continue
-        if given & set(action.option_strings):
-            explicit[action.dest] = getattr(args, action.dest)
-    return explicit
-
-
-def overrides_from_config(cfg: DictConfig) -> Dict[str, Any]:
-    """The values of ``cfg`` that differ from the defaults of the same config: given a config
-    rather than a command line, those are the values that win over the checkpoint's."""
-    from fairseq.dataclass.configs import GENERIC_GROUPS
-    from fairseq.dataclass.initialize import compose_config
-
-    task_name = cfg.task.get("_name") if cfg.get("task") is not None else None
-    defaults = compose_config([f"task={task_name}"] if task_name else [])
-    overrides: Dict[str, Any] = {}  # by full key: a value reaches its own group only
-    for group in list(GENERIC_GROUPS) + ["task"]:
-        node, default = cfg.get(group), defaults.get(group)
-        if node is None:
-            continue
-        mine = OmegaConf.to_container(node, resolve=False)
-        theirs = OmegaConf.to_container(default, resolve=False) if default is not None else {}
-        for key, value in mine.items():
-            if key not in NOT_OVERRIDES and (key not in theirs or theirs[key] != value):
-                overrides[f"{group}.{key}"] = value
-    return overrides
-
-
-def setting(overrides: Dict[str, Any], name: str, default: Any = None, pop: bool = False) -> Any:
-    """The value an evaluation was given for ``name``: under its bare name (the legacy flags) or
-    its full key (``common.log_format``, from a composed config); ``pop`` removes it."""
-    key = next((k for k in overrides if k == name or k.endswith("." + name)), None)
-    if key is None:
-        return default
-    return overrides.pop(key) if pop else overrides[key]
-
-
-def progress_settings(overrides: Dict[str, Any]) -> Dict[str, Any]:
-    """The progress-bar settings of an evaluation: those given now, else the defaults (never the
-    training run's ``log_format``, which would print an evaluation the way that run logged)."""
-    return {"log_format": setting(overrides, "log_format"),
-            "log_interval": int(setting(overrides, "log_interval", 100)),
-            "no_progress_bar": bool(setting(overrides, "no_progress_bar", False)),
-            "log_seconds": float(setting(overrides, "log_seconds", 60.0))}
-
-
-def model_overrides(text: str) -> Dict[str, Any]:
-    """``--model-overrides`` parsed as a Python dict literal.
-
-    Raises:
-        ConfigError: if it is not one.
-    """
-    from fairseq.errors import ConfigError
-
-    try:
-        value = ast.literal_eval(text or "{}")
-    except (ValueError, SyntaxError) as e:
-        raise ConfigError(f"common_eval.model_overrides={text!r} is not a Python dict literal "
-                          f"({type(e).__name__}); write e.g. --model-overrides \"{{'dropout': 0.0}}\"") from e
-    if not isinstance(value, dict):
-        raise ConfigError(f"common_eval.model_overrides={text!r} is a {type(value).__name__}, not a "
-                          "dict; write e.g. --model-overrides \"{'dropout': 0.0}\"")
-    return value
-
-
 # -- the command ---------------------------------------------------------------------------------
 def evaluate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]) -> Dict[str, float]:
     """Rebuild the checkpoint's model and task (``overrides`` winning), score ``gen_subset``, log
@@ -322,7 +250,8 @@ def evaluate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
     from fairseq.data.data_utils import name_batch_limits, positions_within_batch
 
     max_tokens = cfg.dataset.max_tokens or 36000
-    skip = bool(cfg.dataset.get("skip_invalid_size_inputs_valid_test", False))
+    skip = bool(cfg.dataset.skip_invalid_size_inputs_valid_test)
+    # optional: a task other than language_modeling (a plugin's) may have no tokens_per_sample
     with name_batch_limits(split, cfg.task.data, "dataset.max_tokens", cfg.task.get("tokens_per_sample"), skip):
         itr = task.eval_lm_dataloader(
             dataset=dataset,
@@ -331,17 +260,18 @@ def evaluate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
             # with --skip-invalid-size-inputs-valid-test a block no batch can hold is skipped too
             max_positions=positions_within_batch(positions, max_tokens) if skip else positions,
             num_workers=int(cfg.dataset.num_workers),
-            data_buffer_size=int(cfg.dataset.get("data_buffer_size", 10)),
+            data_buffer_size=10,  # the dataset node declares no data_buffer_size: this was always the value
             context_window=context_window,
         )
     itr = progress_bar(itr, **progress_settings(overrides))
-    results_file = _results_handler(cfg.common_eval.get("results_path"), split)
+    results_file = _results_handler(cfg.common_eval.results_path, split)
     try:
         results = eval_lm(
             models=models, source_dictionary=task.source_dictionary, batch_iterator=itr,
             post_process=cfg.common_eval.post_process, output_word_probs=bool(cfg.eval_lm.output_word_probs),
             output_word_stats=bool(cfg.eval_lm.output_word_stats), target_dictionary=task.target_dictionary,
             softmax_batch=int(cfg.eval_lm.softmax_batch),
+            # optional: add_bos_token belongs to language_modeling; a plugin task's node may lack it
             remove_bos_token=bool(cfg.task.get("add_bos_token", False)), device=device,
         )
         logger.info("Loss (base 2): %.4f, Perplexity: %.2f", results["loss"], results["perplexity"])
@@ -400,8 +330,6 @@ def main(cfg: Union[DictConfig, Namespace, List[str], None] = None, **unused_kwa
     Returns:
         ``{"loss" (base 2), "perplexity", "ntokens"}``.
     """
-    from fairseq.logging.progress_bar import setup_logging
-    from fairseq_cli.train import run_with_clear_errors
 
     if cfg is None or isinstance(cfg, (list, tuple)):
         argv = list(sys.argv[1:] if cfg is None else cfg)
@@ -421,7 +349,6 @@ def main(cfg: Union[DictConfig, Namespace, List[str], None] = None, **unused_kwa
 def cli_main(argv: Optional[List[str]] = None) -> None:
     """``fairseq-eval-lm``."""
     # everything it runs, plugin import included, ends a user error with one line
-    from fairseq_cli.train import run_with_clear_errors
 
     run_with_clear_errors(main, argv)
 

@@ -7,7 +7,9 @@ The directory (config.json, model.safetensors, tokenizer.json, tokenizer_config.
 generation_config.json, and fairseq's dict.txt) loads with
 ``AutoModelForCausalLM.from_pretrained("hf-model")`` and ``AutoTokenizer.from_pretrained``,
 no custom code: a sinusoidal-position model as ``XGLMForCausalLM``, a learned-position one as
-``GPT2LMHeadModel``. A model neither can represent is refused with one line naming the option
+``GPT2LMHeadModel``, a Llama-style one (rotary positions, RMSNorm, gated SiLU feed-forward, no
+biases, any key/value heads) as ``LlamaForCausalLM``. A model none of them can represent is
+refused with one line naming the option
 (exit 2). See docs/huggingface.md.
 """
 import argparse
@@ -23,7 +25,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fairseq-export-hf",
         description="Write a transformer_lm checkpoint as a transformers model directory "
-                    "(GPT2LMHeadModel for learned positions, XGLMForCausalLM for sinusoids).")
+                    "(GPT2LMHeadModel for learned positions, XGLMForCausalLM for sinusoids, LlamaForCausalLM for "
+                    "rope + rmsnorm + gated silu + no bias).")
     parser.add_argument("--path", required=True, metavar="CHECKPOINT",
                         help="the checkpoint to export (this package's or fairseq 0.12's)")
     parser.add_argument("--data", default=None, metavar="DATA_BIN",
@@ -49,7 +52,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 def cli_main(argv: Optional[List[str]] = None) -> None:
     """``fairseq-export-hf``."""
-    from fairseq_cli.train import run_with_clear_errors
+    from fairseq_cli.common import run_with_clear_errors
 
     run_with_clear_errors(main, argv)
 

@@ -26,7 +26,7 @@ def parse(argv: Sequence[str], interactive: bool = False) -> Tuple[DictConfig, D
     from legacy command-line arguments; the namespace goes no further than this edge."""
     from fairseq import options
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-    from fairseq_cli.eval_lm import overrides_from_argv
+    from fairseq_cli.common import overrides_from_argv
 
     parser = options.get_generation_parser(interactive=interactive, default_task="language_modeling",
                                            input_args=list(argv))
@@ -41,11 +41,11 @@ def as_config(cfg: Union[Namespace, DictConfig]) -> Tuple[DictConfig, Dict[str, 
     namespace or a composed config: those that differ from their defaults."""
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.errors import ConfigError
-    from fairseq_cli.eval_lm import overrides_from_config
+    from fairseq_cli.common import overrides_from_config
 
     if isinstance(cfg, Namespace):
         cfg = convert_namespace_to_omegaconf(cfg)
-    if not cfg.common_eval.get("path"):
+    if not cfg.common_eval.path:
         raise ConfigError("the checkpoint is required: common_eval.path=CHECKPOINT (--path in the "
                           "legacy door; a.pt:b.pt for an ensemble)")
     return cfg, overrides_from_config(cfg)
@@ -57,11 +57,12 @@ def load_ensemble(cfg: DictConfig, overrides: Dict[str, Any]):
     import os
 
     from fairseq import checkpoint_utils
-    from fairseq_cli.eval_lm import model_overrides, setting
+    from fairseq_cli.common import model_overrides, setting
 
     overrides = dict(overrides)
     setting(overrides, "model_overrides", pop=True)
-    overrides.update(model_overrides(cfg.common_eval.get("model_overrides") or "{}"))
+    overrides.update(model_overrides(cfg.common_eval.model_overrides or "{}"))
+    # optional: an evaluation command may be given no task (the checkpoint's is used)
     if cfg.get("task") is not None and not OmegaConf.is_missing(cfg.task, "data") and cfg.task.data:
         overrides["data"] = cfg.task.data
     path = str(cfg.common_eval.path)
@@ -138,8 +139,9 @@ def build_encoders(saved_cfg: DictConfig, cfg: DictConfig):
     from fairseq.data.encoders import build_bpe, build_tokenizer
 
     def chosen(group: str) -> Any:
+        # optional: no BPE / tokenizer may be chosen, by the command or by the checkpoint
         node = cfg.get(group)
-        return node if node is not None and node.get("_name") else saved_cfg.get(group)
+        return node if node is not None and node.get("_name") else saved_cfg.get(group)  # optional: as above
 
     return build_bpe(chosen("bpe")), build_tokenizer(chosen("tokenizer"))
 
@@ -179,6 +181,7 @@ def generate(cfg: DictConfig, overrides: Dict[str, Any]) -> Dict[str, float]:
     positions = min(m.max_positions() for m in models)
     skip = bool(data_cfg.skip_invalid_size_inputs_valid_test)
     with name_batch_limits(split, saved_cfg.task.data, "dataset.max_tokens",
+                           # optional: a task other than language_modeling (a plugin's) may have no tokens_per_sample
                            saved_cfg.task.get("tokens_per_sample"), skip):
         itr = task.get_batch_iterator(
             dataset, max_tokens=data_cfg.max_tokens, max_sentences=data_cfg.batch_size,
@@ -193,12 +196,13 @@ def generate(cfg: DictConfig, overrides: Dict[str, Any]) -> Dict[str, float]:
                             no_progress_bar=bool(cfg.common.no_progress_bar))
 
     out: TextIO = sys.stdout
-    results_path = cfg.common_eval.get("results_path")
+    results_path = cfg.common_eval.results_path
     if results_path:
         os.makedirs(results_path, exist_ok=True)
         out = open(os.path.join(results_path, f"generate-{split}.txt"), "w", encoding="utf-8")
     printer = Printer(cfg, tgt_dict, bpe, tokenizer, out)
     src_dict = task.source_dictionary
+    # optional: add_bos_token belongs to language_modeling; a plugin task's node may lack it
     bos = src_dict.bos() if saved_cfg.task.get("add_bos_token", False) else src_dict.eos()
     prefix_size = int(cfg.generation.prefix_size or 0)
     score_reference = bool(cfg.generation.score_reference)
@@ -217,6 +221,7 @@ def generate(cfg: DictConfig, overrides: Dict[str, Any]) -> Dict[str, float]:
                     "the prompts fill the model's %d positions (blocks of task.tokens_per_sample=%s), so "
                     "no token can be added and the H- lines repeat the S- lines: give "
                     "--sample-break-mode eos (one sentence per prompt) or --prefix-size K (continue "
+                    # optional: a task other than language_modeling (a plugin's) may have no tokens_per_sample
                     "the first K tokens of each block)", positions, saved_cfg.task.get("tokens_per_sample"))
             with torch.no_grad():
                 if score_reference:
@@ -256,8 +261,7 @@ def main(args: Union[Namespace, DictConfig, List[str], None] = None) -> Dict[str
             cause end the process with one line; with a config or namespace, the values that
             differ from their defaults win.
     """
-    from fairseq.logging.progress_bar import setup_logging
-    from fairseq_cli.train import run_with_clear_errors
+    from fairseq_cli.common import run_with_clear_errors, setup_logging
 
     setup_logging()
     if args is None or isinstance(args, (list, tuple)):
@@ -270,7 +274,7 @@ def main(args: Union[Namespace, DictConfig, List[str], None] = None) -> Dict[str
 def cli_main(argv: Optional[List[str]] = None) -> None:
     """``fairseq-generate``."""
     # everything it runs, plugin import included, ends a user error with one line
-    from fairseq_cli.train import run_with_clear_errors
+    from fairseq_cli.common import run_with_clear_errors
 
     run_with_clear_errors(main, argv)
 

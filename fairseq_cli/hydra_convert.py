@@ -96,6 +96,7 @@ def legacy_config(argv: Sequence[str]) -> DictConfig:
     finally:
         sys.argv[0] = program
     for flag, dest in (("DATA", "data"), ("--arch", "arch"), ("--optimizer", "optimizer")):
+        # optional: this is the check that the legacy parser got the flag
         if getattr(args, dest, None) is None:
             raise ConfigError(f"the legacy command has no {flag}: fairseq-train needs it to train")
     return convert_namespace_to_omegaconf(args)
@@ -105,7 +106,7 @@ def choices_of(cfg: DictConfig) -> Dict[str, Optional[str]]:
     """The component chosen in each config group (None: the group is empty)."""
     out = {}
     for group in GROUPS:
-        node = cfg.get(group)
+        node = cfg.get(group)  # optional: an unchosen group has no node
         out[group] = None if node is None else node.get("_name")
     return out
 
@@ -173,6 +174,7 @@ def overrides_to_flags(overrides: Sequence[str]) -> List[str]:
 
     overrides = _strip_program(overrides, ("fairseq-hydra-train",))
     target_cfg = compose_config(check_overrides(list(overrides)))
+    # optional: data belongs to language_modeling; a plugin task may lack it (checked below)
     data = target_cfg.task.get("data")
     if data in (None, "???") or OmegaConf.is_missing(target_cfg.task, "data"):
         raise ConfigError("task.data is not set: fairseq-train needs the data directory "
@@ -295,7 +297,7 @@ def write_output(path: str, text: str, overwrite: bool) -> None:
     appeared meanwhile); with ``overwrite`` a temporary file beside ``path`` is renamed over it,
     so the old file is whole until the new one is."""
     from fairseq.errors import ConfigError, ResourceError
-    from fairseq.file_io import _umask
+    from fairseq.file_io import umask
 
     tmp = None
     try:
@@ -305,7 +307,7 @@ def write_output(path: str, text: str, overwrite: bool) -> None:
             return
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}.",
                                    dir=os.path.dirname(os.path.abspath(path)))
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)
@@ -323,7 +325,7 @@ def write_output(path: str, text: str, overwrite: bool) -> None:
 
 def cli_main(argv: Optional[List[str]] = None) -> None:
     """``fairseq-hydra-convert``."""
-    from fairseq_cli.train import run_with_clear_errors
+    from fairseq_cli.common import run_with_clear_errors
 
     run_with_clear_errors(_cli_main, argv)
 

@@ -86,7 +86,7 @@ def compose_eval_config(argv: List[str], command: str) -> Optional[DictConfig]:
 def run(main: Callable[[DictConfig], Any], command: str, argv: Optional[List[str]] = None) -> Any:
     """Compose the config of ``argv`` and run ``main(cfg)``; errors a user can cause end the
     process with one line (exit code 2, or 1 for a failed run)."""
-    from fairseq_cli.train import run_with_clear_errors
+    from fairseq_cli.common import run_with_clear_errors
 
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg = run_with_clear_errors(compose_eval_config, argv, command)

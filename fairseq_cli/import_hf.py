@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Turn a local Hugging Face GPT2LMHeadModel or XGLMForCausalLM directory into a checkpoint.
+"""Turn a local Hugging Face GPT2LMHeadModel, XGLMForCausalLM or LlamaForCausalLM directory into a
+checkpoint.
 
     fairseq-import-hf hf-model --out imported/model.pt [--data-out imported]
 
@@ -23,7 +24,7 @@ if __package__ in (None, ""):  # run as a script from a checkout
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fairseq-import-hf",
-        description="Convert a local transformers GPT2LMHeadModel / XGLMForCausalLM directory into a "
+        description="Convert a local transformers GPT2LMHeadModel / XGLMForCausalLM / LlamaForCausalLM directory into a "
                     "transformer_lm checkpoint and its dict.txt.")
     parser.add_argument("directory", metavar="DIR", help="the model directory (config.json, model.safetensors)")
     parser.add_argument("--out", required=True, metavar="CHECKPOINT", help="the checkpoint file to write")
@@ -55,7 +56,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 def cli_main(argv: Optional[List[str]] = None) -> None:
     """``fairseq-import-hf``."""
-    from fairseq_cli.train import run_with_clear_errors
+    from fairseq_cli.common import run_with_clear_errors
 
     run_with_clear_errors(main, argv)
 

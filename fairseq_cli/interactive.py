@@ -105,6 +105,7 @@ def interact(cfg: DictConfig, overrides: Dict[str, Any]) -> Dict[str, float]:
         raise ConfigError(str(e)) from None
     bpe, tokenizer = build_encoders(saved_cfg, cfg)
     printer = Printer(cfg, tgt_dict, bpe, tokenizer, sys.stdout)
+    # optional: add_bos_token belongs to language_modeling; a plugin task's node may lack it
     bos = src_dict.bos() if saved_cfg.task.get("add_bos_token", False) else src_dict.eos()
     positions = min(m.max_positions() for m in models)
 
@@ -153,8 +154,7 @@ def main(args: Union[Namespace, DictConfig, List[str], None] = None) -> Dict[str
     """Run interactive generation from a composed config (``fairseq-hydra-interactive``), a
     legacy namespace or command-line arguments (``None``: ``sys.argv[1:]``); which values win
     over the checkpoint's config is as in :func:`fairseq_cli.generate.main`."""
-    from fairseq.logging.progress_bar import setup_logging
-    from fairseq_cli.train import run_with_clear_errors
+    from fairseq_cli.common import run_with_clear_errors, setup_logging
 
     setup_logging()
     if args is None or isinstance(args, (list, tuple)):
@@ -167,7 +167,7 @@ def main(args: Union[Namespace, DictConfig, List[str], None] = None) -> Dict[str
 def cli_main(argv: Optional[List[str]] = None) -> None:
     """``fairseq-interactive``."""
     # everything it runs, plugin import included, ends a user error with one line
-    from fairseq_cli.train import run_with_clear_errors
+    from fairseq_cli.common import run_with_clear_errors
 
     run_with_clear_errors(main, argv)
 

@@ -235,6 +235,7 @@ def existing_data_bin(destdir: str) -> List[str]:
 def _check_destdir(args: argparse.Namespace) -> None:
     """Refuse to write into a destdir that already holds a data-bin, unless ``--overwrite``."""
     found = existing_data_bin(args.destdir)
+    # optional: --overwrite is this project's flag; a Namespace made without it means no
     if found and not getattr(args, "overwrite", False):
         shown = ", ".join(found[:6]) + (f", ... ({len(found)} files)" if len(found) > 6 else "")
         raise PreprocessError(
@@ -552,23 +553,18 @@ def cli_main(argv: Optional[Sequence[str]] = None) -> None:
     """Console entry point ``fairseq-preprocess``: a user error ends with one line and exit
     status 2, Ctrl-C with one line and 130 (128 + SIGINT, as a shell reports it; 128 + the
     signal for SIGTERM and SIGHUP, which stop it the same way)."""
-    from fairseq.stop_signals import raise_on_stop_signals
+    from fairseq_cli.common import run_as_command
 
-    raise_on_stop_signals()
-    try:
-        args = get_preprocessing_parser().parse_args(argv)
-        if not logging.getLogger().handlers:
-            from fairseq.logging.progress_bar import setup_logging
+    run_as_command("fairseq-preprocess", _cli_main, argv)
 
-            setup_logging()
-        main(args)
-    except UserError as err:  # PreprocessError, or a DataError from a file it reads
-        print(f"fairseq-preprocess: error: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
-    except KeyboardInterrupt as err:
-        print(f"fairseq-preprocess: {getattr(err, 'message', None) or 'interrupted (Ctrl-C)'}", file=sys.stderr)
-        sys.exit(128 + int(getattr(err, "signum", signal.SIGINT)))
 
+def _cli_main(argv: Optional[Sequence[str]]) -> None:
+    args = get_preprocessing_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        from fairseq_cli.common import setup_logging
+
+        setup_logging()
+    main(args)
 
 if __name__ == "__main__":
     cli_main()

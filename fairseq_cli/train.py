@@ -16,6 +16,8 @@ if __package__ in (None, ""):  # run as a script from a checkout: python fairseq
 
 from omegaconf import DictConfig  # noqa: E402
 
+from fairseq_cli.common import run_with_clear_errors, setup_logging  # noqa: E402
+
 logger = logging.getLogger("fairseq_cli.train")
 
 
@@ -41,7 +43,7 @@ def prepare_config(cfg: DictConfig, launch_dir: Optional[str] = None, door: str 
     cfg.checkpoint.save_dir = _absolute(cfg.checkpoint.save_dir, base)
     cfg.task.data = ":".join(_absolute(p, base) for p in str(cfg.task.data).split(":") if p)
     for key in ("log_file", "tensorboard_logdir"):
-        if cfg.common.get(key):
+        if cfg.common[key]:
             cfg.common[key] = _absolute(cfg.common[key], base)
     restore = cfg.checkpoint.restore_file
     if os.path.dirname(restore):
@@ -58,7 +60,7 @@ def anchor_encoder_files(cfg: DictConfig, base: str) -> None:
     change (URLs and unset values stay as they are).
     """
     for group in ("bpe", "tokenizer"):
-        node = cfg.get(group)
+        node = cfg.get(group)  # optional: no BPE / tokenizer may be chosen
         if node is None:
             continue
         for key, value in node.items():
@@ -71,7 +73,6 @@ def anchor_encoder_files(cfg: DictConfig, base: str) -> None:
 def main(cfg: DictConfig, launch_dir: Optional[str] = None, door: str = "hydra") -> Dict[str, Any]:
     """Run training for a composed config (both doors end here)."""
     from fairseq import distributed_utils
-    from fairseq.logging.progress_bar import setup_logging
 
     cfg = prepare_config(cfg, launch_dir, door)
     distributed_utils.init_from_env(cfg)
@@ -115,30 +116,6 @@ def _run(cfg: DictConfig) -> Dict[str, Any]:
         dist.destroy_process_group()
 
 
-def run_with_clear_errors(fn, *args: Any, **kwargs: Any) -> Any:
-    """Run ``fn``; an error in what the user gave ends the process with one line, no traceback.
-
-    Exit codes: 2 for an error in the input, 1 for a run that failed, 128 + the signal for a
-    stop signal, as a shell reports them: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP (all
-    three are handled alike; training then says where its last checkpoint is).
-    """
-    from fairseq.errors import UserError
-    from fairseq.stop_signals import exit_code, raise_on_stop_signals
-
-    raise_on_stop_signals()
-    try:
-        return fn(*args, **kwargs)
-    except UserError as e:  # the one place a door turns the error family into a message
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
-    except (FileNotFoundError, FloatingPointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1 if isinstance(e, FloatingPointError) else 2)
-    except KeyboardInterrupt as e:
-        print(getattr(e, "message", None) or (str(e) if e.args else "interrupted (Ctrl-C)"), file=sys.stderr)
-        sys.exit(exit_code(e))
-
-
 def cli_main(argv: Optional[List[str]] = None) -> None:
     """``fairseq-train``: legacy flags in, the shared training loop out."""
     # everything it runs, plugin import included, ends a user error with one line
@@ -154,6 +131,7 @@ def _cli_main(argv: Optional[List[str]] = None) -> None:
 
     parser = options.get_training_parser(input_args=argv)
     args = options.parse_args_and_arch(parser, argv)
+    # optional: this is the check that DATA was given
     if getattr(args, "data", None) is None:
         parser.error(missing_message("task.data", "legacy"))
     try:

@@ -26,7 +26,8 @@ install_hydra_hooks()
 
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> Optional[float]:
-    from fairseq_cli.train import main, run_with_clear_errors
+    from fairseq_cli.common import run_with_clear_errors
+    from fairseq_cli.train import main
 
     from hydra.core.hydra_config import HydraConfig
 
@@ -183,7 +184,7 @@ def check_config_files(flags, overrides: List[str], config_name: str, with_hydra
 def cli_main(argv: Optional[List[str]] = None) -> None:
     """``fairseq-hydra-train``."""
     # everything it runs, plugin import included, ends a user error with one line
-    from fairseq_cli.train import run_with_clear_errors
+    from fairseq_cli.common import run_with_clear_errors
 
     run_with_clear_errors(_cli_main, argv)
 

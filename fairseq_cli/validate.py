@@ -84,7 +84,7 @@ def validate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
     from fairseq.logging.progress_bar import progress_bar
     from fairseq.trainer import Trainer
     from fairseq.training import reduce_stats, valid_steps
-    from fairseq_cli.eval_lm import model_overrides, progress_settings, setting
+    from fairseq_cli.common import model_overrides, progress_settings, setting
 
     if not path:
         raise ConfigError("the checkpoint to validate is required: --path CHECKPOINT (common_eval.path)")
@@ -111,16 +111,17 @@ def validate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
     results: Dict[str, Dict[str, float]] = {}
     for subset in names:
         task.load_dataset(subset, combine=False, epoch=1)
+        # optional: a task other than language_modeling (a plugin's) may have no tokens_per_sample
         with name_batch_limits(subset, cfg.task.data, "dataset.max_tokens", cfg.task.get("tokens_per_sample"), skip):
             itr = task.get_batch_iterator(
                 dataset=task.dataset(subset), max_tokens=max_tokens, max_sentences=batch_size,
                 max_positions=positions, ignore_invalid_inputs=skip,
                 required_batch_size_multiple=int(cfg.dataset.required_batch_size_multiple),
                 seed=int(cfg.common.seed), num_workers=int(cfg.dataset.num_workers),
-                data_buffer_size=int(cfg.dataset.get("data_buffer_size", 0)),
+                data_buffer_size=0,  # the dataset node declares no data_buffer_size: this was always the value
             ).next_epoch_itr(shuffle=False)
         progress = progress_bar(itr, prefix=f"valid on '{subset}' subset", **progress_settings(overrides))
-        logs = valid_steps(trainer, progress, cfg.dataset.get("max_valid_steps"))
+        logs = valid_steps(trainer, progress, cfg.dataset.max_valid_steps)
         progress.close()
         stats = reduce_stats(task, trainer.criterion, logs)
         if not stats:
@@ -145,8 +146,7 @@ def main(cfg: Union[DictConfig, Namespace], override_args: Optional[Namespace] =
     Returns:
         The stats of each subset (see :func:`validate`).
     """
-    from fairseq.logging.progress_bar import setup_logging
-    from fairseq_cli.eval_lm import NOT_OVERRIDES, overrides_from_config
+    from fairseq_cli.common import NOT_OVERRIDES, overrides_from_config, setup_logging
 
     if isinstance(cfg, Namespace):
         from fairseq.dataclass.utils import convert_namespace_to_omegaconf
@@ -166,24 +166,24 @@ def main(cfg: Union[DictConfig, Namespace], override_args: Optional[Namespace] =
 def cli_main(argv: Optional[List[str]] = None) -> None:
     """``fairseq-validate``: errors a user can cause end with one line, no traceback."""
     # everything it runs, plugin import included, ends a user error with one line
-    from fairseq_cli.train import run_with_clear_errors
+    from fairseq_cli.common import run_with_clear_errors
 
     run_with_clear_errors(_cli_main, argv)
 
 
 def _cli_main(argv: Optional[List[str]] = None) -> None:
     from fairseq import options
-    from fairseq.logging.progress_bar import setup_logging
-    from fairseq_cli.eval_lm import overrides_from_argv
-    from fairseq_cli.train import run_with_clear_errors
+    from fairseq_cli.common import overrides_from_argv, run_with_clear_errors, setup_logging
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = get_validation_parser(input_args=argv)
     args = options.parse_args_and_arch(parser, argv)
+    # optional: this is the check that --path was given
     if not getattr(args, "path", None):
         parser.error("the checkpoint to validate is required: --path CHECKPOINT")
     setup_logging()
     overrides = overrides_from_argv(parser, args, argv)
+    # optional: DATA is an optional positional of validate
     run_with_clear_errors(validate, args.path, getattr(args, "data", None), overrides,
                           subsets=args.valid_subset)
 

@@ -1,9 +1,12 @@
 """Checkpoints: one job per module.
 
-* :mod:`~fairseq.checkpoint.files`: atomic file writes (temporary file, fsync, rename; links).
+* :mod:`~fairseq.checkpoint.files`: atomic links and copies, removal, leftover temporaries (the
+  atomic writes themselves are :func:`fairseq.file_io.atomic_write`).
 * :mod:`~fairseq.checkpoint.state`: what a checkpoint holds (config, RNG states) and how it is
   read without running code.
 * :mod:`~fairseq.checkpoint.integrity`: the SHA-256 record of a checkpoint's whole content (tensors and every other value).
+* :mod:`~fairseq.checkpoint.pair`: the safetensors pair (``NAME.pt`` + ``NAME.safetensors``):
+  naming, writing, reading, completing an interrupted save, removing both files.
 * :mod:`~fairseq.checkpoint.saving`: when to save, under which names, pruning old ones.
 * :mod:`~fairseq.checkpoint.upgrade`: older layouts (fairseq 0.12, args-era) to the current one.
 * :mod:`~fairseq.checkpoint.loading`: loading for use (models and task rebuilt, ensembles, EMA).

@@ -14,7 +14,7 @@ position silently changes the resumed run. Every checkpoint this package writes 
 
 * ``tensors_sha256``: every tensor reachable from the checkpoint's entries, in the order the
   containers hold them: its key path, dtype and shape, then its raw bytes (hashed through a
-  ``memoryview``, no copy for contiguous CPU tensors). This is the whole of version 1's digest.
+  ``memoryview``, no copy for contiguous CPU tensors).
 * ``state_sha256``: a canonical encoding of everything else, entry by entry (``entries`` holds
   each top-level entry's digest, to name the one that changed): every container and scalar as a
   type tag and its value (ints as decimal text, floats as their 8 IEEE bytes, strings as UTF-8,
@@ -33,8 +33,8 @@ warning. The marker sits in its own entry, inside the digest: one flipped bit ca
 record or change the marker, never both unnoticed.
 
 Version 1 records (``{"sha256", "covers": "tensors", "layout_sha256"}``, tensors only, no
-marker) written by earlier versions of this package are still verified, as they were, with one
-warning that their non-tensor state loads unverified.
+marker), written by early versions of this package only, are no longer read: such a file is
+refused with one line saying how to give it a current record.
 
 Loading recomputes the digest before anything else reads the state; the record and the marker
 are then removed from the loaded state, so a state loaded and saved again with plain
@@ -60,12 +60,11 @@ from fairseq.checkpoint.state import FORMAT, FORMAT_KEY
 __all__ = ["checkpoint_digests", "file_sha256", "tensor_digest", "verify_integrity",
            "verify_weights_file", "with_integrity"]
 
-logger = logging.getLogger("fairseq.checkpoint_integrity")  # its name before the move
+logger = logging.getLogger("fairseq.checkpoint.integrity")
 
 INTEGRITY_KEY = "integrity"
 VERSION = 2
 COVERS = "checkpoint"
-COVERS_V1 = "tensors"
 _RECORD_KEYS = ("sha256", "covers", "tensors_sha256", "state_sha256", "layout_sha256", "entries")
 
 
@@ -80,16 +79,16 @@ def _type_name(obj: Any) -> bytes:
 
 
 class _Walk:
-    """One pass over a checkpoint: the tensor digest (version 1's), the layout digest and the
-    canonical encoding of each top-level entry (:meth:`encode`; :meth:`tensors_only` is version
-    1's walk)."""
+    """One pass over a checkpoint: the tensor digest, the layout digest and the canonical
+    encoding of each top-level entry (:meth:`encode`; :meth:`tensors_only` visits the tensors
+    alone)."""
 
     def __init__(self) -> None:
         self.tensors = hashlib.sha256()
         self.layout = hashlib.sha256()
         self.out: Any = None  # the digest of the entry being encoded (None: tensors only)
 
-    # the tensors (exactly as version 1 visits them)
+    # the tensors, in the same order whichever walk visits them
     def _tensor_bytes(self, t: torch.Tensor, path: str) -> None:
         t = t.detach()
         line = f"{path}\0{t.dtype}\0{tuple(t.shape)}\n".encode()
@@ -106,7 +105,7 @@ class _Walk:
         self.tensors.update(memoryview(t.view(torch.uint8).numpy()))
 
     def tensors_only(self, obj: Any, path: str) -> None:
-        """Version 1's walk: tensors in dicts, lists and tuples."""
+        """The tensors alone, in dicts, lists and tuples (as :meth:`encode` meets them)."""
         if isinstance(obj, torch.Tensor):
             self._tensor_bytes(obj, path)
         elif isinstance(obj, dict):
@@ -203,17 +202,12 @@ def checkpoint_digests(state: Dict[str, Any]) -> Dict[str, Any]:
             "layout_sha256": walk.layout.hexdigest(), "entries": entries}
 
 
-def _digests_v1(state: Dict[str, Any]) -> Tuple[str, str]:
-    """Version 1's ``(tensors, layout)`` digests."""
+def tensor_digest(state: Dict[str, Any]) -> str:
+    """The SHA-256 (hex) of the tensors of ``state``, its ``integrity`` entry left out: the
+    record's ``tensors_sha256``."""
     walk = _Walk()
     walk.tensors_only(state, "")
-    return walk.tensors.hexdigest(), walk.layout.hexdigest()
-
-
-def tensor_digest(state: Dict[str, Any]) -> str:
-    """The SHA-256 (hex) of the tensors of ``state``, its ``integrity`` entry left out (version
-    1's whole digest; ``tensors_sha256`` of version 2's)."""
-    return _digests_v1(state)[0]
+    return walk.tensors.hexdigest()
 
 
 def with_integrity(state: Dict[str, Any]) -> Dict[str, Any]:
@@ -347,19 +341,16 @@ def verify_integrity(state: Any, path: str) -> Optional[bool]:
     version = record.get("version", 1)
     if not isinstance(version, int) or isinstance(version, bool):
         version = None  # not a version number: malformed
-    if version == 1 and record.get("covers") == COVERS_V1:
+    if version == 1 and record.get("covers") == "tensors":
         if FORMAT_KEY in state:
             _refuse(path, f"malformed (a version-1 record in a file with the '{FORMAT_KEY}' "
                           "marker, which version 1 never wrote)")
-        if not _is_hex64(record.get("sha256")):
-            _refuse(path, "malformed (no 'sha256' of 64 hex digits)")
-        tensors, layout = _digests_v1(state)
-        if tensors != record["sha256"]:
-            _tensors_changed(path, record.get("layout_sha256") not in (None, layout))
-        logger.warning("%s carries a version-1 integrity record (written by an older version of "
-                       "this package): its tensors are verified, its config, optimizer and "
-                       "scheduler state, RNG and extra_state load unverified; re-save it with "
-                       "fairseq.checkpoint_utils.torch_persistent_save to cover them", path)
+        # only early versions of this package wrote version 1: no reader is kept for it
+        raise CheckpointError(
+            f"{path}: its integrity record is version 1 (tensors only), written by an early version of "
+            "this package and no longer read; to keep it, torch.load it (weights_only=True), delete its "
+            "'integrity' entry and save it with fairseq.checkpoint_utils.torch_persistent_save, which "
+            "gives it a current record")
     elif version == VERSION and record.get("covers") == COVERS:
         missing = [k for k in ("sha256", "tensors_sha256", "state_sha256", "layout_sha256")
                    if not _is_hex64(record.get(k))]
@@ -385,8 +376,7 @@ def verify_integrity(state: Any, path: str) -> Optional[bool]:
     else:
         _refuse(path, f"malformed (version {_name(record.get('version'))}, covers "
                       f"{_name(record.get('covers'))}: not the "
-                      f"record this package writes, version {VERSION} covering the checkpoint or "
-                      f"version 1 covering the tensors)")
+                      f"record this package writes, version {VERSION} covering the checkpoint)")
     del state[INTEGRITY_KEY]
     state.pop(FORMAT_KEY, None)
     return True

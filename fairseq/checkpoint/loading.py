@@ -9,15 +9,10 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 from omegaconf import DictConfig
 
-from fairseq.checkpoint.files import pid_alive
-from fairseq.checkpoint.integrity import (
-    check_weights_record, verify_integrity, verify_weights_file, weights_file_matches,
-)
-from fairseq.checkpoint.state import (
-    SAFE_GLOBALS, WEIGHTS_KEY, WEIGHTS_SUFFIX, _torch_load, import_safetensors, join_model_state,
-    state_file_path, weights_path,
-)
-from fairseq.checkpoint.upgrade import _upgrade_state
+from fairseq.checkpoint.integrity import verify_integrity
+from fairseq.checkpoint.pair import WEIGHTS_KEY, read_weights, state_file_path
+from fairseq.checkpoint.state import SAFE_GLOBALS, safe_torch_load
+from fairseq.checkpoint.upgrade import upgrade_state
 from fairseq.errors import CheckpointError, CheckpointNotFoundError, ConfigError
 from fairseq.file_io import PathManager
 
@@ -140,7 +135,7 @@ def load_checkpoint_to_cpu(path: str, arg_overrides: Optional[Dict[str, Any]] = 
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): its write never completed; "
                               "use another checkpoint (e.g. checkpoint_last.pt or an earlier one)")
     try:
-        state = _torch_load(path)
+        state = safe_torch_load(path)
     except Exception as e:  # noqa: BLE001 -- any unpickling failure becomes one clear message
         raise CheckpointError(
             f"cannot load checkpoint {path}: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}. "
@@ -151,7 +146,7 @@ def load_checkpoint_to_cpu(path: str, arg_overrides: Optional[Dict[str, Any]] = 
                               "dict with a 'model' entry)")
     verify_integrity(state, path)  # before anything reads it: flipped bytes are refused
     if WEIGHTS_KEY in state:
-        _read_weights(state, path)
+        read_weights(state, path)
     elif given != path:
         raise CheckpointError(f"{path} is a checkpoint of its own (its weights inside it), not the "
                               f"state file of {os.path.basename(given)}: pass {path}; "
@@ -159,7 +154,7 @@ def load_checkpoint_to_cpu(path: str, arg_overrides: Optional[Dict[str, Any]] = 
     if "model" not in state:
         raise CheckpointError(f"{path} is not a fairseq checkpoint (no 'model' entry)")
     check_model_state(state["model"], path)
-    _upgrade_state(state, path)
+    upgrade_state(state, path)
     if arg_overrides:
         for node in state["cfg"].values():
             if isinstance(node, dict):
@@ -167,86 +162,6 @@ def load_checkpoint_to_cpu(path: str, arg_overrides: Optional[Dict[str, Any]] = 
                     if key in node:
                         node[key] = value
     return state
-
-
-def _read_weights(state: Dict[str, Any], path: str) -> None:
-    """Replace the ``model_safetensors`` entry of the pair's ``.pt`` (``path``, verified) by the
-    weights of its ``.safetensors``, checked against the SHA-256 that entry stores.
-
-    Raises:
-        CheckpointError: the weights file is missing, altered, of another save, or unreadable.
-    """
-    record = state.pop(WEIGHTS_KEY)
-    check_weights_record(record, path)
-    if "model" in state:
-        raise CheckpointError(f"{path} holds both a 'model' entry and the 'model_safetensors' of a "
-                              "safetensors pair, which no save writes; use another checkpoint")
-    weights = weights_path(path)
-    try:
-        verify_weights_file(weights, record, path)
-        source = weights
-    except CheckpointError:
-        source = interrupted_save_weights(weights, record)
-        if source is None:
-            raise
-    st = import_safetensors(f"reading {weights} (a checkpoint saved with checkpoint.save_format=safetensors)")
-    try:
-        tensors = st.load_file(source)
-    except Exception as e:  # noqa: BLE001 -- verified bytes that do not parse: one line
-        raise CheckpointError(f"cannot read {weights}: {type(e).__name__}: "
-                              f"{(str(e).splitlines() or [''])[0]}; use another checkpoint") from None
-    try:
-        state["model"] = join_model_state(tensors, record)
-    except KeyError as e:
-        raise CheckpointError(f"{weights} lacks the weight {e.args[0]!r} that {path} lists; "
-                              "use another checkpoint") from None
-
-
-# ``.tmp_NAME.safetensors.<pid>.<random>``: the temporary weights file of a save in progress
-_WEIGHTS_TEMP = re.compile(r"\.tmp_(checkpoint[\w.\-]*" + re.escape(WEIGHTS_SUFFIX) + r")\.(\d+)\.([A-Za-z0-9_]+)")
-
-
-def interrupted_save_weights(weights: str, record: Dict[str, Any]) -> Optional[str]:
-    """The weights a pair's ``.pt`` names when they are still in the save's temporary file.
-
-    A save renames the new ``NAME.pt`` into place first and its complete, fsynced
-    ``.tmp_NAME.safetensors.<pid>.*`` second: a save killed between the two renames leaves the
-    new ``.pt`` beside the previous ``NAME.safetensors``. When such a temporary file has the size
-    and SHA-256 the ``.pt`` stores, the save is completed (the file renamed into place, with one
-    warning) if its writer is dead, or read where it is if the writer is still renaming it.
-
-    Returns:
-        The path to read the weights from, or None when no temporary file matches.
-    """
-    directory = os.path.dirname(os.path.abspath(weights))
-    name = os.path.basename(weights)
-    try:
-        names = sorted(os.listdir(directory))
-    except OSError:
-        return None
-    matching = []  # (writer alive, name) of the temporary files holding these weights
-    for candidate in names:
-        m = _WEIGHTS_TEMP.fullmatch(candidate)
-        if not m or m.group(1) != name:
-            continue
-        if not weights_file_matches(os.path.join(directory, candidate), record):
-            continue
-        pid = int(m.group(2))
-        matching.append((pid == os.getpid() or pid_alive(pid), candidate))
-    # a live writer's file first, whatever the order of the names: its writer renames it in a
-    # moment, so the save is left to finish (a dead writer's file is only renamed when none is)
-    for alive, candidate in sorted(matching, key=lambda item: not item[0]):
-        temp = os.path.join(directory, candidate)
-        if alive:
-            return temp
-        try:
-            os.replace(temp, weights)
-        except OSError:
-            return temp if os.path.isfile(temp) else (weights if weights_file_matches(weights, record) else None)
-        logger.warning("completed the save that was interrupted: %s now holds the weights its .pt "
-                       "names (they were still in %s)", weights, candidate)
-        return weights
-    return None
 
 
 def _check_supported(saved: Dict[str, Any], path: str) -> None:
@@ -342,7 +257,7 @@ def check_checkpoint_model_config(cfg: DictConfig, path: str) -> None:
     """
     from fairseq.dataclass.value_checks import check_node_values
 
-    model = cfg.get("model")
+    model = cfg.model
     if not isinstance(model, DictConfig):
         return
     try:
@@ -381,6 +296,7 @@ def check_weights_fit_config(task: Any, cfg: DictConfig, model_state: Dict[str, 
             continue
         if (key.endswith(("embed_tokens.weight", "output_projection.weight")) and len(have) == 2
                 and len(want) == 2 and have[1:] == want[1:]):
+            # optional: a plugin's task config need not declare a data directory
             data = str(cfg.task.get("data") or "").split(os.pathsep)[0]
             dict_file = os.path.join(data, "dict.txt") if data else "the data directory's dict.txt"
             raise CheckpointConfigError(
@@ -417,6 +333,7 @@ def prune_state_dict(state_dict: Dict[str, Any], model_cfg: Optional[Any]) -> Di
         return state_dict
     passes = []
     for side in ("encoder", "decoder"):
+        # optional: a decoder-only model declares no encoder_layers_to_keep
         keep = getattr(model_cfg, f"{side}_layers_to_keep", None)
         if keep:
             kept = sorted(int(i) for i in str(keep).split(",") if i.strip())

@@ -12,8 +12,9 @@ from omegaconf import DictConfig
 from fairseq.checkpoint import sharded
 from fairseq.checkpoint.files import atomic_link, temp_writer_pid, writer_gone
 from fairseq.checkpoint.loading import load_checkpoint_to_cpu
-from fairseq.checkpoint.saving import _prune, _remove_checkpoint, save_checkpoint
-from fairseq.checkpoint.state import _is_full_config, set_rng_state
+from fairseq.checkpoint.pair import remove_checkpoint
+from fairseq.checkpoint.saving import prune_checkpoints, save_checkpoint
+from fairseq.checkpoint.state import is_full_config, set_rng_state
 from fairseq.distributed_utils import get_world_size, is_master
 from fairseq.errors import CheckpointError, CheckpointNotFoundError
 from fairseq.file_io import PathManager
@@ -39,7 +40,7 @@ def remove_partial_writes(save_dir: str) -> None:
         if not writer_gone(pid):
             logger.warning("kept %s: process %s, which writes it, is alive", name, pid)
             continue
-        _remove_checkpoint(os.path.join(save_dir, name))
+        remove_checkpoint(os.path.join(save_dir, name))
         logger.warning("removed %s, left by a save that was interrupted", name)
     sharded.recover_old_dirs(save_dir)
 
@@ -71,7 +72,7 @@ def restore_save_names(path: str, extra_state: Dict[str, Any], ckpt: Any = None)
         logger.warning("completed the save that was interrupted: %s now %s %s", ", ".join(done),
                        "is" if len(done) == 1 else "are", os.path.basename(path))
         if ckpt is not None:
-            _prune(save_dir, ckpt)
+            prune_checkpoints(save_dir, ckpt)
     return done
 
 
@@ -122,7 +123,7 @@ def load_checkpoint(cfg: Any, trainer: Any, **passthrough_args: Any) -> Tuple[Op
     Returns:
         ``(extra_state, epoch_itr)``.
     """
-    if _is_full_config(cfg):
+    if is_full_config(cfg):
         return _load_run_checkpoint(cfg, trainer)
     return _load_checkpoint_fairseq_protocol(cfg, trainer, **passthrough_args)
 
@@ -133,6 +134,8 @@ def _load_checkpoint_fairseq_protocol(cfg: Any, trainer: Any, **passthrough_args
     reset_meters = bool(cfg.reset_meters)
     reset_dataloader = bool(cfg.reset_dataloader)
     try:
+        # fairseq's own checkpoint node declares optimizer_overrides (and continue_once, below);
+        # optional: this package's schema does not (it has no such flags)
         optimizer_overrides = ast.literal_eval(str(getattr(cfg, "optimizer_overrides", "{}") or "{}"))
     except (ValueError, SyntaxError):
         raise CheckpointError(f"checkpoint.optimizer_overrides={cfg.optimizer_overrides!r} is not a "
@@ -144,10 +147,11 @@ def _load_checkpoint_fairseq_protocol(cfg: Any, trainer: Any, **passthrough_args
     if cfg.restore_file != "checkpoint_last.pt" and finetune:
         raise ValueError("--finetune-from-model and --restore-file (non-default value) can not be "
                          f"specified together: restore_file={cfg.restore_file!r}")
-    suffix = getattr(trainer, "checkpoint_suffix", "") or ""
+    suffix = getattr(trainer, "checkpoint_suffix", "") or ""  # optional: fairseq's trainers have it, ours not
     if cfg.restore_file == "checkpoint_last.pt":
         path = os.path.join(cfg.save_dir, f"checkpoint_last{suffix}.pt")
         first_launch = not PathManager.exists(path)
+        # optional: continue_once exists only in fairseq's own checkpoint node (see above)
         if first_launch and getattr(cfg, "continue_once", None) is not None:
             path = cfg.continue_once
         elif first_launch and finetune is not None:

@@ -5,23 +5,14 @@ Every save writes ``checkpoint_last.pt`` first and gives the file its other name
 complete checkpoint. ``checkpoint.write_checkpoints_asynchronously`` hands the write to one
 background thread (:class:`_BackgroundWrites`).
 
-With ``checkpoint.save_format=safetensors`` each name is a pair, ``NAME.pt`` (the training state,
-with the SHA-256 of the weights) and ``NAME.safetensors`` (the weights; layout in
-:mod:`fairseq.checkpoint.state`), written by :func:`_write_pair`: both files to temporaries,
-fsynced, then the ``.pt`` renamed into place, then the weights. A kill between those two renames
-leaves the new ``.pt`` and the complete weights under their temporary name, which the next load
-finds by their SHA-256 and renames (``loading.interrupted_save_weights``). The other names link
-the weights first and the ``.pt`` second; pruning removes both files of a name, and a name
-linked to ``checkpoint_last.pt`` without its weights (a kill between links) gets them at the
-next save or start (:func:`_complete_pairs`).
+With ``checkpoint.save_format=safetensors`` each name is a pair, ``NAME.pt`` and
+``NAME.safetensors``, written, completed and removed by :mod:`fairseq.checkpoint.pair`.
 """
-import errno
 import hashlib
 import io
 import logging
 import os
 import re
-import tempfile
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -29,17 +20,17 @@ import torch
 from omegaconf import DictConfig
 
 from fairseq.checkpoint import sharded
-from fairseq.checkpoint.files import _atomic_write, _fsync_dir, _temp_prefix, _umask, atomic_link, pid_alive
-from fairseq.checkpoint.integrity import file_sha256, with_integrity, weights_file_matches
-from fairseq.checkpoint.loading import _WEIGHTS_TEMP, interrupted_save_weights
-from fairseq.checkpoint.state import (
-    CHECKPOINT_VERSION, WEIGHTS_KEY, WEIGHTS_SUFFIX, _is_full_config, _torch_load, get_rng_state,
-    import_safetensors, plain_config, safetensors_metadata, split_model_state, state_file_path,
-    weights_path,
+from fairseq.checkpoint.files import atomic_link, remove_path, torch_save_checkpoint
+from fairseq.checkpoint.integrity import with_integrity
+from fairseq.checkpoint.pair import (  # noqa: F401 -- save_pair: its documented path is this module
+    WEIGHTS_KEY, WEIGHTS_SUFFIX, import_safetensors, remove_checkpoint, remove_stale_weights, safetensors_metadata,
+    save_pair, split_model_state, tidy_pairs, weights_path, write_pair,
 )
+from fairseq.checkpoint.state import CHECKPOINT_VERSION, get_rng_state, is_full_config, plain_config
+from fairseq.file_io import atomic_write
 from fairseq.distributed import fully_sharded
 from fairseq.distributed_utils import get_world_size, is_master
-from fairseq.errors import ConfigError, DiskFullError, ResourceError
+from fairseq.errors import ConfigError, ResourceError
 
 logger = logging.getLogger("fairseq.checkpoint_utils")  # the name fairseq logs checkpoints under
 
@@ -64,7 +55,7 @@ def save_checkpoint(cfg: Any, trainer: Any, epoch_itr: Any, val_loss: Optional[f
     the best value so far is kept on the function (``save_checkpoint.best``), as fairseq does.
     The trainer loop passes ``end_of_epoch``, ``state`` and ``improved`` itself.
     """
-    full = cfg if _is_full_config(cfg) else trainer.cfg
+    full = cfg if is_full_config(cfg) else trainer.cfg
     if state is None:
         maximize = bool(full.checkpoint.maximize_best_checkpoint_metric)
         best = getattr(save_checkpoint, "best", None)
@@ -92,6 +83,7 @@ def _save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Op
     """
     ckpt = cfg.checkpoint
     # a fully sharded model is saved by all processes together (DCP, or gathered to the first)
+    # optional: a trainer of fairseq's protocol (save_checkpoint's public signature) has no such flag
     collective = bool(getattr(trainer, "is_fully_sharded", False)) or fully_sharded.saves_sharded(cfg)
     if ckpt.no_save or not (is_master() or collective):
         return
@@ -118,7 +110,7 @@ def _save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Op
     snapshot = {} if as_dirs else trainer.state_dict()
     if not (is_master() or as_dirs):
         return
-    if ckpt.get("no_save_optimizer_state", False):
+    if ckpt.no_save_optimizer_state:
         snapshot.pop("optimizer", None)
     snapshot["cfg"] = plain_config(cfg)
     snapshot["version"] = CHECKPOINT_VERSION
@@ -138,7 +130,7 @@ def _save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Op
     }
     save_dir = ckpt.save_dir
     first = os.path.join(save_dir, names[0])
-    save_format = str(ckpt.get("save_format", "pt") or "pt")
+    save_format = str(ckpt.save_format or "pt")
     if as_dirs:
         if save_format != "pt":
             _warn_sharded_format()
@@ -157,24 +149,24 @@ def _save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Op
 
     def write(save: Any) -> None:
         if os.path.isdir(first):  # a sharded checkpoint of the same name (save_consolidated changed)
-            sharded.remove_path(first)
-        _atomic_write(first, save)
+            remove_path(first)
+        atomic_write(first, save)
         for name in names[1:]:  # one file, many names (a copy where links are impossible)
             atomic_link(first, os.path.join(save_dir, name))
         # weights of a safetensors pair these names had (save_format changed): no longer theirs
-        _remove_stale_weights(save_dir, names)
+        remove_stale_weights(save_dir, names)
         logger.info(done)
-        _prune(save_dir, ckpt)
+        prune_checkpoints(save_dir, ckpt)
 
     save_run_config(cfg, save_dir)
-    if ckpt.get("write_checkpoints_asynchronously", False):
+    if ckpt.write_checkpoints_asynchronously:
         # serialized now (training goes on changing the weights), written by a thread
         data = io.BytesIO()
         torch.save(snapshot, data)
         _background_writes.submit(lambda: write(lambda f: f.write(data.getbuffer())))
     else:
         wait_for_checkpoint_writes()
-        write(lambda f: _torch_save(snapshot, f, save_dir, first))
+        write(lambda f: torch_save_checkpoint(snapshot, f, save_dir, first))
 
 
 # -- safetensors pairs -----------------------------------------------------------------------------
@@ -213,10 +205,10 @@ def _save_pair(cfg: DictConfig, snapshot: Dict[str, Any], names: List[str], done
             atomic_link(weights_path(first), weights_path(target))
             atomic_link(first, target)
         logger.info(done)
-        _prune(save_dir, ckpt)
+        prune_checkpoints(save_dir, ckpt)
 
     save_run_config(cfg, save_dir)
-    if ckpt.get("write_checkpoints_asynchronously", False):
+    if ckpt.write_checkpoints_asynchronously:
         # serialized now (training goes on changing the weights and moments), written by a thread
         data = st.save(tensors, metadata=metadata)
         sha, size = hashlib.sha256(data).hexdigest(), len(data)
@@ -229,7 +221,7 @@ def _save_pair(cfg: DictConfig, snapshot: Dict[str, Any], names: List[str], done
             return sha, size
 
         def job() -> None:
-            _write_pair(first, write_weights, lambda f, _sha, _size: f.write(buffer.getbuffer()))
+            write_pair(first, write_weights, lambda f, _sha, _size: f.write(buffer.getbuffer()))
             finish()
 
         _background_writes.submit(job)
@@ -239,271 +231,8 @@ def _save_pair(cfg: DictConfig, snapshot: Dict[str, Any], names: List[str], done
     def save_weights(path: str) -> None:
         st.save_file(tensors, path, metadata=metadata)
 
-    _write_pair(first, save_weights, lambda f, sha, size: _torch_save(state_with(sha, size), f, save_dir, first))
+    write_pair(first, save_weights, lambda f, sha, size: torch_save_checkpoint(state_with(sha, size), f, save_dir, first))
     finish()
-
-
-def save_pair(state: Dict[str, Any], path: str) -> None:
-    """Write a checkpoint dict (with its ``model``, as ``load_checkpoint_to_cpu`` returns it) as
-    the safetensors pair ``path`` (``NAME.pt``) and ``NAME.safetensors``, atomically: e.g. to
-    turn a single ``.pt`` into a pair. (The other way: ``torch_persistent_save`` of the loaded
-    pair writes one ``.pt``.)
-
-    Raises:
-        ConfigError: ``path`` does not end in ``.pt``, or safetensors is not installed.
-        CheckpointError: ``state`` holds no ``model`` state dict.
-    """
-    from fairseq.errors import CheckpointError
-
-    if not str(path).endswith(".pt"):
-        raise ConfigError(f"save_pair: {path} does not end in .pt; the pair is NAME.pt and NAME.safetensors")
-    model = state.get("model")
-    if not isinstance(model, dict):
-        raise CheckpointError(f"save_pair: the state to write as {path} has no 'model' state dict")
-    st = import_safetensors("writing a safetensors pair")
-    rest = {k: v for k, v in state.items() if k not in ("model", WEIGHTS_KEY)}
-    tensors, record = split_model_state(model)
-    metadata = safetensors_metadata(os.path.basename(path), record)
-    record["file"] = os.path.basename(weights_path(path))
-    directory = os.path.dirname(os.path.abspath(path))
-    _write_pair(path, lambda p: st.save_file(tensors, p, metadata=metadata),
-                lambda f, sha, size: _torch_save(with_integrity({**rest, WEIGHTS_KEY: dict(record, sha256=sha, bytes=size)}),
-                                                 f, directory, path))
-
-
-def _new_temp(path: str) -> Tuple[int, str]:
-    """A new temporary file beside ``path`` (``.tmp_<name>.<pid>.<random>``), with the mode the
-    umask gives: ``(fd, its path)``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), dir=directory)
-    os.fchmod(fd, 0o666 & ~_umask())
-    return fd, tmp
-
-
-def _full_disk(error: BaseException) -> bool:
-    text = str(error)
-    return ((isinstance(error, OSError) and error.errno == errno.ENOSPC)
-            or "No space left" in text or "StorageFull" in text)
-
-
-def _write_pair(first: str, write_weights: Callable[[str], Optional[Tuple[str, int]]],
-                write_state: Callable[[Any, str, int], Any]) -> None:
-    """Write the pair ``first`` (``NAME.pt``) and ``NAME.safetensors`` atomically as a pair.
-
-    ``write_weights(path)`` writes the weights file at the temporary ``path`` (returning its
-    SHA-256 and size when it knows them); ``write_state(file, sha256, size)`` writes the ``.pt``
-    that names them. Both are fsynced as temporaries, then the ``.pt`` is renamed into place (the
-    commit: from then on it names the new weights) and the weights after it. An error before the
-    commit removes both temporaries and leaves the previous pair whole.
-
-    Raises:
-        DiskFullError: the device filled up (nothing of this save is left).
-    """
-    weights = weights_path(first)
-    directory = os.path.dirname(os.path.abspath(first))
-    if os.path.isdir(first):  # a sharded checkpoint of the same name (save_consolidated changed)
-        sharded.remove_path(first)
-    weights_tmp: Optional[str] = None
-    state_tmp: Optional[str] = None
-    committed = False
-    try:
-        fd, weights_tmp = _new_temp(weights)
-        os.close(fd)
-        known = write_weights(weights_tmp)
-        os.chmod(weights_tmp, 0o666 & ~_umask())  # safetensors creates the file anew (mode 0600)
-        fd = os.open(weights_tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        sha, size = known if known is not None else file_sha256(weights_tmp)
-        fd, state_tmp = _new_temp(first)
-        with os.fdopen(fd, "wb") as f:
-            write_state(f, sha, size)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(state_tmp, first)
-        committed = True
-        os.replace(weights_tmp, weights)
-    except BaseException as e:
-        if committed and weights_tmp is not None and os.path.exists(weights_tmp):
-            try:  # the .pt names these weights now: complete the pair rather than drop them
-                os.replace(weights_tmp, weights)
-            except OSError:
-                pass  # the next load completes it (interrupted_save_weights)
-        else:
-            for tmp in (weights_tmp, state_tmp):
-                if tmp is not None and os.path.exists(tmp):
-                    os.remove(tmp)
-        if _full_disk(e) and not isinstance(e, DiskFullError):
-            raise DiskFullError(f"no space left on device while writing {weights} and {first}; free "
-                                "space there or give another checkpoint.save_dir (--save-dir); the "
-                                "previous checkpoints are untouched") from None
-        raise
-    _fsync_dir(directory)
-
-
-def _remove_stale_weights(save_dir: str, names: List[str]) -> None:
-    """Remove the ``.safetensors`` of ``names`` just written as single ``.pt`` files: weights
-    of an earlier save in the other format, which no ``.pt`` names any more."""
-    for name in names:
-        stale = weights_path(os.path.join(save_dir, name))
-        if os.path.lexists(stale) and not os.path.isdir(stale):
-            os.remove(stale)
-
-
-def _pair_record(path: str) -> Optional[Dict[str, Any]]:
-    """The ``model_safetensors`` entry of the ``.pt`` ``path``; None when it is no pair's (or
-    cannot be read)."""
-    try:
-        state = _torch_load(path)
-    except Exception:  # noqa: BLE001 -- unreadable: no pair to complete (its loader says why)
-        return None
-    record = state.get(WEIGHTS_KEY) if isinstance(state, dict) else None
-    return record if isinstance(record, dict) else None
-
-
-def _complete_pairs(save_dir: str) -> None:
-    """Give every name hard-linked to ``checkpoint_last.pt`` the same weights file.
-
-    A save links the weights of each further name before its ``.pt``; a run killed between those
-    links leaves names whose ``.pt`` the rerun links to ``checkpoint_last.pt``
-    (``restore_save_names``) while their ``.safetensors`` is missing or older. Those get
-    ``checkpoint_last.safetensors`` now, when ``checkpoint_last.pt`` is a pair's (read only
-    then); when it is a single file, their leftover weights are removed. Cheap otherwise: stats.
-    """
-    last = os.path.join(save_dir, "checkpoint_last.pt")
-    try:
-        own = os.stat(last)
-    except OSError:
-        return
-    if not os.path.isfile(last):
-        return
-    last_weights = weights_path(last)
-    try:
-        reference = os.stat(last_weights)
-    except OSError:
-        reference = None
-    behind = []
-    for name in sorted(os.listdir(save_dir)):
-        if name == "checkpoint_last.pt" or not re.fullmatch(r"checkpoint[\w.\-]*\.pt", name):
-            continue
-        path = os.path.join(save_dir, name)
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        if (st.st_ino, st.st_dev) != (own.st_ino, own.st_dev):
-            continue
-        try:
-            partner = os.stat(weights_path(path))
-        except OSError:
-            partner = None
-        if reference is None and partner is None:
-            continue
-        if reference is not None and partner is not None and (
-                (partner.st_ino, partner.st_dev) == (reference.st_ino, reference.st_dev)
-                or (partner.st_size == reference.st_size
-                    and file_sha256(weights_path(path)) == file_sha256(last_weights))):
-            continue
-        behind.append(path)
-    if not behind:
-        return
-    record = _pair_record(last)
-    for path in behind:
-        if record is not None and reference is not None:
-            atomic_link(last_weights, weights_path(path))
-        elif record is None and os.path.lexists(weights_path(path)):
-            os.remove(weights_path(path))
-    if record is not None and reference is not None:
-        logger.warning("completed the save that was interrupted: %s now %s the weights of "
-                       "checkpoint_last.pt", ", ".join(os.path.basename(weights_path(p)) for p in behind),
-                       "holds" if len(behind) == 1 else "hold")
-
-
-def _remove_weight_temps(save_dir: str) -> None:
-    """Remove the temporary weights files (``.tmp_NAME.safetensors.<pid>.*``) of saves that are no
-    longer running, unless one holds the weights its ``NAME.pt`` names: that one completes its
-    save (renamed into place). A live writer's (another process's) are kept."""
-    try:
-        names = sorted(os.listdir(save_dir))
-    except OSError:
-        return
-    for name in names:
-        m = _WEIGHTS_TEMP.fullmatch(name)
-        if not m:
-            continue
-        pid = int(m.group(2))
-        if pid != os.getpid() and pid_alive(pid):
-            continue
-        temp = os.path.join(save_dir, name)
-        weights = os.path.join(save_dir, m.group(1))
-        pt = state_file_path(weights)
-        record = _pair_record(pt) if os.path.isfile(pt) else None
-        if (record is not None and isinstance(record.get("bytes"), int)
-                and os.path.getsize(temp) == record["bytes"] and not weights_file_matches(weights, record)
-                and interrupted_save_weights(weights, record) == weights):
-            continue
-        if os.path.lexists(temp):
-            os.remove(temp)
-            logger.warning("removed %s, left by a save that was interrupted", name)
-
-
-# what torch.save raises when the file it writes takes no more bytes: its zip writer swallows the
-# OSError (ENOSPC) of the write and fails on the position it expected, or on the write itself
-_TORCH_WRITE_FAILED = ("unexpected pos", "file write failed", "inline_container")
-# free space below which a failed checkpoint write is put down to a full device
-FULL_BELOW_BYTES = 1 << 20
-
-
-def _free_bytes(path: str) -> Optional[int]:
-    try:
-        st = os.statvfs(path)
-    except (OSError, AttributeError):
-        return None
-    return st.f_bavail * st.f_frsize
-
-
-def checkpoint_write_error(error: BaseException, save_dir: str, path: str) -> Optional[ResourceError]:
-    """The one-line error for ``torch.save`` failing to write checkpoint ``path``: a
-    ``RuntimeError`` of its zip writer (``unexpected pos``, ``file write failed``), which is how
-    a full disk reaches it. With little space left on the device of ``save_dir`` (asked while
-    the partial file still holds what it took) the error says so; otherwise it names the failed
-    write. None for any other error.
-    """
-    text = str(error)
-    if not isinstance(error, RuntimeError) or not any(m in text for m in _TORCH_WRITE_FAILED):
-        return None
-    free = _free_bytes(save_dir)
-    fix = "free space or choose another --save-dir (checkpoint.save_dir); the previous checkpoints are untouched"
-    if free is not None and free < FULL_BELOW_BYTES:
-        return DiskFullError(f"no space left on the device holding save_dir {save_dir!r} while writing {path} "
-                             f"({free} bytes free); {fix}")
-    reason = " ".join(text.split())[:200]
-    left = f"{free} bytes free there" if free is not None else "its free space unknown"
-    return DiskFullError(f"cannot write {path}: torch.save failed ({reason}; {left}); check the device "
-                         f"holding save_dir {save_dir!r}, {fix}")
-
-
-def _torch_save(obj: Any, f: Any, save_dir: str, path: str) -> None:
-    """``torch.save(obj, f)`` into the temporary file ``f`` of checkpoint ``path``; a write
-    that fails for lack of space ends in :func:`checkpoint_write_error`'s ResourceError."""
-    try:
-        torch.save(obj, f)
-    except RuntimeError as e:
-        error = checkpoint_write_error(e, save_dir, path)
-        if error is None:
-            raise
-        # empty the partial file, so the buffered bytes flushed when it closes fit and its close
-        # does not replace this error with another (the caller removes the file)
-        try:
-            os.ftruncate(f.fileno(), 0)
-            f.seek(0)
-            f.flush()
-        except (OSError, ValueError):
-            pass
-        raise error from None
 
 
 def _state_value(state: Any, name: str, default: Any) -> Any:
@@ -566,7 +295,7 @@ def _save_sharded(cfg: DictConfig, trainer: Any, extra: Dict[str, Any], names: L
     as directories of hard links to its files (first process); see :func:`_save_checkpoint`."""
     ckpt = cfg.checkpoint
     first = os.path.join(ckpt.save_dir, names[0])
-    trainer.save_sharded(first, extra, with_optimizer=not ckpt.get("no_save_optimizer_state", False))
+    trainer.save_sharded(first, extra, with_optimizer=not ckpt.no_save_optimizer_state)
     if not is_master():
         return
     for name in names[1:]:
@@ -575,7 +304,7 @@ def _save_sharded(cfg: DictConfig, trainer: Any, extra: Dict[str, Any], names: L
     logger.info("saved %s (sharded, epoch %d @ %d updates%s)", ", ".join(names), extra["extra_state"]["epoch"],
                 trainer.get_num_updates(),
                 f", valid {ckpt.best_checkpoint_metric} {val_loss:.3f}" if val_loss is not None else "")
-    _prune(ckpt.save_dir, ckpt)
+    prune_checkpoints(ckpt.save_dir, ckpt)
 
 
 def save_run_config(cfg: Any, save_dir: str) -> None:
@@ -614,11 +343,11 @@ def verify_checkpoint_directory(save_dir: str) -> None:
                            "give a writable directory (each path component under 256 bytes)") from None
 
 
-def _prune(save_dir: str, ckpt: Any) -> None:
+def prune_checkpoints(save_dir: str, ckpt: Any) -> None:
     """Remove old interval/epoch checkpoints beyond ``keep_interval_updates``/``keep_last_epochs``
-    (and ``keep_best_checkpoints``); a safetensors pair goes as a whole, its ``.pt`` first."""
-    _complete_pairs(save_dir)
-    _remove_weight_temps(save_dir)
+    (and ``keep_best_checkpoints``) of ``ckpt`` (the ``checkpoint`` config node); a safetensors
+    pair goes as a whole, its ``.pt`` first. Interrupted pair saves are finished first."""
+    tidy_pairs(save_dir)
 
     def matching(pattern: str, number: Callable[[str], Any] = int) -> List[Tuple[Any, str]]:
         """``(number, NAME.pt)`` of every checkpoint name ``pattern`` (without the extension)
@@ -635,24 +364,15 @@ def _prune(save_dir: str, ckpt: Any) -> None:
 
     if ckpt.keep_interval_updates > 0:
         for _, path in matching(r"checkpoint_\d+_(\d+)")[ckpt.keep_interval_updates:]:
-            _remove_checkpoint(path)
+            remove_checkpoint(path)
     if ckpt.keep_last_epochs > 0:
         for _, path in matching(r"checkpoint(\d+)")[ckpt.keep_last_epochs:]:
-            _remove_checkpoint(path)
+            remove_checkpoint(path)
     if ckpt.keep_best_checkpoints > 0:
         metric = re.escape(str(ckpt.best_checkpoint_metric))
         found = matching(rf"checkpoint\.best_{metric}_(-?[\d.]+(?:e-?\d+)?)", float)
         found.sort(key=lambda item: item[0], reverse=bool(ckpt.maximize_best_checkpoint_metric))
         for _, path in found[ckpt.keep_best_checkpoints:]:
-            _remove_checkpoint(path)
+            remove_checkpoint(path)
 
 
-def _remove_checkpoint(path: str) -> None:
-    """Remove a checkpoint file, or a sharded checkpoint's directory; for ``NAME.pt`` also the
-    ``NAME.safetensors`` of its pair (after it: a kill between leaves weights no .pt names, which
-    the next pruning removes, never a .pt without its weights)."""
-    sharded.remove_path(path)
-    if path.endswith(".pt"):
-        partner = weights_path(path)
-        if os.path.lexists(partner) and not os.path.isdir(partner):
-            os.remove(partner)

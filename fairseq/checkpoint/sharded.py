@@ -28,10 +28,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from fairseq.checkpoint.files import _umask, writer_gone
+from fairseq.checkpoint.files import remove_path, writer_gone  # noqa: F401 -- remove_path: fully_sharded's names
 from fairseq.checkpoint.integrity import with_integrity
 from fairseq.checkpoint.state import SAFE_GLOBALS
 from fairseq.distributed.fsdp import state_dict_options
+from fairseq.file_io import umask
 
 logger = logging.getLogger("fairseq.distributed.fully_sharded")  # its name before the move
 
@@ -107,7 +108,7 @@ def check_metadata(path: str) -> None:
 
 def _fsync_tree(path: str) -> None:
     """fsync the files of ``path`` and itself; give it the mode the umask gives (mkdtemp's is 0700)."""
-    os.chmod(path, 0o777 & ~_umask())
+    os.chmod(path, 0o777 & ~umask())
     for name in os.listdir(path):
         full = os.path.join(path, name)
         if os.path.isfile(full):
@@ -118,14 +119,6 @@ def _fsync_tree(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def remove_path(path: str) -> None:
-    """Remove a checkpoint: a file, or a DCP directory with its files."""
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.remove(path)
 
 
 def replace_dir(tmp: str, path: str) -> None:

@@ -12,7 +12,7 @@ from fairseq.errors import CheckpointError
 from fairseq.registry import LEGACY_CHOICE_ATTRS
 
 
-def _upgrade_state(state: Dict[str, Any], path: str) -> None:
+def upgrade_state(state: Dict[str, Any], path: str) -> None:
     """Bring the layouts of older fairseq checkpoints to the current one, in place."""
     if "optimizer_history" not in state and "best_loss" in state:  # before fairseq 0.6
         state["optimizer_history"] = [{"criterion_name": "CrossEntropyCriterion",

@@ -60,7 +60,7 @@ class CrossEntropyCriterion(FairseqCriterion):
     def __init__(self, cfg: Any, task: Any):
         super().__init__(task)
         self.sentence_avg = bool(cfg.sentence_avg)
-        self.fused_output_loss = bool(getattr(cfg, "fused_output_loss", True))
+        self.fused_output_loss = bool(cfg.fused_output_loss)
 
     def forward(self, model, sample: Dict[str, Any],
                 reduce: bool = True) -> Tuple[torch.Tensor, int, Dict[str, Any]]:

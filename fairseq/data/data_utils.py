@@ -381,7 +381,7 @@ def raise_if_valid_subsets_unintentionally_ignored(train_cfg: Any) -> None:
     from fairseq.errors import ConfigError
 
     dataset = train_cfg.dataset
-    task = getattr(train_cfg, "task", None)
+    task = train_cfg.task
     data = getattr(task, "data", None) if task is not None else None
     if dataset.ignore_unused_valid_subsets or dataset.combine_valid_subsets or dataset.disable_validation \
             or not data:

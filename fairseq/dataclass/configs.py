@@ -62,6 +62,7 @@ class FairseqDataclass:
         for f in fields(cls):
             if f.name.startswith("_"):
                 continue
+            # optional: a Namespace from fairseq's add_args need not carry every field
             own = getattr(args, f.name, None)
             target = interpolation_target(f.default)
             if keep_interpolations and target is not None:

@@ -223,11 +223,11 @@ def save_config_json(cfg: Any, save_dir: str) -> str:
     Returns:
         The path written.
     """
-    from fairseq.file_io import _atomic_write
+    from fairseq.file_io import atomic_write
 
     path = os.path.join(save_dir, CONFIG_JSON)
     text = config_to_json(cfg).encode("utf-8")
-    _atomic_write(path, lambda f: f.write(text))
+    atomic_write(path, lambda f: f.write(text))
     return path
 
 

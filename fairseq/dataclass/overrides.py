@@ -19,7 +19,7 @@ from fairseq.dataclass.configs import COMPONENT_GROUPS
 from fairseq.dataclass.list_fields import is_number, sequence_field as _is_sequence_field
 from fairseq.dataclass.values import describe_type, field_python_type, parse_sequence
 from fairseq.dataclass.value_checks import (  # noqa: F401 -- also imported from here
-    _format_list, accepted_values, check_field_value, check_run_rules, check_settings, check_values,
+    format_list, accepted_values, check_field_value, check_run_rules, check_settings, check_values,
     undecodable_file_error, undecodable_yaml_error)
 from fairseq.errors import ConfigError  # noqa: F401 -- also imported from here
 
@@ -264,7 +264,7 @@ def _check_value_override(text: str, ov: Any, base: DictConfig, keys: List[str],
         except ValueError as e:
             raise ConfigError(f"{key}={value!r}: {e}; {key} expects a {describe_type(f)}, "
                               f"e.g. {key}=[...]") from e
-        return f"{plus}{key}={_format_list(items)}", True
+        return f"{plus}{key}={format_list(items)}", True
     if is_seq and is_number(value):
         # the rule of fairseq.dataclass.list_fields, written out in the checked override
         return f"{plus}{key}=[{value}]", True
@@ -282,7 +282,7 @@ def _sweep_of_lists(key: str, ov: Any, item_type: Any) -> str:
             except ValueError as e:
                 raise ConfigError(f"{key}={item!r}: {e}; each value of the sweep must be a list, "
                                   f"e.g. {key}=[...],[...]") from e
-        choices.append(_format_list(list(item) if isinstance(item, (list, tuple)) else [item]))
+        choices.append(format_list(list(item) if isinstance(item, (list, tuple)) else [item]))
     return f"{'+' if ov.is_add() else ''}{key}=choice({','.join(choices)})"
 
 

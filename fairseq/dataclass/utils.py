@@ -18,7 +18,7 @@ from fairseq.dataclass.configs import (COMPONENT_GROUPS, GENERIC_GROUPS, OPTIONA
                                        FairseqDataclass, field_default, interpolation_target)
 from fairseq.registry import LEGACY_CHOICE_ATTRS
 from fairseq.dataclass.values import (  # noqa: F401 -- also imported from here
-    _type_name, _unwrap_optional, coerce_legacy_value, describe_type, field_python_type, parse_sequence,
+    type_name, unwrap_optional, coerce_legacy_value, describe_type, field_python_type, parse_sequence,
 )
 
 
@@ -50,7 +50,7 @@ def _argparse_type(tp: Any) -> Tuple[Callable[[str], Any], Optional[List[str]]]:
             except ValueError as e:
                 raise argparse.ArgumentTypeError(str(e)) from e
 
-        parse_list.__name__ = f"list of {_type_name(args[0]) if args else 'values'}"
+        parse_list.__name__ = f"list of {type_name(args[0]) if args else 'values'}"
         return parse_list, None
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return str, [m.value for m in tp]
@@ -181,6 +181,7 @@ def convert_namespace_to_omegaconf(args: Namespace) -> DictConfig:
 
     choices = []
     for group, attr in LEGACY_CHOICE_ATTRS.items():
+        # optional: a parser adds a choice flag only for the groups its command uses
         name = getattr(args, attr, None)
         if name is not None:
             choices.append(f"{group}={name}")
@@ -191,8 +192,9 @@ def convert_namespace_to_omegaconf(args: Namespace) -> DictConfig:
         for key, value in dc.namespace_values(args, keep_interpolations=True).items():
             cfg[group][key] = value
     for group, attr in LEGACY_CHOICE_ATTRS.items():
+        # optional: the flag may be absent (see above) and an unchosen group's node is None
         name = getattr(args, attr, None)
-        if name is None or cfg.get(group) is None:
+        if name is None or cfg.get(group) is None:  # optional: as above
             continue
         entry = ALL_REGISTRIES[group].get(name)
         if entry.dataclass is None:
@@ -222,7 +224,7 @@ def overwrite_args_by_name(cfg: DictConfig, overrides: dict) -> None:
     """
     check_override_values(cfg, overrides)
     for group in list(GENERIC_GROUPS) + list(COMPONENT_GROUPS):
-        node = cfg.get(group)
+        node = cfg.get(group)  # optional: an unchosen component group has no node
         if node is None:
             continue
         for key, value in overrides.items():
@@ -245,7 +247,7 @@ def check_override_values(cfg: DictConfig, overrides: dict) -> None:
 
     schemas = dict(GENERIC_GROUPS)
     for group in COMPONENT_GROUPS:
-        node = cfg.get(group) if isinstance(cfg, DictConfig) else None
+        node = cfg.get(group) if isinstance(cfg, DictConfig) else None  # optional: unchosen group
         schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
         if schema is not None and dataclasses.is_dataclass(schema):
             schemas[group] = schema

@@ -15,7 +15,8 @@ from fairseq.dataclass.list_fields import is_number
 from fairseq.errors import ConfigError
 
 
-def _format_list(values: List[Any]) -> str:
+def format_list(values: List[Any]) -> str:
+    """``values`` as a command line writes a list: ``[1,2]``, ``['a','b']``."""
     return "[" + ",".join(repr(v) if isinstance(v, str) else str(v) for v in values) + "]"
 
 
@@ -112,7 +113,7 @@ def check_field_value(key: str, value: Any, metadata: Any) -> None:
     if not bounded and not any(_not_finite(v, metadata) for _, v in numbers):
         return
     accepted = accepted_values(metadata)
-    shown = _format_list(items) if is_list else value
+    shown = format_list(items) if is_list else value
     if is_list:
         if "len" in metadata and len(items) != metadata["len"]:
             raise ConfigError(f"{key}={shown} ({flag}) has {len(items)} values; accepted: {accepted}")
@@ -223,6 +224,7 @@ def check_node_values(node: DictConfig, prefix: str) -> None:
 
 # -- rules relating several groups ------------------------------------------------------------------
 def _group(cfg: Any, name: str) -> Any:
+    # optional: the rules also see partial configs (one node checked on its own)
     node = cfg.get(name) if isinstance(cfg, DictConfig) and name in cfg else None
     return node if isinstance(node, DictConfig) else None
 

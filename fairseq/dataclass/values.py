@@ -51,7 +51,7 @@ def coerce_legacy_value(f: dataclasses.Field, value: Any) -> Any:
     return value
 
 
-def _unwrap_optional(tp: Any) -> Tuple[Any, bool]:
+def unwrap_optional(tp: Any) -> Tuple[Any, bool]:
     """``(X, True)`` for ``Optional[X]``; ``(tp, False)`` otherwise."""
     if typing.get_origin(tp) is Union:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -65,14 +65,15 @@ def field_python_type(f: dataclasses.Field) -> Any:
     tp = f.type
     if isinstance(tp, str):  # from __future__ annotations
         tp = eval(tp, vars(typing))  # noqa: S307 -- our own annotations, not user input
-    return _unwrap_optional(tp)[0]
+    return unwrap_optional(tp)[0]
 
 
-def _type_name(tp: Any) -> str:
+def type_name(tp: Any) -> str:
+    """A type annotation as a message names it (``int``, ``list of float``)."""
     origin = typing.get_origin(tp)
     if origin in (list, tuple, List, Tuple):
         args = typing.get_args(tp)
-        return f"list of {_type_name(args[0]) if args else 'values'}"
+        return f"list of {type_name(args[0]) if args else 'values'}"
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return "one of " + ", ".join(m.value for m in tp)
     return getattr(tp, "__name__", str(tp))
@@ -80,4 +81,4 @@ def _type_name(tp: Any) -> str:
 
 def describe_type(f: dataclasses.Field) -> str:
     """A reader's name for a field's type: ``int``, ``list of float``, ``one of relu, gelu``."""
-    return _type_name(field_python_type(f))
+    return type_name(field_python_type(f))

@@ -30,14 +30,13 @@ BACKEND = "fully_sharded"
 
 def is_fully_sharded(cfg: Any) -> bool:
     """Whether ``cfg`` (a full run config) trains with ``ddp_backend=fully_sharded``."""
-    dt = getattr(cfg, "distributed_training", None)
-    return dt is not None and str(getattr(dt, "ddp_backend", "")) == BACKEND
+    return str(cfg.distributed_training.ddp_backend) == BACKEND
 
 
 def saves_sharded(cfg: Any) -> bool:
     """Whether checkpoints of this run are DCP directories (``fully_sharded`` without
     ``checkpoint.save_consolidated``), whatever the number of processes."""
-    return is_fully_sharded(cfg) and not bool(cfg.checkpoint.get("save_consolidated", False))
+    return is_fully_sharded(cfg) and not bool(cfg.checkpoint.save_consolidated)
 
 
 def _dtensor_type() -> Optional[type]:

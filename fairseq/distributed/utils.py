@@ -36,8 +36,6 @@ from fairseq.distributed.slurm import (  # noqa: F401 -- also imported from here
     TORCHRUN_VARS, export_slurm_env, slurm_first_host, slurm_master_port,
 )
 
-# the name tests/test_multinode.py calls it by (it was private to this module before slurm.py)
-_export_slurm_env = export_slurm_env
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +43,7 @@ logger = logging.getLogger(__name__)
 # -- config access (a full config, its distributed_training node, or a Namespace) ---------------
 def _dt_node(cfg: Any) -> Any:
     """The ``distributed_training`` node of a full config; the argument itself otherwise."""
+    # optional: these helpers take a full config, its distributed_training node or a Namespace (fairseq's API)
     node = getattr(cfg, "distributed_training", None)
     return node if node is not None else cfg
 
@@ -69,6 +68,7 @@ def _set(node: Any, key: str, value: Any) -> None:
 
 
 def _use_cuda(cfg: Any) -> bool:
+    # optional: a distributed_training node or a Namespace has no common node (see _dt_node)
     common = getattr(cfg, "common", None)
     cpu = bool(_get(common, "cpu", False)) if common is not None else bool(_get(cfg, "cpu", False))
     return torch.cuda.is_available() and not cpu

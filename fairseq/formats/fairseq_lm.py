@@ -12,8 +12,15 @@ layer norms of a block ``layer_norms.0`` / ``layer_norms.2``; a cached sinusoid 
 
 Context (``ctx``), from the model: ``adaptive_softmax`` (bool), ``adaptive_tied`` (the softmax
 shares the adaptive input's tables), ``tie_proj`` (and its projections), ``head_words`` (the
-first band's size, ``cutoff[0]``).
+first band's size, ``cutoff[0]``), and for grouped-query attention ``q_rows`` and ``kv_rows``
+(the query and the key/value blocks of ``in_proj``, fewer key/value rows than query rows).
+
+The parts of Llama-style decoders that fairseq 0.12 lacks keep our names in this layout (the
+linear branch ``fc3`` of a gated feed-forward; norms and linears without bias simply have no
+``.bias``), so that our own checkpoints of such models read back through it.
 """
+from typing import List
+
 import torch
 
 from fairseq.formats.layout import DROP, IDENTITY, TRANSPOSE, Concat, Constant, Layout, Row, same
@@ -43,6 +50,18 @@ def _has_softmax(ctx) -> bool:
     return bool(ctx.get("adaptive_softmax"))
 
 
+def _grouped_heads(ctx) -> bool:
+    return bool(ctx.get("kv_rows")) and ctx.get("kv_rows") != ctx.get("q_rows")
+
+
+def _equal_heads(ctx) -> bool:
+    return not _grouped_heads(ctx)
+
+
+def _qkv_rows(ctx) -> List[int]:
+    return [int(ctx["q_rows"]), int(ctx["kv_rows"]), int(ctx["kv_rows"])]
+
+
 FAIRSEQ_LM = Layout("fairseq", tuple([
     # the decoder around the stack
     *same(D + "embed_tokens.weight", D + "embed_positions.weight", D + "layernorm_embedding.{kind}",
@@ -55,10 +74,13 @@ FAIRSEQ_LM = Layout("fairseq", tuple([
     # one block
     Row((L + "self_attn.in_proj.{kind}",),
         (L + "self_attn.q_proj.{kind}", L + "self_attn.k_proj.{kind}", L + "self_attn.v_proj.{kind}"),
-        Concat(fused_ours=True, parts=3)),
+        Concat(fused_ours=True, parts=3), when=_equal_heads),
+    Row((L + "self_attn.in_proj.{kind}",),
+        (L + "self_attn.q_proj.{kind}", L + "self_attn.k_proj.{kind}", L + "self_attn.v_proj.{kind}"),
+        Concat(fused_ours=True, parts=3, sizes=_qkv_rows), when=_grouped_heads),
     *same(L + "self_attn_layer_norm.{kind}", L + "final_layer_norm.{kind}",
           older=[L + "layer_norms.0.{kind}", L + "layer_norms.2.{kind}"]),
-    *same(L + "self_attn.out_proj.{kind}", L + "fc1.{kind}", L + "fc2.{kind}",
+    *same(L + "self_attn.out_proj.{kind}", L + "fc1.{kind}", L + "fc2.{kind}", L + "fc3.{kind}",
           L + "attn_ln.{kind}", L + "ffn_layernorm.{kind}", L + "c_attn", L + "w_resid"),
     # adaptive input: band i is Sequential(embedding, projection)
     Row((D + "embed_tokens.embeddings.{j}.weight",), (D + "embed_tokens.embeddings.{j}.0.weight",)),

@@ -11,7 +11,7 @@ META_KEY = "fairseq"
 META_VERSION = 1
 # safetensors metadata: learned-position rows that fairseq keeps before its first position
 UNUSED_ROWS_KEY = "fairseq.embed_positions.rows_before_offset"
-SUPPORTED_MODEL_TYPES = ("gpt2", "xglm")
+SUPPORTED_MODEL_TYPES = ("gpt2", "xglm", "llama")
 FAIRSEQ_SPECIALS = ("bos", "pad", "eos", "unk")  # fairseq ids 0, 1, 2, 3
 SPECIAL_SYMBOLS = {"bos": "<s>", "pad": "<pad>", "eos": "</s>", "unk": "<unk>"}
 LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default: every LayerNorm of transformer_lm

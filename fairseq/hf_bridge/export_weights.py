@@ -7,10 +7,10 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import torch
 from torch import Tensor
 
-from fairseq.formats import HF_GPT2, HF_XGLM, Layout, LayoutError, from_ours
+from fairseq.formats import HF_GPT2, HF_LLAMA, HF_XGLM, Layout, LayoutError, from_ours
 
 from fairseq.hf_bridge.common import ACTIVATION_TO_HF, LAYER_NORM_EPS, UNUSED_ROWS_KEY, UnmappableModelError, VOCAB_LAYER_KEYS, cfg_value
-from fairseq.hf_bridge.refusals import hf_target
+from fairseq.hf_bridge.refusals import hf_target, kv_heads
 
 
 # -- fairseq -> HF --------------------------------------------------------------------------------
@@ -62,13 +62,13 @@ def fairseq_to_hf(state: Mapping[str, Tensor], model_cfg: Any, vocab_size: int, 
             return x.clone()
         return x
 
-    def blocks(layout: Layout) -> Dict[str, Tensor]:
+    def blocks(layout: Layout, ctx: Optional[Dict[str, int]] = None) -> Dict[str, Tensor]:
         """Every weight but the tables mapped above, through ``layout``'s table; a weight no row
         maps (an option the refusals missed) is refused."""
         rest = {k: v.detach().to("cpu") for k, v in src.items()
                 if k not in VOCAB_LAYER_KEYS and not k.startswith("decoder.embed_positions.")}
         try:
-            return {k: t(v) for k, v in from_ours(rest, layout).items()}
+            return {k: t(v) for k, v in from_ours(rest, layout, ctx).items()}
         except LayoutError as e:
             raise UnmappableModelError(f"cannot export to {layout.name}: {e}") from None
 
@@ -106,7 +106,30 @@ def fairseq_to_hf(state: Mapping[str, Tensor], model_cfg: Any, vocab_size: int, 
     ids = {"bos_token_id": special_ids["bos"], "pad_token_id": special_ids["pad"],
            "eos_token_id": special_ids["eos"]}
 
-    if target == "xglm":
+    if target == "llama":
+        head_dim = embed_dim // heads
+        kv = kv_heads(model_cfg)
+        # Llama adds no scale: embed_tokens holds the scaled table (the product fairseq
+        # computes), lm_head the table itself, as for GPT-2
+        tensors["model.embed_tokens.weight"] = t(embed * scale) if scale != 1.0 else t(embed)
+        tensors.update(blocks(HF_LLAMA, {"C": embed_dim, "F": ffn, "Q": heads * head_dim, "KV": kv * head_dim,
+                                         "layers": len(layers)}))
+        hf_tied = tied and scale == 1.0
+        if not hf_tied:
+            tensors["lm_head.weight"] = t(out_w)
+        theta = float(cfg_value(model_cfg, "rope_theta", 10000.0))
+        config = {
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": vocab_size,
+            "hidden_size": embed_dim, "intermediate_size": ffn, "num_hidden_layers": len(layers),
+            "num_attention_heads": heads, "num_key_value_heads": kv, "head_dim": head_dim, "hidden_act": "silu",
+            "max_position_embeddings": max_positions,
+            "rms_norm_eps": float(cfg_value(model_cfg, "norm_eps", LAYER_NORM_EPS)),
+            # transformers 5 reads rope_parameters, 4.x rope_theta and rope_scaling: both written
+            "rope_theta": theta, "rope_scaling": None, "rope_parameters": {"rope_type": "default", "rope_theta": theta},
+            "attention_bias": False, "mlp_bias": False, "attention_dropout": attention_dropout, "pretraining_tp": 1,
+            "initializer_range": 0.02, "use_cache": True, **ids, "tie_word_embeddings": hf_tied, "dtype": "float32",
+        }
+    elif target == "xglm":
         if padding_idx != 1:
             raise UnmappableModelError(f"the dictionary's pad id is {padding_idx}: XGLM's sinusoids start at "
                                        "position 2, fairseq's at pad + 1; only pad id 1 (fairseq's) maps")

@@ -46,12 +46,12 @@ def plain_dict(node: Any) -> Dict[str, Any]:
 
 
 def save_safetensors(tensors: Dict[str, Tensor], metadata: Dict[str, str], path: str) -> None:
-    """``safetensors`` ``save_file`` made atomic (:func:`fairseq.file_io._atomic_write_path`)."""
+    """``safetensors`` ``save_file`` made atomic (:func:`fairseq.file_io.atomic_write_path`)."""
     from safetensors.torch import save_file
 
-    from fairseq.file_io import _atomic_write_path
+    from fairseq.file_io import atomic_write_path
 
-    _atomic_write_path(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write_path(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def export_model(model: Any, cfg: Any, dictionary: Any, out_dir: str, data_dir: Optional[str] = None,
@@ -67,10 +67,10 @@ def export_model(model: Any, cfg: Any, dictionary: Any, out_dir: str, data_dir: 
         checkpoint: the checkpoint path, recorded in config.json.
 
     Raises:
-        UnmappableModelError: the model maps to neither GPT-2 nor XGLM (one line naming why).
+        UnmappableModelError: the model maps to none of GPT-2, XGLM, Llama (one line naming why).
         ConfigError: ``out_dir`` exists and is not empty, without ``overwrite``.
     """
-    from fairseq.file_io import _atomic_write
+    from fairseq.file_io import atomic_write
 
     start = time.perf_counter()
     model_cfg = cfg.model
@@ -103,19 +103,21 @@ def export_model(model: Any, cfg: Any, dictionary: Any, out_dir: str, data_dir: 
         "checkpoint": os.path.abspath(checkpoint) if checkpoint else None, "unk_aliases": built.unk_aliases,
     }
     notes: List[str] = []
-    if config["model_type"] == "gpt2" and scale != 1.0:
-        notes.append(f"GPT-2 has no embedding scale: wte holds the table x {scale:g} and lm_head the table "
+    if config["model_type"] in ("gpt2", "llama") and scale != 1.0:
+        name, table = ("GPT-2", "wte") if config["model_type"] == "gpt2" else ("Llama", "embed_tokens")
+        notes.append(f"{name} has no embedding scale: {table} holds the table x {scale:g} and lm_head the table "
                      "(tie_word_embeddings=false); fairseq-import-hf ties them again")
     os.makedirs(out_dir, exist_ok=True)
     config_text = (json.dumps(config, indent=2, sort_keys=False) + "\n").encode("utf-8")
     save_safetensors(tensors, metadata, os.path.join(out_dir, "model.safetensors"))
+    # optional: the config built above names the positions n_positions (gpt2) or max_position_embeddings (xglm)
     write_tokenizer(out_dir, built, dictionary, config.get("n_positions") or config.get("max_position_embeddings"),
                      data_dir)
     gen = {"bos_token_id": special_ids["bos"], "eos_token_id": special_ids["eos"],
            "pad_token_id": special_ids["pad"], "decoder_start_token_id": start_token}
     gen_text = (json.dumps(gen, indent=2) + "\n").encode("utf-8")
-    _atomic_write(os.path.join(out_dir, "generation_config.json"), lambda f: f.write(gen_text))
-    _atomic_write(os.path.join(out_dir, "config.json"), lambda f: f.write(config_text))  # last: marks it whole
+    atomic_write(os.path.join(out_dir, "generation_config.json"), lambda f: f.write(gen_text))
+    atomic_write(os.path.join(out_dir, "config.json"), lambda f: f.write(config_text))  # last: marks it whole
     n_params = sum(int(t.numel()) for t in tensors.values())
     return ExportReport(out_dir, config["architectures"][0], len(dictionary), n_params, built.kind, start_token,
                         notes + built.notes, time.perf_counter() - start)
@@ -168,9 +170,11 @@ def export_checkpoint(path: str, out_dir: str, data: Optional[str] = None, overw
             raise checks.MissingPathError(f"--data {data} is not a directory: give the data directory with the "
                                           "dict.txt the model was trained with")
     state = load_checkpoint_to_cpu(path)
+    # optional: the checkpoint's raw dict, read before it is typed: a damaged or hand-made file may lack these
     model_node = (state.get("cfg") or {}).get("model") or {}
     hf_target(model_node)  # refuse before building the model
     if data is None:
+        # optional: as above, the raw dict
         saved_data = (state.get("cfg", {}).get("task") or {}).get("data")
         if not saved_data or not os.path.isfile(os.path.join(str(saved_data).split(":")[0], "dict.txt")):
             raise ConfigError(f"{path} records task.data={saved_data!r}, which holds no dict.txt: give --data, the "

@@ -6,13 +6,48 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import torch
 from torch import Tensor
 
-from fairseq.formats import HF_GPT2, HF_XGLM, Layout, LayoutError, to_ours
+from fairseq.formats import HF_GPT2, HF_LLAMA, HF_XGLM, Layout, LayoutError, to_ours
 
 from fairseq.hf_bridge.common import ACTIVATION_FROM_HF, FAIRSEQ_SPECIALS, LAYER_NORM_EPS, META_KEY, META_VERSION, SPECIAL_SYMBOLS, SUPPORTED_MODEL_TYPES, UNUSED_ROWS_KEY, UnmappableModelError
 from fairseq.hf_bridge.vocab import VocabMap, silent_rows, special_id
 
 
+# What transformers' GPT2Config / XGLMConfig take for a key that config.json leaves out
+# (save_pretrained writes them all; hand-written or older files may not).
+HF_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "gpt2": {"activation_function": "gelu_new", "tie_word_embeddings": True, "scale_attn_weights": True,
+             "scale_attn_by_inverse_layer_idx": False, "layer_norm_epsilon": LAYER_NORM_EPS, "n_embd": 768,
+             "n_layer": 12, "n_head": 12, "n_inner": None, "n_positions": 1024, "resid_pdrop": 0.1,
+             "attn_pdrop": 0.1},
+    "xglm": {"activation_function": "gelu", "tie_word_embeddings": True, "d_model": 1024, "num_layers": 24,
+             "attention_heads": 16, "ffn_dim": 4096, "max_position_embeddings": 2048, "pad_token_id": None,
+             "scale_embedding": True, "dropout": 0.1, "attention_dropout": 0.1, "activation_dropout": 0.0,
+             "layerdrop": 0.0},
+    "llama": {"hidden_act": "silu", "tie_word_embeddings": False, "hidden_size": 4096, "intermediate_size": 11008,
+              "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": None, "head_dim": None,
+              "max_position_embeddings": 2048, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "rope_scaling": None,
+              "rope_parameters": None, "sliding_window": None, "attention_bias": False, "mlp_bias": False,
+              "pretraining_tp": 1, "attention_dropout": 0.0},
+}
+
+
+class HFConfigView:
+    """Reads of a Hugging Face ``config.json`` (already checked by :mod:`fairseq.hf_validation`)
+    by key, each absent key taking its transformers default from :data:`HF_DEFAULTS`; a key the
+    table does not list raises ``KeyError``, so a misspelt key fails instead of reading a default."""
+
+    def __init__(self, hf_config: Mapping[str, Any], model_type: str):
+        self.raw = hf_config
+        self.defaults = HF_DEFAULTS[model_type]
+
+    def __getitem__(self, key: str) -> Any:
+        default = self.defaults[key]
+        # optional: config.json may leave out a key at transformers' default (see HF_DEFAULTS)
+        return self.raw.get(key, default)
+
+
 def export_meta(hf_config: Mapping[str, Any]) -> Dict[str, Any]:
+    # optional: only configs our exporter wrote carry this key
     meta = hf_config.get(META_KEY)
     return dict(meta) if isinstance(meta, dict) and meta.get("version") == META_VERSION else {}
 
@@ -26,6 +61,61 @@ def strip_prefix(state: Dict[str, Tensor], prefixes: Tuple[str, ...]) -> Dict[st
                 break
         out[key] = value
     return out
+
+
+def unscale(table: Tensor, lm_head: Tensor, tied: bool, meta: Mapping[str, Any]) -> Tuple[Tensor, bool, bool]:
+    """``(embedding, no_scale_embedding, share)`` of a GPT-2 or Llama input table and head.
+
+    Neither class scales its embeddings: an export of a scaled model holds table x scale as
+    the input table and the table itself as ``lm_head`` (``meta["embed_scale"]``), recognized
+    here and tied again."""
+    # optional: only our exports record the scale and the tie
+    scale = float(meta.get("embed_scale", 1.0))
+    if scale != 1.0 and torch.equal(lm_head * scale, table):
+        return lm_head, False, True
+    if scale != 1.0 and not meta.get("tied", False) and torch.equal((table / scale) * scale, table):
+        return table / scale, False, False
+    return table, True, tied or torch.equal(lm_head, table)
+
+
+def llama_rope_theta(hf: Any, activation_name: str, C: int, H: int) -> float:
+    """The rotary base of a Llama config, after refusing what ``transformer_lm`` cannot compute:
+    scaled or partial rotary positions, sliding windows, biases, another activation, a head
+    dimension other than hidden_size / heads, tensor-parallel slicing.
+
+    Raises:
+        UnmappableModelError: the first such option, one line naming the key and the value.
+    """
+    if activation_name != "silu":
+        raise UnmappableModelError(f"hidden_act={activation_name!r}: transformer_lm's Llama feed-forward is SwiGLU "
+                                   "(activation_fn=silu); only hidden_act=silu maps")
+    scaling = hf["rope_scaling"]
+    if scaling is not None and str(scaling.get("rope_type", scaling.get("type", ""))) != "default":
+        raise UnmappableModelError(f"rope_scaling={json.dumps(scaling)}: transformer_lm's rotary positions are "
+                                   "unscaled; only rope_scaling=null maps")
+    params = hf["rope_parameters"] or {}
+    kind = str(params.get("rope_type", "default"))  # optional: absent means the plain rotation
+    if kind != "default":
+        raise UnmappableModelError(f"rope_parameters.rope_type={kind!r} ({json.dumps(params)}): transformer_lm's "
+                                   "rotary positions are unscaled; only rope_type 'default' maps")
+    if float(params.get("partial_rotary_factor", 1.0)) != 1.0:  # optional: absent means 1
+        raise UnmappableModelError(f"rope_parameters.partial_rotary_factor={params['partial_rotary_factor']}: "
+                                   "transformer_lm rotates every feature of a head; only 1.0 maps")
+    for key in ("attention_bias", "mlp_bias"):
+        if hf[key]:
+            raise UnmappableModelError(f"{key}=true: transformer_lm's Llama layers have no biases; only "
+                                       f"{key}=false maps")
+    if hf["sliding_window"] is not None:
+        raise UnmappableModelError(f"sliding_window={hf['sliding_window']}: transformer_lm attends to every "
+                                   "earlier token; only sliding_window=null maps")
+    if hf["head_dim"] is not None and int(hf["head_dim"]) * H != C:
+        raise UnmappableModelError(f"head_dim={hf['head_dim']} but hidden_size / num_attention_heads = {C} / {H}: "
+                                   "transformer_lm's head dimension is always hidden_size / heads; only head_dim={C // H} (or none) maps")
+    if int(hf["pretraining_tp"]) > 1:
+        raise UnmappableModelError(f"pretraining_tp={hf['pretraining_tp']}: only pretraining_tp=1 maps (save the "
+                                   "model with transformers' default)")
+    # transformers 5 keeps the base in rope_parameters, 4.x at the top level
+    return float(params.get("rope_theta", hf["rope_theta"]))  # optional: either place
 
 
 def hf_to_fairseq(hf_config: Mapping[str, Any], hf_state: Mapping[str, Tensor], vocab: VocabMap,
@@ -47,11 +137,12 @@ def hf_to_fairseq(hf_config: Mapping[str, Any], hf_state: Mapping[str, Tensor], 
         UnmappableModelError: a model type or option without a ``transformer_lm`` equivalent,
             or weights missing, extra or of the wrong shape.
     """
+    # optional: a config without model_type is refused just below, naming the key
     model_type = str(hf_config.get("model_type", ""))
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise UnmappableModelError(f"config.json has model_type={model_type!r}: only gpt2 (GPT2LMHeadModel) and "
-                                   "xglm (XGLMForCausalLM) map to transformer_lm")
-    if hf_config.get("add_cross_attention"):
+        raise UnmappableModelError(f"config.json has model_type={model_type!r}: only gpt2 (GPT2LMHeadModel), "
+                                   "xglm (XGLMForCausalLM) and llama (LlamaForCausalLM) map to transformer_lm")
+    if hf_config.get("add_cross_attention"):  # optional: absent means false (transformers' default)
         raise UnmappableModelError("add_cross_attention=true: a decoder with cross-attention is no language model "
                                    "transformer_lm can hold")
     meta = export_meta(hf_config)
@@ -73,12 +164,12 @@ def hf_to_fairseq(hf_config: Mapping[str, Any], hf_state: Mapping[str, Tensor], 
         used.add(key)
         return value
 
-    def blocks(layout: Layout, prefix: str, C: int, F: int, L: int) -> None:
+    def blocks(layout: Layout, prefix: str, C: int, F: int, L: int, **sizes: int) -> None:
         """The blocks and final LayerNorm into ``state``, through ``layout``'s table (the keys
         read with or without ``prefix``: a base model's files lack it)."""
         rest = {prefix + k: v for k, v in src.items() if k not in used and k != "lm_head.weight"}
         try:
-            converted = to_ours(rest, layout, {"C": C, "F": F, "layers": L}, unmapped="keep")
+            converted = to_ours(rest, layout, {"C": C, "F": F, "layers": L, **sizes}, unmapped="keep")
         except LayoutError as e:
             raise UnmappableModelError(str(e)) from None
         state.update((k, v) for k, v in converted.items() if k.startswith("decoder."))
@@ -98,45 +189,41 @@ def hf_to_fairseq(hf_config: Mapping[str, Any], hf_state: Mapping[str, Tensor], 
         return lm_head
 
     V = int(hf_config["vocab_size"])
-    activation_name = str(hf_config.get("activation_function", "gelu_new" if model_type == "gpt2" else "gelu"))
+    hf = HFConfigView(hf_config, model_type)
+    act_key = "hidden_act" if model_type == "llama" else "activation_function"
+    activation_name = str(hf[act_key])
     if activation_name not in ACTIVATION_FROM_HF:
-        raise UnmappableModelError(f"activation_function={activation_name!r} has no transformer_lm activation_fn "
+        raise UnmappableModelError(f"{act_key}={activation_name!r} has no transformer_lm activation_fn "
                                    f"(supported: {', '.join(sorted(ACTIVATION_FROM_HF))})")
     activation = ACTIVATION_FROM_HF[activation_name]
     if activation_name in ("gelu_new", "gelu_fast", "gelu_python_tanh"):
         notes.append(f"activation {activation_name} is computed as gelu_accurate (the same tanh GELU, "
                      "within float rounding)")
-    tied = bool(hf_config.get("tie_word_embeddings", True))
+    tied = bool(hf["tie_word_embeddings"])
     state: Dict[str, Tensor] = {}
+    saved = meta.get("model") if isinstance(meta.get("model"), dict) else {}
+    late: Dict[str, Any] = {}  # values that override the common ones below
 
     if model_type == "gpt2":
         src = strip_prefix(src, ("transformer.",))
         src = {k: v for k, v in src.items() if not (k.endswith(".attn.bias") or k.endswith(".attn.masked_bias"))}
         for key, off in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False)):
-            if bool(hf_config.get(key, off)) != off:
+            if bool(hf[key]) != off:
                 raise UnmappableModelError(f"{key}={not off}: transformer_lm attention scales by 1/sqrt(head_dim) only")
-        eps = float(hf_config.get("layer_norm_epsilon", LAYER_NORM_EPS))
+        eps = float(hf["layer_norm_epsilon"])
         if eps != LAYER_NORM_EPS:
             raise UnmappableModelError(f"layer_norm_epsilon={eps}: transformer_lm's LayerNorms use {LAYER_NORM_EPS}")
-        C = int(hf_config.get("n_embd", 768))
-        L = int(hf_config.get("n_layer", 12))
-        H = int(hf_config.get("n_head", 12))
-        F = int(hf_config.get("n_inner") or 4 * C)
-        P = int(hf_config.get("n_positions", 1024))
+        C = int(hf["n_embd"])
+        L = int(hf["n_layer"])
+        H = int(hf["n_head"])
+        F = int(hf["n_inner"] or 4 * C)
+        P = int(hf["n_positions"])
         wte = take("wte.weight", (V, C))
         wpe = take("wpe.weight", (P, C))
         lm_head = output_head(C)
         if tied or lm_head is None:
             lm_head = wte
-        # an export of a scaled model: wte = table * scale, lm_head = table
-        scale = float(meta.get("embed_scale", 1.0))
-        embed_in, no_scale, share = wte, True, tied
-        if scale != 1.0 and torch.equal(lm_head * scale, wte):
-            embed_in, no_scale, share = lm_head, False, True
-        elif scale != 1.0 and not meta.get("tied", False) and torch.equal((wte / scale) * scale, wte):
-            embed_in, no_scale, share = wte / scale, False, False
-        elif not tied and torch.equal(lm_head, wte):
-            share = True
+        embed_in, no_scale, share = unscale(wte, lm_head, tied, meta)
         offset = 2  # fairseq's pad id 1, plus one
         before = torch.zeros(offset, C)
         raw = (safetensors_metadata or {}).get(UNUSED_ROWS_KEY)
@@ -149,22 +236,44 @@ def hf_to_fairseq(hf_config: Mapping[str, Any], hf_state: Mapping[str, Tensor], 
                 notes.append(f"ignored a malformed {UNUSED_ROWS_KEY} entry of model.safetensors")
         state["decoder.embed_positions.weight"] = torch.cat([before, wpe], dim=0)
         blocks(HF_GPT2, "transformer.", C, F, L)
-        dropout = float(hf_config.get("resid_pdrop", 0.1))
+        dropout = float(hf["resid_pdrop"])
         values = {"decoder_learned_pos": True, "dropout": dropout,
-                  "attention_dropout": float(hf_config.get("attn_pdrop", 0.1)), "activation_dropout": 0.0,
+                  "attention_dropout": float(hf["attn_pdrop"]), "activation_dropout": 0.0,
                   "max_target_positions": P}
+        # optional: an absent embd_pdrop is taken to follow resid_pdrop (no note then)
         if float(hf_config.get("embd_pdrop", dropout)) != dropout:
-            notes.append(f"embd_pdrop={hf_config.get('embd_pdrop')} differs from resid_pdrop={dropout}: "
+            notes.append(f"embd_pdrop={hf_config['embd_pdrop']} differs from resid_pdrop={dropout}: "
                          "transformer_lm has one dropout (resid_pdrop's)")
+    elif model_type == "llama":
+        src = strip_prefix(src, ("model.",))
+        C, L = int(hf["hidden_size"]), int(hf["num_hidden_layers"])
+        H, F = int(hf["num_attention_heads"]), int(hf["intermediate_size"])
+        KV = int(hf["num_key_value_heads"] or H)
+        P = int(hf["max_position_embeddings"])
+        theta = llama_rope_theta(hf, activation_name, C, H)
+        embed_tok = take("embed_tokens.weight", (V, C))
+        lm_head = output_head(C)
+        if tied or lm_head is None:
+            lm_head = embed_tok
+        embed_in, no_scale, share = unscale(embed_tok, lm_head, tied, meta)
+        blocks(HF_LLAMA, "model.", C, F, L, Q=C, KV=KV * (C // H))
+        # Llama has no dropout but in attention: an export's own values come back, else none
+        values = {"decoder_learned_pos": False, "dropout": float(saved.get("dropout") or 0.0),
+                  "attention_dropout": float(hf["attention_dropout"]),
+                  "activation_dropout": float(saved.get("activation_dropout") or 0.0), "max_target_positions": P}
+        late = {"rope": True, "rope_theta": theta, "decoder_norm": "rmsnorm", "norm_eps": float(hf["rms_norm_eps"]),
+                "decoder_ffn_gated": True, "decoder_kv_attention_heads": 0 if KV == H else KV,
+                "no_decoder_bias": True,
+                "no_token_positional_embeddings": bool(saved.get("no_token_positional_embeddings", False))}
     else:  # xglm
         src = strip_prefix(src, ("model.",))
         src = {k: v for k, v in src.items() if not k.startswith("embed_positions.")}
-        C = int(hf_config.get("d_model", 1024))
-        L = int(hf_config.get("num_layers", 24))
-        H = int(hf_config.get("attention_heads", 16))
-        F = int(hf_config.get("ffn_dim", 4096))
-        P = int(hf_config.get("max_position_embeddings", 2048))
-        hf_pad = special_id(hf_config.get("pad_token_id"))
+        C = int(hf["d_model"])
+        L = int(hf["num_layers"])
+        H = int(hf["attention_heads"])
+        F = int(hf["ffn_dim"])
+        P = int(hf["max_position_embeddings"])
+        hf_pad = special_id(hf["pad_token_id"])
         if hf_pad is not None and hf_pad >= 2:
             raise UnmappableModelError(f"pad_token_id={hf_pad}: XGLM zeroes that row of its sinusoid table, i.e. "
                                        f"position {hf_pad - 2}; fairseq's table zeroes row 1 (no position)")
@@ -172,14 +281,15 @@ def hf_to_fairseq(hf_config: Mapping[str, Any], hf_state: Mapping[str, Tensor], 
         lm_head = output_head(C)
         share = tied or lm_head is None or torch.equal(lm_head, embed_in)
         lm_head = embed_in if share else lm_head
-        no_scale = not bool(hf_config.get("scale_embedding", True))
+        no_scale = not bool(hf["scale_embedding"])
         blocks(HF_XGLM, "model.", C, F, L)
-        values = {"decoder_learned_pos": False, "dropout": float(hf_config.get("dropout", 0.1)),
-                  "attention_dropout": float(hf_config.get("attention_dropout", 0.1)),
-                  "activation_dropout": float(hf_config.get("activation_dropout", 0.0)),
-                  "decoder_layerdrop": float(hf_config.get("layerdrop", 0.0)), "max_target_positions": P}
+        values = {"decoder_learned_pos": False, "dropout": float(hf["dropout"]),
+                  "attention_dropout": float(hf["attention_dropout"]),
+                  "activation_dropout": float(hf["activation_dropout"]),
+                  "decoder_layerdrop": float(hf["layerdrop"]), "max_target_positions": P}
 
-    ln_w, ln_b = state["decoder.layer_norm.weight"], state["decoder.layer_norm.bias"]
+    # optional: an RMSNorm (Llama) has no bias
+    ln_w, ln_b = state["decoder.layer_norm.weight"], state.get("decoder.layer_norm.bias")
     leftover = sorted(set(src) - used)
     if leftover:
         raise UnmappableModelError(f"{model_type} weights with no place in transformer_lm: "
@@ -203,11 +313,11 @@ def hf_to_fairseq(hf_config: Mapping[str, Any], hf_state: Mapping[str, Tensor], 
 
     silent = None
     if extras:
-        silent = silent_rows(ln_w, ln_b, len(extras))
+        silent = silent_rows(ln_w, ln_b, len(extras)) if ln_b is not None else None
         names = ", ".join(SPECIAL_SYMBOLS[FAIRSEQ_SPECIALS[i]] for i in extras)
         if silent is None:
             notes.append(f"fairseq's {names} (no HF token) get zero rows: logit 0, which generation may pick and "
-                         "which takes probability from the HF tokens (the final LayerNorm leaves no constant row)")
+                         "which takes probability from the HF tokens (the final norm leaves no constant row)")
         else:
             value = float((silent[0].double() * ln_b.double()).sum())
             notes.append(f"fairseq's {names} (no HF token) get rows of constant logit {value:.3g}: probability 0")
@@ -221,7 +331,7 @@ def hf_to_fairseq(hf_config: Mapping[str, Any], hf_state: Mapping[str, Tensor], 
         "decoder_normalize_before": True, "no_decoder_final_norm": False, "share_decoder_input_output_embed": share,
         "no_scale_embedding": no_scale, "decoder_layers_to_keep": None, "adaptive_input": False,
         "adaptive_softmax_cutoff": None, "layernorm_embedding": False, "no_token_positional_embeddings": False,
+        **late,
     })
-    saved = meta.get("model") if isinstance(meta.get("model"), dict) else {}
     keep = {k: v for k, v in saved.items() if k not in values and k not in ("_name",)}
     return {**keep, **values}, state, notes

@@ -57,11 +57,11 @@ def bpe_config(directory: str) -> Dict[str, str]:
 
 
 def write_files(directory: str, payload: Dict[str, bytes]) -> None:
-    from fairseq.file_io import _atomic_write
+    from fairseq.file_io import atomic_write
 
     os.makedirs(directory, exist_ok=True)
     for name, data in payload.items():
-        _atomic_write(os.path.join(directory, name), lambda f, data=data: f.write(data))
+        atomic_write(os.path.join(directory, name), lambda f, data=data: f.write(data))
 
 
 def run_config(loaded: LoadedHF, data_dir: str, bpe: Dict[str, str]) -> Any:
@@ -124,7 +124,8 @@ class ImportReport:
         flags = ["--arch", "transformer_lm"]
         keys = ("decoder_embed_dim", "decoder_ffn_embed_dim", "decoder_layers", "decoder_attention_heads",
                 "activation_fn", "decoder_learned_pos", "no_scale_embedding", "share_decoder_input_output_embed",
-                "max_target_positions")
+                "max_target_positions", "rope", "rope_theta", "decoder_norm", "norm_eps", "decoder_ffn_gated",
+                "decoder_kv_attention_heads", "no_decoder_bias")
         for key in keys:
             value = self.model_values.get(key)
             default = getattr(defaults, key, None)
@@ -141,7 +142,7 @@ class ImportReport:
 
 def import_directory(directory: str, out: str, data_out: Optional[str] = None, overwrite: bool = False,
                      allow_nonfinite: bool = False) -> ImportReport:
-    """Write a GPT-2 / XGLM directory as a checkpoint of this package, with its ``dict.txt``.
+    """Write a GPT-2 / XGLM / Llama directory as a checkpoint of this package, with its ``dict.txt``.
 
     The checkpoint holds the run config (``transformer_lm``, ``language_modeling`` with
     ``task.data`` = ``data_out``), the weights in this package's layout and the integrity
@@ -195,11 +196,11 @@ def import_directory(directory: str, out: str, data_out: Optional[str] = None, o
     state = {
         "cfg": plain_config(cfg), "model": loaded.state, "version": CHECKPOINT_VERSION, "num_updates": 0,
         "extra_state": {"epoch": 1, "imported_from": {"directory": os.path.abspath(str(directory)),
-                                                      "model_type": loaded.hf_config.get("model_type")}},
+                                                      "model_type": loaded.hf_config["model_type"]}},
     }
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     torch_persistent_save(state, out)
-    return ImportReport(out, dict_path, str(loaded.hf_config.get("model_type")), len(dictionary),
+    return ImportReport(out, dict_path, str(loaded.hf_config["model_type"]), len(dictionary),
                         num_parameters(loaded.state), loaded.model_values, loaded.notes, time.perf_counter() - start)
 
 
@@ -225,7 +226,7 @@ class TextWriter:
 
 
 def from_pretrained_hf(directory: str, allow_nonfinite: bool = False, **kwargs: Any) -> Any:
-    """``TransformerLanguageModel.from_pretrained`` for a local GPT-2 / XGLM directory: the
+    """``TransformerLanguageModel.from_pretrained`` for a local GPT-2 / XGLM / Llama directory: the
     model converted in memory, as a hub object (``score``, ``sample``, ``generate``).
 
     ``fairseq.models`` sits below this module (``setup.cfg``'s layers), so ``from_pretrained``

@@ -140,6 +140,7 @@ def read_tokenizer(directory: str, limit: Optional[int] = None) -> TokenizerInfo
     cfg_path = os.path.join(directory, "tokenizer_config.json")
     if os.path.isfile(cfg_path):
         tok_cfg = checks.read_json_object(cfg_path)
+        # optional: tokenizer_config.json names unk/pad tokens only when the tokenizer has them
         special_names = {"unk": token_name(tok_cfg.get("unk_token")), "pad": token_name(tok_cfg.get("pad_token"))}
     vocab: Optional[Dict[str, int]] = None
     if os.path.isfile(tok_json):
@@ -237,6 +238,7 @@ VOCAB_KEYS = ("transformer.wte.weight", "wte.weight", "model.embed_tokens.weight
 def drop_unk_aliases(hf_config: Dict[str, Any], weights: Dict[str, Tensor]) -> Tuple[Dict[str, Any], Dict[str, Tensor]]:
     """An export's ``<unk>`` alias ids (GPT-2 tokens its dict.txt lacks) removed: the vocabulary
     is the dictionary's again."""
+    # optional: only an export whose vocabulary needed <unk> aliases records them
     aliases = int(export_meta(hf_config).get("unk_aliases") or 0)
     if aliases <= 0:
         return hf_config, weights
@@ -247,7 +249,7 @@ def drop_unk_aliases(hf_config: Dict[str, Any], weights: Dict[str, Tensor]) -> T
 
 
 def load_hf_directory(directory: str, allow_nonfinite: bool = False) -> LoadedHF:
-    """Read a local GPT2LMHeadModel / XGLMForCausalLM directory and map it (in memory).
+    """Read a local GPT2LMHeadModel / XGLMForCausalLM / LlamaForCausalLM directory and map it (in memory).
 
     Every file is checked before anything is allocated from it (:mod:`fairseq.hf_validation`):
     config.json against its model type's schema, the weight files inside the directory, the
@@ -273,9 +275,10 @@ def load_hf_directory(directory: str, allow_nonfinite: bool = False) -> LoadedHF
         raise ConfigError(f"{config_path} has no model_type: it is not a transformers model's config (a fairseq "
                           "save_dir's config.json is the run config); save the model with model.save_pretrained(DIR)")
     checks.check_config(hf_config, config_path)
-    if str(hf_config.get("model_type")) not in SUPPORTED_MODEL_TYPES:
-        raise UnmappableModelError(f"{directory}: model_type={hf_config.get('model_type')!r}; only gpt2 "
-                                   "(GPT2LMHeadModel) and xglm (XGLMForCausalLM) map to transformer_lm")
+    if str(hf_config["model_type"]) not in SUPPORTED_MODEL_TYPES:
+        raise UnmappableModelError(f"{directory}: model_type={hf_config['model_type']!r}; only gpt2 "
+                                   "(GPT2LMHeadModel), xglm (XGLMForCausalLM) and llama (LlamaForCausalLM) map to "
+                                   "transformer_lm")
     weights, st_meta = read_weights(directory)
     checks.check_vocab_rows(weights, VOCAB_KEYS, int(hf_config["vocab_size"]), config_path)
     nonfinite = checks.check_finite(weights, directory, allow=allow_nonfinite)
@@ -289,7 +292,10 @@ def load_hf_directory(directory: str, allow_nonfinite: bool = False) -> LoadedHF
                             tokenizer.fairseq_symbols)
     if vocab.kind == "gpt2" and not tokenizer.encoder:
         vocab.kind = "ids"
-    model_values, state, notes = hf_to_fairseq(hf_config, weights, vocab, st_meta)
+    try:
+        model_values, state, notes = hf_to_fairseq(hf_config, weights, vocab, st_meta)
+    except UnmappableModelError as e:  # the message names the key; the path says which file
+        raise UnmappableModelError(f"{config_path}: {e}") from None
     meta = export_meta(hf_config)
     task_meta = meta.get("task") if isinstance(meta.get("task"), dict) else {}
     positions = int(model_values["max_target_positions"])

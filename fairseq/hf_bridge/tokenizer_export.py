@@ -104,23 +104,23 @@ def build_tokenizer(dictionary: Any, cfg: Any, start_token_id: int) -> BuiltToke
 def write_tokenizer(out_dir: str, built: BuiltTokenizer, dictionary: Any, model_max_length: int,
                      data_dir: Optional[str]) -> None:
     """tokenizer.json, tokenizer_config.json, dict.txt (and a gpt2 BPE's encoder.json, vocab.bpe)."""
-    from fairseq.file_io import _atomic_write
+    from fairseq.file_io import atomic_write
 
     text = built.tokenizer.to_str(pretty=False).encode("utf-8")
-    _atomic_write(os.path.join(out_dir, "tokenizer.json"), lambda f: f.write(text))
+    atomic_write(os.path.join(out_dir, "tokenizer.json"), lambda f: f.write(text))
     tok_cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": dictionary[dictionary.bos()],
                "eos_token": dictionary[dictionary.eos()], "unk_token": dictionary[dictionary.unk()],
                "pad_token": dictionary[dictionary.pad()], "model_max_length": model_max_length,
                "clean_up_tokenization_spaces": False}
     cfg_text = (json.dumps(tok_cfg, indent=2) + "\n").encode("utf-8")
-    _atomic_write(os.path.join(out_dir, "tokenizer_config.json"), lambda f: f.write(cfg_text))
+    atomic_write(os.path.join(out_dir, "tokenizer_config.json"), lambda f: f.write(cfg_text))
     for source, name in zip(built.bpe_files, ("encoder.json", "vocab.bpe")):
         shutil.copyfile(source, os.path.join(out_dir, name))
     source = os.path.join(data_dir, "dict.txt") if data_dir else ""
     if source and os.path.isfile(source) and dictionary_from(source) == dictionary:
         shutil.copyfile(source, os.path.join(out_dir, "dict.txt"))  # as written (overwrite flags kept)
     else:
-        _atomic_write(os.path.join(out_dir, "dict.txt"), lambda f: dictionary.save(TextWriter(f)))
+        atomic_write(os.path.join(out_dir, "dict.txt"), lambda f: dictionary.save(TextWriter(f)))
 
 
 def dictionary_from(path: str) -> Any:

@@ -60,11 +60,12 @@ def build_vocab_map(hf_config: Mapping[str, Any], tokens: Optional[List[Optional
         UnmappableModelError: no ``eos_token_id`` (fairseq's LMs end and start samples with it).
     """
     vocab_size = int(hf_config["vocab_size"])
+    # optional: config.json leaves a special token id out (or null) when the model has none; checked below
     bos = special_id(hf_config.get("bos_token_id"))
-    eos = special_id(hf_config.get("eos_token_id"))
-    pad = special_id(hf_config.get("pad_token_id"))
+    eos = special_id(hf_config.get("eos_token_id"))  # optional: as above
+    pad = special_id(hf_config.get("pad_token_id"))  # optional: as above
     pad = pad if pad is not None else pad_id
-    unk = special_id(hf_config.get("unk_token_id"))
+    unk = special_id(hf_config.get("unk_token_id"))  # optional: as above
     unk = unk if unk is not None else unk_id
     if eos is None or not 0 <= eos < vocab_size:
         raise UnmappableModelError(f"config.json has no eos_token_id within the vocabulary ({eos!r}): fairseq "

@@ -12,6 +12,7 @@ from fairseq.models import register_model, register_model_architecture
 from fairseq.models.fairseq_model import FairseqLanguageModel
 from fairseq.modules.activations import ACTIVATION_NAMES
 from fairseq.modules.adaptive_input import AdaptiveInput, normalize_cutoff
+from fairseq.modules.normalization import NORM_NAMES
 from fairseq.modules.transformer_decoder import DEFAULT_MAX_TARGET_POSITIONS, TransformerDecoder, dim_of
 
 # the longest positions table a config may ask for: 2**20 positions (a sinusoidal table of 1M x 512
@@ -19,6 +20,7 @@ from fairseq.modules.transformer_decoder import DEFAULT_MAX_TARGET_POSITIONS, Tr
 MAX_POSITIONS = 1 << 20
 
 ACTIVATION_FN_CHOICES = ChoiceEnum(ACTIVATION_NAMES, "ActivationFn")
+DECODER_NORM_CHOICES = ChoiceEnum(NORM_NAMES, "DecoderNorm")
 
 
 @dataclass
@@ -132,6 +134,37 @@ class TransformerLanguageModelConfig(FairseqDataclass):
     scale_resids: bool = field(
         default=False, metadata={"help": "NormFormer: learn a per-channel scale of the feed-forward residual"}
     )
+    # -- the parts of Llama-style decoders (all off by default: fairseq 0.12's model) --
+    rope: bool = field(
+        default=False,
+        metadata={"help": "rotary position embeddings (RoPE) in every self-attention layer, instead of a "
+                  "position table (no table is built; --no-token-positional-embeddings is implied)"},
+    )
+    rope_theta: float = field(
+        default=10000.0, metadata={"help": "base of the rotary frequencies (Llama 1/2: 10000, Llama 3: 500000)",
+                                   "above": 0}
+    )
+    decoder_norm: DECODER_NORM_CHOICES = field(  # type: ignore[valid-type]
+        default="layernorm",
+        metadata={"help": "kind of every norm of the decoder: layernorm, or rmsnorm (no centring, no bias)"},
+    )
+    norm_eps: float = field(
+        default=1e-5, metadata={"help": "epsilon of every norm of the decoder", "above": 0}
+    )
+    decoder_ffn_gated: bool = field(
+        default=False,
+        metadata={"help": "gated feed-forward fc2(act(fc1(x)) * fc3(x)); with --activation-fn silu: SwiGLU"},
+    )
+    decoder_kv_attention_heads: int = field(
+        default=0,
+        metadata={"help": "key/value heads of the self-attention: 0 = as many as the attention heads, "
+                  "fewer = grouped-query attention, 1 = multi-query; must divide --decoder-attention-heads",
+                  "min": 0},
+    )
+    no_decoder_bias: bool = field(
+        default=False,
+        metadata={"help": "no bias in the attention and feed-forward linear layers nor in the norms"},
+    )
     max_target_positions: Optional[int] = field(
         default=II("task.tokens_per_sample"),
         metadata={"help": f"longest sequence the model accepts (unset: {DEFAULT_MAX_TARGET_POSITIONS})",
@@ -144,7 +177,11 @@ class TransformerLanguageModelConfig(FairseqDataclass):
 
         Raises:
             ConfigError: ``decoder_embed_dim`` not divisible by ``decoder_attention_heads`` (each
-                head gets ``decoder_embed_dim / heads`` dimensions).
+                head gets ``decoder_embed_dim / heads`` dimensions); ``decoder_kv_attention_heads``
+                not dividing ``decoder_attention_heads``; ``rope`` with an odd head dimension, or
+                with ``decoder_learned_pos`` (a learned table and rotary embeddings both position
+                the tokens). ``no_token_positional_embeddings`` is ignored under ``rope``: its
+                ``false`` is the default and cannot ask for a table.
         """
         from fairseq.errors import ConfigError
 
@@ -155,6 +192,26 @@ class TransformerLanguageModelConfig(FairseqDataclass):
                               f"{prefix}.decoder_attention_heads={heads} (--decoder-attention-heads): "
                               f"each head gets decoder_embed_dim / heads dimensions; accepted heads for "
                               f"{dim}: {', '.join(map(str, fits))}")
+        kv_heads = node.get("decoder_kv_attention_heads")
+        if isinstance(heads, int) and heads > 0 and isinstance(kv_heads, int) and kv_heads > 0 \
+                and heads % kv_heads:
+            fits = [h for h in range(1, heads + 1) if heads % h == 0]
+            raise ConfigError(f"{prefix}.decoder_kv_attention_heads={kv_heads} does not divide "
+                              f"{prefix}.decoder_attention_heads={heads} (--decoder-kv-attention-heads): "
+                              f"each key/value head serves the same number of query heads; accepted for "
+                              f"{heads} heads: {', '.join(map(str, fits))} (or 0: one per head)")
+        if node.get("rope") is True:
+            if isinstance(dim, int) and isinstance(heads, int) and heads > 0 and dim % heads == 0 \
+                    and (dim // heads) % 2:
+                raise ConfigError(f"{prefix}.rope=true needs an even head dimension, but "
+                                  f"{prefix}.decoder_embed_dim={dim} / {prefix}.decoder_attention_heads={heads} "
+                                  f"is {dim // heads} (rotary embeddings turn pairs of features): choose "
+                                  f"--decoder-attention-heads so that the quotient is even")
+            if node.get("decoder_learned_pos") is True:
+                raise ConfigError(f"{prefix}.rope=true and {prefix}.decoder_learned_pos=true both ask for "
+                                  f"position embeddings (rotary ones replace the table): drop "
+                                  f"--decoder-learned-pos, or set {prefix}.decoder_learned_pos=false over a "
+                                  f"preset that sets it")
 
 
 @register_model("transformer_lm", dataclass=TransformerLanguageModelConfig)
@@ -220,6 +277,7 @@ class TransformerLanguageModel(FairseqLanguageModel):
         would compute differently here; empty when the checkpoint can be read faithfully."""
         found = []
         for key, off in cls.FAIRSEQ_ONLY_OPTIONS:
+            # optional: fairseq's saved model dict (not ours) has these keys only when fairseq wrote them
             value = model_cfg.get(key)
             if value is not None and value != off:
                 found.append(f"model.{key}={value!r}")
@@ -250,10 +308,13 @@ class TransformerLanguageModel(FairseqLanguageModel):
     def fairseq_layout_context(self) -> Dict[str, Any]:
         """What the fairseq layout's rows read from this model (:mod:`fairseq.formats.fairseq_lm`)."""
         softmax = self.decoder.adaptive_softmax
+        attention = self.decoder.layers[0].self_attn if len(self.decoder.layers) else None
         return {"adaptive_softmax": softmax is not None,
                 "adaptive_tied": bool(softmax is not None and softmax.tied),
                 "tie_proj": bool(softmax is not None and softmax.tie_proj),
-                "head_words": softmax.cutoff[0] if softmax is not None else 0}
+                "head_words": softmax.cutoff[0] if softmax is not None else 0,
+                "q_rows": attention.embed_dim if attention is not None else 0,
+                "kv_rows": attention.kv_dim if attention is not None else 0}
 
     def fairseq_state_dict(self) -> Dict[str, Tensor]:
         """The weights in fairseq 0.12's layout (what its ``TransformerLanguageModel`` saves).
@@ -414,6 +475,19 @@ def _gpt3(layers: int, embed_dim: int, heads: int) -> Dict[str, Any]:
         "attention_dropout": 0.0, "activation_fn": "gelu", "share_decoder_input_output_embed": True,
     }
 
+def _llama(layers: int, embed_dim: int, heads: int, kv_heads: int, ffn_embed_dim: int) -> Dict[str, Any]:
+    """Llama shapes: RoPE, RMSNorm, SwiGLU, grouped-query attention, no biases, unscaled and untied
+    embeddings, no dropout."""
+    return {
+        **_PRE_NORM, **_width(embed_dim, ffn_embed_dim), "decoder_layers": layers,
+        "decoder_attention_heads": heads, "decoder_kv_attention_heads": kv_heads,
+        "activation_fn": "silu", "decoder_ffn_gated": True, "decoder_norm": "rmsnorm", "norm_eps": 1e-5,
+        "rope": True, "rope_theta": 10000.0, "no_decoder_bias": True, "no_scale_embedding": True,
+        "share_decoder_input_output_embed": False, "dropout": 0.0, "attention_dropout": 0.0,
+        "activation_dropout": 0.0,
+    }
+
+
 ARCHITECTURES: Dict[str, Dict[str, Any]] = {
     "transformer_lm_big": TRANSFORMER_LM_BIG,
     "transformer_lm_baevski_wiki103": TRANSFORMER_LM_BAEVSKI_WIKI103,
@@ -435,6 +509,8 @@ ARCHITECTURES: Dict[str, Dict[str, Any]] = {
     "transformer_lm_gpt3_6_7": _gpt3(32, 4096, 32),  # 6.7B
     "transformer_lm_gpt3_13": _gpt3(40, 5120, 40),  # 13B
     "transformer_lm_gpt3_175": _gpt3(96, 12288, 96),  # 175B
+    "transformer_lm_llama_tiny": _llama(2, 64, 4, 2, 172),  # 0.04M + 2 x 64 x vocabulary
+    "transformer_lm_llama_small": _llama(12, 768, 12, 4, 2048),  # 124.7M at a 32000 vocabulary
 }
 for _name, _preset in ARCHITECTURES.items():
     register_model_architecture("transformer_lm", _name, _preset)

@@ -2,11 +2,12 @@
 
 The cache
 ---------
-A module's cache is a dict: ``"key"`` and ``"value"``, (B, H, S, D), are the keys and values of
-the S positions so far. They are views of the first S positions of larger buffers
-(``"buffers"``, a :class:`KVBuffers`, not a tensor), so that a step writes its new positions in
-place instead of concatenating (and copying) the whole past, and
-:func:`reorder_cache_` reorders the rows (beam search) in place. Anyone may still replace
+A module's cache is a dict: ``"key"`` and ``"value"``, (B, KV, S, D), are the keys and values of
+the S positions so far (KV: the key/value heads, fewer than the query heads with grouped-query
+attention; keys already rotated when the module has rotary position embeddings). They are
+views of the first S positions of larger buffers (``"buffers"``, a :class:`KVBuffers`, not a
+tensor), so that a step writes its new positions in place instead of concatenating (and
+copying) the whole past, and :func:`reorder_cache_` reorders the rows (beam search) in place. Anyone may still replace
 ``"key"``/``"value"`` by other tensors (a generic reorder does): the next step then adopts them
 into the buffers.
 """
@@ -17,7 +18,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-# cached keys/values of one attention module: {"key": (B, H, S, D), "value": (B, H, S, D),
+from fairseq.modules.rotary import RotaryEmbedding
+
+# cached keys/values of one attention module: {"key": (B, KV, S, D), "value": (B, KV, S, D),
 # "buffers": KVBuffers}
 AttentionCache = Dict[str, Any]
 
@@ -90,31 +93,43 @@ def reorder_cache_(cache: AttentionCache, new_order: Tensor) -> None:
 class MultiheadAttention(nn.Module):
     """Multi-head self-attention through ``F.scaled_dot_product_attention``.
 
-    Queries, keys and values come from one fused projection. Without a mask the attention is
+    Queries, keys and values come from one fused projection whose rows are the queries (H
+    heads), then the keys and the values (KV heads each). With fewer key/value heads than query
+    heads (grouped-query attention; one: multi-query), query head ``h`` reads key/value head
+    ``h // (H / KV)``, and the cache holds only the KV heads. Without a mask the attention is
     causal (``is_causal=True``): no mask tensor is materialized and the fused kernels apply.
 
     Args:
         embed_dim: model dimension C.
-        num_heads: number of heads H; must divide ``embed_dim``.
+        num_heads: number of query heads H; must divide ``embed_dim``.
         dropout: dropout on the attention weights (training only).
         bias: whether the projections have biases.
+        kv_heads: number of key/value heads KV (``None`` or 0: H); must divide H.
+        rotary: rotary position embeddings applied to queries and keys, or ``None``.
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True):
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
+                 kv_heads: Optional[int] = None, rotary: Optional[RotaryEmbedding] = None):
         super().__init__()
         if embed_dim % num_heads != 0:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
+        kv_heads = kv_heads or num_heads
+        if num_heads % kv_heads != 0:
+            raise ValueError(f"num_heads ({num_heads}) must be divisible by kv_heads ({kv_heads})")
         self.embed_dim = embed_dim
         self.num_heads = num_heads
+        self.kv_heads = kv_heads
         self.head_dim = embed_dim // num_heads
+        self.kv_dim = kv_heads * self.head_dim
         self.dropout = dropout
-        self.in_proj = nn.Linear(embed_dim, 3 * embed_dim, bias=bias)
+        self.in_proj = nn.Linear(embed_dim, embed_dim + 2 * self.kv_dim, bias=bias)
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.rotary = rotary
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # Initialize the query, key and value blocks as three separate square matrices.
-        for block in self.in_proj.weight.chunk(3, dim=0):
+        # Initialize the query, key and value blocks as separate matrices (square without GQA).
+        for block in self.in_proj.weight.split([self.embed_dim, self.kv_dim, self.kv_dim], dim=0):
             nn.init.xavier_uniform_(block, gain=2**-0.5)
         nn.init.xavier_uniform_(self.out_proj.weight)
         for linear in (self.in_proj, self.out_proj):
@@ -130,21 +145,26 @@ class MultiheadAttention(nn.Module):
             attn_mask: boolean (B, 1, T, S) mask, True where a query may attend to a key, with S
                 the total (cached + new) length. ``None`` means plain causal attention, which
                 requires that the cache, if given, is empty or that T == 1.
-            cache: the dict holding this module's past keys and values; it is read, then
-                updated in place with the new positions.
+            cache: the dict holding this module's past keys and values (KV heads, rotated
+                keys); it is read, then updated in place with the new positions.
 
         Returns:
             (B, T, C) output.
         """
         B, T, C = x.shape
-        q, k, v = self.in_proj(x).split(C, dim=2)  # 3 x (B, T, C)
+        q, k, v = self.in_proj(x).split([C, self.kv_dim, self.kv_dim], dim=2)
         q = q.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        v = v.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, D)
+        v = v.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, D)
+
+        if self.rotary is not None:
+            # the new positions follow the cached ones
+            past = cache["key"].size(2) if cache is not None and cache.get("key") is not None else 0
+            q, k = self.rotary(q, k, offset=past)
 
         if cache is not None:
             _cache_append(cache, k, v)
-            k, v = cache["key"], cache["value"]  # (B, H, S, D)
+            k, v = cache["key"], cache["value"]  # (B, KV, S, D)
 
         is_causal = False
         if attn_mask is None:
@@ -153,9 +173,17 @@ class MultiheadAttention(nn.Module):
                 raise ValueError(f"{T} new positions after {S - T} cached ones need an explicit attn_mask")
             # a single new query attends to everything before it: no mask at all
             is_causal = S == T and T > 1
+        gqa = {}
+        if self.kv_heads != self.num_heads:
+            if attn_mask is None:
+                gqa["enable_gqa"] = True  # the causal kernels read the shared heads in place
+            else:
+                # with a mask the kernels that take enable_gqa fall back to the slowest one
+                repeat = self.num_heads // self.kv_heads
+                k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0,
-            is_causal=is_causal,
+            is_causal=is_causal, **gqa,
         )  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.out_proj(y)

@@ -24,6 +24,7 @@ from torch.utils.checkpoint import checkpoint
 from fairseq.modules.adaptive_input import AdaptiveInput
 from fairseq.modules.adaptive_softmax import AdaptiveSoftmax
 from fairseq.modules.multihead_attention import KVBuffers, reorder_cache_
+from fairseq.modules.normalization import build_norm
 from fairseq.modules.output_projection import (  # noqa: F401 -- FEW_ROWS*: also imported from here
     FEW_ROWS, FEW_ROWS_MIN_VOCAB, vocabulary_logits, withdraw_if_overridden,
 )
@@ -55,7 +56,7 @@ def dim_of(cfg: Any, name: str) -> int:
     when it is unset: the field's default follows the embedding dimension, and a dataclass used
     on its own still holds that default as the unresolved ``${.decoder_embed_dim}``."""
     try:
-        value = getattr(cfg, name, None)
+        value = getattr(cfg, name)
     except InterpolationResolutionError:
         value = None
     if value is None or (isinstance(value, str) and value.startswith("${")):
@@ -93,10 +94,17 @@ def build_decoder_layer(cfg: Any) -> TransformerDecoderLayer:
         activation_dropout=cfg.activation_dropout or cfg.relu_dropout,
         activation_fn=cfg.activation_fn,
         normalize_before=cfg.decoder_normalize_before,
-        scale_attn=bool(getattr(cfg, "scale_attn", False)),
-        scale_fc=bool(getattr(cfg, "scale_fc", False)),
-        scale_heads=bool(getattr(cfg, "scale_heads", False)),
-        scale_resids=bool(getattr(cfg, "scale_resids", False)),
+        scale_attn=bool(cfg.scale_attn),
+        scale_fc=bool(cfg.scale_fc),
+        scale_heads=bool(cfg.scale_heads),
+        scale_resids=bool(cfg.scale_resids),
+        kv_heads=int(cfg.decoder_kv_attention_heads) or None,
+        rotary_theta=float(cfg.rope_theta) if cfg.rope else None,
+        max_positions=max_target_positions_of(cfg),
+        norm=str(cfg.decoder_norm),
+        norm_eps=float(cfg.norm_eps),
+        bias=not cfg.no_decoder_bias,
+        ffn_gated=bool(cfg.decoder_ffn_gated),
     )
 
 
@@ -134,11 +142,12 @@ class TransformerDecoder(nn.Module):
         self.embed_scale = 1.0 if cfg.no_scale_embedding else math.sqrt(embed_dim)
         self.project_in_dim = nn.Linear(input_dim, embed_dim, bias=False) if input_dim != embed_dim else None
         self.embed_positions = None
-        if not cfg.no_token_positional_embeddings:
+        # rotary embeddings turn queries and keys inside each attention: no table added here
+        if not cfg.no_token_positional_embeddings and not cfg.rope:
             self.embed_positions = PositionalEmbedding(
                 self.max_target_positions, embed_dim, self.padding_idx, learned=cfg.decoder_learned_pos
             )
-        self.layernorm_embedding = nn.LayerNorm(embed_dim) if cfg.layernorm_embedding else None
+        self.layernorm_embedding = self._norm(cfg, embed_dim) if cfg.layernorm_embedding else None
         self.dropout = nn.Dropout(cfg.dropout)
 
         # -- the stack --
@@ -146,10 +155,10 @@ class TransformerDecoder(nn.Module):
         self.layers = nn.ModuleList(build_decoder_layer(cfg) for _ in self.kept_layers)
         self.layerdrop = cfg.decoder_layerdrop
         # offload_activations implies checkpointing (as in fairseq 0.12)
-        self.offload_activations = bool(getattr(cfg, "offload_activations", False))
+        self.offload_activations = bool(cfg.offload_activations)
         self.checkpoint_activations = bool(cfg.checkpoint_activations) or self.offload_activations
         use_final_norm = cfg.decoder_normalize_before and not cfg.no_decoder_final_norm
-        self.layer_norm = nn.LayerNorm(embed_dim) if use_final_norm else None
+        self.layer_norm = self._norm(cfg, embed_dim) if use_final_norm else None
 
         # -- output: (B, T, C) -> (B, T, V) --
         self.project_out_dim = (
@@ -178,6 +187,11 @@ class TransformerDecoder(nn.Module):
                 self.output_projection.weight = embed_tokens.weight
             else:
                 nn.init.normal_(self.output_projection.weight, mean=0.0, std=self.output_dim**-0.5)
+
+    @staticmethod
+    def _norm(cfg: Any, dim: int) -> nn.Module:
+        """A norm of the kind, epsilon and bias the config asks for (``nn.LayerNorm(dim)`` by default)."""
+        return build_norm(str(cfg.decoder_norm), dim, float(cfg.norm_eps), bias=not cfg.no_decoder_bias)
 
     # -- forward ------------------------------------------------------------------------------
     def forward(self, prev_output_tokens: Tensor, incremental_state: Optional[IncrementalState] = None,

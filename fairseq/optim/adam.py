@@ -63,5 +63,5 @@ class FairseqAdam(FairseqOptimizer):
         check_non_negative(cfg, "adam_eps", "weight_decay")
         kwargs = dict(lr=first_lr(cfg.lr), betas=tuple(parse_betas(cfg.adam_betas)),
                       eps=float(cfg.adam_eps), weight_decay=float(cfg.weight_decay),
-                      amsgrad=bool(getattr(cfg, "amsgrad", False)))
+                      amsgrad=bool(cfg.amsgrad))
         self._optimizer = torch.optim.AdamW(params, **kwargs, **fast_path(params))

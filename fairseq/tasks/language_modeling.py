@@ -163,7 +163,7 @@ def targets_of(cfg: Any) -> List[str]:
     Raises:
         ConfigError: if more than one of ``self_target``, ``future_target``, ``past_target`` is set.
     """
-    chosen = [kind for kind, key in TARGET_KEYS.items() if cfg.get(key, False)]
+    chosen = [kind for kind, key in TARGET_KEYS.items() if getattr(cfg, key)]
     if len(chosen) > 1:
         keys = ", ".join(f"task.{TARGET_KEYS[kind]}" for kind in chosen)
         flags = ", ".join(f"--{TARGET_KEYS[kind].replace('_', '-')}" for kind in chosen)

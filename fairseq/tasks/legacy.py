@@ -36,6 +36,7 @@ class LegacyFairseqTask(FairseqTask):
 
     def has_sharded_data(self, split: str) -> bool:
         """Whether ``args.data`` lists several shards (``path1:path2``)."""
+        # optional: a legacy task's Namespace comes from its own add_args, which may not define data
         return os.pathsep in str(getattr(self.args, "data", "") or "")
 
     def build_model(self, args: Namespace, from_checkpoint: bool = False):

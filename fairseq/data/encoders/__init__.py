@@ -28,6 +28,7 @@ def _build(registry, cfg: Any) -> Any:
         return None
     if isinstance(cfg, str):
         return registry.get(cfg).cls(None)
+    # optional: a dataclass instance built by hand carries no _name (its type names it, below)
     name = getattr(cfg, "_name", None)
     if name is None and not hasattr(cfg, "__dataclass_fields__"):
         return None
