@@ -400,3 +400,22 @@ def test_lm_eval_adapter_unknown_task_is_one_line(tiny_checkpoint, data_bin, tmp
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert rc == 2 and len(errors) == 1 and "no_such_task_here" in errors[0], err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("named_tokens, refused_", [(1, True), (600 - 257, True), (600 - 256, False)])
+def test_a_tokenizer_covering_far_fewer_tokens_than_rows_is_refused(named_tokens, refused_, tmp_path, capsys):
+    """A 1-token tokenizer for a 600-row model would import and then binarize text to <unk>; a
+    vocabulary padded a little past its tokenizer (up to 256 rows, or 1%) still imports."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    directory = tmp_path / "wide"
+    GPT2LMHeadModel(GPT2Config(vocab_size=600, n_positions=16, n_embd=8, n_layer=1, n_head=2, bos_token_id=0,
+                               pad_token_id=1, eos_token_id=2)).save_pretrained(directory)
+    (directory / "tokenizer.json").write_text(tokenizer_json({f"w{i}": i for i in range(named_tokens)}))
+    capsys.readouterr()  # transformers' progress bar while saving
+    if refused_:
+        refused([directory, "--out", tmp_path / "m.pt"], capsys, f"names {named_tokens:,} tokens", "600 rows",
+                "tokenizer")
+    else:
+        rc, _, err = import_hf([directory, "--out", tmp_path / "m.pt"], capsys)
+        assert rc == 0, err

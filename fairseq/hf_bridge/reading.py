@@ -248,6 +248,29 @@ def drop_unk_aliases(hf_config: Dict[str, Any], weights: Dict[str, Tensor]) -> T
     return {**hf_config, "vocab_size": size}, weights
 
 
+def check_tokenizer_coverage(tokenizer: TokenizerInfo, rows: int, directory: str) -> None:
+    """Refuse a tokenizer that names far fewer tokens than the model has rows.
+
+    A model's vocabulary may be padded past its tokenizer (GPT-2's 50,257 tokens in 50,304 rows,
+    a few hundred unused rows in larger models), but a tokenizer that leaves more than 1% of the
+    rows (and more than 256) without a token is the wrong file: the import would succeed and the
+    data would then binarize to ``<unk>``.
+
+    Raises:
+        HFDirectoryError: naming the numbers and the two ways out.
+    """
+    if tokenizer.tokens is None:
+        return
+    named = sum(token is not None for token in tokenizer.tokens)
+    unnamed = rows - named
+    if unnamed > max(256, rows // 100):
+        raise checks.HFDirectoryError(
+            f"{directory}: the tokenizer names {named:,} tokens but the model has {rows:,} rows "
+            f"({unnamed:,} rows would have no token, and text would binarize to <unk>): the tokenizer files "
+            "are not this model's; put its own tokenizer.json (or vocab.json + merges.txt) in the directory, "
+            "or remove them to import with the HF ids as the dictionary")
+
+
 def load_hf_directory(directory: str, allow_nonfinite: bool = False) -> LoadedHF:
     """Read a local GPT2LMHeadModel / XGLMForCausalLM / LlamaForCausalLM directory and map it (in memory).
 
@@ -284,6 +307,7 @@ def load_hf_directory(directory: str, allow_nonfinite: bool = False) -> LoadedHF
     nonfinite = checks.check_finite(weights, directory, allow=allow_nonfinite)
     # ids of the tokenizer are the model's, aliases included: checked before those are dropped
     tokenizer = read_tokenizer(directory, int(hf_config["vocab_size"]))
+    check_tokenizer_coverage(tokenizer, int(hf_config["vocab_size"]), directory)
     hf_config, weights = drop_unk_aliases(hf_config, weights)
     if nonfinite:
         tokenizer.notes.append(f"{len(nonfinite)} weight tensors hold NaN or infinity (first: {nonfinite[0]}); "
