@@ -19,7 +19,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from fairseq.dataclass.configs import GenerationConfig, field_default
+from fairseq.dataclass.configs import GenerationConfig
+from fairseq.dataclass.values import field_default
 from fairseq.errors import ConfigError
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor
 
-from fairseq.dataclass.configs import GenerationConfig, field_default
+from fairseq.dataclass.configs import GenerationConfig
+from fairseq.dataclass.values import field_default
 from fairseq.errors import ConfigError
 from fairseq.search import BeamSearch, Sampling, Search
 

@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fairseq import checkpoint_utils, distributed_utils, tasks
+from fairseq.cpu_threads import set_cpu_threads
 from fairseq.logging import metrics
 from fairseq.logging import progress_bar as pb
 from fairseq.logging.meters import StopwatchMeter
@@ -476,9 +477,10 @@ def write_config(cfg: DictConfig) -> Optional[str]:
     return os.path.join(cfg.checkpoint.save_dir, CONFIG_JSON)
 
 
-def run_header(cfg: DictConfig, task: Any, model: Any, config_file: Optional[str]) -> List[str]:
+def run_header(cfg: DictConfig, task: Any, model: Any, config_file: Optional[str],
+               threads: Optional[str] = None) -> List[str]:
     """The few lines a run starts with, instead of its full config: the task and data, the
-    model and its size, the batch and the lr, where checkpoints and logs go."""
+    model and its size, the batch and the lr (and the CPU threads), where checkpoints and logs go."""
     m, d, o = cfg.model, cfg.dataset, cfg.optimization
     nparams = sum(p.numel() for p in model.parameters())
     shape = ""
@@ -498,7 +500,8 @@ def run_header(cfg: DictConfig, task: Any, model: Any, config_file: Optional[str
         f"batch {batch or 'unset'} x update_freq {list(o.update_freq)} x {world} process{'es' if world > 1 else ''}; "
         f"optimizer {cfg.optimizer._name}, lr {list(o.lr)}"
         + (f" ({sched}{f', warmup {warmup} updates' if warmup else ''})" if sched else "")
-        + f"; max_update {o.max_update or 'none'}, max_epoch {o.max_epoch or 'none'}",
+        + f"; max_update {o.max_update or 'none'}, max_epoch {o.max_epoch or 'none'}"
+        + (f"; {threads}" if threads else ""),
     ]
     where = "nothing saved (checkpoint.no_save)" if cfg.checkpoint.no_save else \
         f"checkpoints in {os.path.abspath(cfg.checkpoint.save_dir)}"
@@ -521,6 +524,8 @@ def _run_training(cfg: DictConfig, state: TrainingState) -> Dict[str, Any]:
     if distributed_utils.is_master():  # a save_dir that cannot be written stops before training
         checkpoint_utils.verify_checkpoint_directory(cfg.checkpoint.save_dir)
     set_seed(cfg.common.seed)
+    # torchrun says how many processes share this machine; a single process has it alone
+    threads = set_cpu_threads(cfg.common.cpu_threads, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
     config_file = write_config(cfg) if distributed_utils.is_master() else None
     if distributed_utils.is_master() and cfg.common.print_config:
         logger.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
@@ -529,7 +534,7 @@ def _run_training(cfg: DictConfig, state: TrainingState) -> Dict[str, Any]:
     model = task.build_model(cfg.model)
     criterion = task.build_criterion(cfg.criterion)
     if distributed_utils.is_master():
-        for line in run_header(cfg, task, model, config_file):
+        for line in run_header(cfg, task, model, config_file, threads):
             logger.info("%s", line)
     trainer = Trainer(cfg, task, model, criterion)
     state.trainer = trainer

@@ -122,7 +122,7 @@ def _namespace_values(dc_type: type, namespace: argparse.Namespace, group: str) 
         return dc_type.namespace_values(namespace)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as e:
         error = e
-    from fairseq.dataclass.configs import interpolation_target
+    from fairseq.dataclass.values import interpolation_target
     from fairseq.dataclass.values import coerce_legacy_value, describe_type
 
     for f in dataclasses.fields(dc_type):

@@ -7,32 +7,16 @@ A value shared between groups is an interpolation (``II("optimization.lr")``), n
 """
 import sys
 from argparse import Namespace
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
-from omegaconf import II, MISSING as OC_MISSING
+from omegaconf import II
 
 from fairseq.dataclass.constants import DATASET_IMPL_CHOICES, LOG_FORMAT_CHOICES, ChoiceEnum
-from fairseq.dataclass.values import coerce_legacy_value
+from fairseq.dataclass.values import coerce_legacy_value, field_default, interpolation_target
 
 DDP_BACKEND_CHOICES = ChoiceEnum(["pytorch_ddp", "c10d", "no_c10d", "fully_sharded"], "DDPBackend")
 SAVE_FORMAT_CHOICES = ChoiceEnum(["pt", "safetensors"], "SaveFormat")
-
-
-def interpolation_target(default: Any) -> Optional[str]:
-    """``"optimization.lr"`` for a default of ``"${optimization.lr}"``, else ``None``."""
-    if isinstance(default, str) and default.startswith("${") and default.endswith("}"):
-        return default[2:-1]
-    return None
-
-
-def field_default(f) -> Any:
-    """The default of a dataclass field, calling its ``default_factory`` if it has one."""
-    if f.default is not MISSING:
-        return f.default
-    if f.default_factory is not MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
-    return OC_MISSING
 
 
 @dataclass
@@ -115,6 +99,9 @@ class CommonConfig(FairseqDataclass):
                                        # numpy.random.seed takes [0, 2**32 - 1] (torch more)
                                        "min": 0, "max": 2**32 - 1})
     cpu: bool = field(default=False, metadata={"help": "run on the CPU even if a GPU is present"})
+    cpu_threads: int = field(default=0, metadata={
+        "help": "threads of CPU operations (torch.set_num_threads); 0: OMP_NUM_THREADS if set, else the CPUs "
+                "this process may use divided among the processes of this machine", "min": 0})
     fp16: bool = field(
         default=False,
         metadata={"help": "mixed precision (float16 autocast + loss scaling) on a GPU; "

@@ -7,7 +7,8 @@ import dataclasses
 import enum
 from typing import Iterable, List, Optional
 
-from fairseq.dataclass.configs import COMPONENT_GROUPS, GENERIC_GROUPS, field_default, interpolation_target
+from fairseq.dataclass.configs import COMPONENT_GROUPS, GENERIC_GROUPS
+from fairseq.dataclass.values import field_default, interpolation_target
 from fairseq.dataclass.utils import describe_type, flag_name
 from fairseq.registry import LEGACY_CHOICE_ATTRS, legacy_flag
 

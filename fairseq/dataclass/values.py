@@ -7,11 +7,12 @@ import ast
 import dataclasses
 import enum
 import typing
-from typing import Any, Callable, List, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 
-from omegaconf import OmegaConf
+from omegaconf import MISSING as OC_MISSING, OmegaConf
 
-__all__ = ["coerce_legacy_value", "describe_type", "field_python_type", "parse_sequence"]
+__all__ = ["coerce_legacy_value", "describe_type", "field_default", "field_python_type", "interpolation_target",
+           "parse_sequence"]
 
 
 # -- value parsing shared by both doors ---------------------------------------------------------
@@ -82,3 +83,20 @@ def type_name(tp: Any) -> str:
 def describe_type(f: dataclasses.Field) -> str:
     """A reader's name for a field's type: ``int``, ``list of float``, ``one of relu, gelu``."""
     return type_name(field_python_type(f))
+
+
+# -- dataclass fields ----------------------------------------------------------------------------
+def interpolation_target(default: Any) -> Optional[str]:
+    """``"optimization.lr"`` for a default of ``"${optimization.lr}"``, else ``None``."""
+    if isinstance(default, str) and default.startswith("${") and default.endswith("}"):
+        return default[2:-1]
+    return None
+
+
+def field_default(f) -> Any:
+    """The default of a dataclass field, calling its ``default_factory`` if it has one."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return OC_MISSING

@@ -27,7 +27,8 @@ from omegaconf.errors import InterpolationResolutionError
 from fairseq.data.dictionary import Dictionary
 from fairseq.errors import DataError
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
-from fairseq.dataclass.configs import GENERIC_GROUPS, field_default, interpolation_target
+from fairseq.dataclass.configs import GENERIC_GROUPS
+from fairseq.dataclass.values import field_default, interpolation_target
 from fairseq.dataclass.constants import DATASET_IMPL_CHOICES
 from fairseq.errors import ConfigError
 from fairseq.tasks import TASK_REGISTRY, register_task
