@@ -63,22 +63,38 @@ def _report_job(path: str, cfg: DictConfig, best: Optional[float]) -> None:
         os.close(fd)
 
 
+def swept_overrides(jobs: List[dict]) -> List[List[str]]:
+    """Per job, the overrides that tell it apart: the keys whose value differs between jobs (the
+    keys every job shares, and the per-job ``save_dir`` the command adds, are the same story for
+    all). A single job keeps all of its own."""
+    def parse(overrides: List[str]) -> dict:
+        return dict(text.split("=", 1) if "=" in text else (text, "") for text in overrides)
+
+    parsed = [parse(job["overrides"]) for job in jobs]
+    keys = {key for overrides in parsed for key in overrides}
+    swept = sorted(key for key in keys if len({overrides.get(key) for overrides in parsed}) > 1)
+    if len(jobs) == 1:
+        swept = sorted(key for key in keys if not parsed[0][key].startswith("${hydra:runtime.output_dir}"))
+    return [[f"{key}={overrides[key]}" for key in swept if key in overrides] for overrides in parsed]
+
+
 def sweep_summary(lines: List[str]) -> List[str]:
-    """The closing lines of a sweep: one per job (its overrides, its best validation value, its
-    checkpoints), then the best job."""
+    """The closing lines of a sweep: one per job (the values it was swept over, its best
+    validation value, its checkpoints), then the best job."""
     import json
 
     jobs = sorted((json.loads(line) for line in lines if line.strip()), key=lambda j: j["job"])
+    shown = swept_overrides(jobs)
     out = []
-    for job in jobs:
+    for job, own in zip(jobs, shown):
         value = "no validation" if job["best"] is None else f"best valid {job['metric']} {job['best']:.4g}"
-        out.append(f"job {job['job']}: {' '.join(job['overrides']) or '(no overrides)'} | {value} | "
+        out.append(f"job {job['job']}: {' '.join(own) or '(no overrides)'} | {value} | "
                    f"checkpoints in {job['save_dir']}")
-    scored = [j for j in jobs if j["best"] is not None]
+    scored = [(j, own) for j, own in zip(jobs, shown) if j["best"] is not None]
     if scored:
-        pick = max if scored[0]["maximize"] else min
-        won = pick(scored, key=lambda j: j["best"])
-        out.append(f"best: job {won['job']} ({' '.join(won['overrides'])}) with valid {won['metric']} "
+        pick = max if scored[0][0]["maximize"] else min
+        won, own = pick(scored, key=lambda pair: pair[0]["best"])
+        out.append(f"best: job {won['job']} ({' '.join(own)}) with valid {won['metric']} "
                    f"{won['best']:.4g}; checkpoints in {won['save_dir']}")
     return out
 
