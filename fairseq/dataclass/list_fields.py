@@ -14,7 +14,8 @@ from omegaconf import DictConfig
 from fairseq.dataclass.configs import FairseqConfig
 from fairseq.dataclass.values import field_python_type
 
-__all__ = ["is_number", "list_fields", "sequence_field", "wrap_override_scalar", "wrap_scalars_for_lists"]
+__all__ = ["component_list_fields", "is_number", "list_fields", "literal_sequence", "sequence_field",
+           "wrap_override_scalar", "wrap_scalars_for_lists"]
 
 
 def sequence_field(f: dataclasses.Field) -> Tuple[bool, Any]:
@@ -45,24 +46,69 @@ def list_fields() -> frozenset:
     return frozenset(paths)
 
 
+def component_list_fields() -> frozenset:
+    """Dotted paths of the list-valued fields of registered components (``optimizer.adam_betas``:
+    a list field of some optimizer), plugins included (so not cached)."""
+    from fairseq.registry import ALL_REGISTRIES
+
+    paths = set()
+    for group, registry in ALL_REGISTRIES.items():
+        for name in registry.choices():
+            schema = registry.get(name).dataclass
+            if schema is not None and dataclasses.is_dataclass(schema):
+                paths.update(f"{group}.{f.name}" for f in dataclasses.fields(schema) if sequence_field(f)[0])
+    return frozenset(paths)
+
+
+def literal_sequence(value: Any) -> Any:
+    """The list a tuple- or list-like string stands for (``"(0.9,0.98)"`` -> ``[0.9, 0.98]``, as
+    on the command line and in fairseq's example YAML files), read as a literal only; anything
+    else unchanged (the schema's check then names it)."""
+    import ast
+
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if (text[:1], text[-1:]) not in (("(", ")"), ("[", "]")):
+        return value
+    try:
+        parsed = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return value
+    return list(parsed) if isinstance(parsed, (tuple, list)) else value
+
+
 def wrap_scalars_for_lists(cfg: DictConfig, package: str) -> None:
     """In a YAML config placed at ``package``, make a number given for a list field a
-    one-element list (``optimization: {lr: 0.001}`` means ``lr: [0.001]``, as ``--lr 0.001``)."""
+    one-element list (``optimization: {lr: 0.001}`` means ``lr: [0.001]``, as ``--lr 0.001``),
+    and a tuple-like string the list it writes (``adam_betas: (0.9,0.98)``, fairseq's style)."""
     from omegaconf import OmegaConf
 
     prefix = f"{package}." if package else ""
-    for path in list_fields():
+    for path in list_fields() | component_list_fields():
         if not path.startswith(prefix):
             continue
-        node: object = cfg
-        for part in path[len(prefix):].split("."):
-            if not isinstance(node, DictConfig) or part not in node.keys():
-                node = None
-                break
-            node = node._get_node(part)
-        value = node._value() if node is not None and not isinstance(node, DictConfig) else None
-        if is_number(value):
-            OmegaConf.update(cfg, path[len(prefix):], [value], merge=False)
+        # Hydra hands some files over already placed at their package ({optimizer: {...}} for a
+        # `# @package _group_` file), others as written: the key is looked up both ways
+        for key in (path, path[len(prefix):]) if prefix else (path,):
+            value = _leaf(cfg, key)
+            if is_number(value):
+                OmegaConf.update(cfg, key, [value], merge=False)
+            elif literal_sequence(value) is not value:
+                OmegaConf.update(cfg, key, literal_sequence(value), merge=False)
+            else:
+                continue
+            break
+
+
+def _leaf(cfg: DictConfig, key: str) -> Any:
+    """The plain value at dotted ``key`` of ``cfg`` (None if absent, a node, or an interpolation)."""
+    node: object = cfg
+    for part in key.split("."):
+        if not isinstance(node, DictConfig) or part not in node.keys():
+            return None
+        node = node._get_node(part)
+    return node._value() if not isinstance(node, DictConfig) else None
 
 
 def wrap_override_scalar(override):
