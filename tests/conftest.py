@@ -1,11 +1,17 @@
-"""Shared fixtures: a tiny real-text corpus, preprocessed once per session."""
+"""Shared fixtures and helpers: a tiny real-text corpus preprocessed once per session, a tiny
+model trained once per session, the tiny-model flags, in-process command calls, and timeouts for
+the processes a test starts that scale with how loaded the machine is."""
 import json
 import os
 import re
+import shutil
 import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import List
+from types import SimpleNamespace
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -133,3 +139,131 @@ def tiny_checkpoint(data_bin, tmp_path_factory) -> Path:
                     "--no-epoch-checkpoints", "--log-format", "none", "--seed", "1",
                     "--share-decoder-input-output-embed"])
     return save_dir
+
+
+# -- a tiny model ------------------------------------------------------------------------------
+# One layer of width 16: each flag list is the model only; a test adds its own training flags.
+TINY_MODEL: List[str] = ["--arch", "transformer_lm", "--decoder-layers", "1", "--decoder-embed-dim", "16",
+                         "--decoder-input-dim", "16", "--decoder-output-dim", "16",
+                         "--decoder-ffn-embed-dim", "32", "--decoder-attention-heads", "2"]
+TINY_MODEL_HYDRA: List[str] = ["model.decoder_layers=1", "model.decoder_embed_dim=16", "model.decoder_input_dim=16",
+                               "model.decoder_output_dim=16", "model.decoder_ffn_embed_dim=32",
+                               "model.decoder_attention_heads=2"]
+# a run of 2 updates on short samples, small batches and no loader processes: the flags most
+# refusal tests need to reach their check in both doors
+TINY_LEGACY: List[str] = [*TINY_MODEL, "--optimizer", "adam", "--tokens-per-sample", "32", "--max-tokens", "256",
+                          "--num-workers", "0", "--max-update", "2", "--no-epoch-checkpoints"]
+TINY_HYDRA: List[str] = ["task.tokens_per_sample=32", *TINY_MODEL_HYDRA, "dataset.max_tokens=256",
+                         "dataset.num_workers=0", "optimization.max_update=2"]
+
+
+# -- calling a command -------------------------------------------------------------------------
+def in_process(cli_main: Callable, argv: Sequence[str], capsys) -> Tuple[object, str]:
+    """Run a command's ``cli_main`` in this process, expecting it to exit: (exit code, stderr)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        cli_main(list(argv))
+    return exc.value.code, capsys.readouterr().err
+
+
+def copy_data(data_bin: str, target: Path) -> Path:
+    """A private copy of a (session-shared, read-only) data-bin that a test may damage."""
+    shutil.copytree(data_bin, target)
+    return target
+
+
+def write_plugin(directory: Path, name: str, code: str) -> str:
+    """A plugin directory (``--user-dir``) ``directory/name`` whose ``__init__.py`` is ``code``."""
+    plugin = Path(directory) / name
+    plugin.mkdir()
+    (plugin / "__init__.py").write_text(code)
+    return str(plugin)
+
+
+def dead_pid() -> int:
+    """The PID of a process that has ended and been reaped."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.fixture
+def restore_root_log_handlers():
+    """A Hydra run in-process leaves its console handler on the root logger, writing to the stream
+    pytest captured for that test and closes after it: removed, so no later test logs into it."""
+    import logging
+
+    root = logging.getLogger()
+    before = list(root.handlers)
+    yield
+    for handler in [h for h in root.handlers if h not in before]:
+        root.removeHandler(handler)
+
+
+def run_in(directory: Path, cli_main: Callable, argv: Sequence[str], capsys) -> SimpleNamespace:
+    """A command's ``cli_main`` run in-process from ``directory`` (its relative paths land there),
+    ended as its console script would end: ``returncode``, ``stdout`` and ``stderr``, as
+    ``subprocess.run`` gives them."""
+    previous = os.getcwd()
+    capsys.readouterr()
+    os.chdir(directory)
+    try:
+        cli_main(list(argv))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        os.chdir(previous)
+    out, err = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+
+# -- timeouts for the processes a test starts --------------------------------------------------
+# How long ``python -c "import torch, fairseq"`` takes on an idle machine; a start measured slower
+# than this means a loaded (or slower) machine, and every timeout grows by the same factor.
+_IDLE_START_SECONDS = 3.0
+_start_seconds: Optional[float] = None
+
+
+def _measured_start_seconds() -> float:
+    """Wall seconds of one interpreter start importing torch and fairseq, measured once per process."""
+    global _start_seconds
+    if _start_seconds is None:
+        begin = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import torch, fairseq"], cwd=ROOT, capture_output=True,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)), check=False)
+        _start_seconds = time.perf_counter() - begin
+    return _start_seconds
+
+
+def slowdown() -> float:
+    """How many times slower than an idle machine this one is now (at least 1): the larger of the
+    measured start time's ratio and the load per core, read again at each call because the load
+    can rise after the measurement."""
+    load = os.getloadavg()[0] / (os.cpu_count() or 1)
+    return max(1.0, _measured_start_seconds() / _IDLE_START_SECONDS, load)
+
+
+def scaled_timeout(base_seconds: float) -> float:
+    """A timeout for a started process: ``base_seconds`` is generous on an idle machine and is
+    scaled by ``slowdown()``, so a loaded machine makes a test slower, never a failure."""
+    return base_seconds * slowdown()
+
+
+def python_env(**extra: str) -> dict:
+    """The environment of a Python process a test starts: this checkout importable first."""
+    return dict(os.environ, PYTHONPATH=str(ROOT), **extra)
+
+
+def run_python(args: Sequence[str], cwd, *, env: Optional[dict] = None, stdin: Optional[str] = None,
+               base_timeout: float = 180) -> subprocess.CompletedProcess:
+    """``python ARGS`` in its own process (text output captured), with a scaled timeout."""
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env if env is not None else python_env(),
+                          capture_output=True, text=True, input=stdin, timeout=scaled_timeout(base_timeout))
+
+
+def run_module(module: str, args: Sequence[str], cwd, env: Optional[dict] = None,
+               base_timeout: float = 180) -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGS`` in its own process, ``env`` added to the environment: for a run
+    whose process is the point (a sweep's launcher, a plugin import that must not stay here)."""
+    return run_python(["-m", module, *args], cwd, env=python_env(**(env or {})), base_timeout=base_timeout)

@@ -6,24 +6,15 @@ in-process; the few that need Hydra's app or a real process run a subprocess.
 """
 import errno
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, TINY_HYDRA, TINY_LEGACY, copy_data, in_process, scaled_timeout
 
 FIXTURE = ROOT / "tests" / "fixtures" / "fairseq_0_12"
-TINY_LEGACY = ["--arch", "transformer_lm", "--optimizer", "adam", "--decoder-layers", "1",
-               "--decoder-embed-dim", "16", "--decoder-ffn-embed-dim", "32", "--decoder-attention-heads", "2",
-               "--tokens-per-sample", "32", "--max-tokens", "256", "--num-workers", "0", "--max-update", "2",
-               "--no-epoch-checkpoints"]
-TINY_HYDRA = ["task.tokens_per_sample=32", "model.decoder_layers=1", "model.decoder_embed_dim=16",
-              "model.decoder_input_dim=16", "model.decoder_output_dim=16", "model.decoder_ffn_embed_dim=32",
-              "model.decoder_attention_heads=2", "dataset.max_tokens=256", "dataset.num_workers=0",
-              "optimization.max_update=2"]
 
 # (legacy flags, hydra override, the key the message must name); both doors, exit code 2
 VALUE_ROWS = [
@@ -60,17 +51,10 @@ def one_line(code, err, expected_code, key):
     assert key in lines[0], err
 
 
-def in_process(cli_main, argv, capsys):
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        cli_main(argv)
-    return exc.value.code, capsys.readouterr().err
-
-
 def cli(module, args, cwd, env=None):
     env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=180)
+                          capture_output=True, text=True, timeout=scaled_timeout(180))
 
 
 @pytest.mark.parametrize("legacy, hydra, key", VALUE_ROWS, ids=[row[1] for row in VALUE_ROWS])
@@ -117,11 +101,6 @@ def test_preprocess_mistakes(data_bin, tmp_path, capsys):
     for argv, key in rows:
         code, err = in_process(preprocess.cli_main, argv, capsys)
         one_line(code, err, 2, key)
-
-
-def copy_data(data_bin, target):
-    shutil.copytree(data_bin, target)
-    return target
 
 
 def test_bad_data_files(data_bin, tmp_path, capsys):

@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# every test here trains or starts several processes
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = ROOT / "tests" / "fixtures" / "fairseq_0_12" / "text"
 

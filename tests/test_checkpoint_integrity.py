@@ -5,7 +5,8 @@
 * this package's checkpoints carry a marker: without a well-formed record they are refused, so
   a flipped bit in the ``integrity`` key's name does not switch verification off; fairseq's
   checkpoints (no marker) still load with one warning;
-* version-1 records (tensors only) still verify;
+* version-1 records (tensors only, written by early versions of this package) are refused in one
+  line that says how to give the file a current record;
 * a ``model`` that is no state dict, and an args-era ``adam_betas`` that is no literal, are one
   line each, never a traceback.
 """
@@ -206,7 +207,7 @@ def test_the_fairseq_0_12_checkpoint_still_loads_with_one_warning(caplog):
     assert config_from_checkpoint(state, path).model.decoder_layers == 2
 
 
-# -- unaltered: loads, resumes; version-1 records still verify -------------------------------------
+# -- unaltered: loads, resumes; version-1 records are refused ----------------------------------------
 def test_an_unaltered_checkpoint_loads_and_resumes(tiny_checkpoint, data_bin, tmp_path, caplog):
     from fairseq.checkpoint_utils import load_checkpoint_to_cpu, torch_persistent_save
     from fairseq_cli import train
@@ -261,27 +262,24 @@ def _version_1_record(state):
     return {"sha256": tensors.hexdigest(), "covers": "tensors", "layout_sha256": layout.hexdigest()}
 
 
-def test_a_version_1_record_still_verifies(tiny_checkpoint, tmp_path, caplog):
-    from fairseq.checkpoint_utils import CheckpointError, load_checkpoint_to_cpu
+def test_a_version_1_record_is_refused_in_one_line_naming_the_fix(tiny_checkpoint, tmp_path):
+    from fairseq.checkpoint_utils import CheckpointError, load_checkpoint_to_cpu, torch_persistent_save
 
     path = _copy(tiny_checkpoint, tmp_path, "old.pt")
     state = torch.load(path, weights_only=True)
-    del state["integrity"], state["checkpoint_format"]  # as the previous version wrote it
+    del state["integrity"], state["checkpoint_format"]  # as an early version wrote it
     state["integrity"] = _version_1_record(state)
-    torch.save(state, path)
-    with caplog.at_level(logging.WARNING):
-        loaded = load_checkpoint_to_cpu(str(path))
-    assert loaded["num_updates"] == 30 and "integrity" not in loaded
-    assert "version-1 integrity record" in caplog.text and "load unverified" in caplog.text
-    # its tensors are still checked
-    state["model"]["decoder.layers.0.fc1.weight"][0, 0] += 1
     torch.save(state, path)
     with pytest.raises(CheckpointError) as info:
         load_checkpoint_to_cpu(str(path))
-    assert "is corrupt: its tensors do not match" in _one_line(info.value, path)
+    line = _one_line(info.value, path)
+    assert "integrity record is version 1" in line and "torch_persistent_save" in line
+    # the fix the message names works: the record dropped, the file re-saved, it loads verified
+    del state["integrity"]
+    torch_persistent_save(state, str(path))
+    assert load_checkpoint_to_cpu(str(path))["num_updates"] == 30
     # and a renamed key of an old record is no compat case either
-    state["model"]["decoder.layers.0.fc1.weight"][0, 0] -= 1
-    state["integrjty"] = state.pop("integrity")
+    state["integrjty"] = _version_1_record(state)
     torch.save(state, path)
     with pytest.raises(CheckpointError) as info:
         load_checkpoint_to_cpu(str(path))

@@ -13,7 +13,7 @@ import zipfile
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, run_in, scaled_timeout
 
 MARKER = "PLUGIN_RAN"
 PLUGIN = f'''
@@ -31,7 +31,7 @@ class ArchiveLM(TransformerLanguageModel):
 def _archive(tiny_checkpoint, data_bin, directory, model_name="transformer_lm"):
     """A model archive: ``model.pt`` (trained with ``--user-dir helpers``), ``dict.txt`` and
     ``helpers/__init__.py``, which creates ``MARKER`` in the archive when imported."""
-    from fairseq.checkpoint_integrity import with_integrity
+    from fairseq.checkpoint.integrity import with_integrity
 
     directory.mkdir()
     state = torch.load(tiny_checkpoint / "checkpoint_last.pt", weights_only=True)
@@ -48,7 +48,7 @@ def _archive(tiny_checkpoint, data_bin, directory, model_name="transformer_lm"):
 def _eval_lm(cwd, *args):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", "fairseq_cli.eval_lm", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=180)
+                          capture_output=True, text=True, timeout=scaled_timeout(180))
 
 
 def test_a_checkpoints_own_user_dir_is_never_imported(tiny_checkpoint, data_bin, tmp_path, monkeypatch):
@@ -125,8 +125,10 @@ def corrupt_run(tiny_checkpoint, tmp_path):
 
 
 def test_flipped_bytes_are_refused_by_eval_lm_and_restore(corrupt_run, data_bin, capsys):
+    from fairseq_cli import eval_lm
+
     path = corrupt_run / "checkpoint_last.pt"
-    evaluated = _eval_lm(corrupt_run, data_bin, "--path", str(path), "--num-workers", "0")
+    evaluated = run_in(corrupt_run, eval_lm.cli_main, [data_bin, "--path", str(path), "--num-workers", "0"], capsys)
     assert evaluated.returncode == 1, evaluated.stderr
     lines = evaluated.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in evaluated.stderr
@@ -151,7 +153,7 @@ def test_flipped_bytes_are_refused_by_eval_lm_and_restore(corrupt_run, data_bin,
 
 def test_every_loader_verifies_and_saves_carry_the_digest(corrupt_run, tiny_checkpoint, tmp_path, caplog):
     from fairseq import checkpoint_utils
-    from fairseq.checkpoint_integrity import tensor_digest
+    from fairseq.checkpoint.integrity import tensor_digest
 
     path = str(corrupt_run / "checkpoint_last.pt")
     for load in (checkpoint_utils.load_checkpoint_to_cpu, checkpoint_utils.load_ema_from_checkpoint):

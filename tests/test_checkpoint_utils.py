@@ -6,13 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import read_json_log
+from conftest import TINY_MODEL, read_json_log
 
-TINY = ["--arch", "transformer_lm", "--decoder-layers", "1", "--decoder-embed-dim", "16",
-        "--decoder-input-dim", "16", "--decoder-output-dim", "16", "--decoder-ffn-embed-dim", "32",
-        "--decoder-attention-heads", "2", "--optimizer", "adam", "--lr", "0.003",
-        "--warmup-updates", "3", "--tokens-per-sample", "32", "--max-tokens", "256",
-        "--log-format", "json", "--log-interval", "1", "--num-workers", "0"]
+TINY = [*TINY_MODEL, "--optimizer", "adam", "--lr", "0.003", "--warmup-updates", "3", "--tokens-per-sample", "32",
+        "--max-tokens", "256", "--log-format", "json", "--log-interval", "1", "--num-workers", "0"]
 
 
 def train(data_bin, save_dir, *extra):

@@ -92,6 +92,7 @@ def train_updates(trainer, n: int) -> List[float]:
     return losses
 
 
+@pytest.mark.slow
 def test_compiled_training_equals_eager_and_leaves_evaluation_and_checkpoints_plain(data_bin, monkeypatch):
     from fairseq.compile_utils import TrainingForward
 
@@ -169,6 +170,7 @@ def test_unsupported_platform_warns_and_runs_eagerly(monkeypatch):
     assert torch.equal(model(x), expected)
 
 
+@pytest.mark.slow
 def test_compile_flag_from_the_legacy_door_and_eval_lm_loads_the_checkpoint(data_bin, tmp_path, monkeypatch):
     from fairseq_cli import eval_lm
     from test_train import tiny_args, train

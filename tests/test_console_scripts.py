@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, scaled_timeout
 
 
 def console_scripts():
@@ -38,7 +38,7 @@ def command(name):
 def run(name, args, cwd, stdin=None, timeout=180):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     return subprocess.run(command(name) + list(args), cwd=cwd, env=env, capture_output=True, text=True,
-                          input=stdin, timeout=timeout)
+                          input=stdin, timeout=scaled_timeout(timeout))
 
 
 def no_traceback(result):
@@ -85,6 +85,7 @@ def test_a_usage_error_exits_2_with_one_line(name, args, tmp_path):
     assert lines and lines[-1].strip(), result.stderr
 
 
+@pytest.mark.slow
 def test_the_evaluation_commands_exit_0_on_success(tiny_checkpoint, data_bin, tmp_path):
     path = str(tiny_checkpoint / "checkpoint_last.pt")
     common = [f"common_eval.path={path}", f"task.data={data_bin}", "dataset.max_tokens=1024"]
@@ -131,7 +132,7 @@ def test_a_stop_signal_during_an_evaluation_ends_with_one_line_and_128_plus_the_
     proc = subprocess.Popen(command("fairseq-interactive") + [data_bin, "--path", path], cwd=tmp_path, env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.time() + 300  # generous: the model loads slowly on a loaded machine
+        deadline = time.time() + scaled_timeout(300)
         seen = b""
         # read the pipe's bytes as they come (os.read, no Python buffer: a buffered readline
         # could hold the prompt's line while select() waits on the empty pipe)
@@ -140,7 +141,7 @@ def test_a_stop_signal_during_an_evaluation_ends_with_one_line_and_128_plus_the_
             if select.select([proc.stdout], [], [], 1.0)[0]:
                 seen += os.read(proc.stdout.fileno(), 65536)
         proc.send_signal(signum)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=scaled_timeout(60))
         err = err.decode(errors="replace")
     finally:
         if proc.poll() is None:

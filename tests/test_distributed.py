@@ -5,7 +5,10 @@ import sys
 
 import pytest
 
-from conftest import ROOT, read_json_log
+from conftest import ROOT, read_json_log, scaled_timeout
+
+# every test here trains or starts several processes
+pytestmark = pytest.mark.slow
 
 ARGS = ["--arch", "transformer_lm", "--decoder-layers", "1", "--decoder-embed-dim", "32",
         "--decoder-input-dim", "32", "--decoder-output-dim", "32", "--decoder-ffn-embed-dim", "64",
@@ -24,13 +27,13 @@ def test_two_gloo_processes_match_one_process_with_update_freq_2(data_bin, tmp_p
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     one = subprocess.run([sys.executable, "-m", "fairseq_cli.train", data_bin, *ARGS, "--update-freq", "2",
                           "--save-dir", str(tmp_path / "one"), "--log-file", str(tmp_path / "one.log")],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=scaled_timeout(300))
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                           "--standalone", "-m", "fairseq_cli.train", data_bin, *ARGS,
                           "--distributed-backend", "gloo", "--ddp-backend", ddp_backend,
                           "--save-dir", str(tmp_path / "two"), "--log-file", str(tmp_path / "two.log")],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=scaled_timeout(300))
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = _records(tmp_path / "one.log"), _records(tmp_path / "two.log")
     assert sorted(a) == sorted(b) == list(range(1, 9))

@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
@@ -347,7 +349,10 @@ def _workdir(base: Path, data_bin: str) -> Path:
     return work
 
 
+@pytest.mark.slow
 def test_documented_commands_run_as_written(data_bin, tmp_path):
+    from conftest import slowdown
+
     plans = [plan for cmd in documented_commands() for kind, plan in [classify(cmd)] if kind == "run"]
     assert plans, "no documented command found"
     work = _workdir(tmp_path, data_bin)
@@ -355,9 +360,9 @@ def test_documented_commands_run_as_written(data_bin, tmp_path):
     plan_file.write_text(json.dumps({"workdir": str(work), "results": str(results_file),
                                      "plans": [asdict(p) for p in plans]}))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-               HYDRA_FULL_ERROR="0")
+               HYDRA_FULL_ERROR="0", TESTS_SLOWDOWN=str(slowdown()))
     proc = subprocess.run([sys.executable, __file__, str(plan_file)], cwd=work, env=env, capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=600 * float(env["TESTS_SLOWDOWN"]))
     assert results_file.is_file(), f"the worker died (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
     results = json.loads(results_file.read_text())
     assert len(results) == len(plans), proc.stderr[-3000:]
@@ -430,7 +435,9 @@ def _run_one(plan: Dict, workdir: str) -> Dict:
                 exec(compile(plan["text"], plan["source"], "exec"), {"__name__": "__docs__"})  # noqa: S102 -- our own docs' code, the test's subject
             elif plan["kind"] == "bash":
                 command = plan["text"] + "".join(" " + shlex.quote(a) for a in plan["argv"])
-                proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300)
+                # the test passed its measured slowdown (conftest.slowdown) down to this worker
+                limit = 300 * float(os.environ.get("TESTS_SLOWDOWN", "1"))
+                proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=limit)
                 err.write(proc.stderr)
                 rc = proc.returncode
     except SystemExit as e:

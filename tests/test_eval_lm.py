@@ -1,14 +1,14 @@
 """fairseq-eval-lm: fairseq's numbers on fairseq's checkpoint, context windows, the three ways in."""
 import math
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT, run_in
+
+pytestmark = pytest.mark.usefixtures("restore_root_log_handlers")
+
 FIXTURE = ROOT / "tests" / "fixtures" / "fairseq_0_12"
 
 TINY = ["--arch", "transformer_lm", "--decoder-layers", "2", "--decoder-embed-dim", "32",
@@ -29,10 +29,11 @@ def checkpoint(data_bin, tmp_path_factory) -> str:
     return str(save_dir / "checkpoint_last.pt")
 
 
-def run_cli(args, cwd):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "fairseq_cli.eval_lm", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=180)
+def run_cli(args, cwd, capsys):
+    """fairseq-eval-lm run in-process from ``cwd``: its exit status, stdout and stderr."""
+    from fairseq_cli import eval_lm
+
+    return run_in(cwd, eval_lm.cli_main, args, capsys)
 
 
 # -- fairseq's own numbers ---------------------------------------------------------------------
@@ -130,16 +131,16 @@ def test_namespace_and_dictconfig_give_the_command_lines_result(checkpoint, data
     (["--tokens-per-sample", "64"], "exceeds the 32 positions"),
     (["--gen-subset", "tset"], "split 'tset' not found"),
 ])
-def test_bad_values_end_with_one_line(checkpoint, data_bin, tmp_path, extra, expected):
-    result = run_cli([data_bin, "--path", checkpoint, "--num-workers", "0", *extra], tmp_path)
+def test_bad_values_end_with_one_line(checkpoint, data_bin, tmp_path, capsys, extra, expected):
+    result = run_cli([data_bin, "--path", checkpoint, "--num-workers", "0", *extra], tmp_path, capsys)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and expected in errors[0], result.stderr
 
 
-def test_missing_checkpoint_is_named(data_bin, tmp_path):
-    result = run_cli([data_bin, "--path", str(tmp_path / "nope.pt")], tmp_path)
+def test_missing_checkpoint_is_named(data_bin, tmp_path, capsys):
+    result = run_cli([data_bin, "--path", str(tmp_path / "nope.pt")], tmp_path, capsys)
     assert result.returncode == 2 and "Traceback" not in result.stderr  # a wrong argument
     assert "nope.pt" in result.stderr and "does not exist" in result.stderr
 
@@ -168,7 +169,7 @@ def test_an_ensemble_averages_the_models_probabilities(checkpoint, tiny_checkpoi
     assert results["loss"] != pytest.approx(single["loss"], abs=1e-4)
 
 
-def test_results_path_receives_word_probabilities_and_the_summary(checkpoint, data_bin, tmp_path):
+def test_results_path_receives_word_probabilities_and_the_summary(checkpoint, data_bin, tmp_path, capsys):
     from fairseq_cli import eval_lm
 
     out = tmp_path / "results"
@@ -179,5 +180,5 @@ def test_results_path_receives_word_probabilities_and_the_summary(checkpoint, da
     assert any(line.startswith("Evaluated ") and "tokens/s" in line for line in lines)
     word_lines = [line for line in lines if line.split(" ", 1)[0].isdigit()]
     assert word_lines and "[" in word_lines[0]
-    bad = run_cli([data_bin, "--path", checkpoint, "--results-path", "/proc/no/such/dir"], tmp_path)
+    bad = run_cli([data_bin, "--path", checkpoint, "--results-path", "/proc/no/such/dir"], tmp_path, capsys)
     assert bad.returncode == 2 and "results_path" in bad.stderr and "Traceback" not in bad.stderr

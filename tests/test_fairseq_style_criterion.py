@@ -3,8 +3,8 @@ parameters (``task`` and its config's fields), reporting through ``metrics.log_s
 ``log_derived`` in ``reduce_metrics`` (returning nothing), its own metrics in the logs."""
 import pytest
 
-from test_faults import TINY, losses_by_update, run_script, train_code, write_plugin
-from conftest import read_json_log
+from conftest import read_json_log, write_plugin
+from test_faults import TINY, losses_by_update, run_script, train_code
 
 PLUGIN = '''
 import math
@@ -64,6 +64,7 @@ def plugin_dir(tmp_path):
     return write_plugin(tmp_path, "fs_plugins", PLUGIN)
 
 
+@pytest.mark.slow
 def test_a_fairseq_style_criterion_trains_and_its_metrics_reach_the_logs(data_bin, tmp_path, plugin_dir):
     args = [data_bin] + TINY + ["--max-update", "4", "--validate-interval-updates", "4"]
     ref_log, log = str(tmp_path / "ref.log"), str(tmp_path / "plugin.log")

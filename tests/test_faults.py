@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import torch
 
-from conftest import ROOT, read_json_log
+from conftest import ROOT, read_json_log, scaled_timeout, write_plugin
 
 TINY = ["--arch", "transformer_lm", "--decoder-layers", "2", "--decoder-embed-dim", "32",
         "--decoder-input-dim", "32", "--decoder-output-dim", "32", "--decoder-ffn-embed-dim", "64",
@@ -29,13 +29,14 @@ def losses_by_update(log_file):
 def run_script(code, cwd, timeout=180):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=scaled_timeout(timeout))
 
 
 def train_code(argv, prelude=""):
     return textwrap.dedent(prelude) + f"\nfrom fairseq_cli.train import cli_main\ncli_main({argv!r})\n"
 
 
+@pytest.mark.slow
 def test_sigkill_during_training_and_during_a_checkpoint_write(data_bin, tmp_path):
     full_log = str(tmp_path / "full.log")
     args = [data_bin] + TINY + ["--max-update", "12", "--save-interval-updates", "4"]
@@ -125,19 +126,12 @@ class Faulty(CrossEntropyCriterion):
 '''
 
 
-def write_plugin(tmp_path, name, code):
-    """A plugin directory (``--user-dir``) ``tmp_path/name`` whose ``__init__.py`` is ``code``."""
-    d = tmp_path / name
-    d.mkdir()
-    (d / "__init__.py").write_text(code)
-    return str(d)
-
-
 @pytest.fixture
 def plugin_dir(tmp_path):
     return write_plugin(tmp_path, "my_plugins", PLUGIN)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_clearly_and_keeps_the_last_good_checkpoint(data_bin, tmp_path, plugin_dir):
     save_dir = str(tmp_path / "ck")
     args = [data_bin] + TINY + ["--user-dir", plugin_dir, "--criterion", "faulty_cross_entropy",
@@ -152,6 +146,7 @@ def test_nan_loss_stops_clearly_and_keeps_the_last_good_checkpoint(data_bin, tmp
     assert all(torch.isfinite(v).all() for v in state["model"].values())
 
 
+@pytest.mark.slow
 def test_fp16_overflow_is_skipped_and_the_scale_lowered(data_bin, tmp_path, plugin_dir):
     log = str(tmp_path / "log")
     args = [data_bin] + TINY + ["--user-dir", plugin_dir, "--criterion", "faulty_cross_entropy",

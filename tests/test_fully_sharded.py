@@ -21,7 +21,10 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, read_json_log
+from conftest import ROOT, read_json_log, scaled_timeout
+
+# every test here trains or starts several processes
+pytestmark = pytest.mark.slow
 
 SIZES = ["--decoder-layers", "2", "--decoder-embed-dim", "32", "--decoder-input-dim", "32",
          "--decoder-output-dim", "32", "--decoder-ffn-embed-dim", "64", "--decoder-attention-heads", "2"]
@@ -52,7 +55,7 @@ def _start(args, cwd, nproc=2):
 
 def _finish(process):
     try:
-        output, _ = process.communicate(timeout=300)
+        output, _ = process.communicate(timeout=scaled_timeout(300))
     except subprocess.TimeoutExpired:
         process.kill()
         output, _ = process.communicate()

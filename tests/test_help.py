@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, scaled_timeout
 
 
 def _registries():
@@ -23,10 +23,11 @@ def test_docs_components_md_is_up_to_date():
     assert current == markdown_reference(), "run: python scripts/gen_component_docs.py"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module, style", [("fairseq_cli.train_hydra", "hydra"), ("fairseq_cli.train", "legacy")])
 def test_help_lists_every_member_and_field(module, style):
     out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=scaled_timeout(120))
     assert out.returncode == 0, out.stderr
     text = out.stdout
     for group, registry in _registries().items():

@@ -19,7 +19,7 @@ import torch
 
 from fairseq import hf_bridge
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT, scaled_timeout
 TOLERANCE = 1e-5
 NEW_TOKENS = 32
 TEXT = "The function returns a value , or raises an exception ."
@@ -87,7 +87,7 @@ def run_cli(module: str, args: list, cwd: Path) -> subprocess.CompletedProcess:
     command = [script] if script else [sys.executable, "-m", module]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     return subprocess.run(command + [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=scaled_timeout(300))
 
 
 @pytest.fixture(scope="module")
@@ -353,7 +353,7 @@ def test_a_model_that_maps_to_neither_is_refused_with_one_line(key):
 
 
 @pytest.mark.parametrize("config, named", [
-    ({"model_type": "llama"}, "model_type='llama'"),
+    ({"model_type": "mistral"}, "model_type='mistral'"),
     ({"model_type": "gpt2", "scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx"),
     ({"model_type": "gpt2", "activation_function": "quick_gelu"}, "quick_gelu"),
     ({"model_type": "gpt2", "layer_norm_epsilon": 1e-6}, "layer_norm_epsilon"),
@@ -379,6 +379,7 @@ def test_from_pretrained_on_an_hf_directory_says_how_to_load_it(tmp_path):
 
 
 # -- the command lines -----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_command_lines_round_trip_and_the_converted_checkpoint_trains_and_evaluates(data_bin, tmp_path):
     from fairseq import checkpoint_utils
     from fairseq_cli import eval_lm, generate, train

@@ -2,7 +2,6 @@
 command (fairseq-eval-lm, fairseq-train in both doors, fairseq-preprocess) with exit code 2 and
 one stderr line naming the file, and a healthy data-bin, fairseq's own included, scores as before.
 """
-import logging
 import os
 import shutil
 import struct
@@ -10,38 +9,15 @@ import struct
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, TINY_HYDRA, TINY_LEGACY
+from conftest import in_process as run  # (exit code, stderr) of a command run in-process
 
 FIXTURE = ROOT / "tests" / "fixtures" / "fairseq_0_12"
 CHECKPOINT = str(FIXTURE / "checkpoint_last.pt")
-TINY_LEGACY = ["--arch", "transformer_lm", "--optimizer", "adam", "--decoder-layers", "1",
-               "--decoder-embed-dim", "16", "--decoder-ffn-embed-dim", "32", "--decoder-attention-heads", "2",
-               "--tokens-per-sample", "32", "--max-tokens", "256", "--num-workers", "0", "--max-update", "2",
-               "--no-epoch-checkpoints"]
-TINY_HYDRA = ["task.tokens_per_sample=32", "model.decoder_layers=1", "model.decoder_embed_dim=16",
-              "model.decoder_input_dim=16", "model.decoder_output_dim=16", "model.decoder_ffn_embed_dim=32",
-              "model.decoder_attention_heads=2", "dataset.max_tokens=256", "dataset.num_workers=0",
-              "optimization.max_update=2"]
 
 
 # -- helpers -------------------------------------------------------------------------------------
-@pytest.fixture(autouse=True)
-def _root_log_handlers_restored():
-    """The Hydra door run in-process leaves its console handler on the root logger, writing to
-    this test's captured stream, which is closed after it; the next test would log into it."""
-    root = logging.getLogger()
-    before = list(root.handlers)
-    yield
-    for handler in [h for h in root.handlers if h not in before]:
-        root.removeHandler(handler)
-
-
-def run(cli_main, argv, capsys):
-    """Run a command's ``cli_main`` in-process; (exit code, stderr)."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        cli_main(argv)
-    return exc.value.code, capsys.readouterr().err
+pytestmark = pytest.mark.usefixtures("restore_root_log_handlers")  # the Hydra door runs in-process
 
 
 def assert_one_line(code, err, *needles):

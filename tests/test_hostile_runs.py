@@ -11,26 +11,15 @@ import sys
 import pytest
 import torch
 
-TINY_LEGACY = ["--arch", "transformer_lm", "--optimizer", "adam", "--decoder-layers", "1",
-               "--decoder-embed-dim", "16", "--decoder-ffn-embed-dim", "32", "--decoder-attention-heads", "2",
-               "--num-workers", "0", "--max-update", "2", "--no-epoch-checkpoints"]
-TINY_HYDRA = ["model.decoder_layers=1", "model.decoder_embed_dim=16", "model.decoder_input_dim=16",
-              "model.decoder_output_dim=16", "model.decoder_ffn_embed_dim=32", "model.decoder_attention_heads=2",
-              "dataset.num_workers=0", "optimization.max_update=2"]
+from conftest import TINY_MODEL, TINY_MODEL_HYDRA, in_process
+
+# the tiny model without a sample length or batch size: the tests below choose those
+TINY_LEGACY = [*TINY_MODEL, "--optimizer", "adam", "--num-workers", "0", "--max-update", "2",
+               "--no-epoch-checkpoints"]
+TINY_HYDRA = [*TINY_MODEL_HYDRA, "dataset.num_workers=0", "optimization.max_update=2"]
 
 
-@pytest.fixture(autouse=True)
-def _no_handlers_left_behind():
-    """A Hydra run in-process installs logging handlers on the stream pytest captured for that
-    test: removed afterwards, so that no later test logs into a closed stream."""
-    import logging
-
-    root = logging.getLogger()
-    before = list(root.handlers)
-    yield
-    for handler in list(root.handlers):
-        if handler not in before:
-            root.removeHandler(handler)
+pytestmark = pytest.mark.usefixtures("restore_root_log_handlers")  # the Hydra door runs in-process
 
 
 def one_line(code, err, *names):
@@ -41,13 +30,6 @@ def one_line(code, err, *names):
     for name in names:
         assert name in lines[0], err
     return lines[0]
-
-
-def in_process(cli_main, argv, capsys):
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        cli_main(argv)
-    return exc.value.code, capsys.readouterr().err
 
 
 def checkpoint(tiny_checkpoint):

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, scaled_timeout
 from test_doors import VARIANTS, hydra_config, legacy_command, legacy_config, with_variant
 
 from fairseq_cli.hydra_convert import (_resolved, convert, legacy_to_overrides, legacy_to_yaml,
@@ -33,6 +33,7 @@ def diff(a, b):
     return {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(VARIANTS) + ["readme", "readme_inverse_sqrt"])
 def test_round_trips(name, data_bin, tmp_path):
     from fairseq.dataclass.initialize import compose_config
@@ -66,9 +67,10 @@ def test_only_changed_values_become_overrides():
 def _cli(args, cwd):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", "fairseq_cli.hydra_convert"] + args, cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=120)
+                          env=env, capture_output=True, text=True, timeout=scaled_timeout(120))
 
 
+@pytest.mark.slow
 def test_cli(tmp_path):
     out = _cli(["--to", "yaml", "-o", "exp.yaml", "--"] + README_LEGACY, tmp_path)
     assert out.returncode == 0, out.stderr

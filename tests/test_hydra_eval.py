@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, scaled_timeout
 from fairseq_cli import eval_lm, generate, hydra_eval, interactive
 
 
@@ -80,6 +80,7 @@ class EvalPluginLM(TransformerLanguageModel):
 '''
 
 
+@pytest.mark.slow
 def test_hydra_eval_imports_a_user_dir_set_only_in_yaml(tiny_checkpoint, data_bin, tmp_path, capsys):
     """A checkpoint of a plugin model evaluates when the plugin's common.user_dir is set in the
     user's YAML only (as fairseq-hydra-train reads it), and not without it."""
@@ -103,7 +104,7 @@ def test_hydra_eval_imports_a_user_dir_set_only_in_yaml(tiny_checkpoint, data_bi
 
     def hydra_eval_lm(*args):
         return subprocess.run([sys.executable, str(ROOT / "fairseq_cli" / "hydra_eval.py"), "eval-lm", *args],
-                              capture_output=True, text=True, cwd=tmp_path, env=env, timeout=180)
+                              capture_output=True, text=True, cwd=tmp_path, env=env, timeout=scaled_timeout(180))
 
     proc = hydra_eval_lm("--config-dir", "conf", "--config-name", "exp", "--allow-config-code", *base)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -117,6 +118,7 @@ def test_hydra_eval_imports_a_user_dir_set_only_in_yaml(tiny_checkpoint, data_bi
     assert torch.load(tmp_path / "plugin.pt", weights_only=True)["cfg"]["model"]["_name"] == "eval_plugin_lm"
 
 
+@pytest.mark.slow
 def test_a_value_given_for_one_group_reaches_only_that_group(data_bin, tmp_path):
     """The Hydra door's values win over the checkpoint's by their full key: task.max_target_positions
     limits the task's samples and leaves the model's learned positions alone (flattened to a bare

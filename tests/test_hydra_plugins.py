@@ -7,7 +7,8 @@ import re
 import pytest
 import yaml
 
-from test_bad_input import TINY_HYDRA, cli
+from conftest import run_module
+from test_bad_input import TINY_HYDRA
 
 FAST = TINY_HYDRA + ["optimization.max_update=3", "common.cpu=true", "lr_scheduler=fixed",
                      "checkpoint.save_dir=ck/${hydra:job.num}", "hydra.sweep.dir=ms"]
@@ -21,6 +22,7 @@ def valid_loss(log):
     return float(re.findall(r"valid on 'valid' subset \| loss ([\d.]+)", log.read_text())[-1])
 
 
+@pytest.mark.slow
 def test_optuna_sweep_minimises_the_returned_valid_loss(data_bin, tmp_path):
     """4 Optuna trials over `interval(...)` on the list field optimization.lr: Optuna hands each
     trial a number, which becomes a one-element list (as `optimization.lr=0.001` does); the best
@@ -29,7 +31,7 @@ def test_optuna_sweep_minimises_the_returned_valid_loss(data_bin, tmp_path):
     need("hydra_optuna_sweeper")
     import torch
 
-    result = cli("fairseq_cli.train_hydra", ["--multirun", f"task.data={data_bin}", *FAST,
+    result = run_module("fairseq_cli.train_hydra", ["--multirun", f"task.data={data_bin}", *FAST,
                  "hydra/sweeper=optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.seed=1",
                  "hydra.sweeper.direction=minimize", "optimization.lr=interval(0.0001,0.1)"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -50,9 +52,10 @@ def test_optuna_sweep_minimises_the_returned_valid_loss(data_bin, tmp_path):
     assert results["best_params"]["optimization.lr"] == pytest.approx(lrs[losses.index(min(losses))])
 
 
+@pytest.mark.slow
 def test_joblib_launcher_runs_two_jobs_in_parallel(data_bin, tmp_path):
     need("hydra_joblib_launcher")
-    result = cli("fairseq_cli.train_hydra", ["--multirun", f"task.data={data_bin}", *FAST,
+    result = run_module("fairseq_cli.train_hydra", ["--multirun", f"task.data={data_bin}", *FAST,
                  "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimization.lr=0.001,0.01"],
                  tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -63,11 +66,12 @@ def test_joblib_launcher_runs_two_jobs_in_parallel(data_bin, tmp_path):
         tmp_path / "ms" / "1" / "train_hydra.log")
 
 
+@pytest.mark.slow
 def test_submitit_local_job_checkpoint_loads_back(data_bin, tmp_path):
     need("hydra_submitit_launcher")
     from fairseq.checkpoint_utils import load_model_ensemble_and_task
 
-    result = cli("fairseq_cli.train_hydra", ["--multirun", f"task.data={data_bin}", *FAST,
+    result = run_module("fairseq_cli.train_hydra", ["--multirun", f"task.data={data_bin}", *FAST,
                  "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert list((tmp_path / "ms" / ".submitit").glob("*/*_result.pkl"))

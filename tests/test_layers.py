@@ -8,7 +8,9 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import ROOT
+import pytest
+
+from conftest import ROOT, scaled_timeout
 
 
 def test_the_module_import_graph_has_no_cycle():
@@ -91,6 +93,7 @@ def test_the_private_hydra_methods_we_wrap_keep_their_parameters():
     assert flags.help is False and flags.info is None and flags.config_path is None
 
 
+@pytest.mark.slow
 def test_importing_for_a_notebook_or_a_checkpoint_load_patches_nothing_until_a_config_is_composed():
     code = textwrap.dedent("""
         from hydra._internal.config_loader_impl import ConfigLoaderImpl
@@ -111,7 +114,7 @@ def test_importing_for_a_notebook_or_a_checkpoint_load_patches_nothing_until_a_c
         print(current() == after)
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=120)
+                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=scaled_timeout(120))
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:3] == ["True", "True [0.25]", "True"], result.stdout
 

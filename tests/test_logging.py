@@ -6,12 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_json_log
+from conftest import TINY_MODEL, read_json_log, scaled_timeout
 
-TINY = ["--arch", "transformer_lm", "--decoder-layers", "1", "--decoder-embed-dim", "16",
-        "--decoder-input-dim", "16", "--decoder-output-dim", "16", "--decoder-ffn-embed-dim", "32",
-        "--decoder-attention-heads", "2", "--optimizer", "adam", "--lr", "0.003",
-        "--warmup-updates", "3", "--tokens-per-sample", "32", "--max-tokens", "256", "--num-workers", "0"]
+TINY = [*TINY_MODEL, "--optimizer", "adam", "--lr", "0.003", "--warmup-updates", "3", "--tokens-per-sample", "32",
+        "--max-tokens", "256", "--num-workers", "0"]
 
 FIXTURE_LOG = Path(__file__).resolve().parent / "fixtures" / "fairseq_0_12" / "train.log"
 
@@ -206,7 +204,7 @@ def test_a_terminal_gets_a_live_progress_bar(data_bin, tmp_path):
         if not data:
             break
         chunks.append(data)
-    assert proc.wait(timeout=120) == 0
+    assert proc.wait(timeout=scaled_timeout(120)) == 0
     shown = b"".join(chunks).decode(errors="replace")
     # tqdm redraws one line in place ("\r") with the running loss in its postfix
     assert "\r" in shown and "epoch 001" in shown and "loss=" in shown

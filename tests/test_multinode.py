@@ -12,8 +12,11 @@ import sys
 
 import pytest
 
-from conftest import ROOT, read_json_log
+from conftest import ROOT, read_json_log, scaled_timeout
 from test_distributed import ARGS as _ARGS, _records
+
+# every test here trains or starts several processes
+pytestmark = pytest.mark.slow
 
 ARGS = [*_ARGS, "--max-update", "4"]  # the later flag wins: 4 updates, a checkpoint at 4
 
@@ -24,7 +27,7 @@ _GROUP_VARS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK",
 def _clear_group_env(monkeypatch, *more):
     """Remove the process-group and SLURM variables for one test and restore them after it.
 
-    ``_export_slurm_env`` writes RANK, WORLD_SIZE, MASTER_ADDR, ... into ``os.environ``; only a
+    ``export_slurm_env`` writes RANK, WORLD_SIZE, MASTER_ADDR, ... into ``os.environ``; only a
     variable monkeypatch has recorded is removed again at teardown, and ``delenv`` of an absent
     variable records nothing, hence the set-then-delete. A leak would make every later
     subprocess of the suite wait for a process group that never forms.
@@ -103,7 +106,7 @@ def runs(data_bin, tmp_path_factory):
         for name, group in procs.items():
             errors = []
             for proc in group:
-                proc.wait(timeout=300)
+                proc.wait(timeout=scaled_timeout(300))
                 proc.output_file.seek(0)
                 errors.append((proc.returncode, proc.output_file.read()[-3000:]))
                 proc.output_file.close()
@@ -149,7 +152,7 @@ def test_a_batch_script_shell_is_one_process(monkeypatch):
     monkeypatch.setenv("SLURM_PROCID", "0")
     monkeypatch.setenv("SLURM_NTASKS", "8")
     monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu[07-08]")
-    dist_utils._export_slurm_env()
+    dist_utils.export_slurm_env()
     assert "WORLD_SIZE" not in os.environ and "MASTER_ADDR" not in os.environ
     assert dist_utils.slurm_first_host("gpu[07-08,11],cpu3") == "gpu07"
     assert dist_utils.slurm_first_host("a[1-2]b[003-004]") == "a1b003"

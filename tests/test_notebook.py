@@ -15,7 +15,7 @@ import pytest
 from nbclient import NotebookClient
 from omegaconf import OmegaConf
 
-from conftest import ROOT
+from conftest import ROOT, scaled_timeout
 
 NOTEBOOK = ROOT / "docs" / "notebook.ipynb"
 KERNEL = "fairseq-notebook-test"
@@ -78,6 +78,7 @@ def kernel_spec(tmp_path, monkeypatch):
     return KERNEL
 
 
+@pytest.mark.slow
 def test_notebook_trains_saves_reloads_and_plots(tmp_path, kernel_spec):
     nb = nbformat.read(str(NOTEBOOK), as_version=4)
     params = nb.cells[1]
@@ -87,7 +88,7 @@ def test_notebook_trains_saves_reloads_and_plots(tmp_path, kernel_spec):
     nb.cells.append(nbformat.v4.new_code_cell(REPORT))
 
     start = time.perf_counter()
-    NotebookClient(nb, timeout=300, kernel_name=kernel_spec,
+    NotebookClient(nb, timeout=int(scaled_timeout(300)), kernel_name=kernel_spec,
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     elapsed = time.perf_counter() - start
     print(f"notebook executed in {elapsed:.1f} s")
@@ -117,6 +118,7 @@ def test_notebook_trains_saves_reloads_and_plots(tmp_path, kernel_spec):
     assert (work / "loss.png").read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.slow
 def test_compose_config_can_check_overrides_as_the_hydra_door_does():
     from fairseq.dataclass.initialize import compose_config
     from fairseq.dataclass.overrides import ConfigError

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, dead_pid, scaled_timeout
 from test_nothing_lost import children_of, wait_for
 
 from fairseq_cli import hydra_convert, preprocess
@@ -48,13 +48,6 @@ def scratch(dest):
     return sorted(p.name for p in dest.iterdir() if p.name.startswith(".preprocess-"))
 
 
-def dead_pid():
-    """The PID of a process that has ended (and been reaped)."""
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return proc.pid
-
-
 def listdir(path):
     try:
         return os.listdir(path)
@@ -88,7 +81,7 @@ def assert_ended(pids, timeout=10):
     """Each process ends (a zombie nobody reaped counts as ended) within ``timeout`` seconds."""
     from fairseq.save_dir_lock import pid_alive
 
-    deadline = time.time() + timeout
+    deadline = time.time() + scaled_timeout(timeout)
     while [pid for pid in pids if pid_alive(pid)]:
         assert time.time() < deadline, f"workers {[p for p in pids if pid_alive(p)]} live on"
         time.sleep(0.05)
@@ -120,7 +113,7 @@ def test_ctrl_c_ends_with_one_line_130_and_the_old_data_bin(old_bin, big_text):
     proc, _ = overwrite_with_big(old_bin, big_text)
     workers = children_of(proc.pid) if LINUX else []
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=scaled_timeout(60))
     assert proc.returncode == 130, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert err.startswith(f"fairseq-preprocess: interrupted (Ctrl-C): --destdir {old_bin} is as it was")

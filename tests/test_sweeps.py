@@ -7,7 +7,8 @@ import torch
 
 from fairseq.dataclass.initialize import compose_config
 from fairseq.dataclass.overrides import ConfigError, check_overrides
-from test_bad_input import TINY_HYDRA, cli
+from conftest import run_module
+from test_bad_input import TINY_HYDRA
 
 
 def test_scalar_for_list_field_is_a_one_element_list():
@@ -37,10 +38,11 @@ def test_sweep_save_dir_rules():
     assert "checkpoint.save_dir=ck" in check_overrides(["task.data=x", "checkpoint.save_dir=ck"], multirun=True)
 
 
+@pytest.mark.slow
 def test_two_job_sweep_trains_both_into_separate_dirs(data_bin, tmp_path):
     args = ["-m", f"task.data={data_bin}", *TINY_HYDRA, "optimization.max_update=4",
             "lr_scheduler.warmup_updates=1", "optimization.lr=0.0001,0.01", "common.log_format=none"]
-    result = cli("fairseq_cli.train_hydra", args, tmp_path)
+    result = run_module("fairseq_cli.train_hydra", args, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     # the layout docs/training.md ("Where a Hydra run writes") describes: multirun/DATE/TIME/N/
     sweeps = list(tmp_path.glob("multirun/*/*"))
@@ -70,7 +72,7 @@ def test_two_job_sweep_trains_both_into_separate_dirs(data_bin, tmp_path):
     assert summary[-1].startswith(f"best: job {won} (") and f"{losses[won]:.4g}" in summary[-1]
     assert not (tmp_path / "checkpoints").exists()
     # a save_dir shared by the jobs stops before anything runs: one line, exit 2
-    result = cli("fairseq_cli.train_hydra", args + ["checkpoint.save_dir=ck"], tmp_path)
+    result = run_module("fairseq_cli.train_hydra", args + ["checkpoint.save_dir=ck"], tmp_path)
     assert result.returncode == 2 and "${hydra:job.num}" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "ck").exists()
 
@@ -93,11 +95,12 @@ def test_scalar_for_list_field_in_yaml(tmp_path):
     assert list(cfg.optimization.lr) == [0.003] and list(cfg.optimization.update_freq) == [2]
 
 
+@pytest.mark.slow
 def test_bare_run_trains_with_the_default_batch_and_writes_the_documented_layout(data_bin, tmp_path):
     """`fairseq-hydra-train task.data=DIR` with no batch size trains (dataset.max_tokens=1024), and
     writes outputs/DATE/TIME/{.hydra/*.yaml,train_hydra.log} and checkpoints/ in the launch dir."""
     tiny = [a for a in TINY_HYDRA if not a.startswith("dataset.max_tokens")]
-    result = cli("fairseq_cli.train_hydra", [f"task.data={data_bin}", *tiny, "optimization.max_update=1",
+    result = run_module("fairseq_cli.train_hydra", [f"task.data={data_bin}", *tiny, "optimization.max_update=1",
                                              "common.log_format=none"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     runs = list(tmp_path.glob("outputs/*/*"))

@@ -2,6 +2,7 @@
 import os
 import warnings
 
+import pytest
 import torch
 
 from conftest import train_losses
@@ -61,6 +62,7 @@ def test_checkpoint_names_and_contents(data_bin, tmp_path):
     assert cfg["task"]["data"] == os.path.abspath(data_bin)
 
 
+@pytest.mark.slow
 def test_eval_lm_trained_is_far_better_than_untrained(data_bin, tmp_path):
     from fairseq.checkpoint_utils import load_model_for_inference
     from fairseq_cli import eval_lm

@@ -1,13 +1,12 @@
 """Validation, stop conditions, per-epoch update_freq, precision and determinism on CPU."""
 import math
 
-from conftest import read_json_log
+import pytest
 
-TINY = ["--arch", "transformer_lm", "--decoder-layers", "1", "--decoder-embed-dim", "16",
-        "--decoder-input-dim", "16", "--decoder-output-dim", "16", "--decoder-ffn-embed-dim", "32",
-        "--decoder-attention-heads", "2", "--optimizer", "adam", "--lr", "0.003",
-        "--warmup-updates", "3", "--tokens-per-sample", "32", "--max-tokens", "256", "--num-workers", "0",
-        "--log-format", "json", "--log-interval", "1"]
+from conftest import TINY_MODEL, read_json_log
+
+TINY = [*TINY_MODEL, "--optimizer", "adam", "--lr", "0.003", "--warmup-updates", "3", "--tokens-per-sample", "32",
+        "--max-tokens", "256", "--num-workers", "0", "--log-format", "json", "--log-interval", "1"]
 
 
 def train(data_bin, tmp_path, name, *extra):
@@ -66,6 +65,7 @@ def test_bf16_on_cpu_trains_and_differs_from_float32(data_bin, tmp_path):
     assert abs(bf16[0] - fp32[0]) < 0.1
 
 
+@pytest.mark.slow
 def test_a_cpu_run_is_bit_for_bit_repeatable(data_bin, tmp_path):
     first = train_losses_of(train(data_bin, tmp_path, "r1", "--max-update", "5", "--seed", "11"))
     again = train_losses_of(train(data_bin, tmp_path, "r2", "--max-update", "5", "--seed", "11"))

@@ -1,9 +1,12 @@
-"""A user's config tree: its groups are chosen on the command line like built-ins."""
+"""A user's config tree: its groups are chosen on the command line like built-ins. The command
+runs in-process, except where a plugin's import must not stay in the test process."""
 import os
 import subprocess
 import sys
 
-from conftest import ROOT
+import pytest
+
+from conftest import ROOT, run_in, scaled_timeout
 
 TINY = ["task.tokens_per_sample=32", "model.decoder_embed_dim=16", "model.decoder_input_dim=16",
         "model.decoder_output_dim=16", "model.decoder_ffn_embed_dim=32", "model.decoder_attention_heads=2",
@@ -11,10 +14,21 @@ TINY = ["task.tokens_per_sample=32", "model.decoder_embed_dim=16", "model.decode
         "checkpoint.save_dir=ck", "hydra.run.dir=out"]
 
 
-def hydra_train(args, cwd):
+pytestmark = pytest.mark.usefixtures("restore_root_log_handlers")
+
+
+def hydra_train(args, cwd, capsys):
+    """fairseq-hydra-train run in-process from ``cwd``: its exit status and stderr."""
+    from fairseq_cli import train_hydra
+
+    return run_in(cwd, train_hydra.cli_main, args, capsys)
+
+
+def hydra_train_process(args, cwd):
+    """fairseq-hydra-train in its own process, for a run that imports a plugin."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", "fairseq_cli.train_hydra", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=180)
+                          capture_output=True, text=True, timeout=scaled_timeout(180))
 
 
 def write_tree(tmp_path):
@@ -25,9 +39,10 @@ def write_tree(tmp_path):
     return configs
 
 
-def test_user_group_is_chosen_on_the_command_line(data_bin, tmp_path):
+@pytest.mark.slow
+def test_user_group_is_chosen_on_the_command_line(data_bin, tmp_path, capsys):
     configs = write_tree(tmp_path)
-    result = hydra_train(["--config-dir", "myconf", "model=tiny_lm", f"task.data={data_bin}", *TINY], tmp_path)
+    result = hydra_train(["--config-dir", "myconf", "model=tiny_lm", f"task.data={data_bin}", *TINY], tmp_path, capsys)
     assert result.returncode == 0, result.stderr[-2000:]
     import torch
 
@@ -35,11 +50,11 @@ def test_user_group_is_chosen_on_the_command_line(data_bin, tmp_path):
     assert state["cfg"]["model"]["decoder_layers"] == 1
     assert state["cfg"]["model"]["_name"] == "transformer_lm"
     # a typo names the user's file among the choices
-    result = hydra_train(["--config-dir", str(configs), "model=tiny_ln", f"task.data={data_bin}"], tmp_path)
+    result = hydra_train(["--config-dir", str(configs), "model=tiny_ln", f"task.data={data_bin}"], tmp_path, capsys)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "Did you mean 'tiny_lm'?" in result.stderr and "transformer_lm_gpt" in result.stderr
     # without the user's tree the name is unknown
-    result = hydra_train(["model=tiny_lm", f"task.data={data_bin}"], tmp_path)
+    result = hydra_train(["model=tiny_lm", f"task.data={data_bin}"], tmp_path, capsys)
     assert result.returncode == 2 and "unknown model 'tiny_lm'" in result.stderr
 
 
@@ -51,7 +66,7 @@ def test_fairseq_group_path_selects_the_preset():
     assert cfg.model.decoder_embed_dim == 768 and cfg.model.decoder_layers == 2
 
 
-def test_fairseq_style_experiment_file_and_group_header(data_bin, tmp_path):
+def test_fairseq_style_experiment_file_and_group_header(data_bin, tmp_path, capsys):
     configs = write_tree(tmp_path)
     # fairseq 0.12's header, and a group file that extends its schema
     (configs / "model" / "2_layers.yaml").write_text(
@@ -61,7 +76,7 @@ def test_fairseq_style_experiment_file_and_group_header(data_bin, tmp_path):
         "# @package _group_\noptimization:\n  max_update: 2\nmodel:\n  decoder_embed_dim: 16\n")
     args = ["--config-dir", str(configs), "--config-name", "wiki103", "model=2_layers", f"task.data={data_bin}",
             *[a for a in TINY if "max_update" not in a and "decoder_embed_dim" not in a]]
-    result = hydra_train(args, tmp_path)
+    result = hydra_train(args, tmp_path, capsys)
     assert result.returncode == 0, result.stderr[-2000:]
     import torch
 
@@ -95,7 +110,8 @@ def test_group_files_of_field_values_only_take_their_directorys_or_the_default_s
         compose_config(["task.data=x", "model=typo"], user_config_dir=str(configs), check=True)
 
 
-def test_fairseq_docs_experiment_file_names_components_by_string(data_bin, tiny_checkpoint, tmp_path):
+@pytest.mark.slow
+def test_fairseq_docs_experiment_file_names_components_by_string(data_bin, tiny_checkpoint, tmp_path, capsys):
     """fairseq 0.12's documented experiment file: no defaults list, components chosen by a plain
     string (``criterion: cross_entropy``) or by ``_name``; it trains and the evaluation commands
     take it too."""
@@ -133,7 +149,7 @@ checkpoint:
   save_dir: ck
 """)
     result = hydra_train(["--config-dir", str(configs), "--config-name", "lm_experiment", "hydra.run.dir=out"],
-                         tmp_path)
+                         tmp_path, capsys)
     assert result.returncode == 0, result.stderr[-2000:]
     import torch
 
@@ -152,24 +168,24 @@ checkpoint:
         assert out["loss"] > 0 and out["ntokens"] > 0
 
 
-def test_printing_the_config_checks_and_rewrites_as_a_run(tmp_path):
+def test_printing_the_config_checks_and_rewrites_as_a_run(tmp_path, capsys):
     import yaml
 
     write_tree(tmp_path)
     # what --cfg job prints is what a run trains: `update_freq=1,2` is the list [1, 2] in both
-    result = hydra_train(["optimization.update_freq=1,2", "optimization.lr=0.5", "--cfg", "job"], tmp_path)
+    result = hydra_train(["optimization.update_freq=1,2", "optimization.lr=0.5", "--cfg", "job"], tmp_path, capsys)
     assert result.returncode == 0, result.stderr[-2000:]
     printed = yaml.safe_load(result.stdout)
     assert printed["optimization"]["update_freq"] == [1, 2] and printed["optimization"]["lr"] == [0.5]
     assert printed["task"]["data"] == "???"  # required values may stay unset when only printing
     # the run's one-line errors, not Hydra's
-    result = hydra_train(["optimization.lrr=1", "--cfg", "job", "--resolve"], tmp_path)
+    result = hydra_train(["optimization.lrr=1", "--cfg", "job", "--resolve"], tmp_path, capsys)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "did you mean 'optimization.lr'" in result.stderr
     # --info takes no override as its value, and sees the user's groups
-    result = hydra_train(["model=tiny_lm", "--info", "--config-dir", "myconf"], tmp_path)
+    result = hydra_train(["model=tiny_lm", "--info", "--config-dir", "myconf"], tmp_path, capsys)
     assert result.returncode == 0 and "model/tiny_lm" in result.stdout, result.stderr[-2000:]
-    result = hydra_train(["model=tiny_lx", "--config-dir", "myconf", "--info", "defaults"], tmp_path)
+    result = hydra_train(["model=tiny_lx", "--config-dir", "myconf", "--info", "defaults"], tmp_path, capsys)
     assert result.returncode == 2 and "Did you mean 'tiny_lm'?" in result.stderr
 
 
@@ -188,6 +204,7 @@ class YamlPluginCE(CrossEntropyCriterion):
 '''
 
 
+@pytest.mark.slow
 def test_user_dir_set_in_yaml_registers_its_plugins(tmp_path):
     import yaml
 
@@ -200,25 +217,25 @@ def test_user_dir_set_in_yaml_registers_its_plugins(tmp_path):
         "defaults:\n  - config\n  - override criterion: yaml_plugin_ce\n  - _self_\n"
         f"common:\n  user_dir: {plugin}\ncriterion:\n  plugin_strength: 0.3\n")
     # a user_dir named only in a YAML file is imported with --allow-config-code (test_config_doors.py)
-    result = hydra_train(["--config-dir", "myconf", "--config-name", "exp", "--cfg", "job",
+    result = hydra_train_process(["--config-dir", "myconf", "--config-name", "exp", "--cfg", "job",
                           "--allow-config-code"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     printed = yaml.safe_load(result.stdout)
     assert printed["criterion"]["_name"] == "yaml_plugin_ce" and printed["criterion"]["plugin_strength"] == 0.3
     # the YAML only names the user_dir; the command line chooses its component (a relative path)
     (configs / "plain.yaml").write_text("common:\n  user_dir: yaml_plugins\n")
-    result = hydra_train(["--config-dir", "myconf", "--config-name", "plain", "criterion=yaml_plugin_ce",
+    result = hydra_train_process(["--config-dir", "myconf", "--config-name", "plain", "criterion=yaml_plugin_ce",
                           "criterion.plugin_strength=0.5", "--cfg", "job", "--allow-config-code"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert yaml.safe_load(result.stdout)["criterion"]["plugin_strength"] == 0.5
-    result = hydra_train(["--config-dir", "myconf", "--config-name", "plain", "criterion=yaml_plugin_cf",
+    result = hydra_train_process(["--config-dir", "myconf", "--config-name", "plain", "criterion=yaml_plugin_cf",
                           "--cfg", "job", "--allow-config-code"], tmp_path)
     assert result.returncode == 2 and "Did you mean 'yaml_plugin_ce'?" in result.stderr
 
 
-def test_help_lists_the_user_group_files(tmp_path):
+def test_help_lists_the_user_group_files(tmp_path, capsys):
     write_tree(tmp_path)
-    result = hydra_train(["--config-dir", "myconf", "--help"], tmp_path)
+    result = hydra_train(["--config-dir", "myconf", "--help"], tmp_path, capsys)
     assert result.returncode == 0, result.stderr[-2000:]
     files = result.stdout.split("== config files (group=NAME) ==", 1)[1]
     assert "model: " in files and "tiny_lm" in files and "transformer_lm/transformer_lm_gpt" in files

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT, run_in, scaled_timeout
+
 FIXTURE = ROOT / "tests" / "fixtures" / "fairseq_0_12"
 
 TINY = ["--arch", "transformer_lm", "--decoder-layers", "2", "--decoder-embed-dim", "32",
@@ -32,7 +33,15 @@ def trained(data_bin, tmp_path_factory):
 def run_cli(args, cwd):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", "fairseq_cli.validate", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=180)
+                          capture_output=True, text=True, timeout=scaled_timeout(180))
+
+
+def validate_in_process(args, cwd, capsys):
+    """fairseq-validate run in-process from ``cwd``: its exit status, stdout and stderr (for the
+    error tests; the summary test reads a real process's stdout)."""
+    from fairseq_cli import validate
+
+    return run_in(cwd, validate.cli_main, args, capsys)
 
 
 def test_valid_loss_equals_the_one_training_logged_for_the_saved_model(trained, data_bin):
@@ -101,18 +110,18 @@ def test_command_line_prints_one_summary_per_subset(trained, data_bin, tmp_path)
     (["--model-overrides", "{'dropout'"], 2, "is not a Python dict literal"),
     (["--valid-subset", ","], 2, "names no split"),
 ])
-def test_bad_values_end_with_one_line(trained, data_bin, tmp_path, args, code, expected):
+def test_bad_values_end_with_one_line(trained, data_bin, tmp_path, capsys, args, code, expected):
     checkpoint, _ = trained
-    result = run_cli([data_bin, "--path", checkpoint, "--num-workers", "0", *args], tmp_path)
+    result = validate_in_process([data_bin, "--path", checkpoint, "--num-workers", "0", *args], tmp_path, capsys)
     assert result.returncode == code and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and expected in errors[0], result.stderr
 
 
-def test_missing_path_and_missing_checkpoint_are_named(data_bin, tmp_path):
-    result = run_cli([data_bin], tmp_path)
+def test_missing_path_and_missing_checkpoint_are_named(data_bin, tmp_path, capsys):
+    result = validate_in_process([data_bin], tmp_path, capsys)
     assert result.returncode == 2 and "--path CHECKPOINT" in result.stderr
-    result = run_cli([data_bin, "--path", str(tmp_path / "nope.pt")], tmp_path)
+    result = validate_in_process([data_bin, "--path", str(tmp_path / "nope.pt")], tmp_path, capsys)
     assert result.returncode == 2 and "Traceback" not in result.stderr and "nope.pt" in result.stderr
 
 

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from conftest import ROOT
-from test_bad_input_table import TINY_HYDRA, TINY_LEGACY, in_process, one_line, read_only_dir
+from conftest import ROOT, TINY_HYDRA, TINY_LEGACY, in_process, scaled_timeout
+from test_bad_input_table import one_line, read_only_dir
 
 # fairseq 0.12's checkpoint of a tiny transformer_lm and its data: what the evaluation rows load
 FIXTURE = ROOT / "tests" / "fixtures" / "fairseq_0_12"
@@ -259,7 +259,7 @@ def test_unusable_tensorboard_logdir_through_hydras_app(data_bin, tmp_path):
     result = subprocess.run([sys.executable, "-m", "fairseq_cli.train_hydra", f"task.data={data_bin}",
                              f"checkpoint.save_dir={tmp_path / 'ck'}", "hydra.run.dir=out",
                              f"common.tensorboard_logdir={a_file}", *TINY_HYDRA],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=scaled_timeout(180))
     one_line(result.returncode, result.stderr, 2, "common.tensorboard_logdir")
     assert str(a_file) in result.stderr
 
@@ -330,7 +330,7 @@ def test_a_simulated_full_disk_while_saving(data_bin, tmp_path, capsys, monkeypa
     one line, the partial file removed, the previous checkpoint untouched."""
     import torch
 
-    from fairseq.checkpoint import saving
+    from fairseq.checkpoint import files, saving
     from fairseq_cli import train
 
     real_save, calls = torch.save, []
@@ -343,7 +343,7 @@ def test_a_simulated_full_disk_while_saving(data_bin, tmp_path, capsys, monkeypa
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
 
     monkeypatch.setattr(saving.torch, "save", save_then_fail)
-    monkeypatch.setattr(saving, "_free_bytes", lambda path: 0)
+    monkeypatch.setattr(files, "_free_bytes", lambda path: 0)
     save = tmp_path / "ck"
     code, err = in_process(train.cli_main, [data_bin, *TINY_LEGACY, "--save-dir", str(save),
                                             "--save-interval-updates", "1"], capsys)
@@ -357,7 +357,7 @@ def test_a_simulated_full_disk_while_saving(data_bin, tmp_path, capsys, monkeypa
 
 def test_which_torch_save_failures_are_named():
     """A failed zip write with space left names the failed write; other errors pass through."""
-    from fairseq.checkpoint.saving import checkpoint_write_error
+    from fairseq.checkpoint.files import checkpoint_write_error
     from fairseq.errors import ResourceError
 
     failed = RuntimeError("[enforce fail at inline_container.cc:591] . PytorchStreamWriter failed writing "
