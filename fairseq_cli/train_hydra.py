@@ -257,10 +257,15 @@ def _cli_main(argv: Optional[List[str]] = None) -> None:
     # fairseq 0.12's component files of field values only: on a stored config with their schema
     overrides = component_choices(overrides, user_config_dir)
     sys.argv = [sys.argv[0]] + hydra_flags(flags) + overrides
-    if multirun and not printing:
-        _run_sweep()
-    else:
-        hydra_main()
+    from fairseq.dataclass.hydra_hooks import forget_hydra_run
+
+    try:
+        if multirun and not printing:
+            _run_sweep()
+        else:
+            hydra_main()
+    finally:
+        forget_hydra_run()
 
 
 if __name__ == "__main__":

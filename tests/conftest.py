@@ -200,6 +200,14 @@ def restore_root_log_handlers():
         root.removeHandler(handler)
 
 
+@pytest.fixture
+def in_tmp_cwd(tmp_path, monkeypatch):
+    """Run the test from its own directory: a Hydra run in-process writes its run directory
+    (``outputs/DATE/TIME``) under the working directory, never into the repository."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 def run_in(directory: Path, cli_main: Callable, argv: Sequence[str], capsys) -> SimpleNamespace:
     """A command's ``cli_main`` run in-process from ``directory`` (its relative paths land there),
     ended as its console script would end: ``returncode``, ``stdout`` and ``stderr``, as

@@ -17,7 +17,8 @@ CHECKPOINT = str(FIXTURE / "checkpoint_last.pt")
 
 
 # -- helpers -------------------------------------------------------------------------------------
-pytestmark = pytest.mark.usefixtures("restore_root_log_handlers")  # the Hydra door runs in-process
+# the Hydra door runs in-process: its handlers removed after, its run directory in tmp_path
+pytestmark = pytest.mark.usefixtures("restore_root_log_handlers", "in_tmp_cwd")
 
 
 def assert_one_line(code, err, *needles):

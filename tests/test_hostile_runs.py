@@ -19,7 +19,8 @@ TINY_LEGACY = [*TINY_MODEL, "--optimizer", "adam", "--num-workers", "0", "--max-
 TINY_HYDRA = [*TINY_MODEL_HYDRA, "dataset.num_workers=0", "optimization.max_update=2"]
 
 
-pytestmark = pytest.mark.usefixtures("restore_root_log_handlers")  # the Hydra door runs in-process
+# the Hydra door runs in-process: its handlers removed after, its run directory in tmp_path
+pytestmark = pytest.mark.usefixtures("restore_root_log_handlers", "in_tmp_cwd")
 
 
 def one_line(code, err, *names):

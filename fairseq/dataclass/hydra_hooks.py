@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from fairseq.dataclass.list_fields import wrap_override_scalar, wrap_scalars_for_lists
 
-__all__ = ["HOOKED", "hydra_flags", "install_hydra_hooks", "parse_command_line", "user_tree"]
+__all__ = ["HOOKED", "forget_hydra_run", "hydra_flags", "install_hydra_hooks", "parse_command_line", "user_tree"]
 
 # (class path, attribute, the parameters the wrapper relies on)
 HOOKED = (
@@ -157,3 +157,12 @@ def hydra_flags(known: argparse.Namespace) -> List[str]:
         if action.nargs != 0:
             flags.append(str(value))
     return flags
+
+
+def forget_hydra_run() -> None:
+    """Forget the run that Hydra's app leaves behind in this process (its ``HydraConfig``, which
+    Hydra never clears), so that a later run in the same process (a notebook, a test) does not
+    take the earlier run's launch directory for its own."""
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().cfg = None
