@@ -200,6 +200,25 @@ def restore_root_log_handlers():
         root.removeHandler(handler)
 
 
+class TinyDictionary:
+    """Just what a model reads from a Dictionary: its size and pad id."""
+
+    def __init__(self, size: int, pad: int = 1) -> None:
+        self.size, self.pad_index = size, pad
+
+    def __len__(self) -> int:
+        return self.size
+
+    def pad(self) -> int:
+        return self.pad_index
+
+
+def tiny_task(vocab: int, pad: int = 1) -> SimpleNamespace:
+    """A stand-in task for ``build_model``: a source and target dictionary of ``vocab`` symbols."""
+    dictionary = TinyDictionary(vocab, pad)
+    return SimpleNamespace(source_dictionary=dictionary, target_dictionary=dictionary)
+
+
 @pytest.fixture
 def in_tmp_cwd(tmp_path, monkeypatch):
     """Run the test from its own directory: a Hydra run in-process writes its run directory

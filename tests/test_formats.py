@@ -6,19 +6,9 @@ import torch
 from fairseq.formats import FAIRSEQ_LM, HF_GPT2, HF_XGLM, LayoutError, from_ours, to_ours
 from fairseq.models.transformer_lm import TransformerLanguageModel, TransformerLanguageModelConfig
 
+from conftest import tiny_task
+
 VOCAB, PAD = 40, 1
-
-
-class TinyDictionary:
-    def __len__(self) -> int:
-        return VOCAB
-
-    def pad(self) -> int:
-        return PAD
-
-
-class TinyTask:
-    source_dictionary = target_dictionary = TinyDictionary()
 
 
 def build(**overrides) -> TransformerLanguageModel:
@@ -26,7 +16,7 @@ def build(**overrides) -> TransformerLanguageModel:
                   decoder_ffn_embed_dim=12, decoder_attention_heads=2, dropout=0.0, max_target_positions=16)
     torch.manual_seed(0)
     return TransformerLanguageModel.build_model(TransformerLanguageModelConfig(**{**values, **overrides}),
-                                                TinyTask()).eval()
+                                                tiny_task(VOCAB, PAD)).eval()
 
 
 FAIRSEQ_VARIANTS = {

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import train_losses
+from conftest import tiny_task, train_losses
 from fairseq.models.transformer_lm import ARCHITECTURES, TransformerLanguageModel, TransformerLanguageModelConfig
 from fairseq.modules.multihead_attention import MultiheadAttention
 from fairseq.modules.normalization import build_norm
@@ -29,24 +29,12 @@ MODERN_HYDRA = ["model.rope=true", "model.rope_theta=500", "model.decoder_norm=r
                 "model.dropout=0"]
 
 
-class TinyDictionary:
-    def __len__(self) -> int:
-        return VOCAB
-
-    def pad(self) -> int:
-        return PAD
-
-
-class TinyTask:
-    source_dictionary = target_dictionary = TinyDictionary()
-
-
 def build(**overrides) -> TransformerLanguageModel:
     values = dict(decoder_layers=2, decoder_embed_dim=32, decoder_input_dim=32, decoder_output_dim=32,
                   decoder_ffn_embed_dim=48, decoder_attention_heads=4, dropout=0.0, max_target_positions=64,
                   **MODERN)
     cfg = TransformerLanguageModelConfig(**{**values, **overrides})
-    return TransformerLanguageModel.build_model(cfg, TinyTask()).eval()
+    return TransformerLanguageModel.build_model(cfg, tiny_task(VOCAB, PAD)).eval()
 
 
 def random_tokens(B: int, T: int) -> torch.Tensor:

@@ -9,21 +9,9 @@ from fairseq.models.transformer_lm import TransformerLanguageModel, TransformerL
 from fairseq.modules import AdaptiveInput, LearnedPositionalEmbedding, SinusoidalPositionalEmbedding
 from fairseq.modules.transformer_decoder import DEFAULT_MAX_TARGET_POSITIONS
 
+from conftest import tiny_task
+
 VOCAB, PAD = 50, 1
-
-
-class TinyDictionary:
-    """Just what the model reads from a Dictionary: its size and pad id."""
-
-    def __len__(self) -> int:
-        return VOCAB
-
-    def pad(self) -> int:
-        return PAD
-
-
-class TinyTask:
-    source_dictionary = target_dictionary = TinyDictionary()
 
 
 def tiny_config(**overrides) -> TransformerLanguageModelConfig:
@@ -35,7 +23,7 @@ def tiny_config(**overrides) -> TransformerLanguageModelConfig:
 
 
 def build(**overrides) -> TransformerLanguageModel:
-    return TransformerLanguageModel.build_model(tiny_config(**overrides), TinyTask()).eval()
+    return TransformerLanguageModel.build_model(tiny_config(**overrides), tiny_task(VOCAB, PAD)).eval()
 
 
 def random_tokens(B: int, T: int) -> torch.Tensor:
@@ -51,7 +39,7 @@ def _seed():
 def test_forward_shapes_from_a_dataclass_and_a_structured_config():
     tokens = random_tokens(3, 7)
     for cfg in (tiny_config(), OmegaConf.structured(tiny_config())):
-        model = TransformerLanguageModel.build_model(cfg, TinyTask())
+        model = TransformerLanguageModel.build_model(cfg, tiny_task(VOCAB, PAD))
         logits, extra = model(tokens)
         assert logits.shape == (3, 7, VOCAB)
         assert len(extra["inner_states"]) == 1 + 2 and extra["inner_states"][0].shape == (3, 7, 16)
@@ -61,7 +49,7 @@ def test_forward_shapes_from_a_dataclass_and_a_structured_config():
 
 def test_build_through_the_registry_with_an_architecture_name():
     cfg = OmegaConf.structured(tiny_config(_name="transformer_lm_gpt"))
-    model = build_model(cfg, TinyTask())
+    model = build_model(cfg, tiny_task(VOCAB, PAD))
     assert isinstance(model, TransformerLanguageModel)
     assert model(random_tokens(1, 4))[0].shape == (1, 4, VOCAB)
 
@@ -70,7 +58,7 @@ def test_max_positions_defaults_when_the_task_is_absent():
     assert build(max_target_positions=None).max_positions() == DEFAULT_MAX_TARGET_POSITIONS
     # a dataclass left with the "${task.tokens_per_sample}" interpolation, and no task to resolve it
     unresolved = TransformerLanguageModelConfig(decoder_layers=1)
-    model = TransformerLanguageModel.build_model(unresolved, TinyTask())
+    model = TransformerLanguageModel.build_model(unresolved, tiny_task(VOCAB, PAD))
     assert model.max_positions() == DEFAULT_MAX_TARGET_POSITIONS
     assert build(max_target_positions=20).max_positions() == 20
 
@@ -251,7 +239,7 @@ def test_wiki103_preset_with_tied_adaptive_weights_builds_and_decodes():
                  decoder_embed_dim=16, decoder_input_dim=16, decoder_output_dim=16)
     values = {**preset, **small, "max_target_positions": 32}
     cfg = OmegaConf.structured(TransformerLanguageModelConfig(**values))
-    model = TransformerLanguageModel.build_model(cfg, TinyTask()).eval()
+    model = TransformerLanguageModel.build_model(cfg, tiny_task(VOCAB, PAD)).eval()
     decoder = model.decoder
     assert isinstance(decoder.embed_tokens, AdaptiveInput) and decoder.layer_norm is None
     assert decoder.adaptive_softmax.tail_out[0] is decoder.embed_tokens.embeddings[1].weight
