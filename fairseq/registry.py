@@ -70,7 +70,8 @@ class Registry:
 
         def wrap(cls: type) -> type:
             if name in self.entries:
-                raise ValueError(f"cannot register duplicate {self.group} {name!r}")
+                raise ValueError(f"cannot register duplicate {self.group} {name!r}: "
+                                 f"{self.entries[name].cls.__name__} has that name; choose another")
             if self.base_class is not None and not issubclass(cls, self.base_class):
                 raise ValueError(f"{self.group} {name!r} ({cls.__name__}) must extend "
                                  f"{self.base_class.__name__}")

@@ -12,6 +12,10 @@ The shell commands of the fenced code blocks (``bash``, ``sh``, ``console`` or u
   the documented training wrote. They run in-process, in one worker process
   (``python tests/test_docs_commands.py PLAN``): one interpreter start for all. A command with
   a pipe or a redirection runs through ``bash``.
+* file: a ``python`` block whose first line is ``# file: PATH`` is a file the reader writes (a
+  plugin's module): it is written to ``PATH`` in the working directory, not run. A command that
+  imports a plugin (``--user-dir``, ``common.user_dir=``) is scaled down by the run's size only
+  (``PLUGIN_SCALE_DOWN``), since the plugin's model has fields of its own.
 * not run (``NOT_RUN_PREFIXES``, ``NOT_RUN_IF_CONTAINS``, sbatch script blocks), each with its
   reason: clusters, several machines or GPUs, installs, the whole test suite.
 
@@ -73,6 +77,15 @@ TINY_LEGACY = ["--tokens-per-sample", "64", "--decoder-layers", "1", "--decoder-
                "--decoder-input-dim", "16", "--decoder-output-dim", "16", "--decoder-ffn-embed-dim", "32",
                "--decoder-attention-heads", "2", "--num-workers", "0", "--max-update", "2",
                "--log-format", "none"]
+# a plugin's model has its own fields: only the run is scaled down, not the transformer
+PLUGIN_HYDRA = ["task.tokens_per_sample=64", "dataset.num_workers=0", "optimization.max_update=2",
+                "common.log_format=none"]
+PLUGIN_LEGACY = ["--tokens-per-sample", "64", "--num-workers", "0", "--max-update", "2", "--log-format", "none"]
+PLUGIN_SCALE_DOWN: Dict[str, List[str]] = {
+    "fairseq-hydra-train": PLUGIN_HYDRA,
+    "fairseq-train": PLUGIN_LEGACY,
+}
+FILE_BLOCK = re.compile(r"\A# file: (\S+)\s*$", re.MULTILINE)
 SCALE_DOWN: Dict[str, List[str]] = {
     "fairseq-hydra-train": TINY_HYDRA,
     "python -m fairseq_cli.train_hydra": TINY_HYDRA,
@@ -194,7 +207,8 @@ def _starts_with(words: List[str], prefix: str) -> bool:
 
 
 def _scale_down(words: List[str]) -> List[str]:
-    for prefix, extra in SCALE_DOWN.items():
+    plugin = any(w == "--user-dir" or w.startswith(("--user-dir=", "common.user_dir=")) for w in words)
+    for prefix, extra in (PLUGIN_SCALE_DOWN if plugin else SCALE_DOWN).items():
         if _starts_with(words, prefix):
             return list(extra)
     return []
@@ -203,6 +217,9 @@ def _scale_down(words: List[str]) -> List[str]:
 def classify(cmd: DocCommand) -> Tuple[str, object]:
     """``("skip", reason)``, ``("run", Plan)`` or ``("unclassified", why)``."""
     if cmd.lang == "python":
+        written = FILE_BLOCK.match(cmd.text)
+        if written:
+            return "run", Plan(cmd.source, "file", cmd.text, written.group(1))
         return "run", Plan(cmd.source, "python", cmd.text, expected_error=cmd.expected_error)
     if cmd.block_is_sbatch_script:
         return "skip", SBATCH_SCRIPT
@@ -420,7 +437,10 @@ def _run_one(plan: Dict, workdir: str) -> Dict:
     print(f"\n===== {plan['source']}: {plan['text'][:200]}", file=sys.stderr, flush=True)
     try:
         with contextlib.redirect_stderr(err):
-            if plan["kind"] == "entry":
+            if plan["kind"] == "file":
+                Path(plan["target"]).parent.mkdir(parents=True, exist_ok=True)
+                Path(plan["target"]).write_text(plan["text"] + "\n", encoding="utf-8")
+            elif plan["kind"] == "entry":
                 module, function = plan["target"].split(":")
                 sys.argv = [plan["text"].split()[0]] + plan["argv"]
                 getattr(importlib.import_module(module), function)(plan["argv"])

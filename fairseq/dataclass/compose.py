@@ -11,6 +11,7 @@ Layout of what Hydra sees:
   with no YAML file is also stored directly as ``G/NAME``, so presets and user plugins are
   selectable without writing YAML.
 """
+import copy
 import importlib.util
 import os
 import sys
@@ -78,9 +79,31 @@ def import_user_module(user_dir: Optional[str]) -> None:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except BaseException:
+    except Exception as e:
         sys.modules.pop(name, None)  # a failed import is retried, not taken as done
+        # the plugin is the user's input: one line naming its line that failed, not a traceback
+        # through the registry or dataclasses (a Python caller still gets it, chained)
+        raise ConfigError(f"common.user_dir={user_dir!r}: importing the plugin failed at "
+                          f"{_plugin_line(e, path)}: {type(e).__name__}: {e}; fix the plugin's code "
+                          "(importing it in Python shows the traceback)") from e
+    except BaseException:
+        sys.modules.pop(name, None)
         raise
+
+
+def _plugin_line(error: BaseException, path: Path) -> str:
+    """``FILE:LINE`` of the innermost frame of ``error``'s traceback inside the plugin
+    directory ``path`` (the directory itself when no frame is)."""
+    where = str(path)
+    tb = error.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if Path(filename).resolve().is_relative_to(path):
+            # relative to where the command runs when below it: the name the user typed
+            shown = os.path.relpath(filename)
+            where = f"{filename if shown.startswith('..') else shown}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
 
 
 def _module_is_dir(module, path: Path) -> bool:
@@ -112,6 +135,25 @@ def yaml_choices(group: str, user_config_dir: Optional[str] = None) -> list:
 
 
 _stored: set = set()
+# composed configs by (overrides, config name, ConfigStore generation): see compose_config
+_composed: dict = {}
+_COMPOSED_MAX = 32
+
+
+def _store_generation() -> Tuple[int, ...]:
+    """What changes whenever Hydra's ConfigStore gains or replaces a node (a plugin registered,
+    a test storing its own): the identities of the stored nodes, in order."""
+    ids: List[int] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for value in node.values():
+                walk(value)
+        else:
+            ids.append(id(node))
+
+    walk(ConfigStore.instance().repo)
+    return tuple(ids)
 
 
 def _read_yaml(path: Path) -> Any:
@@ -230,7 +272,9 @@ def hydra_init(cfg_name: str = "fairseq_config") -> None:
     import_builtin_components()
     install_hydra_hooks()
     cs = ConfigStore.instance()
-    cs.store(name=cfg_name, node=FairseqConfig)
+    if ("", cfg_name) not in _stored:  # stored once: a new node would change _store_generation
+        cs.store(name=cfg_name, node=FairseqConfig)
+        _stored.add(("", cfg_name))
     tree = Path(config_dir())
     for group in COMPONENT_GROUPS:
         registry = ALL_REGISTRIES.get(group)
@@ -273,8 +317,21 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
     if GlobalHydra.instance().is_initialized():
         return compose(config_name, overrides=overrides, return_hydra_config=with_hydra)
     if user_config_dir is None:
+        # Only the built-in tree (or a --config-path tree) and the ConfigStore are read, so the
+        # same overrides compose the same config for as long as nothing new is registered; a
+        # copy of the first result spares every later legacy command of the process Hydra's
+        # parse and merge (a tenth of a tiny run's time)
+        key = None if (with_hydra or config_path) else (tuple(overrides), config_name, _store_generation())
+        cached = _composed.get(key) if key is not None else None
+        if cached is not None:
+            return copy.deepcopy(cached)
         with initialize_config_dir(config_dir=directory, version_base="1.3"):
-            return compose(config_name, overrides=overrides, return_hydra_config=with_hydra)
+            cfg = compose(config_name, overrides=overrides, return_hydra_config=with_hydra)
+        if key is not None:
+            if len(_composed) >= _COMPOSED_MAX:
+                _composed.pop(next(iter(_composed)))
+            _composed[key] = copy.deepcopy(cfg)
+        return cfg
     with user_tree(directory, os.path.abspath(user_config_dir)):
         return compose(config_name, overrides=overrides, return_hydra_config=with_hydra)
 

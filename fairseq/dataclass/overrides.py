@@ -82,6 +82,9 @@ def missing_message(key: str, door: str) -> str:
     if door == "legacy" and key == "task.data":
         return ("the data directory is required: give it first, e.g. "
                 "`fairseq-train demo/data-bin --arch transformer_lm ...` (the --destdir of fairseq-preprocess)")
+    if door == "legacy":
+        flag = "--" + key.rsplit(".", 1)[-1].replace("_", "-")
+        return f"{flag} is required ({key} is ??? in the config) and was not given: add `{flag} VALUE`"
     example = "demo/data-bin" if key == "task.data" else "VALUE"
     return (f"{key} is required (it is ??? in the config) and was not given: add `{key}={example}` "
             "to the command line" + (" (the --destdir of fairseq-preprocess)" if key == "task.data" else ""))

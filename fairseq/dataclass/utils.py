@@ -12,7 +12,7 @@ import typing
 from argparse import ArgumentParser, Namespace
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from fairseq.dataclass.configs import (COMPONENT_GROUPS, GENERIC_GROUPS, OPTIONAL_COMPONENT_GROUPS,
                                        FairseqDataclass, field_default, interpolation_target)
@@ -200,6 +200,8 @@ def convert_namespace_to_omegaconf(args: Namespace) -> DictConfig:
         if entry.dataclass is None:
             continue
         for key, value in entry.dataclass.namespace_values(args, keep_interpolations=True).items():
+            if value is None and OmegaConf.is_missing(cfg[group], key):
+                continue  # a required (???) field's flag, not given: check_missing names it
             cfg[group][key] = value
     # the values the flags gave, checked as the Hydra door checks its overrides: one line
     # naming the key and its flag for a value out of range, NaN or infinite (every legacy

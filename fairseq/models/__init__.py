@@ -1,9 +1,10 @@
 """Models: the registry, architectures (named presets) and ``build_model``."""
 from argparse import Namespace
-from typing import Any, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 from omegaconf import DictConfig
 
+from fairseq.errors import ConfigError
 from fairseq.models.fairseq_model import BaseFairseqModel, FairseqLanguageModel
 from fairseq.registry import import_submodules, setup_registry
 
@@ -22,12 +23,24 @@ def register_model(name: str, dataclass: Optional[type] = None):
 
 
 def register_model_architecture(model_name: str, arch_name: str,
-                                preset: Optional[Dict[str, Any]] = None) -> None:
+                                preset: Optional[Dict[str, Any]] = None) -> Callable[[Any], None]:
     """Register ``arch_name``: model ``model_name`` with the config defaults in ``preset``.
 
     A preset is data, merged beneath anything the user sets explicitly.
+
+    Returns:
+        a callable that refuses fairseq 0.12's decorator form (a function setting ``args``),
+        which would otherwise fail as ``'NoneType' object is not callable``.
     """
     MODEL_REGISTRY.register_preset(model_name, arch_name, preset)
+
+    def refuse_decorator_form(function: Any) -> None:
+        raise ConfigError(f"@register_model_architecture({model_name!r}, {arch_name!r}) decorates "
+                          f"{getattr(function, '__name__', function)!r}: an architecture here is a preset "
+                          f"of config values, not a function; write register_model_architecture("
+                          f"{model_name!r}, {arch_name!r}, {{'field': value, ...}})")
+
+    return refuse_decorator_form
 
 
 def build_model(cfg: Union[DictConfig, Namespace], task: Any) -> BaseFairseqModel:
