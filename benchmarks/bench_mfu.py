@@ -19,14 +19,19 @@ causal mask is applied, not skipped, by the attention kernel); training costs th
 
 **Achieved FLOP/s** = FLOPs per token x tokens per second of the median update (``ntokens``
 of the batch / seconds of ``train_step`` with the device synchronised). **MFU** = achieved /
-peak, where the peak is the best of several square matrix products (fp32 2048 x 2048 on a CPU;
-on a GPU in the training dtype, 8192 x 8192), measured in the same run before every round,
-so load from other users of the machine weighs on both. Updates alternate model by model and
-round by round; medians are reported.
+peak *of the precision the run computes in*: a ``common.bf16=true`` run against the bfloat16
+matmul peak, a float32 run against the float32 one. Each peak is the best of several square
+matrix products (2048 x 2048 on a CPU, 8192 x 8192 on a GPU), and both precisions' peaks are
+measured in the same run before every round, so load from other users of the machine weighs on
+all figures. On a CPU without bfloat16 matmul instructions that product is very slow, so its
+side is halved until one product takes at most two seconds (the side used is printed); the run then
+also prints the notice that bf16 is slower than float32 there. Updates alternate model by model
+and round by round; medians are reported.
 
 The same run also reports, for each model (after training): eval-lm tokens/s
 (``fairseq_cli.eval_lm.eval_lm`` over the first 8 batches of max_tokens of the valid split,
-context_window 0) and generation tokens/s (``benchmarks/bench_generate.py``'s cached greedy
+context_window 0; with ``common.bf16=true`` on a copy of the model held in bfloat16, as
+``fairseq-eval-lm --bf16`` does, with its MFU against the bf16 peak) and generation tokens/s (``benchmarks/bench_generate.py``'s cached greedy
 decoding of ``--gen-tokens`` tokens after a 16-token prompt, batch 1 and 8).
 
     python benchmarks/bench_mfu.py                       # builds the demo corpus in a temp dir
@@ -44,7 +49,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -120,10 +125,20 @@ class Bench:
         """Of the median update (seconds per token)."""
         return 1.0 / statistics.median(s / n for s, n in zip(self.seconds, self.tokens))
 
+    def inference_model(self) -> torch.nn.Module:
+        """The trained model as eval-lm and generation run it: with ``common.bf16``, a copy held
+        in bfloat16 (``--bf16`` there casts the weights once); else the model itself."""
+        model = _unwrap(self.trainer.model)
+        if self.cfg.common.bf16:
+            import copy
+
+            model = copy.deepcopy(model).to(dtype=torch.bfloat16)
+        return model.eval()
+
     def eval_lm_tokens_per_second(self, max_tokens: int) -> float:
         from fairseq_cli.eval_lm import eval_lm
 
-        model = _unwrap(self.trainer.model).eval()
+        model = self.inference_model()
         itr = self.task.eval_lm_dataloader(self.task.dataset("valid"), max_tokens=max_tokens,
                                            max_positions=self.shape["tokens_per_sample"], num_workers=0)
         batches = [b for _, b in zip(range(8), itr)]  # the first 8 batches: a few seconds at most
@@ -138,13 +153,30 @@ class Bench:
     def generate_tokens_per_second(self, batch: int, new_tokens: int) -> float:
         from bench_generate import run
 
-        model = _unwrap(self.trainer.model).eval()
+        model = self.inference_model()
         prompt = 16
         new = min(new_tokens, self.shape["tokens_per_sample"] - prompt - 1)
         with torch.no_grad():
             speed = run(model, self.task.target_dictionary, batch, prompt, new, use_cache=True)
         model.train()
         return speed
+
+
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def bounded_matmul_peak(device: torch.device, dtype: torch.dtype, size: int,
+                        budget_s: float = 2.0, repeats: int = 5) -> Tuple[float, int]:
+    """``(FLOP/s, side)``: :func:`matmul_peak` of ``size``, or, for a reduced precision on a
+    CPU, of a smaller power-of-two side where one product of ``size`` would take more than
+    ``budget_s`` (bfloat16 without hardware support runs at well under 1 GFLOP/s, and 2048^3
+    would take a minute). float32 always keeps ``size``: its figures stay comparable."""
+    if device.type == "cpu" and dtype != torch.float32:
+        probe = min(256, size)
+        rate = matmul_peak(device, dtype, probe, repeats=1)
+        while size > probe and 2.0 * size ** 3 / rate > budget_s:
+            size //= 2
+    return matmul_peak(device, dtype, size, repeats=repeats), size
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -178,18 +210,26 @@ def main() -> None:
             shape["max_tokens"] *= args.batch_scale
         benches = [Bench(name, data, args.set, args.steps) for name in args.models]
         device = benches[0].device
-        bf16 = any(s.replace(" ", "") in ("common.bf16=true", "common.bf16=True") for s in args.set)
-        dtype = torch.bfloat16 if bf16 and device.type == "cuda" else torch.float32
+        precision = "bf16" if benches[0].cfg.common.bf16 else "fp32"
+        dtype = PRECISION_DTYPES[precision]
         size = args.peak_size or (8192 if device.type == "cuda" else 2048)
+        from fairseq.precision import notice_if_bf16_is_slow
+
+        if precision == "bf16":
+            notice_if_bf16_is_slow(device.type)
         for bench in benches:  # warm-up (and compilation, if any) outside the timings
             bench.step(0)
             bench.step(1)
             bench.seconds.clear()
             bench.tokens.clear()
-        peaks: List[float] = []
+        all_peaks: Dict[str, List[float]] = {p: [] for p in PRECISION_DTYPES}
+        sides: Dict[str, int] = {}
+        peaks = all_peaks[precision]  # the MFU of this run is against its own precision's peak
         mfu: Dict[str, List[float]] = {b.name: [] for b in benches}
         for r in range(args.rounds):
-            peaks.append(matmul_peak(device, dtype, size))
+            for name, peak_dtype in PRECISION_DTYPES.items():
+                flops, sides[name] = bounded_matmul_peak(device, peak_dtype, size)
+                all_peaks[name].append(flops)
             marks = {b.name: len(b.seconds) for b in benches}
             for i in range(args.steps):
                 for bench in (benches if (i + r) % 2 == 0 else benches[::-1]):
@@ -207,8 +247,11 @@ def main() -> None:
         print(f"device {device} ({where}), torch {torch.__version__}, dtype {dtype}, world size "
               f"{distributed_utils.get_world_size()}, overrides {args.set or 'none'}; {args.rounds} rounds x "
               f"{args.steps} updates per model, load average {os.getloadavg()[0]:.1f} at the end")
-        print(f"peak: {size}x{size} {str(dtype).replace('torch.', '')} matmul, best of 5 per round: median "
-              f"{peak / 1e9:.1f} GFLOP/s (rounds: {', '.join(f'{p / 1e9:.0f}' for p in peaks)})")
+        for name, values in all_peaks.items():
+            used = " <- the MFU of this run" if name == precision else ""
+            print(f"peak {name}: {sides[name]}x{sides[name]} {str(PRECISION_DTYPES[name]).replace('torch.', '')} "
+                  f"matmul, best of 5 per round: median {statistics.median(values) / 1e9:.1f} GFLOP/s "
+                  f"(rounds: {', '.join(f'{p / 1e9:.1f}' for p in values)}){used}")
         for b in benches:
             s = b.shape
             tps = b.tokens_per_second()
@@ -221,11 +264,11 @@ def main() -> None:
                 continue
             ev = statistics.median(b.eval_lm_tokens_per_second(s["max_tokens"]) for _ in range(args.rounds))
             fwd = flops_per_token(s["layers"], s["dim"], s["ffn"], s["tokens_per_sample"], b.vocab, training=False)
-            print(f"  eval-lm: {ev:.0f} tokens/s (median of {args.rounds}), {fwd * ev / 1e9:.1f} GFLOP/s, "
-                  f"MFU {100 * fwd * ev / peak:.1f}%")
+            print(f"  eval-lm ({precision}): {ev:.0f} tokens/s (median of {args.rounds}), "
+                  f"{fwd * ev / 1e9:.1f} GFLOP/s, MFU {100 * fwd * ev / peak:.1f}%")
             for batch in (1, 8):
                 g = statistics.median(b.generate_tokens_per_second(batch, args.gen_tokens) for _ in range(args.rounds))
-                print(f"  generate (cached, greedy, batch {batch}): {g:.0f} tokens/s (median of {args.rounds})")
+                print(f"  generate ({precision}, cached, greedy, batch {batch}): {g:.0f} tokens/s (median of {args.rounds})")
 
 
 if __name__ == "__main__":

@@ -17,9 +17,14 @@ Two model sizes: the demo shapes (2 layers, embed 128, ffn 512, 4 heads) and 4x 
 (embed 512, ffn 2048, 8 heads), both with a tied output embedding and the dictionary padded to
 ``--vocab`` entries (``madeupword`` symbols, as ``--padding-factor`` does; default 8192).
 
+Precision. ``--precision bf16`` trains every variant under bfloat16 autocast
+(``common.bf16=true``; the plain loop inside ``torch.autocast``); the default is float32.
+
 Speed. Variants alternate update by update (and the order rotates), and every round also times
-a 2048 x 2048 float32 matmul (best of 3), so all see the same load on a shared machine; medians
-are reported. MFU = model FLOP/s / the median of that matmul's FLOP/s. Model FLOPs per token =
+a 2048 x 2048 matmul (best of 3) in float32 and in bfloat16, so all see the same load on a
+shared machine; medians are reported. MFU = model FLOP/s / the median matmul FLOP/s *of the
+precision trained in* (on a CPU without bfloat16 matmul instructions the bf16 product's side
+is halved until it takes at most two seconds; the side is printed). Model FLOPs per token =
 ``6 * (layers * (4 C^2 + 2 C F) + C V) + 12 * layers * T * C`` (forward + backward of every
 matmul weight, the output layer counted even when tied, plus attention scores and weighted
 sums over the whole T x T square: the convention of ``bench_mfu.py``).
@@ -52,7 +57,8 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from bench_common import demo_data, flops_per_token, matmul_peak  # noqa: E402
+from bench_common import demo_data, flops_per_token  # noqa: E402
+from bench_mfu import PRECISION_DTYPES, bounded_matmul_peak  # noqa: E402
 
 BASE = [
     "task.tokens_per_sample=128", "task.sample_break_mode=none",
@@ -140,25 +146,27 @@ class TrainerStep:
 class PlainStep:
     """A hand-written PyTorch update of the same model, at the trainer's learning rate."""
 
-    def __init__(self, model, pad: int, lr: float):
-        self.model, self.pad = model, pad
+    def __init__(self, model, pad: int, lr: float, bf16: bool = False):
+        self.model, self.pad, self.bf16 = model, pad, bf16
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.999),
                                            weight_decay=0.0, fused=True)
 
     def __call__(self, sample: Dict[str, Any]) -> None:
         self.model.train()
-        logits, _ = self.model(sample["net_input"]["src_tokens"])  # (B, T, V)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), sample["target"].view(-1),
-                               ignore_index=self.pad, reduction="sum") / sample["ntokens"]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            logits, _ = self.model(sample["net_input"]["src_tokens"])  # (B, T, V)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), sample["target"].view(-1),
+                                   ignore_index=self.pad, reduction="sum") / sample["ntokens"]
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
 
-def make_variants(data: str, width: int, vocab: int, with_plain_loss: bool) -> Tuple[Any, Any, Dict[str, Callable]]:
+def make_variants(data: str, width: int, vocab: int, with_plain_loss: bool,
+                  precision: str = "fp32") -> Tuple[Any, Any, Dict[str, Callable]]:
     from fairseq.trainer import Trainer
 
-    over = width_overrides(width)
+    over = width_overrides(width) + (["common.bf16=true"] if precision == "bf16" else [])
     cfg, task, model, criterion = build(data, over, vocab)
     trainer = Trainer(cfg, task, model, criterion)
     variants: Dict[str, Callable] = {"trainer": TrainerStep(trainer)}
@@ -170,29 +178,34 @@ def make_variants(data: str, width: int, vocab: int, with_plain_loss: bool) -> T
         variants["trainer, compiled"] = TrainerStep(Trainer(c3, t3, m3, cr3))
     _, _, plain_model, _ = build(data, over, vocab)
     variants["plain loop"] = PlainStep(plain_model.to(trainer.device), task.target_dictionary.pad(),
-                                       trainer.get_lr())
+                                       trainer.get_lr(), bf16=precision == "bf16")
     return cfg, task, variants
 
 
 def time_variants(variants: Dict[str, Callable], samples: List[Dict[str, Any]], rounds: int):
-    """Seconds per word of every update of every variant, and the matmul GFLOP/s of every round."""
+    """Seconds per word of every update of every variant, and the matmul GFLOP/s of every round
+    in each precision (``{"fp32": [...], "bf16": [...]}``) with the side the products had."""
     names = list(variants)
     for name in names:  # warm up (allocations, optimizer state, compilation)
         for sample in samples[:3]:
             variants[name](sample)
     per_word: Dict[str, List[float]] = {name: [] for name in names}
-    peaks: List[float] = []
+    peaks: Dict[str, List[float]] = {p: [] for p in PRECISION_DTYPES}
+    sides: Dict[str, int] = {}
+    cpu = torch.device("cpu")
     k = 0
     for _ in range(rounds):
         for sample in samples:
-            peaks.append(matmul_peak(repeats=3) / 1e9)
+            for name, dtype in PRECISION_DTYPES.items():
+                flops, sides[name] = bounded_matmul_peak(cpu, dtype, 2048, repeats=3)
+                peaks[name].append(flops / 1e9)
             order = names[k % len(names):] + names[:k % len(names)]  # rotate who goes first
             k += 1
             for name in order:
                 start = time.perf_counter()
                 variants[name](sample)
                 per_word[name].append((time.perf_counter() - start) / sample["ntokens"])
-    return per_word, peaks
+    return per_word, peaks, sides
 
 
 def breakdown(step: Callable, samples: List[Dict[str, Any]]) -> List[Tuple[str, float]]:
@@ -241,17 +254,19 @@ def peak_step_bytes(step: Callable, sample: Dict[str, Any]) -> int:
     return peak
 
 
-def report(width: int, cfg, task, variants, per_word, peaks, vocab: int) -> None:
+def report(width: int, cfg, task, variants, per_word, peaks, vocab: int, sides: Dict[str, int],
+           precision: str = "fp32") -> None:
     m = cfg.model
     fpt = flops_per_token(m.decoder_layers, m.decoder_embed_dim, m.decoder_ffn_embed_dim,
                           cfg.task.tokens_per_sample, vocab)
-    peak = statistics.median(peaks)
+    peak = statistics.median(peaks[precision])  # MFU against the peak of the precision trained in
     plain = 1.0 / statistics.median(per_word["plain loop"])
-    m = cfg.model
-    print(f"\n== width x{width}: {m.decoder_layers} layers x {m.decoder_embed_dim}, ffn "
+    shown = "; ".join(
+        f"{name} {sides[name]}^2 matmul peak {statistics.median(v):.1f} GFLOP/s (median of {len(v)}, range "
+        f"{min(v):.1f}-{max(v):.1f}){' <- MFU' if name == precision else ''}" for name, v in peaks.items())
+    print(f"\n== width x{width}, {precision}: {m.decoder_layers} layers x {m.decoder_embed_dim}, ffn "
           f"{m.decoder_ffn_embed_dim}, {m.decoder_attention_heads} heads, vocabulary {vocab}, "
-          f"{fpt / 1e6:.2f} MFLOP/token; fp32 2048^2 matmul peak {peak:.0f} GFLOP/s (median of "
-          f"{len(peaks)}, range {min(peaks):.0f}-{max(peaks):.0f})")
+          f"{fpt / 1e6:.2f} MFLOP/token; {shown}; load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{'variant':24s} {'words/s':>9s} {'GFLOP/s':>8s} {'MFU':>6s} {'vs plain loop':>14s}")
     for name, values in per_word.items():
         wps = 1.0 / statistics.median(values)
@@ -268,6 +283,8 @@ def main() -> None:
     parser.add_argument("--profile-steps", type=int, default=5, help="updates in the breakdown")
     parser.add_argument("--no-profile", action="store_true", help="skip the breakdown and memory")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    parser.add_argument("--precision", choices=list(PRECISION_DTYPES), default="fp32",
+                        help="train in float32 or under bfloat16 autocast (common.bf16=true)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -277,11 +294,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or demo_data(tmp)
         for width in (int(w) for w in args.widths.split(",")):
-            cfg, task, variants = make_variants(data, width, args.vocab, with_plain_loss=True)
+            cfg, task, variants = make_variants(data, width, args.vocab, with_plain_loss=True,
+                                                precision=args.precision)
             vocab = len(task.target_dictionary)
             samples = full_batches(cfg, task, args.steps)
-            per_word, peaks = time_variants(variants, samples, args.rounds)
-            report(width, cfg, task, variants, per_word, peaks, vocab)
+            per_word, peaks, sides = time_variants(variants, samples, args.rounds)
+            report(width, cfg, task, variants, per_word, peaks, vocab, sides, args.precision)
             if args.no_profile:
                 continue
             shown = [n for n in ("trainer", "trainer, plain loss") if n in variants]

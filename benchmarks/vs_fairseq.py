@@ -7,10 +7,19 @@ minutes for the first run; later runs reuse the cached build.
 What it does:
 
 1. **Builds fairseq 0.12.2** from its PyPI sdist into a scratch virtual environment
-   (``WORK/venv``, created with ``--system-site-packages`` so the system's torch, numpy,
-   hydra-core and omegaconf are reused; fairseq goes in with ``--no-deps``; only ``cython``,
-   ``wheel``, ``bitarray`` and, where the system lacks them, ``regex``/``sacrebleu`` are
-   installed into the venv, never torch). On Python 3.11 / NumPy 2 / torch >= 2.6 the
+   (``WORK/venv``, created with ``--system-site-packages`` so that what the base interpreter
+   has is reused; fairseq goes in with ``--no-deps``). What the venv cannot import is installed
+   into it first (``--print-install-plan`` shows the commands without running them): torch,
+   numpy, hydra-core and omegaconf pinned to the versions of ``--ours-python`` (the same torch
+   on both sides), or, where that interpreter lacks them, torch at the version
+   ``scripts/install.sh`` pins, as its CPU build (``torch==X+cpu``, which cannot resolve to a
+   CUDA wheel; ``--extra-index-url https://download.pytorch.org/whl/cpu`` is added only when that
+   index answers) on a machine without ``nvidia-smi``, and numpy 2.4.6, hydra-core 1.3.8,
+   omegaconf 2.3.1 (fairseq 0.12.2 asks for hydra-core 1.0.x / omegaconf 2.0.x, but hydra-core
+   1.0.7 does not import on Python 3.11; the patched tree runs on these); then ``cython``,
+   ``wheel``, ``bitarray``, ``regex``, ``sacrebleu``, ``tqdm``, ``cffi`` where missing. So it
+   builds from an interpreter without torch too (a venv of the system Python: torch then lives
+   in WORK/venv only). On Python 3.11 / NumPy 2 / torch >= 2.6 the
    unpacked sdist needs patches, applied here programmatically and idempotently before the
    install (see ``patch_fairseq_tree``): dataclass fields whose default is a dataclass
    instance become ``field(default_factory=...)`` (found with ``ast``), ``hydra_init``
@@ -25,7 +34,11 @@ What it does:
 2. **Generates a corpus** (``WORK/corpus-<MB>mb-v<vocab>``): Zipf-distributed pseudo-words over a
    45,000-word vocabulary (every word appears at least once in the training split, so the
    dictionary has >= 45k entries), lines of 5-40 words; ``--corpus-mb`` sets the size of
-   the training split (valid and test are 5% each).
+   the training split (valid and test are 5% each). **Or reads a real one**, ``--text PATH``:
+   a UTF-8 text file is split by lines (blank lines dropped) into contiguous blocks, the first
+   90% train, the next 5% valid, the last 5% test (``WORK/text-<name>-<content hash>``,
+   reused while the file is unchanged); a directory must hold ``train.txt``, ``valid.txt`` and
+   ``test.txt`` and is used as it is. Every figure then comes from that text.
 
 3. **Runs both systems alternately** (ours, fairseq, ours, fairseq, ... ``--repeats``
    rounds) with ``OMP_NUM_THREADS=--threads`` and prints ratios ours/fairseq (> 1: ours is
@@ -46,7 +59,13 @@ What it does:
      words/s = the tokens of the logged updates over their time, from the ``wps`` of the
      per-update ``train_inner`` log lines (``--log-interval 1``), the first ``--skip``
      updates left out. The loss at update 1 of both is printed (the inits differ, so close,
-     not equal, is all that is expected);
+     not equal, is all that is expected). With ``--dtypes fp32,bf16`` (the default) ours also
+     trains each shape with ``--bf16``. fairseq 0.12.2's ``--bf16`` implies ``--tpu``; it is
+     probed once (2 updates) and, when it fails as it does on a CPU without an XLA device, a
+     line says so and the bf16 rows compare ours ``--bf16`` with fairseq fp32. The fp32 and
+     bf16 matmul peaks (2048^3) are measured by our interpreter at the start and the end of
+     the run; the MFU column is words/s x training FLOPs per token (``6N + 12LTd``,
+     ``bench_common.flops_per_token``) over the higher peak *of the precision each side used*;
    * ``fairseq-eval-lm`` tokens/s with ``--context-window 0`` and ``64`` on the valid split,
      each system on a checkpoint it trained itself (demo shape; the "Evaluated N tokens in
      Ts (X tokens/s)" line);
@@ -62,6 +81,10 @@ Usage::
                                                               # quiet 2-core CPU; 3-4x that at load 5)
     python benchmarks/vs_fairseq.py --corpus-mb 1 --repeats 1 --updates 8 --updates-4x 5  # quicker
     python benchmarks/vs_fairseq.py --build-only              # just build/check fairseq
+    python benchmarks/vs_fairseq.py --print-install-plan      # what the build would pip install
+    python benchmarks/vs_fairseq.py --text corpus.txt --only train   # real text, fp32 + bf16 rows
+    /usr/bin/python3 -m venv /tmp/bare && /tmp/bare/bin/python benchmarks/vs_fairseq.py --build-only \
+        --work /tmp/vsf_bare                                  # from an interpreter without torch
     python benchmarks/vs_fairseq.py --only train,eval         # a subset of the jobs
 
 ``--work`` (default ``$VS_FAIRSEQ_WORK`` or ``/tmp/vs_fairseq``) holds the sdist, the
@@ -85,6 +108,9 @@ from pathlib import Path
 FAIRSEQ_VERSION = "0.12.2"
 REPO = Path(__file__).resolve().parent.parent
 STAMP = "# patched by benchmarks/vs_fairseq.py"
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_common import flops_per_token, gflops_text, slow_bf16_note  # noqa: E402  (needs no torch)
 
 
 class BuildError(RuntimeError):
@@ -270,7 +296,109 @@ def fairseq_ok(work):
             and str(Path(work) / "venv") in p.stdout)
 
 
-def build_fairseq(work, rebuild=False):
+# What the venv imports to build and run fairseq 0.12.2 for language modeling, and the pip
+# requirement that provides each; the four heavy ones are pinned (see dependency_pins).
+VENV_MODULES = (("torch", "torch"), ("numpy", "numpy"), ("hydra", "hydra-core"), ("omegaconf", "omegaconf"),
+                ("Cython", "cython"), ("wheel", "wheel"), ("bitarray", "bitarray"), ("regex", "regex"),
+                ("sacrebleu", "sacrebleu"), ("tqdm", "tqdm"), ("cffi", "cffi"))
+PINNED = ("torch", "numpy", "hydra-core", "omegaconf")
+# Known to build and run the patched tree on Python 3.11 (the versions this repository is tested
+# with). fairseq 0.12.2 itself asks for hydra-core 1.0.x / omegaconf 2.0.x, but hydra-core 1.0.7
+# does not import on Python 3.11 (a mutable dataclass default in hydra.conf) and newer pips
+# refuse omegaconf 2.0.6's metadata, so the patched tree runs on the 1.3 / 2.3 series instead.
+FALLBACK_PINS = {"numpy": "2.4.6", "hydra-core": "1.3.8", "omegaconf": "2.3.1"}
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def missing_packages(py):
+    """The pip names of VENV_MODULES that interpreter ``py`` cannot import."""
+    code = ("import importlib.util as u; print(' '.join(m for m in %r if u.find_spec(m) is None))"
+            % ([m for m, _ in VENV_MODULES],))
+    p = subprocess.run([py, "-c", code], capture_output=True, text=True)
+    absent = set(p.stdout.split()) if p.returncode == 0 else {m for m, _ in VENV_MODULES}
+    return [pkg for mod, pkg in VENV_MODULES if mod in absent]
+
+
+def installed_versions(py, packages=PINNED):
+    """``{pip name: version}`` of ``packages`` as interpreter ``py`` has them (absent ones left out)."""
+    code = ("import importlib.metadata as m, json, sys\nv = {}\nfor n in sys.argv[1:]:\n"
+            "    try: v[n] = m.version(n)\n    except m.PackageNotFoundError: pass\nprint(json.dumps(v))")
+    try:
+        p = subprocess.run([py, "-c", code, *packages], capture_output=True, text=True)
+        return json.loads(p.stdout) if p.returncode == 0 else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def install_sh_torch_version():
+    """The torch version scripts/install.sh pins (None when it cannot be read)."""
+    try:
+        m = re.search(r"torch==([0-9][0-9.]*)", (REPO / "scripts" / "install.sh").read_text())
+    except OSError:
+        return None
+    return m.group(1) if m else None
+
+
+def has_nvidia_gpu():
+    return shutil.which("nvidia-smi") is not None
+
+
+def dependency_pins(ours_versions, gpu=False):
+    """``{pip name: exact version}`` for the venv's torch, numpy, hydra-core and omegaconf.
+
+    The versions of our interpreter where it has them (the same torch on both sides of every
+    comparison); otherwise torch from scripts/install.sh, as its CPU build (``+cpu``) on a
+    machine without an NVIDIA GPU, and FALLBACK_PINS for the rest."""
+    pins = {}
+    torch_version = ours_versions.get("torch") or install_sh_torch_version() or "2.13.0"
+    if "+" not in torch_version and not gpu and "torch" not in ours_versions:
+        torch_version += "+cpu"
+    pins["torch"] = torch_version
+    for pkg in PINNED[1:]:
+        pins[pkg] = ours_versions.get(pkg) or FALLBACK_PINS[pkg]
+    return pins
+
+
+def url_reachable(url, timeout=5.0):
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return True
+    except Exception:  # noqa: BLE001 - any failure means: do not use it
+        return False
+
+
+def install_commands(py, missing, pins, cpu_index_reachable):
+    """The pip commands that give venv interpreter ``py`` the ``missing`` packages.
+
+    torch goes in alone, pinned to ``pins["torch"]``: a ``+cpu`` pin can only resolve to a CPU
+    wheel (from the CPU index when it answers, else from whatever pip's own configuration finds,
+    e.g. a local wheel), never to a multi-GB CUDA build. The other pinned packages get ``==``."""
+    cmds = []
+    if "torch" in missing:
+        cmd = [py, "-m", "pip", "install", "-q", f"torch=={pins['torch']}"]
+        if pins["torch"].endswith("+cpu") and cpu_index_reachable:
+            cmd += ["--extra-index-url", TORCH_CPU_INDEX]
+        cmds.append(cmd)
+    rest = [f"{pkg}=={pins[pkg]}" if pkg in pins else pkg for pkg in missing if pkg != "torch"]
+    if rest:
+        cmds.append([py, "-m", "pip", "install", "-q", *rest])
+    return cmds
+
+
+def plan_venv_install(work, ours_python):
+    """``(commands, pins)``: what build_fairseq would install into WORK/venv. Without a venv yet,
+    what the base interpreter lacks (the venv sees its site-packages)."""
+    py = venv_python(work)
+    probe = py if os.path.exists(py) else sys.executable
+    missing = missing_packages(probe)
+    pins = dependency_pins(installed_versions(ours_python), gpu=has_nvidia_gpu())
+    reachable = "torch" in missing and pins["torch"].endswith("+cpu") and url_reachable(TORCH_CPU_INDEX + "/torch/")
+    return install_commands(py, missing, pins, reachable), pins
+
+
+def build_fairseq(work, rebuild=False, ours_python=None):
     """Build (or reuse) the fairseq 0.12.2 venv under WORK; raises BuildError."""
     work = Path(work)
     if not rebuild and fairseq_ok(work):
@@ -283,14 +411,21 @@ def build_fairseq(work, rebuild=False):
     if not venv.exists():
         log(f"creating {venv} (--system-site-packages)")
         _run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], "python -m venv")
+    # what the system site-packages lack goes into the venv, the heavy packages pinned
+    cmds, pins = plan_venv_install(work, ours_python or sys.executable)
+    for cmd in cmds:
+        what = " ".join(cmd[5:])
+        log(f"pip install into the venv: {what}")
+        try:
+            _run(cmd, "pip install " + what)
+        except BuildError as e:
+            if cmd[5].startswith("torch==") and pins["torch"].endswith("+cpu"):
+                first, _, rest = str(e).partition("\n")
+                raise BuildError(f"{first}; no CPU wheel of torch {pins['torch']} was found: install the CPU "
+                                 "torch into the interpreter running this script (bash scripts/install.sh) "
+                                 f"or make {TORCH_CPU_INDEX} reachable\n{rest}") from None
+            raise
     py = venv_python(work)
-    # build-time needs; torch/numpy/hydra/omegaconf come from the system site-packages
-    need = ["cython", "wheel", "bitarray"]
-    for mod, pkg in (("regex", "regex"), ("sacrebleu", "sacrebleu")):
-        if subprocess.run([py, "-c", f"import {mod}"], capture_output=True).returncode != 0:
-            need.append(pkg)
-    log(f"pip install into the venv: {' '.join(need)}")
-    _run([py, "-m", "pip", "install", "-q", *need], "pip install " + " ".join(need))
     sdist_dir = work / "sdist"
     tgz = sdist_dir / f"fairseq-{FAIRSEQ_VERSION}.tar.gz"
     if not tgz.exists():
@@ -366,6 +501,73 @@ def make_corpus(out_dir, mb, vocab=45000, zipf_s=1.1, seed=1):
     return out_dir
 
 
+def split_lines(lines, valid_frac=0.05, test_frac=0.05):
+    """``(train, valid, test)``: contiguous blocks of ``lines`` in their order, 90/5/5 by default
+    (the last lines are the test split); each split gets at least one line."""
+    n = len(lines)
+    if n < 3:
+        raise ValueError(f"{n} lines: need at least 3 to split into train, valid and test")
+    n_test = max(1, round(n * test_frac))
+    n_valid = max(1, round(n * valid_frac))
+    n_train = n - n_valid - n_test
+    if n_train < 1:
+        raise ValueError(f"{n} lines leave no training lines")
+    return lines[:n_train], lines[n_train:n_train + n_valid], lines[n_train + n_valid:]
+
+
+def prepare_text(work, path):
+    """The corpus directory (train.txt, valid.txt, test.txt) for ``--text PATH``.
+
+    A directory that holds train.txt, valid.txt and test.txt is used as it is. A file is split
+    by lines with :func:`split_lines` (90/5/5, contiguous, blank lines dropped) into
+    ``WORK/text-<name>-<hash of the content>``, reused while the content is unchanged."""
+    import hashlib
+
+    path = Path(path).expanduser().resolve()
+    if path.is_dir():
+        missing = [n for n in ("train.txt", "valid.txt", "test.txt") if not (path / n).is_file()]
+        if missing:
+            raise ValueError(f"--text {path} is a directory without {', '.join(missing)}: give a text file "
+                             "(split 90/5/5 by lines) or a directory with train.txt, valid.txt and test.txt")
+        return path
+    if not path.is_file():
+        raise ValueError(f"--text {path} does not exist: give a UTF-8 text file or a directory with "
+                         "train.txt, valid.txt and test.txt")
+    raw = path.read_bytes()
+    out = Path(work) / f"text-{path.stem}-{hashlib.sha1(raw).hexdigest()[:10]}"
+    if (out / "DONE").exists():
+        return out
+    try:
+        lines = [ln for ln in raw.decode("utf-8").splitlines() if ln.strip()]
+        parts = split_lines(lines)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"--text {path}: {e}") from None
+    out.mkdir(parents=True, exist_ok=True)
+    for name, part in zip(("train", "valid", "test"), parts):
+        (out / f"{name}.txt").write_text("\n".join(part) + "\n", encoding="utf-8")
+    (out / "DONE").write_text(f"{path}\n")
+    return out
+
+
+def measure_peaks(python, threads, size=2048):
+    """``{"fp32": GFLOP/s, "bf16": GFLOP/s}``: the best ``size``-cubed matrix products of each
+    precision, timed by ``python`` (our interpreter) with ``threads`` threads."""
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from bench_common import matmul_peaks; "
+            "print(json.dumps(matmul_peaks(size=int(sys.argv[2]))))")
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    p = subprocess.run([python, "-c", code, str(REPO / "benchmarks"), str(size)], capture_output=True,
+                       text=True, env=env)
+    if p.returncode != 0:
+        raise RuntimeError("measuring the matmul peaks failed: " + (p.stderr.strip().splitlines() or ["?"])[-1])
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def train_flops_per_token(shape, vocab, context=128):
+    """Training FLOPs per token of SHAPES[shape] with ``vocab`` output rows (bench_common's count)."""
+    layers, dim, ffn, _ = SHAPES[shape]
+    return flops_per_token(layers, dim, ffn, context, vocab)
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. running both systems
 # ---------------------------------------------------------------------------------------------
@@ -409,7 +611,7 @@ SHAPES = {  # name: (layers, embed, ffn, heads)
 }
 
 
-def train_args(data, shape, max_update, save_dir, save):
+def train_args(data, shape, max_update, save_dir, save, bf16=False):
     layers, dim, ffn, heads = SHAPES[shape]
     a = [data, "--task", "language_modeling", "--arch", "transformer_lm",
          "--decoder-layers", layers, "--decoder-embed-dim", dim, "--decoder-input-dim", dim,
@@ -425,6 +627,8 @@ def train_args(data, shape, max_update, save_dir, save):
          "--save-dir", save_dir, "--no-epoch-checkpoints"]
     if not save:
         a.append("--no-save")
+    if bf16:
+        a.append("--bf16")
     return a
 
 
@@ -482,15 +686,58 @@ def compare_data_bins(a, b):
     return names, diff
 
 
+def report_rows(results, loads, peaks, vocab_rows):
+    """The markdown rows of the report. A bf16 metric that fairseq lacks is compared with
+    fairseq's fp32 figure of the same shape (``ours bf16 / fairseq fp32``); MFU is against the
+    peak of the precision each side used."""
+    rows = []
+    for metric, by in results.items():
+        o, f = by.get("ours", []), by.get("fairseq", [])
+        f_dtype = "bf16" if metric.endswith(", bf16") else "fp32"
+        label = metric
+        if metric.endswith(", bf16") and not f:
+            f = results.get(metric[: -len(", bf16")], {}).get("fairseq", [])
+            f_dtype = "fp32"
+            label = metric + " (ours --bf16 / fairseq fp32)"
+        lo = loads.get(metric, [])
+        lrange = f"{min(lo):.1f}-{max(lo):.1f}" if lo else ""
+        if "loss" in metric:
+            rows.append(f"| {label} | {median(o):.3f} | {median(f):.3f} | (not a speed) | | | {lrange} |")
+            continue
+        inverse = metric.startswith("preprocess")  # seconds: lower is faster
+        ratio = (median(f) / median(o)) if inverse else (median(o) / median(f))
+        rounds = [(b / a if inverse else a / b) for a, b in zip(o, f)]
+        fmt = "{:.2f}" if inverse else "{:.0f}"
+        mfu = ""
+        shape = metric.split(", ")[1] if metric.startswith("train words/s") else None
+        if shape in SHAPES and peaks:
+            fpt = train_flops_per_token(shape, vocab_rows) / 1e9
+            o_dtype = "bf16" if metric.endswith(", bf16") else "fp32"
+            mfu = " / ".join(f"{median(v) * fpt / max(peaks[d]):.0%}" if v and d in peaks else "-"
+                             for v, d in ((o, o_dtype), (f, f_dtype)))
+        rows.append(f"| {label} | {fmt.format(median(o))} | {fmt.format(median(f))} | **{ratio:.2f}** | "
+                    f"{', '.join(f'{x:.2f}' for x in rounds)} | {mfu} | {lrange} |")
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default=os.environ.get("VS_FAIRSEQ_WORK", "/tmp/vs_fairseq"),
                     help="scratch directory: sdist, patched source, venv, corpus, runs")
-    ap.add_argument("--corpus-mb", type=float, default=3.0, help="size of the training text (MB)")
+    ap.add_argument("--corpus-mb", type=float, default=3.0, help="size of the generated training text (MB)")
+    ap.add_argument("--text", default=None, metavar="PATH",
+                    help="a real corpus instead of the generated one: a UTF-8 text file (split by lines, "
+                         "90/5/5 contiguous, into train/valid/test) or a directory with train.txt, valid.txt "
+                         "and test.txt")
+    ap.add_argument("--dtypes", default=None,
+                    help="training precisions of ours: fp32 and/or bf16 (--bf16; fairseq's needs an XLA "
+                         "device, so its bf16 is only probed); default both, fp32 only where the bf16 "
+                         "matmul peak is below the fp32 one")
     ap.add_argument("--vocab", type=int, default=45000, help="vocabulary of the generated corpus")
     ap.add_argument("--repeats", type=int, default=3, help="rounds of ours, fairseq")
     ap.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of every run")
+    ap.add_argument("--shapes", default="demo,4x", help="training shapes: demo (2 x 128) and/or 4x (2 x 512)")
     ap.add_argument("--updates", type=int, default=30, help="--max-update at the demo shape")
     ap.add_argument("--updates-4x", type=int, default=10, help="--max-update at 4x width")
     ap.add_argument("--skip", type=int, default=2, help="first updates left out of words/s")
@@ -504,14 +751,22 @@ def main(argv=None):
                     help="interpreter that imports this repository's fairseq")
     ap.add_argument("--build-only", action="store_true", help="build/check fairseq 0.12.2 and stop")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the fairseq venv")
+    ap.add_argument("--print-install-plan", action="store_true",
+                    help="print the pip commands the build would run into the venv (and the pins) and stop")
     args = ap.parse_args(argv)
     work = Path(args.work).resolve()
     t_start = time.time()
     work.mkdir(parents=True, exist_ok=True)
     jobs = set(args.only.split(","))
 
+    if args.print_install_plan:
+        cmds, pins = plan_venv_install(work, args.ours_python)
+        log("pins: " + ", ".join(f"{k}=={v}" for k, v in pins.items()))
+        for cmd in cmds or [["(nothing to install: the interpreter has every package)"]]:
+            log(" ".join(cmd))
+        return 0
     try:
-        build_fairseq(work, rebuild=args.rebuild)
+        build_fairseq(work, rebuild=args.rebuild, ours_python=args.ours_python)
     except BuildError as e:
         first, _, rest = str(e).partition("\n")
         print(f"vs_fairseq: cannot build fairseq {FAIRSEQ_VERSION}: {first}", flush=True)
@@ -527,25 +782,59 @@ def main(argv=None):
                        cwd=work, capture_output=True, text=True)
     if not p.stdout.strip().startswith(str(REPO)):
         print(f"vs_fairseq: {ours.python} does not import this repository's fairseq "
-              f"({p.stdout.strip() or p.stderr.strip()[-200:]})")
+              f"({(p.stdout.strip() or p.stderr.strip()).splitlines()[-1][-160:] if (p.stdout + p.stderr).strip() else '?'}): "
+              "pass --ours-python with an interpreter where 'pip install -e .' was run")
         return 2
     systems = [s for s in (ours, theirs) if s.name in args.systems.split(",")]
-    corpus = make_corpus(work / f"corpus-{args.corpus_mb:g}mb-v{args.vocab}", args.corpus_mb, args.vocab)
+    dtypes = [d for d in (args.dtypes or "fp32,bf16").split(",") if d]
+    if not dtypes or set(dtypes) - {"fp32", "bf16"}:
+        print(f"vs_fairseq: --dtypes {args.dtypes!r}: give fp32, bf16 or fp32,bf16")
+        return 2
+    shapes = [x for x in args.shapes.split(",") if x]
+    if not shapes or set(shapes) - set(SHAPES):
+        print(f"vs_fairseq: --shapes {args.shapes!r}: give demo, 4x or demo,4x")
+        return 2
+    if args.text:
+        try:
+            corpus = prepare_text(work, args.text)
+        except ValueError as e:
+            print(f"vs_fairseq: {e}")
+            return 2
+        key = corpus.name if corpus.parent == work else "text-" + corpus.name
+    else:
+        corpus = make_corpus(work / f"corpus-{args.corpus_mb:g}mb-v{args.vocab}", args.corpus_mb, args.vocab)
+        key = f"{args.corpus_mb:g}mb-v{args.vocab}"
     runs = work / "runs" / time.strftime("%Y%m%d-%H%M%S")
     runs.mkdir(parents=True)
     log(f"work {work}; corpus {corpus} ({(corpus / 'train.txt').stat().st_size / 1e6:.2f} MB train); "
         f"logs {runs}; threads {args.threads}; load {loadavg()}")
+    notes = []
+    peaks = {}  # precision -> [GFLOP/s measured at the start and at the end]
+    slow = None
+    if "train" in jobs:
+        for k, v in measure_peaks(ours.python, args.threads).items():
+            peaks.setdefault(k, []).append(v)
+        log("matmul peak (2048^3): " + ", ".join(f"{k} {gflops_text(v[-1])} GFLOP/s" for k, v in peaks.items())
+            + f"  load {loadavg()}")
+        slow = slow_bf16_note({k: v[-1] for k, v in peaks.items()})
+        if slow and "bf16" in dtypes:
+            if not args.dtypes:
+                slow += "; bf16 left out (--dtypes fp32,bf16 runs it anyway)"
+                dtypes = ["fp32"]
+            log("note: " + slow)
+            notes.append(slow)
+    # without bf16 matmul support the bf16 "peak" is a probe's slow rate, no ceiling: no bf16 MFU
+    mfu_peaks = {k: v for k, v in peaks.items() if not (slow and k == "bf16")}
 
     results = {}  # metric -> system -> [values]
     loads = {}    # metric -> [load averages at the runs]
-    notes = []
 
     def record(metric, sysname, value):
         results.setdefault(metric, {}).setdefault(sysname, []).append(value)
         loads.setdefault(metric, []).append(float(loadavg()))
 
     # the data-bin both use: ours' preprocessing (compared with fairseq's below)
-    data = work / f"data-bin-{args.corpus_mb:g}mb-v{args.vocab}"
+    data = work / f"data-bin-{key}"
     pre_args = ["--only-source", "--trainpref", corpus / "train.txt", "--validpref", corpus / "valid.txt",
                 "--testpref", corpus / "test.txt", "--workers", "2"]
     if not (data / "dict.txt").exists():
@@ -553,6 +842,25 @@ def main(argv=None):
                  log_path=runs / "preprocess-initial.log")
     ndict = sum(1 for _ in open(data / "dict.txt"))
     log(f"data-bin {data}: dict.txt has {ndict} entries (+4 specials)")
+
+    # fairseq 0.12.2's --bf16 implies --tpu: probed once, so the report says what it does on this machine
+    bf16_systems = {"ours"}
+    if "train" in jobs and "bf16" in dtypes and theirs in systems:
+        try:
+            theirs.run("train", train_args(data, "demo", 2, runs / "ckpt-bf16-probe", False, bf16=True), runs,
+                       args.threads, log_path=runs / "train-bf16-probe-fairseq.log")
+            bf16_systems.add("fairseq")
+            notes.append("fairseq 0.12.2 --bf16 ran on this machine: its bf16 rows are measured")
+        except RuntimeError as e:
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            why = next((ln for ln in reversed(lines) if "Error" in ln or "error" in ln), lines[-1] if lines else "?")
+            notes.append(f"fairseq 0.12.2 --bf16 (which implies --tpu) does not run here, it needs an XLA device "
+                         f"({why[:160]}): no fairseq bf16 row; ours --bf16 is compared with fairseq fp32")
+        log(notes[-1])
+    ndict_rows = ndict + 4
+
+    def train_metric(shape, dtype):
+        return f"train words/s, {shape}" + (", bf16" if dtype == "bf16" else "")
 
     ckpt = {}
     for r in range(args.repeats):
@@ -566,20 +874,32 @@ def main(argv=None):
                 log(f"[{tag}] preprocess {wall:.2f} s  load {loadavg()}")
             if "train" in jobs or (("eval" in jobs or "gen" in jobs) and s.name not in ckpt):
                 for shape, n in (("demo", args.updates), ("4x", args.updates_4x)):
-                    if "train" not in jobs and shape != "demo":
+                    timed = "train" in jobs and shape in shapes
+                    # eval and gen read a demo checkpoint each system trained itself
+                    need_ckpt = shape == "demo" and ("eval" in jobs or "gen" in jobs) and s.name not in ckpt
+                    if not timed and not need_ckpt:
                         continue
-                    save = shape == "demo" and s.name not in ckpt
-                    sd = runs / f"ckpt-{shape}-{tag}"  # a fresh dir: a checkpoint there would resume
-                    _, out = s.run("train", train_args(data, shape, n, sd, save), runs, args.threads,
-                                   log_path=runs / f"train-{shape}-{tag}.log")
-                    wps, loss1, nlog = parse_train(out, args.skip)
-                    if save:
-                        ckpt[s.name] = sd / "checkpoint_last.pt"
-                    if "train" in jobs:
-                        record(f"train words/s, {shape}", s.name, wps)
-                        record(f"train loss at update 1, {shape}", s.name, loss1)
-                    log(f"[{tag}] train {shape}: {wps:.0f} words/s over updates {args.skip + 1}-{nlog}, "
-                        f"loss@1 {loss1:.3f}  load {loadavg()}")
+                    for dtype in ("fp32", "bf16"):
+                        if timed and (dtype not in dtypes or (dtype == "bf16" and s.name not in bf16_systems)):
+                            continue
+                        if not timed and dtype != "fp32":
+                            continue
+                        save = shape == "demo" and dtype == "fp32" and s.name not in ckpt
+                        # a fresh dir: a checkpoint there would resume
+                        sd = runs / f"ckpt-{shape}-{dtype}-{tag}"
+                        _, out = s.run("train", train_args(data, shape, n, sd, save, bf16=dtype == "bf16"), runs,
+                                       args.threads, log_path=runs / f"train-{shape}-{dtype}-{tag}.log")
+                        wps, loss1, nlog = parse_train(out, args.skip)
+                        if save:
+                            ckpt[s.name] = sd / "checkpoint_last.pt"
+                        if timed:
+                            record(train_metric(shape, dtype), s.name, wps)
+                            record(f"train loss at update 1, {shape}" + (", bf16" if dtype == "bf16" else ""),
+                                   s.name, loss1)
+                        mfu = (f" ({wps * train_flops_per_token(shape, ndict_rows) / 1e9 / max(mfu_peaks[dtype]):.0%}"
+                               f" of the {dtype} peak)") if dtype in mfu_peaks else ""
+                        log(f"[{tag}] train {shape} {dtype}: {wps:.0f} words/s over updates {args.skip + 1}-{nlog}"
+                            f"{mfu}, loss@1 {loss1:.3f}  load {loadavg()}")
             if "eval" in jobs:
                 for cw in (0, 64):
                     _, out = s.run("eval-lm", [data, "--path", ckpt[s.name], "--gen-subset", "valid",
@@ -617,31 +937,29 @@ def main(argv=None):
         notes.append(f"preprocess outputs: {len(names) - len(diff)}/{len(names)} files byte-identical"
                      + (f" (differ: {', '.join(diff)})" if diff else ""))
 
+    if peaks:
+        for k, v in measure_peaks(ours.python, args.threads).items():
+            peaks.setdefault(k, []).append(v)
+        notes.append("matmul peak (2048^3, best of 5) at the start / end: " + "; ".join(
+            f"{k} {' / '.join(gflops_text(x) for x in v)} GFLOP/s" for k, v in peaks.items())
+            + "; MFU = words/s x training FLOPs per token (6N + 12LTd) / the higher peak of the precision used")
+
     # the report
     print()
     print(f"## ours vs fairseq {FAIRSEQ_VERSION}: medians of {args.repeats} alternating runs "
-          f"(OMP_NUM_THREADS={args.threads}); ratio = ours/fairseq, > 1: ours is faster")
+          f"(OMP_NUM_THREADS={args.threads}, {'text ' + str(Path(args.text).name) if args.text else 'generated'} "
+          f"corpus); ratio = ours/fairseq, > 1: ours is faster")
     print()
-    print("| measure | ours | fairseq 0.12.2 | ratio | per-round ratios | load (1 min) |")
-    print("|---|---|---|---|---|---|")
-    for metric, by in results.items():
-        o, f = by.get("ours", []), by.get("fairseq", [])
-        lo = loads.get(metric, [])
-        lrange = f"{min(lo):.1f}-{max(lo):.1f}" if lo else ""
-        if "loss" in metric:
-            print(f"| {metric} | {median(o):.3f} | {median(f):.3f} | (not a speed) | | {lrange} |")
-            continue
-        inverse = metric.startswith("preprocess")  # seconds: lower is faster
-        ratio = (median(f) / median(o)) if inverse else (median(o) / median(f))
-        rounds = [(b / a if inverse else a / b) for a, b in zip(o, f)]
-        fmt = "{:.2f}" if inverse else "{:.0f}"
-        print(f"| {metric} | {fmt.format(median(o))} | {fmt.format(median(f))} | **{ratio:.2f}** | "
-              f"{', '.join(f'{x:.2f}' for x in rounds)} | {lrange} |")
+    print("| measure | ours | fairseq 0.12.2 | ratio | per-round ratios | MFU ours / fairseq | load (1 min) |")
+    print("|---|---|---|---|---|---|---|")
+    for line in report_rows(results, loads, mfu_peaks, ndict_rows):
+        print(line)
     print()
     for n in notes:
         print(f"* {n}")
-    print(f"* logs: {runs}; {(time.time() - t_start) / 60:.1f} min in all")
-    (runs / "results.json").write_text(json.dumps({"results": results, "loads": loads, "notes": notes,
+    print(f"* load average (1, 5, 15 min) at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; logs: "
+          f"{runs}; {(time.time() - t_start) / 60:.1f} min in all")
+    (runs / "results.json").write_text(json.dumps({"results": results, "loads": loads, "notes": notes, "peaks": peaks,
                                                    "args": vars(args)}, indent=1))
     return 0
 

@@ -6,11 +6,11 @@ processes on one host, that oversubscribes the cores: every thread waits for the
 each operation's barrier, and the same work can take many times the CPU time.
 """
 import os
-from typing import Tuple
+from typing import Any, Mapping, Tuple
 
 import torch
 
-__all__ = ["available_cpus", "choose_cpu_threads", "set_cpu_threads"]
+__all__ = ["available_cpus", "choose_cpu_threads", "given_cpu_threads", "local_processes", "set_cpu_threads"]
 
 
 def available_cpus() -> int:
@@ -35,6 +35,22 @@ def choose_cpu_threads(requested: int = 0, local_processes: int = 1) -> Tuple[in
     share = max(1, cpus // processes)
     why = f"{cpus} CPUs available" + (f" / {processes} processes on this machine" if processes > 1 else "")
     return share, why
+
+
+def local_processes() -> int:
+    """How many processes of this run share this machine: torchrun's ``LOCAL_WORLD_SIZE``, else 1."""
+    value = os.environ.get("LOCAL_WORLD_SIZE", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else 1
+
+
+def given_cpu_threads(overrides: Mapping[str, Any]) -> int:
+    """``common.cpu_threads`` as given to an evaluation command (``--cpu-threads`` or
+    ``common.cpu_threads=``), 0 when not given. The value a checkpoint's training run recorded is
+    never used: it was chosen for that run's machine and load."""
+    for key in ("common.cpu_threads", "cpu_threads"):
+        if overrides.get(key) is not None:
+            return int(overrides[key])
+    return 0
 
 
 def set_cpu_threads(requested: int = 0, local_processes: int = 1) -> str:

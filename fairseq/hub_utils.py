@@ -185,21 +185,33 @@ class GeneratorHubInterface(nn.Module):
 
     # -- scoring and generation -------------------------------------------------------------
     def score(self, sentences: Union[str, List[str]], replace_newline_with_eos: bool = False,
-              **kwargs: Any) -> Union[Dict[str, Any], List[Dict[str, Any]]]:
-        """Log-probability (natural log) of every token of each sentence after the first.
+              include_eos: bool = False, **kwargs: Any) -> Union[Dict[str, Any], List[Dict[str, Any]]]:
+        """Log-probability (natural log) of each token of each sentence, given BOS (``</s>``, or
+        ``<s>`` with ``task.add_bos_token``) and the tokens before it.
+
+        Args:
+            sentences: a text or a list of texts, encoded as :meth:`encode` does.
+            replace_newline_with_eos: a text's lines are scored as one sequence, each line
+                followed by ``</s>`` (only the final one is left out, as always).
+            include_eos: also score the ``</s>`` after the last token, as ``fairseq-eval-lm``
+                counts every line of a data-bin with ``--sample-break-mode eos``: then
+                ``exp(-score)`` of a line is eval-lm's perplexity of it (natural log; eval-lm
+                reports base 2). Without it (fairseq 0.12's hub), n words give n positions.
 
         Returns:
             For each sentence ``{"tokens", "positional_scores", "score"}``: ``tokens`` are the
-            sentence's ids without the final EOS, ``positional_scores[i]`` is
-            log p(tokens[i] | BOS, tokens[:i]) and ``score`` their mean.
+            scored ids (the sentence's without the final ``</s>``, or with it for
+            ``include_eos``), ``positional_scores[i]`` is log p(tokens[i] | BOS, tokens[:i]) and
+            ``score`` their mean.
         """
         if isinstance(sentences, str):
-            return self.score([sentences], replace_newline_with_eos, **kwargs)[0]
+            return self.score([sentences], replace_newline_with_eos, include_eos, **kwargs)[0]
         if replace_newline_with_eos:
             encoded = [torch.cat([self.encode(line) for line in s.splitlines()]) for s in sentences]
         else:
             encoded = [self.encode(s) for s in sentences]
-        return [hypos[0] for hypos in self.generate(encoded, score_reference=True, **kwargs)]
+        hypos = self.generate(encoded, score_reference=True, include_eos=include_eos, **kwargs)
+        return [h[0] for h in hypos]
 
     def sample(self, sentences: Union[str, List[str]], beam: int = 1, verbose: bool = False,
                **kwargs: Any) -> Union[str, List[str]]:
@@ -220,12 +232,14 @@ class GeneratorHubInterface(nn.Module):
                  verbose: bool = False, skip_invalid_size_inputs: bool = False,
                  inference_step_args: Optional[Dict[str, Any]] = None,
                  prefix_allowed_tokens_fn: Any = None, score_reference: bool = False,
-                 batch_size: int = 32, **kwargs: Any) -> Union[List[Dict[str, Any]], List[List[Dict[str, Any]]]]:
+                 batch_size: int = 32, include_eos: bool = False, **kwargs: Any) -> Union[List[Dict[str, Any]], List[List[Dict[str, Any]]]]:
         """Continue (or, with ``score_reference``, score) token-id prompts.
 
         Args:
             tokenized_sentences: a 1-D tensor or a list of them, as :meth:`encode` returns.
             beam: hypotheses per prompt (with ``sampling=True``: samples per prompt).
+            score_reference: score the prompts instead of continuing them (see :meth:`score`).
+            include_eos: with ``score_reference``, also score the ``</s>`` after each prompt.
             **kwargs: generation options: ``sampling``, ``sampling_topk``, ``sampling_topp``,
                 ``temperature``, ``max_len_a``, ``max_len_b``, ``min_len``, ``lenpen``,
                 ``unkpen``, ``no_repeat_ngram_size``, ``nbest``, ``seed``.
@@ -238,10 +252,14 @@ class GeneratorHubInterface(nn.Module):
 
         if prefix_allowed_tokens_fn is not None:
             raise HubError("prefix_allowed_tokens_fn is not supported by this generator")
+        if include_eos and not score_reference:
+            raise HubError("include_eos=True applies to scoring only: give score_reference=True "
+                           "(or call score(..., include_eos=True))")
         if torch.is_tensor(tokenized_sentences) and tokenized_sentences.dim() == 1:
             return self.generate([tokenized_sentences], beam=beam, verbose=verbose,
                                  skip_invalid_size_inputs=skip_invalid_size_inputs,
-                                 score_reference=score_reference, batch_size=batch_size, **kwargs)[0]
+                                 score_reference=score_reference, batch_size=batch_size,
+                                 include_eos=include_eos, **kwargs)[0]
         options = self.generation_options(beam=beam, **kwargs)
         bos = self.src_dict.bos() if self.add_bos_token else self.src_dict.eos()
         prompts = [t[:-1] if len(t) and int(t[-1]) == self.src_dict.eos() else t
@@ -272,6 +290,8 @@ class GeneratorHubInterface(nn.Module):
                 src[j, 0] = bos
                 src[j, 1:len(row) + 1] = row
                 tgt[j, :len(row)] = row
+                if include_eos:
+                    tgt[j, len(row)] = self.tgt_dict.eos()
             sample = {"net_input": {"src_tokens": src.to(self.device),
                                     "src_lengths": torch.tensor([len(r) + 1 for r in rows], device=self.device)},
                       "target": tgt.to(self.device)}

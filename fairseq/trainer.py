@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from fairseq import compile_utils, distributed_utils, optim
+from fairseq import compile_utils, distributed_utils, optim, precision
 from fairseq.checkpoint import sharded
 from fairseq.utils import move_to_device
 from fairseq.distributed import fully_sharded
@@ -120,6 +120,9 @@ class Trainer:
                 init_scale=float(common.fp16_init_scale), scale_window=window,
                 tolerance=float(common.fp16_scale_tolerance), threshold=common.threshold_loss_scale,
                 min_loss_scale=float(common.min_loss_scale))
+        if self.autocast_dtype == torch.bfloat16:
+            precision.notice_if_bf16_is_slow("cuda" if use_cuda else "cpu",
+                                             "common.bf16=true" if common.bf16 else "common.amp=true")
 
     # -- model, optimizer and schedule --------------------------------------------------------
     @property
@@ -358,7 +361,10 @@ class Trainer:
         """Load model weights, explaining a mismatch (another vocabulary, other sizes)."""
         try:
             if self.is_fully_sharded:
-                fully_sharded.load_full_model(self._model, model_state)
+                # the sharded load bypasses the model's load_state_dict: fairseq's key layout
+                # (single-file checkpoints are written in it) is converted here
+                upgrade = getattr(self._model, "upgrade_state_dict", None)
+                fully_sharded.load_full_model(self._model, upgrade(dict(model_state)) if upgrade else model_state)
             else:
                 self._model.load_state_dict(model_state, strict=True)
         except RuntimeError as e:

@@ -10,14 +10,14 @@ import os
 import random
 import signal
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fairseq import checkpoint_utils, distributed_utils, tasks
-from fairseq.cpu_threads import set_cpu_threads
+from fairseq.cpu_threads import local_processes, set_cpu_threads
 from fairseq.logging import metrics
 from fairseq.logging import progress_bar as pb
 from fairseq.logging.meters import StopwatchMeter
@@ -25,8 +25,8 @@ from fairseq.logging.writers import MetricWriters
 from fairseq.registry import legacy_flag
 from fairseq.trainer import Trainer, get_train_iterator  # noqa: F401 -- also imported from here
 from fairseq.training_state import (  # noqa: F401 -- also imported from here
-    InterruptRequest, TrainingInterrupted, TrainingState, interrupt_message,
-)
+    InterruptRequest, TrainingInterrupted, TrainingState, ValidationStopped, interrupt_message, stop_on_interrupt,
+    stop_requested)
 
 logger = logging.getLogger("fairseq.train")
 
@@ -177,7 +177,8 @@ def valid_iterator(cfg: DictConfig, task: Any, subset: str) -> Any:
 
 
 def validate(cfg: DictConfig, trainer: Trainer, task: Any, epoch: int, subsets: List[str],
-             writers: Optional[MetricWriters] = None, best: Optional[float] = None) -> List[Optional[float]]:
+             writers: Optional[MetricWriters] = None, best: Optional[float] = None,
+             interrupt: Optional[InterruptRequest] = None) -> List[Optional[float]]:
     """Validate on each subset; return the ``best_checkpoint_metric`` of each.
 
     Each subset's record (``valid``, ``valid1``, ...) carries ``loss``, ``ppl``, ``wps``,
@@ -185,6 +186,10 @@ def validate(cfg: DictConfig, trainer: Trainer, task: Any, epoch: int, subsets: 
     value exists (``best`` before this validation), as in fairseq.
     ``dataset.max_valid_steps`` (``--nval``) caps the batches of each subset (fairseq 0.12
     evaluates one more than it asks for; this evaluates exactly that many).
+
+    Raises:
+        ValidationStopped: ``interrupt`` was requested (a stop signal) before the last batch;
+            the pass stops between two batches and logs no record.
     """
     values: List[Optional[float]] = []
     metric = cfg.checkpoint.best_checkpoint_metric
@@ -192,14 +197,18 @@ def validate(cfg: DictConfig, trainer: Trainer, task: Any, epoch: int, subsets: 
     for index, subset in enumerate(subsets):
         logger.info('begin validation on "%s" subset', subset)
         itr = valid_iterator(cfg, task, subset).next_epoch_itr(shuffle=False)
+        total = len(itr) if max_steps is None else min(int(max_steps), len(itr))  # the steps it will take
         progress = pb.progress_bar(itr, log_format=cfg.common.log_format, log_interval=cfg.common.log_interval,
-                                   log_seconds=cfg.common.log_seconds,
+                                   log_seconds=cfg.common.log_seconds, total=total,
                                    epoch=epoch, prefix=f"valid on '{subset}' subset",
                                    no_progress_bar=cfg.common.no_progress_bar)
         start = time.perf_counter()
-        logs = valid_steps(trainer, progress, max_steps)
+        logs = valid_steps(trainer, progress, max_steps, interrupt and (lambda: interrupt.requested))
         batches = len(logs)
         progress.close()
+        if interrupt is not None and interrupt.requested and itr.n < total:
+            logger.info('validation on "%s" stopped after %d of %d batches: its loss is not used', subset, itr.n, total)
+            raise ValidationStopped(subset)
         elapsed = max(time.perf_counter() - start, 1e-9)
         # every process counts its own batches; the record shows this one's averages
         stats = reduce_stats(task, trainer.criterion, logs)
@@ -224,10 +233,12 @@ def validate(cfg: DictConfig, trainer: Trainer, task: Any, epoch: int, subsets: 
     return values
 
 
-def valid_steps(trainer: Trainer, batches: Any, max_steps: Optional[int] = None) -> List[Dict[str, Any]]:
+def valid_steps(trainer: Trainer, batches: Any, max_steps: Optional[int] = None,
+                stop: Optional[Callable[[], bool]] = None) -> List[Dict[str, Any]]:
     """The logging outputs of ``trainer.valid_step`` over ``batches`` (at most ``max_steps``;
     empty batches give none): the one validation loop, of training and of ``fairseq-validate``,
-    so both compute in the run's precision on its device."""
+    so both compute in the run's precision on its device. ``stop()`` is asked after each batch:
+    True ends the loop there (a stop signal during training's validation)."""
     logs = []
     for step, sample in enumerate(batches):
         if max_steps is not None and step >= max_steps:
@@ -235,6 +246,8 @@ def valid_steps(trainer: Trainer, batches: Any, max_steps: Optional[int] = None)
         log = trainer.valid_step(sample)
         if log is not None:
             logs.append(log)
+        if stop is not None and stop():
+            break
     return logs
 
 
@@ -290,17 +303,8 @@ def train_epoch(cfg: DictConfig, trainer: Trainer, task: Any, epoch_itr: Any,
                 writers.log("train_inner", stats, num_updates)
             interval.reset()
         end_of_epoch = not grouped.has_next()
-        interrupt = state.interrupt
-        if interrupt is not None and interrupt.requested:
-            if interrupt.save and not cfg.checkpoint.no_save and not cfg.checkpoint.no_last_checkpoints:
-                # at this update, without validating: the position in the epoch is saved as by
-                # every save, so the rerun continues with the next batch
-                checkpoint_utils.save_checkpoint(cfg, trainer, epoch_itr, None, end_of_epoch, state, False)
-                if distributed_utils.is_master():
-                    state.last_checkpoint = (os.path.join(cfg.checkpoint.save_dir, "checkpoint_last.pt"),
-                                             num_updates)
-                    state.saved_on_interrupt = True
-            state.interrupted = True
+        if stop_requested(state):
+            stop_on_interrupt(cfg, trainer, epoch_itr, end_of_epoch, state)
             should_stop = True
             break
         reason = None
@@ -310,6 +314,10 @@ def train_epoch(cfg: DictConfig, trainer: Trainer, task: Any, epoch_itr: Any,
             reason = f"trained for optimization.stop_time_hours={cfg.optimization.stop_time_hours}"
         valid_losses, patience_stop = validate_and_save(
             cfg, trainer, task, epoch_itr, subsets, end_of_epoch, reason is not None, state, epoch_stats)
+        if stop_requested(state):  # it came during the validation (then nothing was saved) or the save
+            stop_on_interrupt(cfg, trainer, epoch_itr, end_of_epoch, state)
+            should_stop = True
+            break
         if patience_stop and reason is None:
             reason = (f"no improvement of valid {cfg.checkpoint.best_checkpoint_metric} in "
                       f"checkpoint.patience={cfg.checkpoint.patience} validations")
@@ -317,7 +325,7 @@ def train_epoch(cfg: DictConfig, trainer: Trainer, task: Any, epoch_itr: Any,
             logger.info("stopping: %s", reason)
             should_stop = True
             break
-    if epoch_stats.updates:
+    if epoch_stats.updates and not state.interrupted:  # after a stop, only what finished is logged
         logger.info("end of epoch %d (average epoch stats below)", epoch_itr.epoch)
         stats = epoch_stats.reduce(task, trainer.criterion, trainer.get_num_updates(), state.start_time,
                                    clip_norm)
@@ -346,7 +354,11 @@ def validate_and_save(cfg: DictConfig, trainer: Trainer, task: Any, epoch_itr: A
         _check_finite(reduce_stats(task, trainer.criterion, epoch_stats.logging_outputs[-1:]), num_updates)
     improved = False
     if do_validate:
-        valid_losses = validate(cfg, trainer, task, epoch, subsets, state.writers, best=state.best)
+        try:
+            valid_losses = validate(cfg, trainer, task, epoch, subsets, state.writers, state.best, state.interrupt)
+        except ValidationStopped:
+            # a partial pass says nothing of best or patience, and a save here would record it
+            return [None], False
         value = valid_losses[0]
         if value is not None:
             improved = checkpoint_utils.is_better(value, state.best, cfg)
@@ -431,9 +443,9 @@ def load_combined_split(task: Any, split: str) -> None:
 def run_training(cfg: DictConfig) -> Dict[str, Any]:
     """Train as ``cfg`` says, resuming from ``checkpoint.restore_file`` when it exists.
 
-    Ctrl-C (SIGINT), SIGTERM or SIGHUP stops after the current update (with
-    ``checkpoint.save_on_interrupt`` saving ``checkpoint_last.pt`` there first); a second one
-    stops at once.
+    Ctrl-C (SIGINT), SIGTERM or SIGHUP stops after the current update, validation batch or
+    epoch (with ``checkpoint.save_on_interrupt`` saving ``checkpoint_last.pt`` there first,
+    unvalidated); a second one stops at once.
 
     Returns:
         ``{"num_updates", "epoch", "best"}`` at the end.
@@ -525,7 +537,7 @@ def _run_training(cfg: DictConfig, state: TrainingState) -> Dict[str, Any]:
         checkpoint_utils.verify_checkpoint_directory(cfg.checkpoint.save_dir)
     set_seed(cfg.common.seed)
     # torchrun says how many processes share this machine; a single process has it alone
-    threads = set_cpu_threads(cfg.common.cpu_threads, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    threads = set_cpu_threads(cfg.common.cpu_threads, local_processes())
     config_file = write_config(cfg) if distributed_utils.is_master() else None
     if distributed_utils.is_master() and cfg.common.print_config:
         logger.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
@@ -546,8 +558,7 @@ def _run_training(cfg: DictConfig, state: TrainingState) -> Dict[str, Any]:
             if subset in task.datasets:
                 valid_iterator(cfg, task, subset)
     writers = MetricWriters(cfg.common) if distributed_utils.is_master() else MetricWriters(None)
-    state.best = extra_state.get("best")
-    state.num_bad_validations = extra_state.get("num_bad_validations", 0)
+    state.best, state.num_bad_validations = extra_state.get("best"), extra_state.get("num_bad_validations", 0)
     state.train_wall = StopwatchMeter(extra_state.get("train_wall", 0.0))
     state.start_time = time.perf_counter()
     state.writers = writers
@@ -559,18 +570,19 @@ def _run_training(cfg: DictConfig, state: TrainingState) -> Dict[str, Any]:
             checkpoint_utils.restore_save_names(restored, extra_state, cfg.checkpoint)
     max_epoch = cfg.optimization.max_epoch or math.inf
     max_update = cfg.optimization.max_update or math.inf
-    logger.info("training on %s x %d with max_tokens=%s, batch_size=%s, update_freq=%s", trainer.device,
-                trainer.world_size, cfg.dataset.max_tokens, cfg.dataset.batch_size,
-                list(cfg.optimization.update_freq))
+    logger.info("training on %s x %d with max_tokens=%s, batch_size=%s, update_freq=%s", trainer.device, trainer.world_size,
+                cfg.dataset.max_tokens, cfg.dataset.batch_size, list(cfg.optimization.update_freq))
     if trainer.get_num_updates() >= max_update:
         logger.info("already at update %d >= optimization.max_update=%d: nothing to do",
                     trainer.get_num_updates(), cfg.optimization.max_update)
     lr = trainer.get_lr()
     try:
         while epoch_itr.next_epoch_idx <= max_epoch and trainer.get_num_updates() < max_update:
+            if stop_requested(state):  # during the setup or the work between two epochs
+                stop_on_interrupt(cfg, trainer, epoch_itr, False, state)
+                break
             if lr <= cfg.optimization.stop_min_lr and trainer.get_num_updates() > 0:
-                logger.info("stopping: the lr %g is at or below optimization.stop_min_lr=%g",
-                            lr, cfg.optimization.stop_min_lr)
+                logger.info("stopping: the lr %g is at or below optimization.stop_min_lr=%g", lr, cfg.optimization.stop_min_lr)
                 break
             valid_losses, should_stop = train_epoch(cfg, trainer, task, epoch_itr, state)
             if should_stop:
@@ -583,6 +595,6 @@ def _run_training(cfg: DictConfig, state: TrainingState) -> Dict[str, Any]:
             checkpoint_utils.wait_for_checkpoint_writes()
         finally:
             writers.close()
-    logger.info("done training: %d updates in %.1f s", trainer.get_num_updates(),
-                time.perf_counter() - state.start_time)
+    if not state.interrupted:
+        logger.info("done training: %d updates in %.1f s", trainer.get_num_updates(), time.perf_counter() - state.start_time)
     return {"num_updates": trainer.get_num_updates(), "epoch": epoch_itr.epoch, "best": state.best}

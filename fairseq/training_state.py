@@ -3,7 +3,8 @@
 :class:`TrainingState` holds what lives across updates, epochs and saves (the best validation
 value, patience, training time, where the last checkpoint is, whether Ctrl-C came); the
 checkpoint saver reads its saved part. :class:`InterruptRequest` turns the first Ctrl-C into a
-request the loop honours after the current update.
+request the loop honours at its next safe point: after the update in progress, between two
+validation batches, or between epochs (:func:`stop_on_interrupt`).
 """
 import logging
 import os
@@ -33,7 +34,7 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class InterruptRequest:
     """While active, the first stop signal (Ctrl-C, SIGTERM, SIGHUP) only asks the loop to stop
-    after the current update.
+    at its next safe point (after the current update or validation batch).
 
     A second one raises ``KeyboardInterrupt`` (or :class:`~fairseq.stop_signals.Stopped`) at once:
     the previous handlers are back. Installed only in the main thread of a single-process run:
@@ -71,7 +72,8 @@ class InterruptRequest:
         self.requested = True
         self.signum = signum
         self._restore()
-        logger.warning("%s: stopping after the current update%s; send it again to stop at once",
+        logger.warning("%s: stopping after the current update or validation batch%s; send it again "
+                       "to stop at once",
                        describe(signum), " and saving checkpoint_last.pt" if self.save else "")
 
     def __exit__(self, *exc: Any) -> None:
@@ -86,11 +88,17 @@ def interrupt_message(cfg: DictConfig, num_updates: Optional[int], last: Optiona
     if last is not None and saved_now:
         return (f"{what}{where}: saved {last[0]} first; rerun the same command to "
                 "resume from it")
+    if last is not None and num_updates is not None and last[1] == num_updates:
+        # the scheduled save (or the restored checkpoint) is already at the update where it stopped
+        return (f"{what}{where}: the last checkpoint {last[0]} is at this update; rerun the "
+                "same command to resume from it")
     ck = cfg.checkpoint
     if ck.no_save:
         why = " (checkpoint.no_save=true)"
     elif ck.save_on_interrupt and ck.no_last_checkpoints:
         why = " (checkpoint.no_last_checkpoints=true)"
+    elif ck.save_on_interrupt and not num_updates:
+        why = " (no update was trained yet)"
     elif ck.save_on_interrupt:
         why = " (stopped at once: a second signal, or several processes)"
     else:
@@ -127,3 +135,38 @@ class TrainingState:
     last_checkpoint: Optional[Tuple[str, Optional[int]]] = None
     interrupted: bool = False
     saved_on_interrupt: bool = False
+
+
+class ValidationStopped(Exception):
+    """A stop signal came during validation: the pass stopped between two batches, and its
+    partial metric is neither logged nor used (best checkpoint, patience, lr schedule)."""
+
+
+def stop_requested(state: TrainingState) -> bool:
+    """Whether a stop signal asked the loop to stop."""
+    return state.interrupt is not None and state.interrupt.requested
+
+
+def stop_on_interrupt(cfg: DictConfig, trainer: Any, epoch_itr: Any, end_of_epoch: bool,
+                      state: TrainingState) -> None:
+    """Stop for a stop signal at a point where the run's state is whole.
+
+    With ``checkpoint.save_on_interrupt`` it saves ``checkpoint_last.pt`` here first, without
+    validating (``val_loss`` None, never ``checkpoint_best.pt``), unless the last checkpoint is
+    already at this update (a scheduled save, or the one the run resumed from) or nothing was
+    trained yet. The position in the epoch is saved as by every save, so the rerun continues
+    with the next batch.
+    """
+    from fairseq import checkpoint_utils, distributed_utils
+
+    ck = cfg.checkpoint
+    num_updates = trainer.get_num_updates()
+    current = state.last_checkpoint is not None and state.last_checkpoint[1] == num_updates
+    assert state.interrupt is not None
+    if (state.interrupt.save and not ck.no_save and not ck.no_last_checkpoints and not current
+            and num_updates > 0):
+        checkpoint_utils.save_checkpoint(cfg, trainer, epoch_itr, None, end_of_epoch, state, False)
+        if distributed_utils.is_master():
+            state.last_checkpoint = (os.path.join(ck.save_dir, "checkpoint_last.pt"), num_updates)
+            state.saved_on_interrupt = True
+    state.interrupted = True

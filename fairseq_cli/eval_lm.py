@@ -204,6 +204,9 @@ def evaluate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
                           "(common_eval.path)")
     overrides = dict(overrides)
     overrides.update(model_overrides(setting(overrides, "model_overrides", "{}", pop=True)))
+    from fairseq.cpu_threads import given_cpu_threads, local_processes, set_cpu_threads
+
+    logger.info("%s", set_cpu_threads(given_cpu_threads(overrides), local_processes()))
     logger.info("loading model(s) from %s", path)
     import os
 
@@ -237,6 +240,9 @@ def evaluate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
 
     use_cuda = torch.cuda.is_available() and not cfg.common.cpu
     device = torch.device("cuda" if use_cuda else "cpu")
+    from fairseq.precision import cast_for_inference
+
+    cast_for_inference(models, bool(cfg.common.bf16), device)  # --bf16: weights held in bfloat16
     for model in models:
         model.to(device)
         logger.info("num. model params: %s", f"{sum(p.numel() for p in model.parameters()):,}")

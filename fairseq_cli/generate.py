@@ -70,6 +70,14 @@ def load_ensemble(cfg: DictConfig, overrides: Dict[str, Any]):
     return checkpoint_utils.load_model_ensemble_and_task(path.split(os.pathsep), arg_overrides=overrides)
 
 
+def set_threads(cfg: DictConfig) -> None:
+    """Set and log the CPU threads (``common.cpu_threads``, given to this command; never the
+    checkpoint's training value), as training does."""
+    from fairseq.cpu_threads import local_processes, set_cpu_threads
+
+    logger.info("%s", set_cpu_threads(int(cfg.common.cpu_threads or 0), local_processes()))
+
+
 def generation_settings(cfg: DictConfig) -> Dict[str, Any]:
     """The command's generation settings (``cfg.generation``) as a plain dict."""
     return OmegaConf.to_container(cfg.generation, resolve=True)
@@ -155,9 +163,13 @@ def generate(cfg: DictConfig, overrides: Dict[str, Any]) -> Dict[str, float]:
     from fairseq.logging.progress_bar import progress_bar
     from fairseq.sequence_generator import GenerationSettingError, build_generator
 
+    set_threads(cfg)
     models, saved_cfg, task = load_ensemble(cfg, overrides)
     use_cuda = torch.cuda.is_available() and not cfg.common.cpu
     device = torch.device("cuda" if use_cuda else "cpu")
+    from fairseq.precision import cast_for_inference
+
+    cast_for_inference(models, bool(cfg.common.bf16), device)  # --bf16: weights held in bfloat16
     for model in models:
         model.to(device)
     if cfg.common.seed is not None and not cfg.generation.no_seed_provided:

@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 import torch
 from omegaconf import DictConfig
 
-from fairseq_cli.generate import Printer, as_config, build_encoders, generation_settings, load_ensemble, parse
+from fairseq_cli.generate import Printer, as_config, build_encoders, generation_settings, load_ensemble, parse, set_threads
 
 logger = logging.getLogger("fairseq_cli.interactive")
 
@@ -91,9 +91,13 @@ def interact(cfg: DictConfig, overrides: Dict[str, Any]) -> Dict[str, float]:
     source = str(cfg.interactive.input)
     if source != "-" and not os.path.isfile(source):
         raise ConfigError(f"interactive.input={source!r}: no such file (give a file, or - for stdin)")
+    set_threads(cfg)
     models, saved_cfg, task = load_ensemble(cfg, overrides)
     use_cuda = torch.cuda.is_available() and not cfg.common.cpu
     device = torch.device("cuda" if use_cuda else "cpu")
+    from fairseq.precision import cast_for_inference
+
+    cast_for_inference(models, bool(cfg.common.bf16), device)  # --bf16: weights held in bfloat16
     for model in models:
         model.to(device)
     if cfg.common.seed is not None:

@@ -90,6 +90,9 @@ def validate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
         raise ConfigError("the checkpoint to validate is required: --path CHECKPOINT (common_eval.path)")
     overrides = dict(overrides)
     overrides.update(model_overrides(setting(overrides, "model_overrides", "{}", pop=True)))
+    from fairseq.cpu_threads import given_cpu_threads, local_processes, set_cpu_threads
+
+    logger.info("%s", set_cpu_threads(given_cpu_threads(overrides), local_processes()))
     logger.info("loading model(s) from %s", path)
     model, task, cfg = checkpoint_utils.load_model_for_inference(path, overrides=overrides, data=data)
     names = [s.strip() for s in str(subsets if subsets is not None else cfg.dataset.valid_subset).split(",")]

@@ -65,3 +65,48 @@ def test_the_flag_reaches_the_run_and_its_header(door, data_bin, tmp_path, caplo
     assert any("1 CPU thread (common.cpu_threads)" in line for line in logged), logged
     logging.getLogger().handlers[:] = [h for h in logging.getLogger().handlers
                                        if not isinstance(h, logging.StreamHandler) or h.stream is not None]
+
+
+def test_an_evaluation_command_never_takes_the_training_runs_value():
+    from fairseq.cpu_threads import given_cpu_threads
+
+    assert given_cpu_threads({}) == 0  # the checkpoint's common.cpu_threads is not looked at
+    assert given_cpu_threads({"cpu_threads": 1}) == 1  # --cpu-threads 1
+    assert given_cpu_threads({"common.cpu_threads": 3}) == 3  # common.cpu_threads=3
+
+
+def test_torchrun_processes_share_the_cpus(monkeypatch):
+    from fairseq.cpu_threads import local_processes
+
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert local_processes() == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "")
+    assert local_processes() == 1
+
+
+@pytest.mark.parametrize("command", ["eval_lm", "validate", "generate", "interactive"])
+def test_the_evaluation_commands_set_and_state_the_threads(command, tiny_checkpoint, data_bin, caplog,
+                                                           monkeypatch, capsys):
+    import io
+    import sys
+
+    from fairseq_cli import eval_lm, generate, interactive, validate
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    torch.set_num_threads(2)
+    path = str(tiny_checkpoint / "checkpoint_last.pt")
+    run = {
+        "eval_lm": lambda: eval_lm.main([data_bin, "--path", path, "--cpu-threads", "1", "--num-workers", "0"]),
+        "validate": lambda: validate.cli_main([data_bin, "--path", path, "--cpu-threads", "1", "--max-tokens", "512",
+                                               "--num-workers", "0"]),
+        "generate": lambda: generate.main([data_bin, "--path", path, "--cpu-threads", "1", "--gen-subset", "valid",
+                                           "--beam", "1", "--max-len-b", "2", "--batch-size", "32",
+                                           "--skip-invalid-size-inputs-valid-test"]),
+        "interactive": lambda: interactive.main([data_bin, "--path", path, "--cpu-threads", "1", "--beam", "1",
+                                                 "--max-len-b", "3"]),
+    }[command]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("the function\n"))
+    with caplog.at_level(logging.INFO):
+        run()
+    assert torch.get_num_threads() == 1
+    assert "1 CPU thread (common.cpu_threads)" in [r.getMessage() for r in caplog.records]

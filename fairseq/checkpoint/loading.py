@@ -8,10 +8,13 @@ from typing import Any, Dict, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig
+from torch.overrides import TorchFunctionMode
 
 from fairseq.checkpoint.integrity import verify_integrity
 from fairseq.checkpoint.pair import WEIGHTS_KEY, read_weights, state_file_path
-from fairseq.checkpoint.state import SAFE_GLOBALS, safe_torch_load
+from fairseq.checkpoint.fairseq_layout import restore_own_layout
+from fairseq.checkpoint.state import FORMAT_KEY, SAFE_GLOBALS, safe_torch_load
+from fairseq.checkpoint.task_state import restore_task_state
 from fairseq.checkpoint.upgrade import upgrade_state
 from fairseq.errors import CheckpointError, CheckpointNotFoundError, ConfigError
 from fairseq.file_io import PathManager
@@ -67,7 +70,10 @@ def load_ema_from_checkpoint(fpath: str) -> Dict[str, Any]:
     with PathManager.open(fpath, "rb") as f:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             state = torch.load(f, map_location="cpu", weights_only=True)
+    ours = isinstance(state, dict) and FORMAT_KEY in state
     verify_integrity(state, fpath)
+    if ours:
+        restore_own_layout(state)
     if isinstance(state, dict):
         state.pop(WEIGHTS_KEY, None)  # the model it stands for is replaced by the EMA weights
     extra = state.get("extra_state") if isinstance(state, dict) else None
@@ -144,7 +150,10 @@ def load_checkpoint_to_cpu(path: str, arg_overrides: Optional[Dict[str, Any]] = 
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not a fairseq checkpoint (a {type(state).__name__}, not a "
                               "dict with a 'model' entry)")
+    ours = FORMAT_KEY in state
     verify_integrity(state, path)  # before anything reads it: flipped bytes are refused
+    if ours:  # the entries written for fairseq 0.12.2's readers, back to the trainer's layout
+        restore_own_layout(state)
     if WEIGHTS_KEY in state:
         read_weights(state, path)
     elif given != path:
@@ -270,6 +279,29 @@ def check_checkpoint_model_config(cfg: DictConfig, path: str) -> None:
             "was not written by fairseq: use another checkpoint") from None
 
 
+class _NoRandomInit(TorchFunctionMode):
+    """Random initialisation skipped (the tensor returned as it is) while a model is built on the
+    ``meta`` device, where it would draw nothing anyway, and ``arange`` tables built on the CPU:
+    PyTorch runs those two on meta tensors through Python decompositions that import
+    ``torch._dynamo`` on first use, 1-2.6 s added to every evaluation command's start. A function
+    mode is thread-local, so a model built at the same time in another thread is not affected."""
+
+    _SKIPPED = frozenset({"normal_", "uniform_"})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.arange and kwargs.get("device") is None:
+            # a constant table (positions, frequencies): built on the CPU, where it is small,
+            # since every op on a meta tensor without a C++ meta kernel also imports dynamo
+            kwargs["device"] = "cpu"
+        if getattr(func, "__name__", None) in self._SKIPPED:
+            # Tensor.normal_(t, ...) or torch.nn.init.normal_(tensor=t, ...)
+            tensor = args[0] if args else kwargs.get("tensor")
+            if getattr(tensor, "is_meta", False):
+                return tensor
+        return func(*args, **kwargs)
+
+
 def check_weights_fit_config(task: Any, cfg: DictConfig, model_state: Dict[str, Any], path: str) -> None:
     """Compare the shapes of a checkpoint's weights with those of the model its config describes,
     before that model is built: the model is first built on PyTorch's ``meta`` device (shapes
@@ -282,7 +314,7 @@ def check_weights_fit_config(task: Any, cfg: DictConfig, model_state: Dict[str, 
         CheckpointConfigError: naming the first weight whose shape differs, or the dictionary.
     """
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _NoRandomInit():
             probe = task.build_model(cfg.model)
         expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
     except Exception:  # noqa: BLE001 -- the real build, next, reports its own error
@@ -402,6 +434,8 @@ def load_model_ensemble_and_task(filenames: Sequence[str], arg_overrides: Option
             overwrite_args_by_name(model_cfg, overrides)
         if task is None:
             task = tasks.setup_task(model_cfg.task)
+        if i == 0:  # the task's own state, saved with the (first) checkpoint
+            restore_task_state(ckpt, task)
         check_weights_fit_config(task, model_cfg, ckpt["model"], path)
         try:
             model = task.build_model(model_cfg.model)

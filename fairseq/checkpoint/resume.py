@@ -15,6 +15,7 @@ from fairseq.checkpoint.loading import load_checkpoint_to_cpu
 from fairseq.checkpoint.pair import remove_checkpoint
 from fairseq.checkpoint.saving import prune_checkpoints, save_checkpoint
 from fairseq.checkpoint.state import is_full_config, set_rng_state
+from fairseq.checkpoint.task_state import restore_task_state
 from fairseq.distributed_utils import get_world_size, is_master
 from fairseq.errors import CheckpointError, CheckpointNotFoundError
 from fairseq.file_io import PathManager
@@ -172,6 +173,8 @@ def _load_checkpoint_fairseq_protocol(cfg: Any, trainer: Any, **passthrough_args
         epoch_itr = trainer.get_train_iterator(epoch=itr_state["epoch"], load_dataset=True,
                                                **passthrough_args)
         epoch_itr.load_state_dict(itr_state)
+        # as fairseq does: the task's entry of extra_state, under its class name
+        restore_task_state({"extra_state": extra_state}, getattr(trainer, "task", None))
     else:
         epoch_itr = trainer.get_train_iterator(epoch=1, load_dataset=True, **passthrough_args)
     trainer.lr_step(epoch_itr.epoch)
@@ -199,6 +202,7 @@ def _load_run_checkpoint(cfg: DictConfig, trainer: Any) -> Tuple[Dict[str, Any],
         trainer.load_state_dict(state, reset_optimizer=cfg.checkpoint.reset_optimizer,
                                 reset_lr_scheduler=cfg.checkpoint.reset_lr_scheduler, source=path)
         extra_state = state.get("extra_state", {}) or {}
+        restore_task_state(state, trainer.task)
         logger.info("loaded checkpoint %s (epoch %s @ %d updates)", path,
                     extra_state.get("epoch"), trainer.get_num_updates())
         if cfg.checkpoint.reset_meters:
@@ -237,6 +241,7 @@ def _load_sharded_checkpoint(cfg: DictConfig, trainer: Any, path: str) -> Dict[s
     trainer.load_sharded(path, meta, reset_optimizer=cfg.checkpoint.reset_optimizer,
                          reset_lr_scheduler=cfg.checkpoint.reset_lr_scheduler)
     extra_state = meta.get("extra_state", {}) or {}
+    restore_task_state(meta, trainer.task)
     logger.info("loaded sharded checkpoint %s (epoch %s @ %d updates, written by %s processes)", path,
                 extra_state.get("epoch"), trainer.get_num_updates(), extra_state.get("data_shards", "?"))
     if cfg.checkpoint.reset_meters:

@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig
 
 from fairseq.checkpoint import sharded
+from fairseq.checkpoint.fairseq_layout import to_fairseq_layout, to_fairseq_weights
 from fairseq.checkpoint.files import atomic_link, remove_path, torch_save_checkpoint
 from fairseq.checkpoint.integrity import with_integrity
 from fairseq.checkpoint.pair import (  # noqa: F401 -- save_pair: its documented path is this module
@@ -27,6 +28,7 @@ from fairseq.checkpoint.pair import (  # noqa: F401 -- save_pair: its documented
     save_pair, split_model_state, tidy_pairs, weights_path, write_pair,
 )
 from fairseq.checkpoint.state import CHECKPOINT_VERSION, get_rng_state, is_full_config, plain_config
+from fairseq.checkpoint.task_state import add_task_state
 from fairseq.file_io import atomic_write
 from fairseq.distributed import fully_sharded
 from fairseq.distributed_utils import get_world_size, is_master
@@ -128,9 +130,15 @@ def _save_checkpoint(cfg: DictConfig, trainer: Any, epoch_itr: Any, val_loss: Op
         # the data position counts batches of one of this many shards (rescaled on resume)
         "data_shards": get_world_size(),
     }
+    # optional: a trainer of fairseq's protocol may have no task
+    add_task_state(snapshot, getattr(trainer, "task", None))
     save_dir = ckpt.save_dir
     first = os.path.join(save_dir, names[0])
     save_format = str(ckpt.save_format or "pt")
+    if not as_dirs:  # the entries fairseq 0.12.2 reads (a sharded directory is none of its)
+        snapshot = to_fairseq_layout(snapshot)
+        if save_format == "pt":  # its weights' key names (in place of ours: the file is no bigger)
+            to_fairseq_weights(snapshot, getattr(trainer, "unwrapped_model", None))
     if as_dirs:
         if save_format != "pt":
             _warn_sharded_format()

@@ -312,6 +312,7 @@ def consolidate(path: str, out: str) -> str:
         ``out``.
     """
     from fairseq import optim, tasks
+    from fairseq.checkpoint.fairseq_layout import to_fairseq_layout, to_fairseq_weights
     from fairseq.checkpoint.files import atomic_save
     from fairseq.checkpoint.loading import config_from_checkpoint
 
@@ -327,6 +328,8 @@ def consolidate(path: str, out: str) -> str:
     state["model"] = model.state_dict()
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
+    state = to_fairseq_layout(state)
+    to_fairseq_weights(state, model)
     atomic_save(with_integrity(state), out)
     return out
 

@@ -6,6 +6,10 @@ A checkpoint is a dict of tensors and plain containers only:
 * ``model``, ``optimizer``, ``lr_scheduler``, ``num_updates`` (the trainer's state);
 * ``extra_state``: epoch, data-iterator position, best validation metric, RNG states, the names
   its save gives it and the number of data shards that wrote it;
+* ``task_state``: what the task's ``get_checkpoint_dict`` returned (also merged into
+  ``extra_state``; :mod:`fairseq.checkpoint.task_state`);
+* ``args``, ``optimizer_history``, ``cfg_own`` and fairseq's weight names: what fairseq 0.12.2
+  reads, undone when this package reads the file (:mod:`fairseq.checkpoint.fairseq_layout`);
 * ``checkpoint_format``: ``"fairseq.checkpoint"``, the marker of this package's checkpoints
   (fairseq writes none): with it, a missing or malformed ``integrity`` record is an error, not
   a checkpoint of fairseq's to load unverified;

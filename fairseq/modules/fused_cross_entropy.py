@@ -102,14 +102,30 @@ def _compute_dtype(x: Tensor) -> Optional[torch.dtype]:
     return None
 
 
-def _block_logits(x: Tensor, weight: Tensor, bias: Optional[Tensor], out: Tensor) -> Tensor:
-    """(n, C) x (V, C) -> (n, V) float32 logits of one block, written into ``out`` (n, V)."""
+def _block_logits(x: Tensor, weight: Tensor, bias: Optional[Tensor], out: Tensor,
+                  low: Optional[Tensor] = None) -> Tensor:
+    """(n, C) x (V, C) -> (n, V) float32 logits of one block, written into ``out`` (n, V).
+
+    When the matmuls run in a narrower dtype than ``out`` (bf16 autocast), the product is
+    written into ``low`` first ((n, V) in ``x``'s dtype, reused by every block) when given."""
     if x.dtype == out.dtype:
         if bias is None:
             return torch.mm(x, weight.t(), out=out)
         return torch.addmm(bias, x, weight.t(), out=out)
-    logits = x @ weight.t() if bias is None else torch.addmm(bias, x, weight.t())  # (n, V)
+    if low is None:
+        logits = x @ weight.t() if bias is None else torch.addmm(bias, x, weight.t())  # (n, V)
+    else:
+        logits = torch.mm(x, weight.t(), out=low) if bias is None else torch.addmm(bias, x, weight.t(), out=low)
     return out.copy_(logits)
+
+
+def _narrow_block(rows: int, vocab: int, mm_dtype: torch.dtype, device: torch.device) -> Optional[Tensor]:
+    """The (rows, V) buffer in the matmuls' dtype that bf16/fp16 blocks reuse for their product
+    and their ``softmax - onehot`` (a fresh one per block costs page faults on every block, as
+    for the float32 block); ``None`` in float32, which needs none."""
+    if mm_dtype == torch.float32:
+        return None
+    return torch.empty((rows, vocab), dtype=mm_dtype, device=device)
 
 
 def _accumulate(acc: Tensor, a: Tensor, b: Tensor, first: bool) -> None:
@@ -156,11 +172,13 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         # one (rows, V) float32 block, reused by every block (fresh large allocations would cost
         # page faults on every block); the log-softmax overwrites the logits in it
         logits_buf = torch.empty((rows, V), dtype=torch.float32, device=x.device)
+        low_buf = _narrow_block(rows, V, mm_dtype, x.device)
         for start in range(0, N, rows):
             end = min(start + rows, N)
             n = end - start
             xb = cx[start:end]  # (n, C)
-            logits = _block_logits(xb, cw, cb, logits_buf[:n])  # (n, V) float32
+            low = None if low_buf is None else low_buf[:n]
+            logits = _block_logits(xb, cw, cb, logits_buf[:n], low)  # (n, V) float32
             tb = safe_target[start:end].unsqueeze(1)  # (n, 1)
             if lse_all is not None:
                 target_logits = logits.gather(1, tb)  # (n, 1), before the logits are overwritten
@@ -178,7 +196,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             # backward: they contribute nothing, without another pass over the (n, V) block.
             dlogits = logp.exp_()  # (n, V), in place of the log-probabilities
             dlogits.scatter_add_(1, tb, minus_one[:n])
-            dl = dlogits.to(mm_dtype)  # (n, V); no copy in float32
+            dl = dlogits.to(mm_dtype) if low is None else low.copy_(dlogits)  # (n, V) in mm_dtype
             if grad_x is not None:
                 torch.mm(dl, cw, out=grad_x[start:end])  # (n, C)
             if grad_w is not None:
@@ -234,14 +252,16 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         grad_w = torch.empty((V, C), dtype=acc_dtype, device=x.device)  # first block sets it
         grad_b = torch.empty(V, dtype=acc_dtype, device=x.device) if bias is not None else None
         logits_buf = torch.empty((rows, V), dtype=torch.float32, device=x.device)
+        low_buf = _narrow_block(rows, V, mm_dtype, x.device)
         for start in range(0, N, rows):
             end = min(start + rows, N)
             xb = cx[start:end]  # (n, C)
-            logits = _block_logits(xb, cw, cb, logits_buf[: end - start])  # (n, V)
+            low = None if low_buf is None else low_buf[: end - start]
+            logits = _block_logits(xb, cw, cb, logits_buf[: end - start], low)  # (n, V)
             gb_rows = g[start:end].unsqueeze(1)  # (n, 1)
             dlogits = logits.sub_(lse_all[start:end].unsqueeze(1)).exp_().mul_(gb_rows)  # (n, V)
             dlogits.scatter_add_(1, safe_target[start:end].unsqueeze(1), -gb_rows)
-            dl = dlogits.to(mm_dtype)  # (n, V)
+            dl = dlogits.to(mm_dtype) if low is None else low.copy_(dlogits)  # (n, V) in mm_dtype
             torch.mm(dl, cw, out=grad_x[start:end])
             _accumulate(grad_w, dl.t(), xb, first=start == 0)  # (V, C)
             if grad_b is not None:

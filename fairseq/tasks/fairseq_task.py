@@ -86,6 +86,21 @@ class FairseqTask:
             buffer_size=data_buffer_size,
         )
 
+    # -- checkpoint state -------------------------------------------------------------------
+    def get_checkpoint_dict(self) -> Dict[str, Any]:
+        """State of this task to save with each checkpoint (fairseq's hook); none by default.
+
+        Return ``{type(self).__name__: state}`` with ``state`` made of tensors and plain
+        containers (checkpoints are read weights-only): the entries are stored in the
+        checkpoint's ``task_state`` and ``extra_state``, and ``state`` is handed to
+        :meth:`set_checkpoint_dict` when a run resumes from it or a model is loaded from it.
+        """
+        return {}
+
+    def set_checkpoint_dict(self, state: Dict[str, Any]) -> None:
+        """Take back the ``state`` :meth:`get_checkpoint_dict` saved (the value under this
+        task's class name); called only when the checkpoint holds a non-empty one."""
+
     # -- building ---------------------------------------------------------------------------
     def build_model(self, cfg: Any):
         from fairseq import models
