@@ -10,13 +10,13 @@ step) against uncached (it re-runs the whole sequence every step). The two alter
 goal is >= 5 at 256 new tokens.
 
 ``--search topk`` / ``topp`` / ``beam``: cached decoding with top-k sampling (``--topk``, 10),
-nucleus sampling (``--topp``, 0.9) or beam search (``--beam``, 4); the median of ``--rounds``
+nucleus sampling (``--topp``, 0.9) or beam search (``--beam``, 5); the median of ``--rounds``
 runs (tokens/s and ms per step), and for sampling a check that the same seed gives the same
 tokens.
 
     python benchmarks/bench_generate.py [--new-tokens 256] [--rounds 3] [--layers 2 --dim 256]
     python benchmarks/bench_generate.py --search topk --dim 512 --vocab 42856 --rounds 5
-    python benchmarks/bench_generate.py --search beam --dim 512 --vocab 42856 --batch-sizes 8
+    python benchmarks/bench_generate.py --search beam --dim 512 --vocab 14000 --batch-sizes 1,8
 """
 import argparse
 import os
@@ -85,6 +85,14 @@ def run(model, d, batch: int, prompt_len: int, new_tokens: int, use_cache: bool)
     return generate(model, d, batch, prompt_len, new_tokens, use_cache)[0]
 
 
+def _int_list(text: str) -> list:
+    """``"1,8"`` -> ``[1, 8]`` (argparse type of ``--batch-sizes``)."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers, e.g. 1,8") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--new-tokens", type=int, default=256)
@@ -92,12 +100,14 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--vocab", type=int, default=8192)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--batch-sizes", type=_int_list, nargs="+", default=[[1, 8]],
+                        help="batch sizes, spaced or comma-separated (1 8, or 1,8)")
     parser.add_argument("--search", choices=["cache", "topk", "topp", "beam"], default="cache")
     parser.add_argument("--topk", type=int, default=10)
     parser.add_argument("--topp", type=float, default=0.9)
-    parser.add_argument("--beam", type=int, default=4)
+    parser.add_argument("--beam", type=int, default=5)
     args = parser.parse_args()
+    args.batch_sizes = [b for group in args.batch_sizes for b in group]
     prompt_len = 16
     model, d = build(args.vocab, args.layers, args.dim, prompt_len + args.new_tokens + 8)
     what = {"cache": "greedy", "topk": f"top-k {args.topk} sampling",

@@ -13,9 +13,10 @@ Prompts of different lengths are forced token by token row by row (``prefix_toke
 the right), as fairseq does.
 """
 import dataclasses
+import functools
 import logging
 import math
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -136,6 +137,9 @@ class SequenceGenerator(torch.nn.Module):
         self.temperature = temperature
         self.no_repeat_ngram_size = no_repeat_ngram_size
         self.search = search_strategy or BeamSearch(tgt_dict)
+        # a strategy that only has select() (not derived from Search) gets the generic look-up
+        self._select = getattr(self.search, "select_with_lprobs", None) or functools.partial(
+            Search.select_with_lprobs, self.search)
         self.use_cache = use_cache
 
     @torch.no_grad()
@@ -174,33 +178,39 @@ class SequenceGenerator(torch.nn.Module):
         if not inplace:
             lprobs = lprobs.clone()
         lprobs[:, self.pad] = float("-inf")
-        lprobs[:, self.unk] -= self.unk_penalty
+        if self.unk_penalty:  # x - 0 is x: no pass at all without a penalty
+            lprobs[:, self.unk] -= self.unk_penalty
         if step >= max_len:  # out of room: only EOS
             eos_lp = lprobs[:, self.eos].clone()
             lprobs.fill_(float("-inf"))
             lprobs[:, self.eos] = eos_lp
             return lprobs
-        free = torch.ones(lprobs.size(0), dtype=torch.bool, device=lprobs.device)
-        if forced is not None:
-            free = forced.eq(self.pad)
+        if forced is None:  # every row is free: plain column writes, no row mask
+            if step < self.min_len:
+                lprobs[:, self.eos] = float("-inf")
+            if self.no_repeat_ngram_size > 0:
+                self._block_repeated_ngrams(lprobs, tokens, None)
+            return lprobs
+        free = forced.eq(self.pad)
         if step < self.min_len:
             lprobs[free, self.eos] = float("-inf")
         if self.no_repeat_ngram_size > 0:
             self._block_repeated_ngrams(lprobs, tokens, free)
-        if forced is not None and not bool(free.all()):
+        if not bool(free.all()):
             rows = (~free).nonzero().squeeze(1)
             kept = lprobs[rows, forced[rows]]
             lprobs[rows] = float("-inf")
             lprobs[rows, forced[rows]] = kept
         return lprobs
 
-    def _block_repeated_ngrams(self, lprobs: Tensor, tokens: Tensor, free: Tensor) -> None:
+    def _block_repeated_ngrams(self, lprobs: Tensor, tokens: Tensor, free: Optional[Tensor]) -> None:
         n = self.no_repeat_ngram_size
         if tokens.size(1) < n:
             return
         history = tokens.tolist()
+        free_rows = [True] * len(history) if free is None else free.tolist()
         for row, seq in enumerate(history):
-            if not free[row]:
+            if not free_rows[row]:
                 continue
             tail = tuple(seq[len(seq) - n + 1:]) if n > 1 else ()
             banned = [seq[i + n - 1] for i in range(len(seq) - n + 1) if tuple(seq[i:i + n - 1]) == tail]
@@ -247,11 +257,19 @@ class SequenceGenerator(torch.nn.Module):
     def _continue(self, step: int, max_len: int, tokens: Tensor, pos_scores: Tensor,
                   scores: Tensor, prefix: Optional[Tensor], finalized: List[List[Hypothesis]],
                   done: Tensor, step_lprobs: Tensor) -> List[List[Hypothesis]]:
-        """The decoding loop from ``step`` on, given that step's raw log-probabilities."""
+        """The decoding loop from ``step`` on, given that step's raw log-probabilities.
+
+        A step where no sentence still decoding has an EOS or a dead (-inf) candidate among its
+        best K, the usual case, keeps those K as they are: no finalization, no sorting, one
+        host sync. Any other step takes :meth:`_finalize_and_keep`."""
         bsz, K = scores.shape
         N = bsz * K
         V = step_lprobs.size(-1)
         device = tokens.device
+        first_rows = torch.arange(0, N, K, device=device).unsqueeze(1)  # (bsz, 1)
+        identity = torch.arange(N, device=device)
+        done_list: List[bool] = [bool(x) for x in done.tolist()]
+        done_rows = done.nonzero().squeeze(1)  # the finished sentences, kept at -inf
         while True:
             forced = None
             if prefix is not None and step < prefix.size(1):
@@ -262,49 +280,28 @@ class SequenceGenerator(torch.nn.Module):
                 lprobs = lprobs.div_(self.temperature).log_softmax(dim=-1)
             lprobs = self.next_token_lprobs(lprobs, tokens[:, :step + 1], step, max_len, forced,
                                             inplace=True)
-            lprobs = lprobs.view(bsz, K, V)
-            if bool(done.any()):
-                lprobs[done] = float("-inf")
-            cand_scores, cand_tokens, cand_beams = self.search.select(step, lprobs, scores)
-            C = cand_scores.size(1)
-            rows = cand_beams + torch.arange(bsz, device=device).unsqueeze(1) * K  # (bsz, C)
-            cand_lprobs = lprobs.view(N, V)[rows.view(-1), cand_tokens.view(-1)].view(bsz, C)
-            is_eos = cand_tokens.eq(self.eos) & torch.isfinite(cand_scores)
-
-            # finalize EOS candidates ranked among the first K
-            rank = torch.arange(C, device=device).expand(bsz, C)
-            final = is_eos & (rank < K)
-            for b, c in final.nonzero().tolist():
-                if done[b] or len(finalized[b]) >= K:
-                    continue
-                row = int(rows[b, c])
-                positional = pos_scores[row, :step + 1].clone()
-                positional[step] = cand_lprobs[b, c]
-                score = float(cand_scores[b, c])
-                if self.normalize_scores:
-                    score /= (step + 1) ** self.len_penalty
-                hyp_tokens = torch.cat([tokens[row, 1:step + 1], tokens.new_tensor([self.eos])])
-                finalized[b].append({"tokens": hyp_tokens, "score": torch.tensor(score),
-                                     "positional_scores": positional, "alignment": None,
-                                     "attention": None})
-            for b in range(bsz):
-                if not done[b] and len(finalized[b]) >= K:
-                    done[b] = True
-            if step >= max_len or bool(done.all()):
-                break
-
-            # keep the K best candidates that did not end: live rows first, by rank
-            dead = is_eos | ~torch.isfinite(cand_scores)
-            order = (rank + C * dead.long()).argsort(dim=1)[:, :K]  # (bsz, K)
-            keep_scores = cand_scores.gather(1, order)
-            keep_scores = keep_scores.masked_fill(dead.gather(1, order), float("-inf"))
-            keep_rows = rows.gather(1, order).view(-1)  # (N,)
-            keep_tokens = cand_tokens.gather(1, order).view(-1)
-            keep_lprobs = cand_lprobs.gather(1, order).view(-1)
+            if done_rows.numel():
+                lprobs.view(bsz, K, V).index_fill_(0, done_rows, float("-inf"))
+            cand_scores, cand_tokens, cand_beams, cand_lprobs = self._select(step, lprobs.view(bsz, K, V), scores)
+            if self._best_k_alive(cand_scores, cand_tokens, bsz - sum(done_list)):
+                # a finished sentence's candidates are all -inf: keeping its first K keeps -inf
+                keep_scores = cand_scores[:, :K]
+                keep_rows = (cand_beams[:, :K] + first_rows).reshape(-1)  # (N,)
+                keep_tokens = cand_tokens[:, :K].reshape(-1)
+                keep_lprobs = cand_lprobs[:, :K].reshape(-1)
+            else:
+                rows = cand_beams + first_rows  # (bsz, C)
+                kept = self._finalize_and_keep(step, tokens, pos_scores, finalized, done_list,
+                                               cand_scores, cand_tokens, rows, cand_lprobs)
+                if step >= max_len or all(done_list):
+                    break
+                keep_scores, keep_rows, keep_tokens, keep_lprobs = kept
+                done_rows = torch.tensor([b for b, d in enumerate(done_list) if d], dtype=torch.long,
+                                         device=device)
 
             # every row continues itself with one hypothesis per sentence (greedy, sampling), and
             # often with more: then neither the histories nor the caches move
-            same_rows = K == 1 or torch.equal(keep_rows, torch.arange(N, device=device))
+            same_rows = K == 1 or torch.equal(keep_rows, identity)
             if not same_rows:
                 tokens = tokens.index_select(0, keep_rows)
                 pos_scores = pos_scores.index_select(0, keep_rows)
@@ -323,6 +320,54 @@ class SequenceGenerator(torch.nn.Module):
         for b in range(bsz):
             finalized[b].sort(key=lambda h: float(h["score"]), reverse=True)
         return finalized
+
+    def _best_k_alive(self, cand_scores: Tensor, cand_tokens: Tensor, unfinished: int) -> bool:
+        """Whether the best K candidates of each of the ``unfinished`` sentences still decoding
+        are all alive (finite, not EOS); a finished sentence's candidates are all -inf."""
+        K = self.beam_size
+        alive = torch.isfinite(cand_scores[:, :K]).logical_and_(cand_tokens[:, :K].ne(self.eos))
+        return int(alive.sum()) == unfinished * K
+
+    def _finalize_and_keep(self, step: int, tokens: Tensor, pos_scores: Tensor,
+                           finalized: List[List[Hypothesis]], done: List[bool], cand_scores: Tensor,
+                           cand_tokens: Tensor, rows: Tensor, cand_lprobs: Tensor) -> Tuple[Tensor, ...]:
+        """Finalize the EOS candidates ranked among a sentence's first K (marking ``done`` the
+        sentences that have K hypotheses), and choose the K candidates each keeps: its live
+        ones first, by rank, then dead ones at -inf.
+
+        Returns:
+            ``(scores (bsz, K), rows (N,), tokens (N,), lprobs (N,))`` of the kept candidates.
+        """
+        bsz, C = cand_scores.shape
+        K = self.beam_size
+        finite = torch.isfinite(cand_scores)
+        is_eos = cand_tokens.eq(self.eos) & finite
+        rank = torch.arange(C, device=cand_scores.device).expand(bsz, C)
+        final = (is_eos[:, :K]).nonzero().tolist()
+        if final:
+            rows_list, scores_list, lprobs_list = rows.tolist(), cand_scores.tolist(), cand_lprobs.tolist()
+        for b, c in final:
+            if done[b] or len(finalized[b]) >= K:
+                continue
+            row = rows_list[b][c]
+            positional = pos_scores[row, :step + 1].clone()
+            positional[step] = lprobs_list[b][c]
+            score = scores_list[b][c]
+            if self.normalize_scores:
+                score /= (step + 1) ** self.len_penalty
+            hyp_tokens = torch.cat([tokens[row, 1:step + 1], tokens.new_tensor([self.eos])])
+            finalized[b].append({"tokens": hyp_tokens, "score": torch.tensor(score),
+                                 "positional_scores": positional, "alignment": None,
+                                 "attention": None})
+        for b in range(bsz):
+            if not done[b] and len(finalized[b]) >= K:
+                done[b] = True
+
+        dead = is_eos | ~finite
+        order = (rank + C * dead.long()).argsort(dim=1)[:, :K]  # (bsz, K): live first, by rank
+        keep_scores = cand_scores.gather(1, order).masked_fill_(dead.gather(1, order), float("-inf"))
+        return (keep_scores, rows.gather(1, order).view(-1), cand_tokens.gather(1, order).view(-1),
+                cand_lprobs.gather(1, order).view(-1))
 
 
 def device_memory_bytes(device: torch.device) -> Optional[int]:
