@@ -1,6 +1,7 @@
 """Shared fixtures and helpers: a tiny real-text corpus preprocessed once per session, a tiny
 model trained once per session, the tiny-model flags, in-process command calls, and timeouts for
 the processes a test starts that scale with how loaded the machine is."""
+import contextlib
 import json
 import os
 import re
@@ -294,3 +295,32 @@ def run_module(module: str, args: Sequence[str], cwd, env: Optional[dict] = None
     """``python -m MODULE ARGS`` in its own process, ``env`` added to the environment: for a run
     whose process is the point (a sweep's launcher, a plugin import that must not stay here)."""
     return run_python(["-m", module, *args], cwd, env=python_env(**(env or {})), base_timeout=base_timeout)
+
+
+# -- components a test registers ---------------------------------------------------------------
+@contextlib.contextmanager
+def registrations_forgotten():
+    """Within the block a test may register components (a plugin, a task class); afterwards they
+    are removed from the registries, Hydra's ConfigStore and ``sys.modules`` (``*_plugin``
+    packages), so later tests in the same worker (``--help``, docs/components.md) never see them."""
+    from hydra.core.config_store import ConfigStore
+
+    from fairseq.dataclass import compose
+    from fairseq.registry import ALL_REGISTRIES, import_builtin_components
+
+    import_builtin_components()
+    before = {group: set(r.entries) for group, r in ALL_REGISTRIES.items()}
+    modules = set(sys.modules)
+    try:
+        yield
+    finally:
+        repo = ConfigStore.instance().repo
+        for group, registry in ALL_REGISTRIES.items():
+            for name in set(registry.entries) - before[group]:
+                del registry.entries[name]
+                compose._stored.discard((group, name))
+                for node in (repo.get("schema", {}).get(group, {}), repo.get(group, {})):
+                    node.pop(f"{name}.yaml", None)
+        for name in set(sys.modules) - modules:
+            if name.split(".")[0].endswith("_plugin"):
+                del sys.modules[name]

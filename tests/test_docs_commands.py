@@ -475,7 +475,10 @@ def _run_one(plan: Dict, workdir: str) -> Dict:
         for handler in list(root.handlers):
             if handler not in root_handlers:
                 root.removeHandler(handler)
-        sys.argv, sys.path[:] = saved_argv, saved_path
+        # a plugin a command imported stays registered in this process, and its directory stays
+        # at the end of sys.path (import_user_module puts it there for launcher workers)
+        appended = [p for p in sys.path[len(saved_path):] if p not in saved_path] if sys.path[:len(saved_path)] == saved_path else []
+        sys.argv, sys.path[:] = saved_argv, saved_path + appended
         os.chdir(workdir)
     return {"rc": rc, "stderr": "".join(err.parts), "seconds": time.perf_counter() - start}
 

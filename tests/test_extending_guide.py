@@ -4,11 +4,10 @@ update 2), listed in ``--help`` and Hydra's groups, built from Python, and one o
 "common mistakes" gives the message the guide quotes. The plugin's registrations are removed
 after the module, so no other test sees its components."""
 import re
-import sys
 
 import pytest
 
-from conftest import ROOT, in_process, read_json_log, run_in
+from conftest import ROOT, in_process, read_json_log, registrations_forgotten, run_in
 
 GUIDE = ROOT / "docs" / "extending.md"
 RUN = ["--max-update", "2", "--num-workers", "0", "--log-format", "json", "--log-interval", "1"]
@@ -32,29 +31,12 @@ def guide_command(start: str) -> list:
 @pytest.fixture(scope="module")
 def plugin_dir(tmp_path_factory):
     """The guide's files written to a directory; afterwards everything they registered is removed."""
-    from hydra.core.config_store import ConfigStore
-
-    from fairseq.dataclass import compose
-    from fairseq.registry import ALL_REGISTRIES, import_builtin_components
-
-    import_builtin_components()
     base = tmp_path_factory.mktemp("guide")
     for path, text in guide_files().items():
         (base / path).parent.mkdir(parents=True, exist_ok=True)
         (base / path).write_text(text, encoding="utf-8")
-    before = {group: set(r.entries) for group, r in ALL_REGISTRIES.items()}
-    modules = set(sys.modules)
-    yield base
-    repo = ConfigStore.instance().repo
-    for group, registry in ALL_REGISTRIES.items():
-        for name in set(registry.entries) - before[group]:
-            del registry.entries[name]
-            compose._stored.discard((group, name))
-            for node in (repo.get("schema", {}).get(group, {}), repo.get(group, {})):
-                node.pop(f"{name}.yaml", None)
-    for name in set(sys.modules) - modules:
-        if name.split(".")[0].endswith("_plugin"):
-            del sys.modules[name]
+    with registrations_forgotten():
+        yield base
 
 
 def test_the_guide_ships_the_plugin_files():

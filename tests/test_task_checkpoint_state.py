@@ -12,14 +12,13 @@ from unittest.mock import MagicMock
 import pytest
 import torch
 
-from conftest import TINY_LEGACY
+from conftest import TINY_LEGACY, registrations_forgotten
 
 from fairseq.tasks import register_task
 from fairseq.tasks.fairseq_task import FairseqTask
 from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageModelingTask
 
 
-@register_task("counting_lm_for_tests", dataclass=LanguageModelingConfig)
 class CountingTask(LanguageModelingTask):
     """Language modeling that counts its training steps and how often its state came back."""
 
@@ -38,6 +37,14 @@ class CountingTask(LanguageModelingTask):
     def set_checkpoint_dict(self, state):
         self.restored.append(dict(state))
         self.steps = int(state["steps"])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def counting_task_registered():
+    """CountingTask registered for this module's tests only (``--help`` elsewhere never lists it)."""
+    with registrations_forgotten():
+        register_task("counting_lm_for_tests", dataclass=LanguageModelingConfig)(CountingTask)
+        yield
 
 
 @pytest.fixture

@@ -73,6 +73,7 @@ def _is_default(value: Any, default: Any, cfg: Dict[str, Any]) -> bool:
     target = interpolation_target(default)
     if target is not None:  # e.g. task.train_subset follows dataset.train_subset
         group, _, key = target.partition(".")
+        # optional: a checkpoint file's plain config may lack any group
         node = cfg.get(group)
         return isinstance(node, dict) and key in node and node[key] == value
     if hasattr(default, "value") and not isinstance(default, (int, float, str)):
@@ -93,12 +94,14 @@ def split_config(cfg: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Dict[st
     own: Dict[str, Dict[str, Any]] = {}
     added: Dict[str, Any] = {}
     for group, values in GENERIC_DEFAULTS.items():
+        # optional: a checkpoint file's plain config may lack any group
         node = cfg.get(group)
         missing = {k: v for k, v in values.items() if isinstance(node, dict) and k not in node}
         if missing:
             out[group] = {**node, **missing}
             added[group] = sorted(missing)
     for group, known_by_name in COMPONENTS.items():
+        # optional: a checkpoint file's plain config may lack any group
         node = cfg.get(group)
         name = node.get("_name") if isinstance(node, dict) else None
         if not name or str(name) not in known_by_name:
@@ -137,6 +140,7 @@ def to_fairseq_layout(state: Dict[str, Any]) -> Dict[str, Any]:
     state["args"] = None
 
     def named(group: str) -> Optional[str]:
+        # optional: a checkpoint file's plain config may lack any group
         node = cfg.get(group)
         return _component_class_name(group, node.get("_name")) if isinstance(node, dict) else None
 
@@ -166,9 +170,11 @@ def restore_own_layout(state: Dict[str, Any]) -> None:
     cfg = state.get("cfg")
     if isinstance(own, dict) and isinstance(cfg, dict):
         for group, keys in (own.get("added") or {}).items():
+            # optional: a checkpoint file's plain config may lack any group
             if isinstance(cfg.get(group), dict) and isinstance(keys, list):
                 cfg[group] = {k: v for k, v in cfg[group].items() if k not in keys}
         for group, values in (own.get("left_out") or {}).items():
+            # optional: a checkpoint file's plain config may lack any group
             node = cfg.get(group)
             if not isinstance(node, dict) or not isinstance(values, dict):
                 continue

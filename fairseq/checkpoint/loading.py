@@ -290,13 +290,13 @@ class _NoRandomInit(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is torch.arange and kwargs.get("device") is None:
+        if func is torch.arange and kwargs.get("device") is None:  # optional: a call may name none
             # a constant table (positions, frequencies): built on the CPU, where it is small,
             # since every op on a meta tensor without a C++ meta kernel also imports dynamo
             kwargs["device"] = "cpu"
         if getattr(func, "__name__", None) in self._SKIPPED:
             # Tensor.normal_(t, ...) or torch.nn.init.normal_(tensor=t, ...)
-            tensor = args[0] if args else kwargs.get("tensor")
+            tensor = args[0] if args else kwargs.get("tensor")  # optional: positional or keyword
             if getattr(tensor, "is_meta", False):
                 return tensor
         return func(*args, **kwargs)

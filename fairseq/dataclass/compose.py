@@ -89,6 +89,11 @@ def import_user_module(user_dir: Optional[str]) -> None:
     except BaseException:
         sys.modules.pop(name, None)
         raise
+    # a launcher's worker processes (joblib, submitit) unpickle the plugin's configs by module
+    # name: they get this process's sys.path, so the plugin's parent goes at its end (after
+    # everything installed, so it shadows nothing)
+    if str(path.parent) not in sys.path:
+        sys.path.append(str(path.parent))
 
 
 def _plugin_line(error: BaseException, path: Path) -> str:
