@@ -123,8 +123,11 @@ def validate(path: Optional[str], data: Optional[str], overrides: Dict[str, Any]
                 seed=int(cfg.common.seed), num_workers=int(cfg.dataset.num_workers),
                 data_buffer_size=0,  # the dataset node declares no data_buffer_size: this was always the value
             ).next_epoch_itr(shuffle=False)
-        progress = progress_bar(itr, prefix=f"valid on '{subset}' subset", **progress_settings(overrides))
-        logs = valid_steps(trainer, progress, cfg.dataset.max_valid_steps)
+        max_steps = cfg.dataset.max_valid_steps
+        total = len(itr) if max_steps is None else min(int(max_steps), len(itr))  # the steps it will take
+        progress = progress_bar(itr, prefix=f"valid on '{subset}' subset", total=total,
+                                **progress_settings(overrides))
+        logs = valid_steps(trainer, progress, max_steps)
         progress.close()
         stats = reduce_stats(task, trainer.criterion, logs)
         if not stats:

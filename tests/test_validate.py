@@ -130,3 +130,23 @@ def _namespace(argv):
     from fairseq_cli import validate
 
     return options.parse_args_and_arch(validate.get_validation_parser(input_args=argv), argv)
+
+
+def test_the_progress_total_is_the_steps_max_valid_steps_allows(trained, data_bin, tmp_path, capsys, monkeypatch):
+    """``--max-valid-steps N``: the bar counts min(N, batches), not the whole split."""
+    from fairseq.logging import progress_bar as pb
+
+    totals = []
+    real = pb.progress_bar
+
+    def recording(iterable, *args, **kwargs):
+        totals.append((kwargs.get("total"), len(iterable)))
+        return real(iterable, *args, **kwargs)
+
+    monkeypatch.setattr(pb, "progress_bar", recording)
+    checkpoint, _ = trained
+    base = [data_bin, "--path", checkpoint, "--num-workers", "0", "--max-tokens", "64", "--valid-subset", "valid"]
+    assert validate_in_process([*base, "--max-valid-steps", "2"], tmp_path, capsys).returncode == 0
+    assert validate_in_process(base, tmp_path, capsys).returncode == 0
+    (capped, batches), (whole, batches_again) = totals
+    assert batches > 2 and capped == 2 and whole == batches == batches_again
