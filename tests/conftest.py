@@ -324,3 +324,20 @@ def registrations_forgotten():
         for name in set(sys.modules) - modules:
             if name.split(".")[0].endswith("_plugin"):
                 del sys.modules[name]
+
+
+def perturbed_model(cfg, data_bin: str, seed: int = 0):
+    """``(model, cfg, task)``: the model ``cfg`` describes on data_bin's dictionary, every weight
+    (norms included) moved at random so that its outputs are far from uniform."""
+    import torch
+
+    from fairseq.data import Dictionary
+    from fairseq.tasks.language_modeling import LanguageModelingTask
+
+    task = LanguageModelingTask(cfg.task, Dictionary.load(os.path.join(data_bin, "dict.txt")))
+    torch.manual_seed(seed)
+    model = task.build_model(cfg.model)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.add_(torch.randn_like(p) * (0.3 if "norm" in name else 0.1))
+    return model.eval(), cfg, task

@@ -19,7 +19,7 @@ import torch
 
 from fairseq import hf_bridge
 
-from conftest import ROOT, scaled_timeout
+from conftest import ROOT, perturbed_model, scaled_timeout
 TOLERANCE = 1e-5
 NEW_TOKENS = 32
 TEXT = "The function returns a value , or raises an exception ."
@@ -39,17 +39,7 @@ def fairseq_config(data: str, **model):
 def random_fairseq_model(data_bin: str, seed: int = 0, **model):
     """``(model, cfg, task)``: a transformer_lm on data_bin's dictionary, every weight (LayerNorms
     included) drawn at random so that the outputs are far from uniform."""
-    from fairseq.data import Dictionary
-    from fairseq.tasks.language_modeling import LanguageModelingTask
-
-    cfg = fairseq_config(data_bin, **model)
-    task = LanguageModelingTask(cfg.task, Dictionary.load(os.path.join(data_bin, "dict.txt")))
-    torch.manual_seed(seed)
-    m = task.build_model(cfg.model)
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            p.add_(torch.randn_like(p) * (0.3 if "norm" in name else 0.1))
-    return m.eval(), cfg, task
+    return perturbed_model(fairseq_config(data_bin, **model), data_bin, seed)
 
 
 def save_checkpoint(model, cfg, path: Path) -> Path:

@@ -17,6 +17,8 @@ import torch
 
 from fairseq import hf_bridge
 
+from conftest import perturbed_model
+
 TOLERANCE = 1e-5
 NEW_TOKENS = 32
 
@@ -35,17 +37,7 @@ def llama_cfg(data: str, arch: str = "transformer_lm_llama_tiny", **model):
 def random_llama(data_bin: str, seed: int = 0, **model):
     """``(model, cfg, task)``: a Llama-style transformer_lm on data_bin's dictionary, every weight
     (norms included) moved at random so that the outputs are far from uniform."""
-    from fairseq.data import Dictionary
-    from fairseq.tasks.language_modeling import LanguageModelingTask
-
-    cfg = llama_cfg(data_bin, **model)
-    task = LanguageModelingTask(cfg.task, Dictionary.load(os.path.join(data_bin, "dict.txt")))
-    torch.manual_seed(seed)
-    m = task.build_model(cfg.model)
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            p.add_(torch.randn_like(p) * (0.3 if "norm" in name else 0.1))
-    return m.eval(), cfg, task
+    return perturbed_model(llama_cfg(data_bin, **model), data_bin, seed)
 
 
 def hub_of(model, cfg, task):
