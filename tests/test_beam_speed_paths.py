@@ -243,3 +243,52 @@ def test_a_search_with_only_select_still_drives_the_generator():
     plain = _hypotheses(SequenceGenerator([model], d, max_len_b=8), [model], sample, src)
     duck = _hypotheses(SequenceGenerator([model], d, max_len_b=8, search_strategy=OnlySelect()), [model], sample, src)
     assert duck == plain
+
+
+# -- the decoder's cached step ------------------------------------------------------------------
+def test_a_cached_step_without_pads_builds_no_mask_and_equals_the_masked_step(monkeypatch):
+    """With no pad seen, a cached step of one token attends without a mask tensor (the fast
+    kernels), and gives the same logits as the masked step it replaces; a pad anywhere brings the
+    mask back for the rest of the decoding."""
+    import torch.nn.functional as F
+
+    from fairseq.modules import multihead_attention as mha
+
+    d = _dictionary(200)
+    model = _model(d, seed=3)
+    masks = []
+    real = F.scaled_dot_product_attention
+
+    def recording(q, k, v, attn_mask=None, **kw):
+        masks.append(attn_mask is not None)
+        return real(q, k, v, attn_mask=attn_mask, **kw)
+
+    monkeypatch.setattr(mha.F, "scaled_dot_product_attention", recording)
+    tokens = torch.randint(4, 200, (3, 6), generator=torch.Generator().manual_seed(0))
+    tokens[:, 0] = d.eos()
+
+    def decode(state, force_mask=False):
+        out = []
+        for t in range(tokens.size(1)):
+            if force_mask:  # the old rule: every step builds the padding-aware mask
+                state["has_pads"] = True
+            out.append(model(tokens[:, t:t + 1], incremental_state=state)[0])
+        return torch.cat(out, dim=1)
+
+    masks.clear()
+    fast = decode({})
+    assert not any(masks)  # a one-token step after a pad-free past: no mask at all
+    masks.clear()
+    masked = decode({}, force_mask=True)
+    assert masks and all(masks[1:])
+    assert torch.equal(fast, masked)
+    assert torch.allclose(fast, model(tokens)[0], atol=1e-5)  # and what a full forward gives
+
+    padded = tokens.clone()
+    padded[1, 2] = d.pad()  # a pad in one row: masks from that step on, and that row skips it
+    masks.clear()
+    state: dict = {}
+    for t in range(padded.size(1)):
+        model(padded[:, t:t + 1], incremental_state=state)
+    per_step = len(masks) // padded.size(1)
+    assert not any(masks[:2 * per_step]) and all(masks[2 * per_step:])

@@ -5,29 +5,32 @@ position ``padding_idx + 1`` and a pad token gets ``padding_idx``, whose embeddi
 the right padding that the data pipeline produces, position ``i`` simply follows ``i`` real tokens.
 """
 import math
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
 
-def make_positions(tokens: Tensor, padding_idx: int, past_counts: Optional[Tensor] = None) -> Tensor:
+def make_positions(tokens: Tensor, padding_idx: int, past_counts: Union[Tensor, int, None] = None) -> Tensor:
     """Position ids of ``tokens``, skipping pads.
 
     Args:
         tokens: (B, T) token ids.
         padding_idx: the pad id; pads get it as their position.
         past_counts: (B,) number of real tokens already seen by each row (cached decoding),
-            so that positions continue where they stopped. ``None`` means zero.
+            so that positions continue where they stopped; an int when every row has seen
+            the same number. ``None`` means zero.
 
     Returns:
         (B, T) long tensor of positions.
     """
     is_token = tokens.ne(padding_idx).long()  # (B, T)
     positions = torch.cumsum(is_token, dim=1)
-    if past_counts is not None:
+    if isinstance(past_counts, Tensor):
         positions = positions + past_counts.unsqueeze(1)
+    elif past_counts:
+        positions = positions + past_counts
     return positions * is_token + padding_idx
 
 
@@ -75,12 +78,13 @@ class SinusoidalPositionalEmbedding(nn.Module):
             table = sinusoid_table(num_rows, self.embedding_dim, self.padding_idx)
             self.weights = table.to(self.weights)
 
-    def forward(self, tokens: Tensor, past_counts: Optional[Tensor] = None, past_length: int = 0) -> Tensor:
+    def forward(self, tokens: Tensor, past_counts: Union[Tensor, int, None] = None, past_length: int = 0) -> Tensor:
         """Embed the positions of ``tokens``.
 
         Args:
             tokens: (B, T) token ids.
-            past_counts: (B,) real tokens already consumed per row (cached decoding).
+            past_counts: (B,) real tokens already consumed per row (cached decoding), or one int
+                for every row.
             past_length: cached sequence length, an upper bound of ``past_counts``; used to size
                 the table without reading ``past_counts`` back from the device.
 
@@ -108,7 +112,7 @@ class LearnedPositionalEmbedding(nn.Embedding):
         with torch.no_grad():
             self.weight[padding_idx].zero_()
 
-    def forward(self, tokens: Tensor, past_counts: Optional[Tensor] = None, past_length: int = 0) -> Tensor:
+    def forward(self, tokens: Tensor, past_counts: Union[Tensor, int, None] = None, past_length: int = 0) -> Tensor:
         """Same contract as :meth:`SinusoidalPositionalEmbedding.forward`."""
         needed = past_length + tokens.size(1)
         if needed > self.max_positions:

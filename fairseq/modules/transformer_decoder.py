@@ -285,8 +285,9 @@ class TransformerDecoder(nn.Module):
 
         Returns:
             ``(attn_mask, past_counts, past_length)``: the boolean (B, 1, T, S) mask (causal,
-            pads masked out except from themselves, so no row is empty), the (B,) number of
-            real tokens before the new ones, and the number of cached positions.
+            pads masked out except from themselves, so no row is empty; ``None`` where that is
+            plain causal attention), the (B,) number of real tokens before the new ones (an int,
+            the same for every row, when no pad was seen), and the number of cached positions.
         """
         B, T = tokens.shape
         new_pads = tokens.eq(self.padding_idx)  # (B, T)
@@ -294,9 +295,18 @@ class TransformerDecoder(nn.Module):
         if past_pads is None:
             past_pads = new_pads.new_zeros(B, 0)
         past_length = past_pads.size(1)
-        past_counts = (~past_pads).sum(dim=1)  # (B,)
         pads = torch.cat([past_pads, new_pads], dim=1)  # (B, S)
         state["padding_mask"] = pads
+        # without a pad so far (the usual case: prompts are forced token by token), every row
+        # has seen past_length real tokens, and the mask would be plain causal: a single new
+        # position attends to all, a first call is causal, both without a mask tensor (the
+        # attention's fast kernels, no mask to build). One host read of the new tokens' pads.
+        # optional: a state from before this flag (or a generic reorder's copy) has it unset
+        had_pads = state.get("has_pads", past_length > 0 and bool(past_pads.any()))
+        state["has_pads"] = has_pads = had_pads or bool(new_pads.any())
+        if not has_pads and (T == 1 or past_length == 0):
+            return None, past_length, past_length
+        past_counts = (~past_pads).sum(dim=1)  # (B,)
 
         S = past_length + T
         query_pos = torch.arange(past_length, S, device=tokens.device).unsqueeze(1)  # (T, 1)
