@@ -104,6 +104,11 @@ class SequenceGenerator(torch.nn.Module):
             it, every step re-runs the whole sequence, which gives the same tokens, slower.
     """
 
+    #: run a sentence's common prompt through the model for one of its K rows, then widen the
+    #: caches (False: for all K rows, as fairseq does; the same hypotheses, with log-probabilities
+    #: equal within float rounding, since the matrix products see fewer rows)
+    shared_prompt_forward = True
+
     def __init__(self, models: Sequence[torch.nn.Module], tgt_dict: Any, beam_size: int = 1,
                  max_len_a: float = 0, max_len_b: int = 200, max_len: int = 0, min_len: int = 1,
                  normalize_scores: bool = True, len_penalty: float = 1.0, unk_penalty: float = 0.0,
@@ -245,14 +250,26 @@ class SequenceGenerator(torch.nn.Module):
 
         finalized: List[List[Hypothesis]] = [[] for _ in range(bsz)]
         done = torch.zeros(bsz, dtype=torch.bool, device=device)
-        # the first forward: BOS, and with the cache the whole common prompt at once
-        all_lprobs = self.model.forward_decoder(tokens[:, :common + 1], self.use_cache)
+        # the first forward: BOS, and with the cache the whole common prompt at once. A
+        # sentence's K rows are identical up to there: with the cache, its first row goes
+        # through the model alone and the caches are then widened to K rows per sentence
+        once = K > 1 and self.use_cache and self.shared_prompt_forward
+        first = tokens[::K] if once else tokens  # (bsz or N, ...)
+        all_lprobs = self.model.forward_decoder(first[:, :common + 1], self.use_cache)
+        if once:
+            self.model.reorder(torch.arange(bsz, device=device).repeat_interleave(K))
+        step_lprobs = all_lprobs[:, -1]
+        if once:
+            step_lprobs = step_lprobs.repeat_interleave(K, dim=0)  # (N, V), the loop's own copy
         if common > 0:
-            prompt_lp = all_lprobs[:, :common].gather(2, prefix[:, :common].unsqueeze(2)).squeeze(2)
+            given = prefix[::K] if once else prefix
+            prompt_lp = all_lprobs[:, :common].gather(2, given[:, :common].unsqueeze(2)).squeeze(2)
+            if once:
+                prompt_lp = prompt_lp.repeat_interleave(K, dim=0)
             pos_scores[:, :common] = prompt_lp  # (N, common)
             scores = scores + prompt_lp.sum(dim=1).view(bsz, K)
         return self._continue(common, max_len, tokens, pos_scores, scores, prefix, finalized,
-                              done, all_lprobs[:, -1])
+                              done, step_lprobs)
 
     def _continue(self, step: int, max_len: int, tokens: Tensor, pos_scores: Tensor,
                   scores: Tensor, prefix: Optional[Tensor], finalized: List[List[Hypothesis]],

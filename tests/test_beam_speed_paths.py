@@ -292,3 +292,40 @@ def test_a_cached_step_without_pads_builds_no_mask_and_equals_the_masked_step(mo
         model(padded[:, t:t + 1], incremental_state=state)
     per_step = len(masks) // padded.size(1)
     assert not any(masks[:2 * per_step]) and all(masks[2 * per_step:])
+
+
+@pytest.mark.parametrize("search", ["beam", "sampling"])
+def test_the_common_prompt_goes_through_the_model_once_per_sentence(search, monkeypatch):
+    """A sentence's K hypotheses share their prompt: its first forward has one row per sentence
+    (not K), the caches are then widened, and the hypotheses are those of a forward of all K
+    rows (log-probabilities within float rounding: the products see fewer rows)."""
+    from fairseq.sequence_generator import EnsembleModel
+
+    d = _dictionary(300)
+    models = [_model(d, seed=4, eos_boost=1.0)]
+    prompts = [[4, 5, 6, 7], [8, 9, 10, 11, 12], [13, 14, 15, 16]]  # common part: 4 tokens
+    sample, src = _sample(prompts, d)
+    rows = []
+    real = EnsembleModel.forward_decoder
+
+    def recording(self, tokens, use_cache):
+        rows.append(tuple(tokens.shape))
+        return real(self, tokens, use_cache)
+
+    monkeypatch.setattr(EnsembleModel, "forward_decoder", recording)
+
+    def generate(shared):
+        gen = SequenceGenerator(models, d, beam_size=4, max_len_b=12, search_strategy=(
+            BeamSearch() if search == "beam" else Sampling(sampling_topk=5, generator=torch.Generator().manual_seed(3))))
+        gen.shared_prompt_forward = shared
+        rows.clear()
+        return _hypotheses(gen, models, sample, src), list(rows)
+
+    (shared, shared_rows), (each, each_rows) = generate(True), generate(False)
+    assert shared_rows[0] == (3, 5) and each_rows[0] == (12, 5)  # 3 sentences or 3 x 4 rows: BOS + 4 tokens
+    assert all(r == (12, 1) for r in shared_rows[1:] + each_rows[1:])  # then 3 x 4 hypotheses, a token each
+    assert [[h[0] for h in hs] for hs in shared] == [[h[0] for h in hs] for hs in each]
+    for hs, es in zip(shared, each):
+        for (_, score, positional), (_, e_score, e_positional) in zip(hs, es):
+            assert score == pytest.approx(e_score, abs=1e-5)
+            assert positional == pytest.approx(e_positional, abs=1e-5)

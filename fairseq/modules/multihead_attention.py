@@ -11,7 +11,7 @@ copying) the whole past, and :func:`reorder_cache_` reorders the rows (beam sear
 ``"key"``/``"value"`` by other tensors (a generic reorder does): the next step then adopts them
 into the buffers.
 """
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -71,21 +71,28 @@ def _cache_append(cache: AttentionCache, k: Tensor, v: Tensor) -> None:
     cache["key"], cache["value"] = buffers.key[:, :, :total], buffers.value[:, :, :total]
 
 
-def reorder_cache_(cache: AttentionCache, new_order: Tensor) -> None:
+def row_moves(new_order: Tensor) -> Tuple[Tensor, Tensor]:
+    """``(changed, source)``: the rows that ``new_order`` changes, and the old rows they take."""
+    changed = new_order.ne(torch.arange(new_order.numel(), device=new_order.device)).nonzero().squeeze(1)
+    return changed, new_order.index_select(0, changed)
+
+
+def reorder_cache_(cache: AttentionCache, new_order: Tensor,
+                   moves: Optional[Tuple[Tensor, Tensor]] = None) -> None:
     """Reorder the rows of one module's cache in place: row ``b`` becomes old row ``new_order[b]``.
 
     Only the rows that change are copied (gathered, then ``index_copy_`` into the existing
     tensors); nothing the size of the whole cache is allocated. ``new_order`` must have as many
-    rows as the cache (beam search keeps the number of hypotheses)."""
+    rows as the cache (beam search keeps the number of hypotheses). ``moves``, the
+    :func:`row_moves` of ``new_order``, spares working them out again for every module."""
     key, value = cache.get("key"), cache.get("value")
     if key is None:
         return
     if new_order.numel() != key.size(0):
         raise ValueError(f"reorder_cache_ keeps the {key.size(0)} rows; got an order of {new_order.numel()}")
-    changed = new_order.ne(torch.arange(new_order.numel(), device=new_order.device)).nonzero().squeeze(1)
+    changed, source = row_moves(new_order) if moves is None else moves
     if changed.numel() == 0:
         return
-    source = new_order.index_select(0, changed)
     for t in (key, value):  # gather first: a row may be both read and overwritten
         t.index_copy_(0, changed, t.index_select(0, source))
 
@@ -189,4 +196,4 @@ class MultiheadAttention(nn.Module):
         return self.out_proj(y)
 
 
-__all__ = ["AttentionCache", "KVBuffers", "MultiheadAttention", "reorder_cache_"]
+__all__ = ["AttentionCache", "KVBuffers", "MultiheadAttention", "reorder_cache_", "row_moves"]

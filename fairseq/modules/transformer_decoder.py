@@ -23,7 +23,7 @@ from torch.utils.checkpoint import checkpoint
 
 from fairseq.modules.adaptive_input import AdaptiveInput
 from fairseq.modules.adaptive_softmax import AdaptiveSoftmax
-from fairseq.modules.multihead_attention import KVBuffers, reorder_cache_
+from fairseq.modules.multihead_attention import KVBuffers, reorder_cache_, row_moves
 from fairseq.modules.normalization import build_norm
 from fairseq.modules.output_projection import (  # noqa: F401 -- FEW_ROWS*: also imported from here
     FEW_ROWS, FEW_ROWS_MIN_VOCAB, vocabulary_logits, withdraw_if_overridden,
@@ -323,14 +323,21 @@ class TransformerDecoder(nn.Module):
         have (:func:`fairseq.modules.multihead_attention.reorder_cache_`). Every other tensor,
         and every cache whose number of rows changes, is replaced by its selected rows."""
 
+        moves: List[Tuple[Tensor, Tensor]] = []  # row_moves(new_order), worked out once
+
         def reorder(state: Dict[str, Any]) -> None:
             in_place = (isinstance(state.get("buffers"), KVBuffers) and isinstance(state.get("key"), Tensor)
                         and state["key"].size(0) == new_order.numel())
             if in_place:
-                reorder_cache_(state, new_order)
+                if not moves:
+                    moves.append(row_moves(new_order))
+                reorder_cache_(state, new_order, moves[0])
             for key, value in state.items():
                 if in_place and key in ("key", "value"):
                     continue
+                if (key == "padding_mask" and state.get("has_pads") is False and isinstance(value, Tensor)
+                        and value.size(0) == new_order.numel()):
+                    continue  # no pad in any row: every row of the mask is the same (all False)
                 if isinstance(value, Tensor):
                     state[key] = value.index_select(0, new_order)
                 elif isinstance(value, dict):
