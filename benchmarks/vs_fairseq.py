@@ -741,7 +741,8 @@ def main(argv=None):
     ap.add_argument("--updates", type=int, default=30, help="--max-update at the demo shape")
     ap.add_argument("--updates-4x", type=int, default=10, help="--max-update at 4x width")
     ap.add_argument("--skip", type=int, default=2, help="first updates left out of words/s")
-    ap.add_argument("--prompts", type=int, default=16, help="prompts per generation run")
+    ap.add_argument("--prompts", type=int, default=48,
+                    help="prompts per generation run (48: a beam run lasts seconds, not fractions of one)")
     ap.add_argument("--gen-len", type=int, default=48,
                     help="--min-len and --max-len-b of generation (prompt included)")
     ap.add_argument("--only", default="preprocess,train,eval,gen",

@@ -297,6 +297,26 @@ def run_module(module: str, args: Sequence[str], cwd, env: Optional[dict] = None
     return run_python(["-m", module, *args], cwd, env=python_env(**(env or {})), base_timeout=base_timeout)
 
 
+_zygote = None
+
+
+def run_forked(kind: str, target: str, args: Sequence[str], cwd, *, env: Optional[dict] = None,
+               stdin: Optional[str] = None, base_timeout: float = 180,
+               argv0: Optional[str] = None) -> SimpleNamespace:
+    """A command in its own process, forked from this worker's zygote (``tests/forked.py``),
+    which has imported torch, fairseq and the commands once: ``kind`` ``"entry"`` runs
+    ``target`` = ``"module:function"`` as its console script does (``argv0`` the script's name),
+    ``"module"`` is ``python -m target``, ``"code"`` is ``python -c target``. ``returncode``,
+    ``stdout`` and ``stderr`` as ``subprocess.run`` gives them, with a scaled timeout."""
+    global _zygote
+    from forked import Zygote
+
+    if _zygote is None:
+        _zygote = Zygote(str(ROOT))
+    return _zygote.run(kind, target, args, cwd, env if env is not None else python_env(), stdin=stdin,
+                       timeout=scaled_timeout(base_timeout), argv0=argv0)
+
+
 # -- components a test registers ---------------------------------------------------------------
 @contextlib.contextmanager
 def registrations_forgotten():
