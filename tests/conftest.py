@@ -291,10 +291,11 @@ def run_python(args: Sequence[str], cwd, *, env: Optional[dict] = None, stdin: O
 
 
 def run_module(module: str, args: Sequence[str], cwd, env: Optional[dict] = None,
-               base_timeout: float = 180) -> subprocess.CompletedProcess:
-    """``python -m MODULE ARGS`` in its own process, ``env`` added to the environment: for a run
-    whose process is the point (a sweep's launcher, a plugin import that must not stay here)."""
-    return run_python(["-m", module, *args], cwd, env=python_env(**(env or {})), base_timeout=base_timeout)
+               base_timeout: float = 180) -> SimpleNamespace:
+    """``python -m MODULE ARGS`` in its own process (forked, :func:`run_forked`), ``env`` added to
+    the environment: for a run whose process is the point (a sweep's launcher, a plugin import
+    that must not stay here)."""
+    return run_forked("module", module, args, cwd, env=python_env(**(env or {})), base_timeout=base_timeout)
 
 
 _zygote = None

@@ -57,7 +57,8 @@ def child(req):
         if kind == "entry":  # module:function, as a console script calls it
             module, func = target.split(":")
             code = getattr(importlib.import_module(module), func)()
-        elif kind == "module":  # python -m MODULE
+        elif kind == "module":  # python -m MODULE: its code runs afresh as __main__
+            sys.modules.pop(target, None)
             runpy.run_module(target, run_name="__main__", alter_sys=True)
         else:  # python -c CODE
             sys.argv[0] = "-c"

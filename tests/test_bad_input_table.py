@@ -6,13 +6,11 @@ in-process; the few that need Hydra's app or a real process run a subprocess.
 """
 import errno
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import ROOT, TINY_HYDRA, TINY_LEGACY, copy_data, in_process, scaled_timeout
+from conftest import ROOT, TINY_HYDRA, TINY_LEGACY, copy_data, in_process, run_forked
 
 FIXTURE = ROOT / "tests" / "fixtures" / "fairseq_0_12"
 
@@ -53,8 +51,7 @@ def one_line(code, err, expected_code, key):
 
 def cli(module, args, cwd, env=None):
     env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=scaled_timeout(180))
+    return run_forked("module", module, args, cwd, env=env, base_timeout=180)
 
 
 @pytest.mark.parametrize("legacy, hydra, key", VALUE_ROWS, ids=[row[1] for row in VALUE_ROWS])

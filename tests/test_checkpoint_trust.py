@@ -6,14 +6,13 @@
 """
 import logging
 import os
-import subprocess
 import sys
 import zipfile
 
 import pytest
 import torch
 
-from conftest import ROOT, run_in, scaled_timeout
+from conftest import ROOT, run_in, run_forked
 
 MARKER = "PLUGIN_RAN"
 PLUGIN = f'''
@@ -47,8 +46,7 @@ def _archive(tiny_checkpoint, data_bin, directory, model_name="transformer_lm"):
 
 def _eval_lm(cwd, *args):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "fairseq_cli.eval_lm", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=scaled_timeout(180))
+    return run_forked("module", "fairseq_cli.eval_lm", args, cwd, env=env, base_timeout=180)
 
 
 def test_a_checkpoints_own_user_dir_is_never_imported(tiny_checkpoint, data_bin, tmp_path, monkeypatch):

@@ -1,18 +1,15 @@
 """A config file never runs code or writes outside the run's directories unless the command
 line says --allow-config-code; a YAML alias bomb is refused before it is expanded."""
 import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT, scaled_timeout
+from conftest import ROOT, run_forked
 
 
 def hydra_train(args, cwd, timeout=120):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "fairseq_cli.train_hydra"] + args, cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=scaled_timeout(timeout))
+    return run_forked("module", "fairseq_cli.train_hydra", args, cwd, env=env, base_timeout=timeout)
 
 
 def one_line(result, *needles):

@@ -4,14 +4,13 @@ The command lines are the design note's, changing only the data path, the save d
 sizes (smaller model, max_update, max_tokens, tokens_per_sample).
 """
 import os
-import subprocess
 import sys
 import warnings
 
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import ROOT, scaled_timeout, train_losses
+from conftest import ROOT, train_losses, run_forked
 
 SIZES_HYDRA = [
     "model.decoder_layers=2", "model.decoder_embed_dim=32", "model.decoder_input_dim=32",
@@ -168,8 +167,7 @@ def test_doors_train_update_for_update(data_bin, tmp_path, monkeypatch, variant)
 
 def _run_cli(module, args, cwd):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", module] + args, cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=scaled_timeout(120))
+    return run_forked("module", module, args, cwd, env=env, base_timeout=120)
 
 
 @pytest.mark.parametrize("args, expected", [

@@ -1,11 +1,12 @@
 """fairseq-generate and fairseq-interactive for language models: fairseq's output lines."""
 import io
+import os
 import re
-import subprocess
 import sys
 
 import pytest
 
+from conftest import run_forked
 from fairseq_cli import generate, interactive
 
 LINE = re.compile(r"^([SHDPTW])-(\d+)\t(.*)$")
@@ -75,11 +76,10 @@ def test_generate_continues_every_sentence_of_a_split(tiny_checkpoint, data_bin,
 
 
 def test_sentences_longer_than_the_model_are_named_not_a_traceback(tiny_checkpoint, data_bin):
-    proc = subprocess.run([sys.executable, "-m", "fairseq_cli.generate", data_bin, "--path",
-                           str(tiny_checkpoint / "checkpoint_last.pt"), "--gen-subset", "valid",
-                           "--sample-break-mode", "eos", "--tokens-per-sample", "128", "--max-len-b", "5",
-                           "--batch-size", "4"],
-                          capture_output=True, text=True)
+    proc = run_forked("module", "fairseq_cli.generate",
+                      [data_bin, "--path", str(tiny_checkpoint / "checkpoint_last.pt"), "--gen-subset", "valid",
+                       "--sample-break-mode", "eos", "--tokens-per-sample", "128", "--max-len-b", "5",
+                       "--batch-size", "4"], os.getcwd(), env=dict(os.environ))
     assert proc.returncode == 2, proc.stderr
     assert "longer than the maximum size" in proc.stderr and "--skip-invalid-size-inputs-valid-test" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -115,9 +115,9 @@ def test_generate_accepts_fairseqs_namespace(tiny_checkpoint, data_bin, capsys):
     (["--diverse-beam-groups", "2"], "not supported for language models"),
 ])
 def test_bad_generation_flags_end_in_one_line(tiny_checkpoint, data_bin, flags, message):
-    proc = subprocess.run([sys.executable, "-m", "fairseq_cli.interactive", data_bin, "--path",
-                           str(tiny_checkpoint / "checkpoint_last.pt"), *flags],
-                          input="the function\n", capture_output=True, text=True)
+    proc = run_forked("module", "fairseq_cli.interactive",
+                      [data_bin, "--path", str(tiny_checkpoint / "checkpoint_last.pt"), *flags], os.getcwd(),
+                      env=dict(os.environ), stdin="the function\n")
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -1,11 +1,10 @@
 """--help of both doors and docs/components.md list every component, from the dataclasses."""
 import dataclasses
-import subprocess
-import sys
+import os
 
 import pytest
 
-from conftest import ROOT, scaled_timeout
+from conftest import ROOT, run_forked
 
 
 def _registries():
@@ -26,8 +25,7 @@ def test_docs_components_md_is_up_to_date():
 @pytest.mark.slow
 @pytest.mark.parametrize("module, style", [("fairseq_cli.train_hydra", "hydra"), ("fairseq_cli.train", "legacy")])
 def test_help_lists_every_member_and_field(module, style):
-    out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=scaled_timeout(120))
+    out = run_forked("module", module, ["--help"], ROOT, env=dict(os.environ), base_timeout=120)
     assert out.returncode == 0, out.stderr
     text = out.stdout
     for group, registry in _registries().items():

@@ -5,12 +5,10 @@ key, with the config the original command trains.
 """
 import os
 import shlex
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT, scaled_timeout
+from conftest import ROOT, run_forked
 from test_doors import VARIANTS, hydra_config, legacy_command, legacy_config, with_variant
 
 from fairseq_cli.hydra_convert import (_resolved, convert, legacy_to_overrides, legacy_to_yaml,
@@ -66,8 +64,7 @@ def test_only_changed_values_become_overrides():
 
 def _cli(args, cwd):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "fairseq_cli.hydra_convert"] + args, cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=scaled_timeout(120))
+    return run_forked("module", "fairseq_cli.hydra_convert", args, cwd, env=env, base_timeout=120)
 
 
 @pytest.mark.slow

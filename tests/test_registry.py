@@ -82,10 +82,8 @@ class SmoothCE(CrossEntropyCriterion):
 @pytest.mark.slow
 def test_user_dir_plugins_are_visible_to_both_doors(data_bin, tmp_path):
     import os
-    import subprocess
-    import sys
 
-    from conftest import ROOT, scaled_timeout
+    from conftest import ROOT, run_forked
 
     plugin = tmp_path / "team_plugins"
     plugin.mkdir()
@@ -93,8 +91,7 @@ def test_user_dir_plugins_are_visible_to_both_doors(data_bin, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
 
     def run(*args):
-        return subprocess.run([sys.executable, "-m", *args], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=scaled_timeout(120))
+        return run_forked("module", args[0], args[1:], tmp_path, env=env, base_timeout=120)
 
     hydra = run("fairseq_cli.train_hydra", f"common.user_dir={plugin}", f"task.data={data_bin}",
                 "criterion=my_smooth_ce", "criterion.smoothing_strength=0.3", "--cfg", "job")

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import scaled_timeout, train_losses
+from conftest import train_losses, run_forked
 
 pytest.importorskip("safetensors")
 
@@ -162,8 +162,8 @@ def _copy_pair(src_dir, name, dst_dir, as_name=None):
 
 def _eval_lm_cli(data, path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "fairseq_cli.eval_lm", data, "--path", str(path)],
-                          capture_output=True, text=True, env=env, timeout=scaled_timeout(120))
+    return run_forked("module", "fairseq_cli.eval_lm", [data, "--path", str(path)], os.getcwd(), env=env,
+                      base_timeout=120)
 
 
 def test_a_flipped_byte_in_the_weights_is_refused_in_one_line(runs, tmp_path):

@@ -1,12 +1,10 @@
 """A user's config tree: its groups are chosen on the command line like built-ins. The command
 runs in-process, except where a plugin's import must not stay in the test process."""
 import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT, run_in, scaled_timeout
+from conftest import ROOT, run_forked, run_in
 
 TINY = ["task.tokens_per_sample=32", "model.decoder_embed_dim=16", "model.decoder_input_dim=16",
         "model.decoder_output_dim=16", "model.decoder_ffn_embed_dim=32", "model.decoder_attention_heads=2",
@@ -27,8 +25,7 @@ def hydra_train(args, cwd, capsys):
 def hydra_train_process(args, cwd):
     """fairseq-hydra-train in its own process, for a run that imports a plugin."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "fairseq_cli.train_hydra", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=scaled_timeout(180))
+    return run_forked("module", "fairseq_cli.train_hydra", args, cwd, env=env, base_timeout=180)
 
 
 def write_tree(tmp_path):

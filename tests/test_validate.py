@@ -1,13 +1,11 @@
 """fairseq-validate: a checkpoint's loss on chosen subsets, equal to what training and eval-lm report."""
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_in, scaled_timeout
+from conftest import ROOT, run_in, run_forked
 
 FIXTURE = ROOT / "tests" / "fixtures" / "fairseq_0_12"
 
@@ -32,8 +30,7 @@ def trained(data_bin, tmp_path_factory):
 
 def run_cli(args, cwd):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "fairseq_cli.validate", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=scaled_timeout(180))
+    return run_forked("module", "fairseq_cli.validate", args, cwd, env=env, base_timeout=180)
 
 
 def validate_in_process(args, cwd, capsys):

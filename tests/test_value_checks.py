@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, TINY_HYDRA, TINY_LEGACY, in_process, scaled_timeout
+from conftest import ROOT, TINY_HYDRA, TINY_LEGACY, in_process, run_forked
 from test_bad_input_table import one_line, read_only_dir
 
 # fairseq 0.12's checkpoint of a tiny transformer_lm and its data: what the evaluation rows load
@@ -256,10 +256,9 @@ def test_unusable_tensorboard_logdir_through_hydras_app(data_bin, tmp_path):
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, "-m", "fairseq_cli.train_hydra", f"task.data={data_bin}",
-                             f"checkpoint.save_dir={tmp_path / 'ck'}", "hydra.run.dir=out",
-                             f"common.tensorboard_logdir={a_file}", *TINY_HYDRA],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=scaled_timeout(180))
+    result = run_forked("module", "fairseq_cli.train_hydra",
+                        [f"task.data={data_bin}", f"checkpoint.save_dir={tmp_path / 'ck'}", "hydra.run.dir=out",
+                         f"common.tensorboard_logdir={a_file}", *TINY_HYDRA], tmp_path, env=env, base_timeout=180)
     one_line(result.returncode, result.stderr, 2, "common.tensorboard_logdir")
     assert str(a_file) in result.stderr
 
