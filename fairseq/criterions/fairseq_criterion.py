@@ -37,6 +37,17 @@ class FairseqCriterion(nn.Module):
     back to the host in :meth:`reduce_metrics`, once per log interval.
     """
 
+    @classmethod
+    def add_args(cls, parser) -> None:
+        """Add this criterion's flags to ``parser`` (an ``ArgumentParser`` or a group): one per field
+        of its config dataclass, as fairseq's ``add_args`` does for scripts that build their own
+        parser. A class without a dataclass adds nothing (a legacy one overrides this)."""
+        from fairseq.dataclass.utils import gen_parser_from_dataclass
+
+        config = getattr(cls, "dataclass_config", None)
+        if config is not None:
+            gen_parser_from_dataclass(parser, config(), delete_default=False)
+
     #: the metrics :meth:`reduce_metrics` reports, which ``checkpoint.best_checkpoint_metric``
     #: may name (checked before a run starts). A subclass that reports others declares them
     #: beside its own ``reduce_metrics``; without that declaration, any name is accepted.

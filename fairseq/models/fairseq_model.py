@@ -20,6 +20,19 @@ class BaseFairseqModel(nn.Module):
     """Base of all models: building from a config, normalized outputs, targets."""
 
     @classmethod
+    def add_args(cls, parser) -> None:
+        """Add this model's flags to ``parser`` (an ``ArgumentParser`` or a group): one per field
+        of its config dataclass, as fairseq's ``add_args`` does for scripts that build their own
+        parser. The flags have no defaults (a flag not given stays out of the namespace, for the
+        ``--arch`` defaults to fill). A class without a dataclass adds nothing (a legacy one
+        overrides this)."""
+        from fairseq.dataclass.utils import gen_parser_from_dataclass
+
+        config = getattr(cls, "dataclass_config", None)
+        if config is not None:
+            gen_parser_from_dataclass(parser, config(), delete_default=True)
+
+    @classmethod
     def build_model(cls, cfg: Any, task: Any) -> "BaseFairseqModel":
         """Build a model from its config node and the task (which provides the dictionaries)."""
         raise NotImplementedError(f"{cls.__name__} must implement build_model(cfg, task)")

@@ -19,6 +19,17 @@ def first_lr(lr: Any) -> float:
 class FairseqOptimizer:
     """Wraps ``self._optimizer`` (a ``torch.optim.Optimizer``) built by a subclass."""
 
+    @classmethod
+    def add_args(cls, parser) -> None:
+        """Add this optimizer's flags to ``parser`` (an ``ArgumentParser`` or a group): one per field
+        of its config dataclass, as fairseq's ``add_args`` does for scripts that build their own
+        parser. A class without a dataclass adds nothing (a legacy one overrides this)."""
+        from fairseq.dataclass.utils import gen_parser_from_dataclass
+
+        config = getattr(cls, "dataclass_config", None)
+        if config is not None:
+            gen_parser_from_dataclass(parser, config(), delete_default=False)
+
     def __init__(self, cfg: Any):
         self.cfg = cfg
         self._optimizer: Optional[torch.optim.Optimizer] = None
