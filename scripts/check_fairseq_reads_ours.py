@@ -14,7 +14,9 @@ and one with rope, which fairseq 0.12.2 lacks), then, with fairseq 0.12.2:
 2. ``TransformerLanguageModel.from_pretrained`` loads it and scores sentences: the positional
    scores must equal ours (``from_pretrained`` of this package) within ``--tolerance``;
 3. ``fairseq-eval-lm`` on the test split gives the loss this package's ``fairseq-eval-lm`` gives;
-4. the rope checkpoint is refused by ``from_pretrained`` and by ``fairseq-eval-lm``.
+4. the rope checkpoint is refused by ``from_pretrained`` and by ``fairseq-eval-lm``;
+5. the plain model exported to a Hugging Face directory (``fairseq-export-hf``) and imported
+   back (``fairseq-import-hf``) is a checkpoint ``fairseq-eval-lm`` evaluates to ours' loss.
 
 Prints one line per check and exits 0 when all pass, 1 otherwise.
 """
@@ -132,6 +134,22 @@ def main() -> int:
     loss, proc = eval_lm_loss(theirs, work, rope)
     results.append(("fairseq-eval-lm refuses a rope checkpoint", loss is None and proc.returncode != 0,
                     last_error(proc) if loss is None else f"it evaluated it: loss {loss}"))
+
+    hf, imported = work / "hf", work / "imported" / "model.pt"
+    for cmd in ([ours, "-m", "fairseq_cli.export_hf", "--path", str(plain), "--data", str(work / "data-bin"),
+                 "--out", str(hf), "--overwrite"],
+                [ours, "-m", "fairseq_cli.import_hf", str(hf), "--out", str(imported), "--overwrite"]):
+        proc = run(cmd, cwd=str(ROOT))
+        if proc.returncode != 0:
+            results.append((f"{cmd[2]} of the plain model", False, last_error(proc)))
+            break
+    else:
+        loss_theirs, proc_t = eval_lm_loss(theirs, work, imported)
+        loss_ours, proc_o = eval_lm_loss(ours, work, imported)
+        ok = loss_theirs is not None and loss_ours is not None and abs(loss_theirs - loss_ours) <= args.tolerance
+        results.append(("fairseq-eval-lm of the checkpoint imported from Hugging Face equals ours", ok,
+                        f"fairseq {loss_theirs}, ours {loss_ours}" if loss_theirs is not None and loss_ours is not None
+                        else last_error(proc_t if loss_theirs is None else proc_o)))
 
     for name, ok, detail in results:
         print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")

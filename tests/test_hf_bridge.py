@@ -137,6 +137,13 @@ def test_export_gives_the_same_logits_and_generation_and_imports_back_bit_identi
 
     # import back: the same weights, bit for bit, the same config and dictionary
     hf_bridge.import_directory(str(tmp_path / "hf"), str(tmp_path / "back" / "model.pt"))
+    # the file is in the layout a trained checkpoint has, which fairseq 0.12.2 reads (its
+    # q/k/v weight names, no args, an optimizer history; scripts/check_fairseq_reads_ours.py
+    # runs a real fairseq on one)
+    raw = torch.load(tmp_path / "back" / "model.pt", map_location="cpu", weights_only=True)
+    assert raw["args"] is None and len(raw["optimizer_history"]) == 1 and "best_loss" not in raw
+    assert "decoder.layers.0.self_attn.q_proj.weight" in raw["model"]
+    assert not any(".in_proj." in k for k in raw["model"])
     models, cfg2, task2 = checkpoint_utils.load_model_ensemble_and_task([str(tmp_path / "back" / "model.pt")])
     before, after = model.state_dict(), models[0].state_dict()
     assert before.keys() == after.keys()

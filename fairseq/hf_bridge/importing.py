@@ -145,8 +145,9 @@ def import_directory(directory: str, out: str, data_out: Optional[str] = None, o
     """Write a GPT-2 / XGLM / Llama directory as a checkpoint of this package, with its ``dict.txt``.
 
     The checkpoint holds the run config (``transformer_lm``, ``language_modeling`` with
-    ``task.data`` = ``data_out``), the weights in this package's layout and the integrity
-    record, written with :func:`fairseq.checkpoint_utils.torch_persistent_save`; it loads with
+    ``task.data`` = ``data_out``), the weights and the integrity record, in the layout a trained
+    checkpoint has (the one fairseq 0.12.2 reads too, see ``docs/design.md``), written with
+    :func:`fairseq.checkpoint_utils.torch_persistent_save`; it loads with
     ``load_model_ensemble_and_task``, ``fairseq-eval-lm``, ``fairseq-generate`` and
     ``fairseq-train --finetune-from-model``.
 
@@ -161,6 +162,7 @@ def import_directory(directory: str, out: str, data_out: Optional[str] = None, o
     Raises:
         ConfigError: see :func:`load_hf_directory`; an existing ``out`` without ``overwrite``.
     """
+    from fairseq.checkpoint.fairseq_layout import to_fairseq_layout, to_fairseq_weights
     from fairseq.checkpoint.state import CHECKPOINT_VERSION, plain_config
     from fairseq.checkpoint_utils import torch_persistent_save
 
@@ -190,7 +192,7 @@ def import_directory(directory: str, out: str, data_out: Optional[str] = None, o
                     raise ConfigError(f"{path} exists and differs from the imported model's: choose another "
                                       "--data-out, or pass --overwrite to replace it")
     cfg = run_config(loaded, data_dir, bpe_config(data_dir) if "encoder.json" in payload else {})
-    build_model(cfg, dictionary, dict(loaded.state), directory, on_meta=True)  # checks the mapping
+    _, model = build_model(cfg, dictionary, dict(loaded.state), directory, on_meta=True)  # checks the mapping
     write_files(data_dir, payload)
     dict_path = os.path.join(data_dir, "dict.txt")
     state = {
@@ -198,6 +200,10 @@ def import_directory(directory: str, out: str, data_out: Optional[str] = None, o
         "extra_state": {"epoch": 1, "imported_from": {"directory": os.path.abspath(str(directory)),
                                                       "model_type": loaded.hf_config["model_type"]}},
     }
+    # in the layout fairseq 0.12.2 reads, as a trained checkpoint is (our loader undoes it); a
+    # model using what fairseq lacks (rope, RMSNorm, ...) gets a model name fairseq refuses
+    state = to_fairseq_layout(state)
+    to_fairseq_weights(state, model)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     torch_persistent_save(state, out)
     return ImportReport(out, dict_path, str(loaded.hf_config["model_type"]), len(dictionary),
