@@ -150,6 +150,9 @@ def test_adaptive_input_weights_carry_the_buffer_fairseqs_strict_load_wants():
     model = TransformerLanguageModel.build_model(cfg, tiny_task(64)).eval()
     converted = fairseq_model_state(model, model.state_dict())
     assert torch.equal(converted["decoder.embed_tokens._float_tensor"], torch.zeros(1))
+    public = model.fairseq_state_dict()  # the model's own method gives the same keys
+    assert public.keys() == converted.keys() and torch.equal(public["decoder.embed_tokens._float_tensor"],
+                                                             torch.zeros(1))
     assert "decoder.layers.0.self_attn.q_proj.weight" in converted
     copy = TransformerLanguageModel.build_model(cfg, tiny_task(64)).eval()
     copy.load_state_dict(converted)  # our model reads fairseq's layout back

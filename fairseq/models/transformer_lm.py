@@ -2,6 +2,7 @@
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
+import torch
 import torch.nn as nn
 from omegaconf import II
 from torch import Tensor
@@ -321,9 +322,15 @@ class TransformerLanguageModel(FairseqLanguageModel):
 
         Separate ``q_proj``/``k_proj``/``v_proj``, ``embeddings.{i}.{0,1}`` for an adaptive
         input, ``head``/``tail.{i}.{0,2}`` for an adaptive softmax, and fairseq's ``version``
-        buffers. ``load_state_dict`` of this model accepts it as well as its own layout.
+        buffers (an adaptive input's one-element ``_float_tensor`` included, which fairseq's
+        strict load wants). ``load_state_dict`` of this model accepts it as well as its own layout.
         """
-        return from_ours(self.state_dict(), FAIRSEQ_LM, self.fairseq_layout_context())
+        converted = from_ours(self.state_dict(), FAIRSEQ_LM, self.fairseq_layout_context())
+        buffer = "decoder.embed_tokens._float_tensor"
+        if buffer not in converted and any(k.startswith("decoder.embed_tokens.embeddings.") for k in converted):
+            # the layout table drops it on the way to ours and writes none back
+            converted[buffer] = torch.zeros(1)
+        return converted
 
     def upgrade_state_dict(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """``state_dict`` in this model's layout: a fairseq checkpoint's keys (0.12's and older)
