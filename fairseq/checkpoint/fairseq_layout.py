@@ -33,7 +33,6 @@ as they always did.
 import dataclasses
 from typing import Any, Dict, Optional, Tuple
 
-import torch
 
 from fairseq.checkpoint.fairseq_keys import COMPONENTS, GENERIC_DEFAULTS
 
@@ -207,14 +206,13 @@ def fairseq_model_state(model: Any, state_dict: Dict[str, Any]) -> Dict[str, Any
     # looked up on the class: a stand-in trainer's mock model has every attribute
     if model is None or getattr(type(model), "fairseq_layout_context", None) is None:
         return state_dict
-    from fairseq.formats import FAIRSEQ_LM, from_ours
+    to_layout = getattr(type(model), "to_fairseq_layout", None)
+    if to_layout is not None:
+        converted = to_layout(model, state_dict)
+    else:  # a model class that declares the layout's context only
+        from fairseq.formats import FAIRSEQ_LM, from_ours
 
-    converted = from_ours(state_dict, FAIRSEQ_LM, model.fairseq_layout_context())
-    buffer = "decoder.embed_tokens._float_tensor"
-    if buffer not in converted and any(k.startswith("decoder.embed_tokens.embeddings.") for k in converted):
-        # fairseq's AdaptiveInput has this 1-element buffer (in its state dict, so its strict load
-        # wants it); the layout table drops it on the way to ours and writes none back
-        converted[buffer] = torch.zeros(1)
+        converted = from_ours(state_dict, FAIRSEQ_LM, model.fairseq_layout_context())
     return _with_metadata(converted, state_dict)
 
 

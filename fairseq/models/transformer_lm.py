@@ -325,7 +325,11 @@ class TransformerLanguageModel(FairseqLanguageModel):
         buffers (an adaptive input's one-element ``_float_tensor`` included, which fairseq's
         strict load wants). ``load_state_dict`` of this model accepts it as well as its own layout.
         """
-        converted = from_ours(self.state_dict(), FAIRSEQ_LM, self.fairseq_layout_context())
+        return self.to_fairseq_layout(self.state_dict())
+
+    def to_fairseq_layout(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """``state_dict`` (this model's keys) in fairseq 0.12's layout; see :meth:`fairseq_state_dict`."""
+        converted = from_ours(state_dict, FAIRSEQ_LM, self.fairseq_layout_context())
         buffer = "decoder.embed_tokens._float_tensor"
         if buffer not in converted and any(k.startswith("decoder.embed_tokens.embeddings.") for k in converted):
             # the layout table drops it on the way to ours and writes none back
