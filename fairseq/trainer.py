@@ -182,10 +182,14 @@ class Trainer:
         return self.lr_scheduler.step_update(self._num_updates)
 
     # -- steps -----------------------------------------------------------------------------
-    def _autocast(self):
+    def _autocast(self, enabled: bool = True):
+        """The reduced-precision region of a forward (``nullcontext`` in float32). Autocast keeps
+        the low-precision copies of the weights it makes until the outermost region ends: a
+        region spanning all the micro-batches of an update, with their backward passes in a
+        nested ``enabled=False`` region, casts each weight once per update, not once per batch."""
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype, enabled=enabled)
 
     def _no_sync(self, last: bool):
         model = self.model
@@ -210,29 +214,31 @@ class Trainer:
         optimizer = self.optimizer
         logging_outputs = []
         local_sample_size = 0
-        for i, sample in enumerate(samples):
-            is_dummy = not sample
-            if is_dummy:
-                # a shard padded with an empty batch still joins the gradient all-reduce
-                if self._dummy_batch is None or self.world_size == 1:
-                    continue
-                sample = self._dummy_batch
-            elif self._dummy_batch is None:
-                self._dummy_batch = sample
-            sample = move_to_device(sample, self.device)
-            if self.is_fully_sharded:  # reduce-scatter the gradients summed over all batches once
-                model.set_requires_gradient_sync(i == len(samples) - 1)
-            with self._no_sync(last=i == len(samples) - 1), self._autocast():
-                loss, sample_size, log = self.task.train_step(
-                    sample, model, self.criterion, update_num=self._num_updates)
+        with self._autocast():  # one region for the update: each weight is cast once
+            for i, sample in enumerate(samples):
+                is_dummy = not sample
                 if is_dummy:
-                    loss = loss * 0.0
-                if self.scaler is not None:
-                    loss = loss * self.scaler.loss_scale
-            loss.backward()
-            if not is_dummy:
-                logging_outputs.append(log)
-                local_sample_size += int(sample_size)
+                    # a shard padded with an empty batch still joins the gradient all-reduce
+                    if self._dummy_batch is None or self.world_size == 1:
+                        continue
+                    sample = self._dummy_batch
+                elif self._dummy_batch is None:
+                    self._dummy_batch = sample
+                sample = move_to_device(sample, self.device)
+                if self.is_fully_sharded:  # reduce-scatter the gradients summed over all batches once
+                    model.set_requires_gradient_sync(i == len(samples) - 1)
+                with self._no_sync(last=i == len(samples) - 1):
+                    loss, sample_size, log = self.task.train_step(
+                        sample, model, self.criterion, update_num=self._num_updates)
+                    if is_dummy:
+                        loss = loss * 0.0
+                    if self.scaler is not None:
+                        loss = loss * self.scaler.loss_scale
+                with self._autocast(enabled=False):  # backward outside autocast, the cache kept
+                    loss.backward()
+                if not is_dummy:
+                    logging_outputs.append(log)
+                    local_sample_size += int(sample_size)
 
         total_sample_size = local_sample_size
         if self.world_size > 1:

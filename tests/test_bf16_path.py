@@ -164,3 +164,24 @@ def test_reused_bf16_block_buffer_changes_no_bit(monkeypatch, reduction):
     monkeypatch.setattr(fce, "_narrow_block", lambda *args: None)
     fresh = run()
     assert all(torch.equal(a, c) for a, c in zip(reused, fresh))
+
+
+def test_an_update_casts_each_layer_weight_to_bf16_once_whatever_its_micro_batches(data_bin, tmp_path):
+    """The micro-batches of one update (``--update-freq``) share one autocast region, their
+    backward passes in a nested disabled one, so a layer's weight is cast to bf16 once per
+    update; each further micro-batch adds only its gradient's cast back to float32."""
+    from torch.profiler import profile
+
+    from fairseq_cli.train import cli_main
+
+    in_proj = [48, 16]  # the tiny model's fused q/k/v weight: no activation has this shape
+    casts = {}
+    for update_freq in (1, 3):
+        with profile(record_shapes=True) as prof:
+            cli_main([data_bin, *TINY, "--save-dir", str(tmp_path / f"uf{update_freq}"), "--max-update", "2",
+                      "--bf16", "--update-freq", str(update_freq), "--disable-validation", "--log-format", "none"])
+        casts[update_freq] = sum(1 for e in prof.events() if e.name == "aten::_to_copy" and e.input_shapes
+                                 and list(e.input_shapes[0]) == in_proj)
+    updates, extra_batches = 2, 3 - 1
+    assert casts[1] == 2 * updates  # per update: the weight to bf16, its gradient back
+    assert casts[3] - casts[1] == updates * extra_batches  # (per-batch regions: twice that)
