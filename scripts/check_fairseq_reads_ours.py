@@ -72,6 +72,15 @@ def eval_lm_loss(python: str, work: Path, ckpt: Path):
     return (float(m.group(1)) if m else None), proc
 
 
+def same_eval_lm_loss(name: str, theirs: str, ours: str, work: Path, ckpt: Path, tolerance: float):
+    """``(name, ok, detail)``: whether both interpreters' ``fairseq-eval-lm`` give ``ckpt`` the same loss."""
+    loss_theirs, proc_t = eval_lm_loss(theirs, work, ckpt)
+    loss_ours, proc_o = eval_lm_loss(ours, work, ckpt)
+    if loss_theirs is None or loss_ours is None:
+        return name, False, last_error(proc_t if loss_theirs is None else proc_o)
+    return name, abs(loss_theirs - loss_ours) <= tolerance, f"fairseq {loss_theirs}, ours {loss_ours}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--fairseq-python", default="/tmp/vs_fairseq/venv/bin/python",
@@ -122,12 +131,7 @@ def main() -> int:
         results.append(("from_pretrained scores equal ours", same_len and worst <= args.tolerance,
                         f"{sum(len(x) for x in scores['ours'])} positions, max |diff| {worst:.2e}"))
 
-    loss_theirs, proc_t = eval_lm_loss(theirs, work, plain)
-    loss_ours, proc_o = eval_lm_loss(ours, work, plain)
-    ok = loss_theirs is not None and loss_ours is not None and abs(loss_theirs - loss_ours) <= args.tolerance
-    results.append(("fairseq-eval-lm loss equals ours", ok,
-                    f"fairseq {loss_theirs}, ours {loss_ours}" if loss_theirs is not None and loss_ours is not None
-                    else last_error(proc_t if loss_theirs is None else proc_o)))
+    results.append(same_eval_lm_loss("fairseq-eval-lm loss equals ours", theirs, ours, work, plain, args.tolerance))
 
     proc = run([theirs, "-c", _SCORE, str(rope.parent), str(work / "data-bin"), json.dumps(SENTENCES)], cwd="/tmp")
     results.append(("from_pretrained refuses a rope checkpoint", proc.returncode != 0, last_error(proc)))
@@ -144,12 +148,8 @@ def main() -> int:
             results.append((f"{cmd[2]} of the plain model", False, last_error(proc)))
             break
     else:
-        loss_theirs, proc_t = eval_lm_loss(theirs, work, imported)
-        loss_ours, proc_o = eval_lm_loss(ours, work, imported)
-        ok = loss_theirs is not None and loss_ours is not None and abs(loss_theirs - loss_ours) <= args.tolerance
-        results.append(("fairseq-eval-lm of the checkpoint imported from Hugging Face equals ours", ok,
-                        f"fairseq {loss_theirs}, ours {loss_ours}" if loss_theirs is not None and loss_ours is not None
-                        else last_error(proc_t if loss_theirs is None else proc_o)))
+        results.append(same_eval_lm_loss("fairseq-eval-lm of the checkpoint imported from Hugging Face equals ours",
+                                         theirs, ours, work, imported, args.tolerance))
 
     for name, ok, detail in results:
         print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from fairseq.errors import ConfigError
+from fairseq.dataclass.flags import DataclassFlags
 
 
 def _has(cfg: Any, name: str) -> bool:
@@ -29,24 +30,13 @@ def sum_logs(key: str, logging_outputs: List[Dict[str, Any]]) -> float:
     return float(total)
 
 
-class FairseqCriterion(nn.Module):
+class FairseqCriterion(nn.Module, DataclassFlags):
     """A loss over a batch: ``forward(model, sample) -> (loss, sample_size, logging_output)``.
 
     ``loss`` is summed over the batch (nats); the trainer divides gradients by the total
     ``sample_size`` of an update. ``logging_output`` values may be tensors: they are only read
     back to the host in :meth:`reduce_metrics`, once per log interval.
     """
-
-    @classmethod
-    def add_args(cls, parser) -> None:
-        """Add this criterion's flags to ``parser`` (an ``ArgumentParser`` or a group): one per field
-        of its config dataclass, as fairseq's ``add_args`` does for scripts that build their own
-        parser. A class without a dataclass adds nothing (a legacy one overrides this)."""
-        from fairseq.dataclass.utils import gen_parser_from_dataclass
-
-        config = getattr(cls, "dataclass_config", None)
-        if config is not None:
-            gen_parser_from_dataclass(parser, config(), delete_default=False)
 
     #: the metrics :meth:`reduce_metrics` reports, which ``checkpoint.best_checkpoint_metric``
     #: may name (checked before a run starts). A subclass that reports others declares them

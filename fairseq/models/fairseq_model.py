@@ -12,25 +12,15 @@ from torch import Tensor
 from fairseq.hub_loader import hub_loader
 from fairseq.modules.fused_cross_entropy import linear_target_log_probs
 from fairseq.modules.output_projection import withdraw_if_overridden
+from fairseq.dataclass.flags import DataclassFlags
 
 NetOutput = Tuple[Tensor, Dict[str, Any]]
 
 
-class BaseFairseqModel(nn.Module):
+class BaseFairseqModel(nn.Module, DataclassFlags):
     """Base of all models: building from a config, normalized outputs, targets."""
 
-    @classmethod
-    def add_args(cls, parser) -> None:
-        """Add this model's flags to ``parser`` (an ``ArgumentParser`` or a group): one per field
-        of its config dataclass, as fairseq's ``add_args`` does for scripts that build their own
-        parser. The flags have no defaults (a flag not given stays out of the namespace, for the
-        ``--arch`` defaults to fill). A class without a dataclass adds nothing (a legacy one
-        overrides this)."""
-        from fairseq.dataclass.utils import gen_parser_from_dataclass
-
-        config = getattr(cls, "dataclass_config", None)
-        if config is not None:
-            gen_parser_from_dataclass(parser, config(), delete_default=True)
+    flags_without_defaults = True  # --arch fills the flags not given (DataclassFlags)
 
     @classmethod
     def build_model(cls, cfg: Any, task: Any) -> "BaseFairseqModel":

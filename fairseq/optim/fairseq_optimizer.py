@@ -4,6 +4,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from fairseq.errors import ConfigError
+from fairseq.dataclass.flags import DataclassFlags
 
 
 def first_lr(lr: Any) -> float:
@@ -16,19 +17,8 @@ def first_lr(lr: Any) -> float:
     return float(values[0])
 
 
-class FairseqOptimizer:
+class FairseqOptimizer(DataclassFlags):
     """Wraps ``self._optimizer`` (a ``torch.optim.Optimizer``) built by a subclass."""
-
-    @classmethod
-    def add_args(cls, parser) -> None:
-        """Add this optimizer's flags to ``parser`` (an ``ArgumentParser`` or a group): one per field
-        of its config dataclass, as fairseq's ``add_args`` does for scripts that build their own
-        parser. A class without a dataclass adds nothing (a legacy one overrides this)."""
-        from fairseq.dataclass.utils import gen_parser_from_dataclass
-
-        config = getattr(cls, "dataclass_config", None)
-        if config is not None:
-            gen_parser_from_dataclass(parser, config(), delete_default=False)
 
     def __init__(self, cfg: Any):
         self.cfg = cfg

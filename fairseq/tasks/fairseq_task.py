@@ -3,26 +3,16 @@ import logging
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+from fairseq.dataclass.flags import DataclassFlags
 
 logger = logging.getLogger(__name__)
 
 
-class FairseqTask:
+class FairseqTask(DataclassFlags):
     """A task loads datasets, knows the dictionaries, and runs one train/valid step.
 
     Subclasses set ``self.datasets[split]`` in :meth:`load_dataset`.
     """
-
-    @classmethod
-    def add_args(cls, parser) -> None:
-        """Add this task's flags to ``parser`` (an ``ArgumentParser`` or a group): one per field
-        of its config dataclass, as fairseq's ``add_args`` does for scripts that build their own
-        parser. A class without a dataclass adds nothing (a legacy one overrides this)."""
-        from fairseq.dataclass.utils import gen_parser_from_dataclass
-
-        config = getattr(cls, "dataclass_config", None)
-        if config is not None:
-            gen_parser_from_dataclass(parser, config(), delete_default=False)
 
     def __init__(self, cfg: Any):
         self.cfg = cfg

@@ -1,20 +1,10 @@
 """The lr scheduler base: the trainer calls ``step_update`` after every update."""
 from typing import Any, Dict, Optional
+from fairseq.dataclass.flags import DataclassFlags
 
 
-class FairseqLRScheduler:
+class FairseqLRScheduler(DataclassFlags):
     """Sets the optimizer's lr from the number of updates (and, at epoch ends, validation)."""
-
-    @classmethod
-    def add_args(cls, parser) -> None:
-        """Add this scheduler's flags to ``parser`` (an ``ArgumentParser`` or a group): one per field
-        of its config dataclass, as fairseq's ``add_args`` does for scripts that build their own
-        parser. A class without a dataclass adds nothing (a legacy one overrides this)."""
-        from fairseq.dataclass.utils import gen_parser_from_dataclass
-
-        config = getattr(cls, "dataclass_config", None)
-        if config is not None:
-            gen_parser_from_dataclass(parser, config(), delete_default=False)
 
     def __init__(self, cfg: Any, optimizer: Any):
         self.cfg = cfg
