@@ -254,18 +254,17 @@ class SequenceGenerator(torch.nn.Module):
         # sentence's K rows are identical up to there: with the cache, its first row goes
         # through the model alone and the caches are then widened to K rows per sentence
         once = K > 1 and self.use_cache and self.shared_prompt_forward
-        first = tokens[::K] if once else tokens  # (bsz or N, ...)
-        all_lprobs = self.model.forward_decoder(first[:, :common + 1], self.use_cache)
+        rows = slice(None, None, K) if once else slice(None)  # each sentence's first row, or all
+
+        def widen(t: Tensor) -> Tensor:  # one row per sentence -> its K rows (a copy)
+            return t.repeat_interleave(K, dim=0) if once else t
+
+        all_lprobs = self.model.forward_decoder(tokens[rows, :common + 1], self.use_cache)
         if once:
             self.model.reorder(torch.arange(bsz, device=device).repeat_interleave(K))
-        step_lprobs = all_lprobs[:, -1]
-        if once:
-            step_lprobs = step_lprobs.repeat_interleave(K, dim=0)  # (N, V), the loop's own copy
+        step_lprobs = widen(all_lprobs[:, -1])  # (N, V)
         if common > 0:
-            given = prefix[::K] if once else prefix
-            prompt_lp = all_lprobs[:, :common].gather(2, given[:, :common].unsqueeze(2)).squeeze(2)
-            if once:
-                prompt_lp = prompt_lp.repeat_interleave(K, dim=0)
+            prompt_lp = widen(all_lprobs[:, :common].gather(2, prefix[rows, :common].unsqueeze(2)).squeeze(2))
             pos_scores[:, :common] = prompt_lp  # (N, common)
             scores = scores + prompt_lp.sum(dim=1).view(bsz, K)
         return self._continue(common, max_len, tokens, pos_scores, scores, prefix, finalized,

@@ -283,13 +283,6 @@ def python_env(**extra: str) -> dict:
     return dict(os.environ, PYTHONPATH=str(ROOT), **extra)
 
 
-def run_python(args: Sequence[str], cwd, *, env: Optional[dict] = None, stdin: Optional[str] = None,
-               base_timeout: float = 180) -> subprocess.CompletedProcess:
-    """``python ARGS`` in its own process (text output captured), with a scaled timeout."""
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env if env is not None else python_env(),
-                          capture_output=True, text=True, input=stdin, timeout=scaled_timeout(base_timeout))
-
-
 def run_module(module: str, args: Sequence[str], cwd, env: Optional[dict] = None,
                base_timeout: float = 180) -> SimpleNamespace:
     """``python -m MODULE ARGS`` in its own process (forked, :func:`run_forked`), ``env`` added to

@@ -33,7 +33,6 @@ as they always did.
 import dataclasses
 from typing import Any, Dict, Optional, Tuple
 
-
 from fairseq.checkpoint.fairseq_keys import COMPONENTS, GENERIC_DEFAULTS
 
 # What ``cfg`` differs in from the trainer's config, for fairseq's sake (see split_config):
@@ -199,21 +198,15 @@ def _with_metadata(converted: Dict[str, Any], original: Any) -> Dict[str, Any]:
 
 
 def fairseq_model_state(model: Any, state_dict: Dict[str, Any]) -> Dict[str, Any]:
-    """``state_dict`` of ``model`` in fairseq 0.12.2's key layout when the model declares one
-    (``fairseq_layout_context``: ``transformer_lm``'s separate ``q_proj``/``k_proj``/``v_proj``
-    for our fused ``in_proj``); else as it is. The file holds the split tensors instead of the
+    """``state_dict`` of ``model`` in fairseq 0.12.2's key layout when the model converts to one
+    (``to_fairseq_layout``: ``transformer_lm``'s separate ``q_proj``/``k_proj``/``v_proj`` for
+    our fused ``in_proj``); else as it is. The file holds the split tensors instead of the
     fused ones: no bigger."""
     # looked up on the class: a stand-in trainer's mock model has every attribute
-    if model is None or getattr(type(model), "fairseq_layout_context", None) is None:
+    to_layout = getattr(type(model), "to_fairseq_layout", None) if model is not None else None
+    if to_layout is None:
         return state_dict
-    to_layout = getattr(type(model), "to_fairseq_layout", None)
-    if to_layout is not None:
-        converted = to_layout(model, state_dict)
-    else:  # a model class that declares the layout's context only
-        from fairseq.formats import FAIRSEQ_LM, from_ours
-
-        converted = from_ours(state_dict, FAIRSEQ_LM, model.fairseq_layout_context())
-    return _with_metadata(converted, state_dict)
+    return _with_metadata(to_layout(model, state_dict), state_dict)
 
 
 def to_fairseq_weights(state: Dict[str, Any], model: Any) -> None:

@@ -6,8 +6,8 @@ from typing import Any, Dict, List, Tuple
 import torch
 from torch import nn
 
-from fairseq.errors import ConfigError
 from fairseq.dataclass.flags import DataclassFlags
+from fairseq.errors import ConfigError
 
 
 def _has(cfg: Any, name: str) -> bool:

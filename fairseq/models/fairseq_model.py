@@ -9,10 +9,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from fairseq.dataclass.flags import DataclassFlags
 from fairseq.hub_loader import hub_loader
 from fairseq.modules.fused_cross_entropy import linear_target_log_probs
 from fairseq.modules.output_projection import withdraw_if_overridden
-from fairseq.dataclass.flags import DataclassFlags
 
 NetOutput = Tuple[Tensor, Dict[str, Any]]
 

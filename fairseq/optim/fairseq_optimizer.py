@@ -3,8 +3,8 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from fairseq.errors import ConfigError
 from fairseq.dataclass.flags import DataclassFlags
+from fairseq.errors import ConfigError
 
 
 def first_lr(lr: Any) -> float:

@@ -3,6 +3,7 @@ import logging
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+
 from fairseq.dataclass.flags import DataclassFlags
 
 logger = logging.getLogger(__name__)

@@ -1,5 +1,6 @@
 """The lr scheduler base: the trainer calls ``step_update`` after every update."""
 from typing import Any, Dict, Optional
+
 from fairseq.dataclass.flags import DataclassFlags
 
 
