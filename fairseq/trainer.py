@@ -32,6 +32,7 @@ from fairseq import compile_utils, distributed_utils, optim, precision
 from fairseq.checkpoint import sharded
 from fairseq.utils import move_to_device
 from fairseq.distributed import fully_sharded
+from fairseq.modules import fused_cross_entropy
 from fairseq.optim import lr_scheduler as lr_scheduler_module
 from fairseq.optim.dynamic_loss_scaler import DynamicLossScaler
 
@@ -191,6 +192,14 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype, enabled=enabled)
 
+    def _casts_per_update(self):
+        """The fused loss's output-weight cast shared by the micro-batches of an update, as
+        autocast shares the layers' (not when fully sharded: the gathered weight is freed after
+        each forward, and a kept cast would hold its memory)."""
+        if self.autocast_dtype is None or self.is_fully_sharded:
+            return contextlib.nullcontext()
+        return fused_cross_entropy.weight_casts_per_update()
+
     def _no_sync(self, last: bool):
         model = self.model
         if last or not hasattr(model, "no_sync") or self.world_size == 1:
@@ -214,7 +223,7 @@ class Trainer:
         optimizer = self.optimizer
         logging_outputs = []
         local_sample_size = 0
-        with self._autocast():  # one region for the update: each weight is cast once
+        with self._autocast(), self._casts_per_update():  # one region: each weight cast once
             for i, sample in enumerate(samples):
                 is_dummy = not sample
                 if is_dummy:

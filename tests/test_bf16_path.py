@@ -166,22 +166,63 @@ def test_reused_bf16_block_buffer_changes_no_bit(monkeypatch, reduction):
     assert all(torch.equal(a, c) for a, c in zip(reused, fresh))
 
 
-def test_an_update_casts_each_layer_weight_to_bf16_once_whatever_its_micro_batches(data_bin, tmp_path):
+def test_an_update_casts_each_weight_to_bf16_once_whatever_its_micro_batches(data_bin, tmp_path):
     """The micro-batches of one update (``--update-freq``) share one autocast region, their
     backward passes in a nested disabled one, so a layer's weight is cast to bf16 once per
-    update; each further micro-batch adds only its gradient's cast back to float32."""
+    update; each further micro-batch adds only its gradient's cast back to float32. The fused
+    loss's output weight is cast once per update as well (``weight_casts_per_update``)."""
     from torch.profiler import profile
 
     from fairseq_cli.train import cli_main
 
+    from fairseq.data import Dictionary
+
     in_proj = [48, 16]  # the tiny model's fused q/k/v weight: no activation has this shape
-    casts = {}
+    out_proj = [len(Dictionary.load(f"{data_bin}/dict.txt")), 16]  # the (untied) output weight's
+    casts, out_casts = {}, {}
     for update_freq in (1, 3):
         with profile(record_shapes=True) as prof:
             cli_main([data_bin, *TINY, "--save-dir", str(tmp_path / f"uf{update_freq}"), "--max-update", "2",
                       "--bf16", "--update-freq", str(update_freq), "--disable-validation", "--log-format", "none"])
-        casts[update_freq] = sum(1 for e in prof.events() if e.name == "aten::_to_copy" and e.input_shapes
-                                 and list(e.input_shapes[0]) == in_proj)
+        copies = [list(e.input_shapes[0]) for e in prof.events() if e.name == "aten::_to_copy" and e.input_shapes]
+        casts[update_freq], out_casts[update_freq] = copies.count(in_proj), copies.count(out_proj)
     updates, extra_batches = 2, 3 - 1
     assert casts[1] == 2 * updates  # per update: the weight to bf16, its gradient back
     assert casts[3] - casts[1] == updates * extra_batches  # (per-batch regions: twice that)
+    # the fused loss casts the output weight itself, with autocast off: once per update too (its
+    # gradient is accumulated in float32, so nothing is cast back)
+    assert out_casts[1] == out_casts[3] == updates
+
+
+def test_the_fused_loss_reuses_a_weight_cast_inside_an_update_until_the_weight_changes():
+    from torch.profiler import profile
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 16, requires_grad=True)
+    weight = torch.nn.Parameter(torch.randn(200, 16))
+    target = torch.randint(0, 200, (64,))
+
+    def weight_casts(calls):
+        with profile(record_shapes=True) as prof:
+            calls()
+        return sum(1 for e in prof.events() if e.name == "aten::_to_copy" and e.input_shapes
+                   and list(e.input_shapes[0]) == [200, 16])
+
+    def three_losses():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return [fce.fused_linear_cross_entropy(x, weight, target, block_elements=64 * 200) for _ in range(3)]
+
+    def in_one_update():
+        with fce.weight_casts_per_update():
+            first = three_losses()
+            with torch.no_grad():
+                weight.mul_(0.5)  # an in-place change: the next call casts again
+            return first + three_losses()
+
+    assert weight_casts(three_losses) == 3
+    assert weight_casts(in_one_update) == 2
+    assert fce._update_casts is None  # nothing kept after the update
+    # the reused cast gives the same losses as a fresh one
+    with fce.weight_casts_per_update():
+        reused = three_losses()
+    assert all(torch.equal(a, b) for a, b in zip(reused, three_losses()))

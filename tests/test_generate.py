@@ -148,7 +148,7 @@ def test_every_generation_flag_is_read_refused_warned_or_applied(tiny_checkpoint
     assert "generation.no_early_stop has no effect" in warned and "generation.no_beamable_mm has no effect" in warned
     # retain_dropout: dropout and attention back in training mode, the rest stays in eval mode
     build_generator([model], {"retain_dropout": True}, tgt)
-    modes = {type(m).__name__: m.training for m in model.modules()
+    modes = {"Dropout" if isinstance(m, torch.nn.Dropout) else type(m).__name__: m.training for m in model.modules()
              if isinstance(m, (torch.nn.Dropout, MultiheadAttention, torch.nn.LayerNorm))}
     assert modes["Dropout"] and modes["MultiheadAttention"] and not modes["LayerNorm"] and not model.training
     # print_step: an I- line after each hypothesis

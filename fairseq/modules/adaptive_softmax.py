@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from fairseq.modules.fairseq_dropout import FairseqDropout
 from fairseq.modules.adaptive_input import AdaptiveInput, Cutoff, normalize_cutoff
 
 
@@ -48,7 +49,7 @@ class AdaptiveSoftmax(nn.Module):
 
         self.tie_proj = tie_proj
         self.tied = adaptive_input is not None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = FairseqDropout(dropout)
         if adaptive_input is not None:
             self.head_word_weight = adaptive_input.embeddings[0].weight  # shared
         else:

@@ -17,7 +17,9 @@ How the gradients are made
   log-normaliser (four matmuls per block instead of three).
 
 Mixed precision: under ``torch.autocast`` the matmuls run in the autocast dtype (as
-``F.linear`` would), the softmax and the loss in float32, as in the plain path.
+``F.linear`` would), the softmax and the loss in float32, as in the plain path. Inside
+:func:`weight_casts_per_update` (the trainer's update), the weight is cast to that dtype once
+for all the micro-batches, as autocast's own cache does for ``F.linear``.
 
 Block size
 ----------
@@ -44,7 +46,8 @@ passes over the (N, V) logits; what it adds is passes over (N, C) and (V, C) ten
 rows masked, the gradients scaled by the incoming gradient): with V < 4 C they cost as much
 (measured: 2048 tokens, V = 1400, C = 512: 0.84-1.0x the plain path; C = 128: 1.16-1.3x).
 """
-from typing import Optional, Tuple
+import contextlib
+from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -136,6 +139,44 @@ def _accumulate(acc: Tensor, a: Tensor, b: Tensor, first: bool) -> None:
         acc.copy_(a @ b) if first else acc.add_(a @ b)
 
 
+#: (id, dtype) -> (weight, its version when cast, the cast) while weight_casts_per_update is open
+_update_casts: Optional[Dict[Tuple[int, torch.dtype], Tuple[Tensor, int, Tensor]]] = None
+
+
+@contextlib.contextmanager
+def weight_casts_per_update() -> Iterator[None]:
+    """Within it, the fused loss casts each weight to the matmuls' dtype once, not once per call.
+
+    The trainer holds it around the micro-batches of an update (``--update-freq``). Autocast
+    keeps its casts of the layers' weights for the whole region, but the fused loss computes
+    with autocast off, so without this the output weight would be cast again for every
+    micro-batch. A cast is reused only while the weight has not been changed in place (its
+    version counter); all are dropped on exit. Nested uses share the outermost one's casts."""
+    global _update_casts
+    if _update_casts is not None:
+        yield
+        return
+    _update_casts = {}
+    try:
+        yield
+    finally:
+        _update_casts = None
+
+
+def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``t.to(dtype)``, the same tensor again inside :func:`weight_casts_per_update` while ``t``
+    is unchanged."""
+    if t.dtype == dtype or _update_casts is None:
+        return t.to(dtype)
+    key = (id(t), dtype)
+    hit = _update_casts.get(key)
+    if hit is not None and hit[0] is t and hit[1] == t._version:
+        return hit[2]
+    cast = t.to(dtype)
+    _update_casts[key] = (t, t._version, cast)
+    return cast
+
+
 class _FusedLinearCrossEntropy(torch.autograd.Function):
     """See :func:`fused_linear_cross_entropy`; ``x`` is (N, C), ``target`` (N,)."""
 
@@ -148,8 +189,8 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         V = weight.size(0)
         mm_dtype = x.dtype if dtype is None else dtype  # the matmuls' dtype, as F.linear's
         acc_dtype = torch.promote_types(mm_dtype, torch.float32)  # grad_weight accumulates in it
-        cx, cw = x.to(mm_dtype), weight.to(mm_dtype)
-        cb = None if bias is None else bias.to(mm_dtype)
+        cx, cw = x.to(mm_dtype), _cast(weight, mm_dtype)
+        cb = None if bias is None else _cast(bias, mm_dtype)
         valid = target.ne(ignore_index)  # (N,)
         safe_target = torch.where(valid, target, torch.zeros_like(target))  # (N,)
         rows = block_rows(N, V, block_elements, C)
@@ -241,8 +282,8 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         dtype = ctx.compute_dtype
         mm_dtype = x.dtype if dtype is None else dtype
         acc_dtype = torch.promote_types(mm_dtype, torch.float32)
-        cx, cw = x.to(mm_dtype), weight.to(mm_dtype)
-        cb = None if bias is None else bias.to(mm_dtype)
+        cx, cw = x.to(mm_dtype), _cast(weight, mm_dtype)
+        cb = None if bias is None else _cast(bias, mm_dtype)
         N, C = x.shape
         V = weight.size(0)
         g = grad_out.float().expand(N) if grad_out.dim() == 0 else grad_out.float()  # (N,)
@@ -380,4 +421,4 @@ def fused_linear_cross_entropy(x: Tensor, weight: Tensor, target: Tensor, bias: 
 
 __all__ = ["DEFAULT_BLOCK_ELEMENTS", "MAX_BLOCK_ELEMENTS", "MIN_BLOCK_ROWS", "PLAIN_VOCAB_PER_HIDDEN",
            "SCORE_PLAIN_ELEMENTS", "SCORE_ROWS", "SCORE_TILE_ELEMENTS", "TARGET_BLOCK_ELEMENTS", "block_rows", "fused_linear_cross_entropy",
-           "linear_target_log_probs", "score_vocab_slice", "takes_plain_path"]
+           "linear_target_log_probs", "score_vocab_slice", "takes_plain_path", "weight_casts_per_update"]

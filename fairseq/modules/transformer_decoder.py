@@ -23,6 +23,7 @@ from torch.utils.checkpoint import checkpoint
 
 from fairseq.modules.adaptive_input import AdaptiveInput
 from fairseq.modules.adaptive_softmax import AdaptiveSoftmax
+from fairseq.modules.fairseq_dropout import FairseqDropout
 from fairseq.modules.multihead_attention import KVBuffers, reorder_cache_, row_moves
 from fairseq.modules.normalization import build_norm
 from fairseq.modules.output_projection import (  # noqa: F401 -- FEW_ROWS*: also imported from here
@@ -148,7 +149,7 @@ class TransformerDecoder(nn.Module):
                 self.max_target_positions, embed_dim, self.padding_idx, learned=cfg.decoder_learned_pos
             )
         self.layernorm_embedding = self._norm(cfg, embed_dim) if cfg.layernorm_embedding else None
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = FairseqDropout(cfg.dropout)
 
         # -- the stack --
         self.kept_layers = parse_layers_to_keep(cfg.decoder_layers_to_keep, cfg.decoder_layers)

@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from fairseq.modules.fairseq_dropout import FairseqDropout
 from fairseq.modules.activations import get_activation_fn
 from fairseq.modules.multihead_attention import AttentionCache, MultiheadAttention
 from fairseq.modules.normalization import build_norm
@@ -72,8 +73,8 @@ class TransformerDecoderLayer(nn.Module):
         self.w_resid = nn.Parameter(torch.ones(embed_dim)) if scale_resids else None
         self.final_layer_norm = build_norm(norm, embed_dim, norm_eps, bias)
         self.activation_fn = get_activation_fn(activation_fn)
-        self.activation_dropout = nn.Dropout(activation_dropout)
-        self.dropout = nn.Dropout(dropout)
+        self.activation_dropout = FairseqDropout(activation_dropout)
+        self.dropout = FairseqDropout(dropout)
         # fc1, fc2 (and fc3) keep nn.Linear's own initialisation (kaiming-uniform weights, uniform
         # biases), as fairseq 0.12.2's layers do: with xavier weights the feed-forward output is
         # about twice as large at the start, and the first losses of wide models differ
