@@ -77,10 +77,21 @@ def child(req):
         print(code, file=sys.stderr)
         code = 1
     try:
+        _stop_worker_pool()
         sys.stdout.flush()
         sys.stderr.flush()
     finally:
         os._exit(code & 0xFF)
+
+
+def _stop_worker_pool():
+    """The child ends with ``os._exit``, which runs no atexit handler: the worker processes of
+    joblib's loky pool (Hydra's joblib launcher) would idle on for minutes. Stop them here, as
+    loky's own atexit handler would."""
+    reusable = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(reusable, "_executor", None)
+    if executor is not None:
+        executor.shutdown(wait=True, kill_workers=True)
 
 for line in requests:
     req = json.loads(line)
