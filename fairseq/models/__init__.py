@@ -10,8 +10,8 @@ from fairseq.registry import import_submodules, setup_registry
 
 MODEL_REGISTRY = setup_registry("model", base_class=BaseFairseqModel)
 
-__all__ = ["BaseFairseqModel", "FairseqLanguageModel", "MODEL_REGISTRY", "build_model", "register_model",
-           "register_model_architecture"]
+__all__ = ["BaseFairseqModel", "FairseqLanguageModel", "MODEL_REGISTRY", "architecture_function", "build_model",
+           "preset_of_architecture_function", "register_model", "register_model_architecture"]
 
 
 def register_model(name: str, dataclass: Optional[type] = None):
@@ -23,24 +23,80 @@ def register_model(name: str, dataclass: Optional[type] = None):
 
 
 def register_model_architecture(model_name: str, arch_name: str,
-                                preset: Optional[Dict[str, Any]] = None) -> Callable[[Any], None]:
+                                preset: Optional[Dict[str, Any]] = None) -> Callable[[Any], Any]:
     """Register ``arch_name``: model ``model_name`` with the config defaults in ``preset``.
 
-    A preset is data, merged beneath anything the user sets explicitly.
+    A preset is data, merged beneath anything the user sets explicitly, in both doors. fairseq
+    0.12's decorator form works too: over a function that fills in ``args``
+    (``args.decoder_layers = getattr(args, "decoder_layers", 2)``, then perhaps
+    ``base_lm_architecture(args)``), the function runs once, at registration, on an empty
+    namespace, and what it sets (where that differs from ``model_name``'s defaults) becomes the
+    preset. So a value the function computes from another field (``args.decoder_embed_dim * 4``)
+    is computed from the preset's value, not from a flag given later.
 
     Returns:
-        a callable that refuses fairseq 0.12's decorator form (a function setting ``args``),
-        which would otherwise fail as ``'NoneType' object is not callable``.
+        the decorator for that form; it registers the function's preset and returns the function,
+        so other architecture functions can call it.
     """
     MODEL_REGISTRY.register_preset(model_name, arch_name, preset)
 
-    def refuse_decorator_form(function: Any) -> None:
-        raise ConfigError(f"@register_model_architecture({model_name!r}, {arch_name!r}) decorates "
-                          f"{getattr(function, '__name__', function)!r}: an architecture here is a preset "
-                          f"of config values, not a function; write register_model_architecture("
-                          f"{model_name!r}, {arch_name!r}, {{'field': value, ...}})")
+    def from_function(function: Any) -> Any:
+        where = f"@register_model_architecture({model_name!r}, {arch_name!r})"
+        if preset is not None or not callable(function):
+            raise ConfigError(f"{where} decorates {getattr(function, '__name__', function)!r}, but it was "
+                              "given a preset as well: use one form, the preset dict or the function")
+        del MODEL_REGISTRY.entries[arch_name]  # registered above with no preset; not kept on an error
+        MODEL_REGISTRY.register_preset(model_name, arch_name,
+                                       preset_of_architecture_function(function, model_name, where))
+        return function
 
-    return refuse_decorator_form
+    return from_function
+
+
+def preset_of_architecture_function(function: Callable[[Namespace], Any], model_name: str,
+                                    where: str = "the architecture function") -> Dict[str, Any]:
+    """What ``function(args)`` sets on an empty namespace, less what equals ``model_name``'s
+    defaults (a call to ``base_lm_architecture`` sets every field)."""
+    args = Namespace()
+    try:
+        function(args)
+    except AttributeError as exc:
+        name = getattr(exc, "name", None) or str(exc)
+        raise ConfigError(f"{where}: {getattr(function, '__name__', function)!r} reads args.{name} before "
+                          f"setting it; the function runs once on an empty namespace to make the "
+                          f"preset, so read it as getattr(args, {name!r}, DEFAULT)") from None
+    defaults = MODEL_REGISTRY.get(model_name).default_config()
+    return {key: value for key, value in vars(args).items()
+            if defaults is None or not hasattr(defaults, key) or getattr(defaults, key) != value}
+
+
+def architecture_function(arch_name: str) -> Callable[[Namespace], None]:
+    """fairseq's function form of a registered architecture: ``fill(args)`` sets every field of
+    the model's config that ``args`` lacks (or holds as None) to the architecture's value, as
+    fairseq's ``base_lm_architecture`` does. Fields whose default follows another field
+    (``decoder_input_dim``) are left alone unless the preset sets them."""
+    from dataclasses import MISSING, fields
+
+    def fill(args: Any) -> None:
+        entry = MODEL_REGISTRY.get(arch_name)
+        for f in fields(entry.dataclass):
+            if f.name.startswith("_") or getattr(args, f.name, None) is not None:
+                continue
+            if f.name in entry.preset:
+                value = entry.preset[f.name]
+            elif f.default is not MISSING:
+                value = f.default
+            elif f.default_factory is not MISSING:
+                value = f.default_factory()
+            else:
+                continue
+            if isinstance(value, str) and (value.startswith("${") or value == "???"):
+                continue  # an interpolation or a required value: the config resolves it
+            setattr(args, f.name, value)
+
+    fill.__name__ = fill.__qualname__ = arch_name
+    fill.__doc__ = f"Fill the fields ``args`` lacks with the ``{arch_name}`` architecture's values."
+    return fill
 
 
 def build_model(cfg: Union[DictConfig, Namespace], task: Any) -> BaseFairseqModel:

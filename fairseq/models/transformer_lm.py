@@ -9,7 +9,7 @@ from torch import Tensor
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.formats import FAIRSEQ_LM, from_ours, to_ours
-from fairseq.models import register_model, register_model_architecture
+from fairseq.models import architecture_function, register_model, register_model_architecture
 from fairseq.models.fairseq_model import FairseqLanguageModel
 from fairseq.modules.activations import ACTIVATION_NAMES
 from fairseq.modules.adaptive_input import AdaptiveInput, normalize_cutoff
@@ -526,5 +526,25 @@ ARCHITECTURES: Dict[str, Dict[str, Any]] = {
 for _name, _preset in ARCHITECTURES.items():
     register_model_architecture("transformer_lm", _name, _preset)
 
+# fairseq's architecture functions, for plugins whose own architecture function ends with one
+# (``base_lm_architecture(args)``): each fills what ``args`` lacks with that preset's values
+base_lm_architecture = architecture_function("transformer_lm")
+transformer_lm_big = architecture_function("transformer_lm_big")
+transformer_lm_baevski_wiki103 = architecture_function("transformer_lm_baevski_wiki103")
+transformer_lm_baevski_gbw = architecture_function("transformer_lm_baevski_gbw")
+transformer_lm_gpt = architecture_function("transformer_lm_gpt")
+transformer_lm_gpt2_small = architecture_function("transformer_lm_gpt2_small")
+transformer_lm_gpt2_tiny = architecture_function("transformer_lm_gpt2_tiny")
+transformer_lm_gpt2_medium = architecture_function("transformer_lm_gpt2_medium")
+transformer_lm_gpt2_big = architecture_function("transformer_lm_gpt2_big")
+transformer_lm_gpt3_small = architecture_function("transformer_lm_gpt3_small")
+transformer_lm_gpt3_medium = architecture_function("transformer_lm_gpt3_medium")
+transformer_lm_gpt3_large = architecture_function("transformer_lm_gpt3_large")
+transformer_lm_gpt3_xl = architecture_function("transformer_lm_gpt3_xl")
 
-__all__ = ["ARCHITECTURES", "TransformerLanguageModel", "TransformerLanguageModelConfig"]
+
+__all__ = ["ARCHITECTURES", "TransformerLanguageModel", "TransformerLanguageModelConfig", "base_lm_architecture",
+           "transformer_lm_baevski_gbw", "transformer_lm_baevski_wiki103", "transformer_lm_big",
+           "transformer_lm_gpt", "transformer_lm_gpt2_big", "transformer_lm_gpt2_medium",
+           "transformer_lm_gpt2_small", "transformer_lm_gpt2_tiny", "transformer_lm_gpt3_large",
+           "transformer_lm_gpt3_medium", "transformer_lm_gpt3_small", "transformer_lm_gpt3_xl"]
