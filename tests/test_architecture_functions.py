@@ -21,6 +21,13 @@ def fn_tiny_lm(args):
     base_lm_architecture(args)
 
 
+@register_model_architecture("transformer_lm", "fn_follows")
+def fn_follows(args):
+    args.decoder_embed_dim = getattr(args, "decoder_embed_dim", 96)
+    args.decoder_input_dim = getattr(args, "decoder_input_dim", args.decoder_embed_dim)
+    args.decoder_output_dim = getattr(args, "decoder_output_dim", args.decoder_embed_dim)
+
+
 @register_model_architecture("transformer_lm", "fn_tiny_lm_wide")
 def fn_tiny_lm_wide(args):
     args.decoder_embed_dim = getattr(args, "decoder_embed_dim", 48)
@@ -113,5 +120,21 @@ def test_fairseqs_named_functions_fill_only_what_a_namespace_lacks():
     gpt = Namespace(decoder_layers=4)
     transformer_lm_gpt(gpt)
     assert gpt.decoder_layers == 4 and gpt.decoder_embed_dim == TRANSFORMER_LM_GPT["decoder_embed_dim"] == 768
-    assert gpt.activation_fn == "gelu" and gpt.decoder_input_dim == 768
+    assert gpt.activation_fn == "gelu" and not hasattr(gpt, "decoder_input_dim")
 
+
+
+@pytest.mark.parametrize("door", ["legacy", "hydra"])
+def test_a_named_architectures_input_and_output_dims_follow_a_changed_embed_dim(plugin, data_bin, door):
+    """PITFALLS #18 for presets: ``--arch transformer_lm_gpt --decoder-embed-dim 128`` is 128 wide
+    throughout, not a 768-wide embedding with projections; likewise for a function that sets
+    the two dims to its embed dim, as fairseq's base_lm_architecture does."""
+    from fairseq.models import MODEL_REGISTRY
+
+    gpt = _model_cfg(door, data_bin, plugin, "transformer_lm_gpt", ("decoder_embed_dim", 128),
+                     ("decoder_attention_heads", 4))
+    assert (gpt.decoder_embed_dim, gpt.decoder_input_dim, gpt.decoder_output_dim) == (128, 128, 128)
+    assert _model_cfg(door, data_bin, plugin, "transformer_lm_gpt").decoder_input_dim == 768
+    assert "decoder_input_dim" not in MODEL_REGISTRY.get("fn_follows").preset
+    follows = _model_cfg(door, data_bin, plugin, "fn_follows", ("decoder_embed_dim", 64))
+    assert (follows.decoder_input_dim, follows.decoder_output_dim) == (64, 64)

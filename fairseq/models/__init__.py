@@ -1,5 +1,6 @@
 """Models: the registry, architectures (named presets) and ``build_model``."""
 from argparse import Namespace
+from dataclasses import MISSING, fields
 from typing import Any, Callable, Dict, Optional, Union
 
 from omegaconf import DictConfig
@@ -65,9 +66,21 @@ def preset_of_architecture_function(function: Callable[[Namespace], Any], model_
         raise ConfigError(f"{where}: {getattr(function, '__name__', function)!r} reads args.{name} before "
                           f"setting it; the function runs once on an empty namespace to make the "
                           f"preset, so read it as getattr(args, {name!r}, DEFAULT)") from None
-    defaults = MODEL_REGISTRY.get(model_name).default_config()
-    return {key: value for key, value in vars(args).items()
-            if defaults is None or not hasattr(defaults, key) or getattr(defaults, key) != value}
+    entry = MODEL_REGISTRY.get(model_name)
+    defaults = entry.default_config()
+    values = vars(args)
+    follows = {}  # field -> the field its default interpolates (decoder_input_dim -> decoder_embed_dim)
+    if entry.dataclass is not None:
+        for f in fields(entry.dataclass):
+            if isinstance(f.default, str) and f.default.startswith("${.") and f.default.endswith("}"):
+                follows[f.name] = f.default[3:-1]
+
+    def kept(key: str, value: Any) -> bool:
+        if key in follows and follows[key] in values and values[follows[key]] == value:
+            return False  # fairseq's "same as the embed dim": left to follow it, not frozen
+        return defaults is None or not hasattr(defaults, key) or getattr(defaults, key) != value
+
+    return {key: value for key, value in values.items() if kept(key, value)}
 
 
 def architecture_function(arch_name: str) -> Callable[[Namespace], None]:
@@ -75,7 +88,6 @@ def architecture_function(arch_name: str) -> Callable[[Namespace], None]:
     the model's config that ``args`` lacks (or holds as None) to the architecture's value, as
     fairseq's ``base_lm_architecture`` does. Fields whose default follows another field
     (``decoder_input_dim``) are left alone unless the preset sets them."""
-    from dataclasses import MISSING, fields
 
     def fill(args: Any) -> None:
         entry = MODEL_REGISTRY.get(arch_name)

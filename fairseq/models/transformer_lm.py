@@ -420,11 +420,9 @@ def _refuse_hf_directory(path: str, checkpoint_file: str) -> None:
 # -- named architectures: presets of the config above ------------------------------------------
 
 def _width(embed_dim: int, ffn_embed_dim: int) -> Dict[str, int]:
-    """Model width; input and output dims follow the embedding dim (no projections)."""
-    return {
-        "decoder_embed_dim": embed_dim, "decoder_input_dim": embed_dim,
-        "decoder_output_dim": embed_dim, "decoder_ffn_embed_dim": ffn_embed_dim,
-    }
+    """Model width. The input and output dims are not set: they follow the embedding dim (their
+    defaults interpolate it), also when ``--decoder-embed-dim`` changes it (PITFALLS #18)."""
+    return {"decoder_embed_dim": embed_dim, "decoder_ffn_embed_dim": ffn_embed_dim}
 
 
 # Every named transformer_lm architecture is pre-norm: post-norm LMs of this depth train unstably.
