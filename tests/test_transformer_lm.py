@@ -288,7 +288,9 @@ def test_presets_register_with_consistent_dims(name):
     entry = MODEL_REGISTRY.get(name)
     assert entry.base == "transformer_lm"
     assert entry.preset.items() >= EXPECTED_PRESETS[name].items()
-    cfg = entry.default_config()
+    # the input and output dims are left to follow the embed dim (PITFALLS #18), not frozen
+    assert "decoder_input_dim" not in entry.preset and "decoder_output_dim" not in entry.preset
+    cfg = OmegaConf.structured(entry.default_config())
     assert cfg.decoder_input_dim == cfg.decoder_output_dim == cfg.decoder_embed_dim
     assert cfg.decoder_embed_dim % cfg.decoder_attention_heads == 0
 

@@ -92,6 +92,7 @@ def architecture_function(arch_name: str) -> Callable[[Namespace], None]:
     def fill(args: Any) -> None:
         entry = MODEL_REGISTRY.get(arch_name)
         for f in fields(entry.dataclass):
+            # optional: filling what a fairseq-style namespace lacks (or holds as None) is the point
             if f.name.startswith("_") or getattr(args, f.name, None) is not None:
                 continue
             if f.name in entry.preset:
