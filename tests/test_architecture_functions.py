@@ -138,3 +138,19 @@ def test_a_named_architectures_input_and_output_dims_follow_a_changed_embed_dim(
     assert "decoder_input_dim" not in MODEL_REGISTRY.get("fn_follows").preset
     follows = _model_cfg(door, data_bin, plugin, "fn_follows", ("decoder_embed_dim", 64))
     assert (follows.decoder_input_dim, follows.decoder_output_dim) == (64, 64)
+
+
+def test_every_fairseq_transformer_lm_function_is_importable_and_gives_its_preset():
+    from fairseq.models import transformer_lm
+
+    fairseq_names = ["transformer_lm_big", "transformer_lm_baevski_wiki103", "transformer_lm_baevski_gbw",
+                     "transformer_lm_gpt", "transformer_lm_gpt2_small", "transformer_lm_gpt2_tiny",
+                     "transformer_lm_gpt2_medium", "transformer_lm_gpt2_big", "transformer_lm_gpt2_big_wide",
+                     "transformer_lm_gpt2_bigger", "transformer_lm_gpt3_small", "transformer_lm_gpt3_medium",
+                     "transformer_lm_gpt3_large", "transformer_lm_gpt3_xl", "transformer_lm_gpt3_2_7",
+                     "transformer_lm_gpt3_6_7", "transformer_lm_gpt3_13", "transformer_lm_gpt3_175"]
+    for name in fairseq_names:
+        args = Namespace()
+        getattr(transformer_lm, name)(args)
+        preset = transformer_lm.ARCHITECTURES[name]
+        assert {key: getattr(args, key) for key in preset} == preset, name

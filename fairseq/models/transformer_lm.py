@@ -535,14 +535,22 @@ transformer_lm_gpt2_small = architecture_function("transformer_lm_gpt2_small")
 transformer_lm_gpt2_tiny = architecture_function("transformer_lm_gpt2_tiny")
 transformer_lm_gpt2_medium = architecture_function("transformer_lm_gpt2_medium")
 transformer_lm_gpt2_big = architecture_function("transformer_lm_gpt2_big")
+transformer_lm_gpt2_big_wide = architecture_function("transformer_lm_gpt2_big_wide")
+transformer_lm_gpt2_bigger = architecture_function("transformer_lm_gpt2_bigger")
 transformer_lm_gpt3_small = architecture_function("transformer_lm_gpt3_small")
 transformer_lm_gpt3_medium = architecture_function("transformer_lm_gpt3_medium")
 transformer_lm_gpt3_large = architecture_function("transformer_lm_gpt3_large")
 transformer_lm_gpt3_xl = architecture_function("transformer_lm_gpt3_xl")
+transformer_lm_gpt3_2_7 = architecture_function("transformer_lm_gpt3_2_7")
+transformer_lm_gpt3_6_7 = architecture_function("transformer_lm_gpt3_6_7")
+transformer_lm_gpt3_13 = architecture_function("transformer_lm_gpt3_13")
+transformer_lm_gpt3_175 = architecture_function("transformer_lm_gpt3_175")
 
 
 __all__ = ["ARCHITECTURES", "TransformerLanguageModel", "TransformerLanguageModelConfig", "base_lm_architecture",
            "transformer_lm_baevski_gbw", "transformer_lm_baevski_wiki103", "transformer_lm_big",
-           "transformer_lm_gpt", "transformer_lm_gpt2_big", "transformer_lm_gpt2_medium",
-           "transformer_lm_gpt2_small", "transformer_lm_gpt2_tiny", "transformer_lm_gpt3_large",
+           "transformer_lm_gpt", "transformer_lm_gpt2_big", "transformer_lm_gpt2_big_wide",
+           "transformer_lm_gpt2_bigger", "transformer_lm_gpt2_medium", "transformer_lm_gpt2_small",
+           "transformer_lm_gpt2_tiny", "transformer_lm_gpt3_13", "transformer_lm_gpt3_175",
+           "transformer_lm_gpt3_2_7", "transformer_lm_gpt3_6_7", "transformer_lm_gpt3_large",
            "transformer_lm_gpt3_medium", "transformer_lm_gpt3_small", "transformer_lm_gpt3_xl"]
