@@ -154,3 +154,37 @@ def test_every_fairseq_transformer_lm_function_is_importable_and_gives_its_prese
         getattr(transformer_lm, name)(args)
         preset = transformer_lm.ARCHITECTURES[name]
         assert {key: getattr(args, key) for key in preset} == preset, name
+
+
+OLD_API_PLUGIN = '''
+from fairseq.models import FairseqLanguageModel, register_model
+
+
+@register_model("old_api_lm")
+class OldApiLM(FairseqLanguageModel):
+    @staticmethod
+    def add_args(parser):
+        parser.add_argument("--old-dim", type=int)
+'''
+
+
+def test_a_model_without_a_config_dataclass_is_one_line_in_both_doors(tmp_path, data_bin, capsys):
+    """fairseq's older API (flags from add_args, no dataclass) declares no fields to configure:
+    one line naming the fix, where Hydra's "Could not find 'model/old_api_lm'" was a traceback."""
+    from conftest import in_process
+    from fairseq.dataclass.compose import import_plugins_of_overrides
+    from fairseq.dataclass.initialize import compose_config
+    from fairseq.errors import ConfigError
+    from fairseq_cli import train
+
+    with registrations_forgotten():
+        plugin = write_plugin(tmp_path, "old_api_plugin", OLD_API_PLUGIN)
+        code, err = in_process(train.cli_main, [data_bin, "--user-dir", plugin, "--arch", "old_api_lm",
+                                                "--old-dim", "16", "--optimizer", "adam"], capsys)
+        assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert ("model=old_api_lm: OldApiLM is registered without a config dataclass" in err
+                and "register_model('old_api_lm', dataclass=...)" in err)
+        overrides = [f"task.data={data_bin}", f"common.user_dir={plugin}", "model=old_api_lm"]
+        import_plugins_of_overrides(overrides)
+        with pytest.raises(ConfigError, match="OldApiLM is registered without a config dataclass"):
+            compose_config(overrides)

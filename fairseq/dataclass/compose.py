@@ -318,6 +318,7 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
     hydra_init()
     overrides = component_choices(overrides, user_config_dir)
     directory = os.path.abspath(config_path or config_dir())
+    _refuse_components_without_config(overrides, directory, user_config_dir)
     config_name = primary_config_name(config_name, user_config_dir)
     if GlobalHydra.instance().is_initialized():
         return compose(config_name, overrides=overrides, return_hydra_config=with_hydra)
@@ -339,6 +340,32 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
         return cfg
     with user_tree(directory, os.path.abspath(user_config_dir)):
         return compose(config_name, overrides=overrides, return_hydra_config=with_hydra)
+
+
+def _refuse_components_without_config(overrides: Sequence[str], directory: str,
+                                      user_config_dir: Optional[str]) -> None:
+    """One line, instead of Hydra's "Could not find 'model/NAME'" traceback, for a chosen component
+    registered without a config dataclass (fairseq's older ``add_args`` API) and with no YAML file
+    to stand in for it: nothing declares its fields, so neither door can configure it."""
+    from fairseq.registry import ALL_REGISTRIES
+
+    for text in overrides:
+        key, sep, name = text.partition("=")
+        group = key.lstrip("+")
+        registry = ALL_REGISTRIES.get(group)
+        if not sep or group not in COMPONENT_GROUPS or registry is None or name not in registry:
+            continue
+        entry = registry.get(name)
+        trees = [Path(directory)] + ([Path(user_config_dir)] if user_config_dir else [])
+        if entry.dataclass is not None or any((tree / group / f"{name}.yaml").is_file() for tree in trees):
+            continue
+        owner = getattr(entry.cls, "__name__", entry.cls)
+        register = "register_model" if group == "model" else f"register_{group}"
+        raise ConfigError(
+            f"{group}={name}: {owner} is registered without a config dataclass (fairseq's older "
+            f"add_args API), so nothing declares its fields; register it as {register}("
+            f"{(entry.base or name)!r}, dataclass=...) with one typed field per flag "
+            "(docs/extending.md, \"A model\")")
 
 
 def import_plugins_of_overrides(overrides: Sequence[str]) -> None:
