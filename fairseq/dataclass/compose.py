@@ -349,6 +349,7 @@ def _refuse_components_without_config(overrides: Sequence[str], directory: str,
     to stand in for it: nothing declares its fields, so neither door can configure it."""
     from fairseq.registry import ALL_REGISTRIES
 
+    trees = [Path(directory)] + ([Path(user_config_dir)] if user_config_dir else [])
     for text in overrides:
         key, sep, name = text.partition("=")
         group = key.lstrip("+")
@@ -356,7 +357,6 @@ def _refuse_components_without_config(overrides: Sequence[str], directory: str,
         if not sep or group not in COMPONENT_GROUPS or registry is None or name not in registry:
             continue
         entry = registry.get(name)
-        trees = [Path(directory)] + ([Path(user_config_dir)] if user_config_dir else [])
         if entry.dataclass is not None or any((tree / group / f"{name}.yaml").is_file() for tree in trees):
             continue
         owner = getattr(entry.cls, "__name__", entry.cls)

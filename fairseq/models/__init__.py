@@ -1,10 +1,11 @@
 """Models: the registry, architectures (named presets) and ``build_model``."""
 from argparse import Namespace
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from typing import Any, Callable, Dict, Optional, Union
 
 from omegaconf import DictConfig
 
+from fairseq.dataclass.values import OC_MISSING, field_default, interpolation_target
 from fairseq.errors import ConfigError
 from fairseq.models.fairseq_model import BaseFairseqModel, FairseqLanguageModel
 from fairseq.registry import import_submodules, setup_registry
@@ -43,7 +44,7 @@ def register_model_architecture(model_name: str, arch_name: str,
 
     def from_function(function: Any) -> Any:
         where = f"@register_model_architecture({model_name!r}, {arch_name!r})"
-        if preset is not None or not callable(function):
+        if preset is not None:
             raise ConfigError(f"{where} decorates {getattr(function, '__name__', function)!r}, but it was "
                               "given a preset as well: use one form, the preset dict or the function")
         del MODEL_REGISTRY.entries[arch_name]  # registered above with no preset; not kept on an error
@@ -69,11 +70,12 @@ def preset_of_architecture_function(function: Callable[[Namespace], Any], model_
     entry = MODEL_REGISTRY.get(model_name)
     defaults = entry.default_config()
     values = vars(args)
-    follows = {}  # field -> the field its default interpolates (decoder_input_dim -> decoder_embed_dim)
-    if entry.dataclass is not None:
-        for f in fields(entry.dataclass):
-            if isinstance(f.default, str) and f.default.startswith("${.") and f.default.endswith("}"):
-                follows[f.name] = f.default[3:-1]
+    # field -> the sibling its default interpolates (decoder_input_dim -> decoder_embed_dim)
+    follows = {}
+    for f in fields(entry.dataclass) if entry.dataclass is not None else ():
+        target = interpolation_target(f.default)
+        if target is not None and target.startswith("."):
+            follows[f.name] = target[1:]
 
     def kept(key: str, value: Any) -> bool:
         if key in follows and follows[key] in values and values[follows[key]] == value:
@@ -95,16 +97,9 @@ def architecture_function(arch_name: str) -> Callable[[Namespace], None]:
             # optional: filling what a fairseq-style namespace lacks (or holds as None) is the point
             if f.name.startswith("_") or getattr(args, f.name, None) is not None:
                 continue
-            if f.name in entry.preset:
-                value = entry.preset[f.name]
-            elif f.default is not MISSING:
-                value = f.default
-            elif f.default_factory is not MISSING:
-                value = f.default_factory()
-            else:
-                continue
-            if isinstance(value, str) and (value.startswith("${") or value == "???"):
-                continue  # an interpolation or a required value: the config resolves it
+            value = entry.preset[f.name] if f.name in entry.preset else field_default(f)
+            if value == OC_MISSING or interpolation_target(value) is not None:
+                continue  # a required value or an interpolation: the config resolves it
             setattr(args, f.name, value)
 
     fill.__name__ = fill.__qualname__ = arch_name

@@ -12,8 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from fairseq.modules.fairseq_dropout import FairseqDropout
 from fairseq.modules.adaptive_input import AdaptiveInput, Cutoff, normalize_cutoff
+from fairseq.modules.fairseq_dropout import FairseqDropout
 
 
 class AdaptiveSoftmax(nn.Module):

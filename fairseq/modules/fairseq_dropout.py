@@ -13,6 +13,8 @@ The masks come from the same generator (``torch.manual_seed``, saved in checkpoi
 activation checkpointing), but they are not the masks ``F.dropout`` draws. On other devices, and
 while ``torch.compile`` traces (which fuses its own random numbers), it is ``F.dropout``.
 """
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -49,7 +51,7 @@ class FairseqDropout(nn.Dropout):
     """``nn.Dropout`` (same ``p``, same train/eval switch, no state) drawing its mask with
     :func:`dropout`. ``module_name`` is accepted as in fairseq and kept for messages."""
 
-    def __init__(self, p: float = 0.5, module_name: str = None):
+    def __init__(self, p: float = 0.5, module_name: Optional[str] = None):
         super().__init__(p)
         self.module_name = module_name
 

@@ -5,8 +5,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from fairseq.modules.fairseq_dropout import FairseqDropout
 from fairseq.modules.activations import get_activation_fn
+from fairseq.modules.fairseq_dropout import FairseqDropout
 from fairseq.modules.multihead_attention import AttentionCache, MultiheadAttention
 from fairseq.modules.normalization import build_norm
 from fairseq.modules.rotary import RotaryEmbedding
