@@ -131,3 +131,22 @@ def test_a_yaml_alias_bomb_is_refused_before_it_is_expanded(tmp_path, data_bin):
     # an expansion (10**9 items) would run past the (scaled) timeout: the refusal comes first
     result = hydra_train(args + [f"task.data={data_bin}"], tmp_path, timeout=60)
     one_line(result, "exp.yaml", "aliases expand to more than")
+
+
+def test_a_peer_ranks_fresh_hydra_file_is_the_jobs_own_under_torchrun_only(tmp_path, monkeypatch):
+    """Under torchrun every rank's Hydra app writes the same .hydra/; a config.yaml a peer wrote
+    since this process started is not a user's file to protect, an older one still is."""
+    import os
+    import time
+
+    from fairseq.dataclass.config_code import _written_by_a_peer_rank
+
+    fresh, old = tmp_path / "config.yaml", tmp_path / "overrides.yaml"
+    fresh.write_text("{}")
+    old.write_text("{}")
+    an_hour_ago = time.time() - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    assert not _written_by_a_peer_rank(str(fresh))
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job")
+    assert _written_by_a_peer_rank(str(fresh)) and not _written_by_a_peer_rank(str(old))

@@ -280,6 +280,21 @@ def _previous_run(directory: str, output_subdir: Optional[str], multirun: bool) 
     return any(os.path.isfile(os.path.join(directory, mark)) for mark in marks)
 
 
+def _written_by_a_peer_rank(path: str) -> bool:
+    """Whether ``path`` is another rank's write in this torchrun job. Every rank runs the Hydra app
+    into the same run directory, and Hydra writes ``config.yaml`` before ``hydra.yaml``: a peer
+    that started with this process may have written the first and not yet the second. A file
+    written since this process started (a minute of slack: the ranks start together, and
+    importing torch alone takes longer) is the job's own; outside torchrun, never."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return False
+    try:
+        started = os.stat(f"/proc/{os.getpid()}").st_ctime  # the process's start (Linux)
+        return os.path.getmtime(path) >= started - 60.0
+    except OSError:
+        return False
+
+
 def _path_refusals(resolved: Dict[str, Any], keys: Set[str], multirun: bool) -> List[str]:
     """The paths a config file makes the Hydra app write outside the run's own directory, or
     over files that are not a previous run's."""
@@ -305,7 +320,7 @@ def _path_refusals(resolved: Dict[str, Any], keys: Set[str], multirun: bool) -> 
         elif not os.path.isfile(os.path.join(saved, "hydra.yaml")):
             for name in _SAVED_FILES:  # Hydra truncates these: only a previous run's may be there
                 target = os.path.join(saved, name)
-                if os.path.lexists(target):
+                if os.path.lexists(target) and not _written_by_a_peer_rank(target):
                     found.append(f"hydra.output_subdir={output_subdir} (would overwrite {target}, "
                                  "which no earlier run wrote)")
                     break
